@@ -1,0 +1,342 @@
+"""Video decoding into batches of uint8 RGB tensors, over three backends behind one API.
+
+Backends:
+    ``decord``      (default where installed; Linux x86-64) — ``decord.VideoReader.get_batch``; frame-accurate
+                    indices from its own index of the file.
+    ``pyav``        (always available) — sequential ``container.decode`` with FFmpeg's frame threading.
+    ``torchcodec``  (optional) — ``torchcodec.decoders.VideoDecoder``, decodes on CUDA (NVDEC) when the
+                    target device is CUDA.
+
+Metadata always comes from PyAV's probe of the container (exact rational fps, audio stream, codec).
+Decoding runs on a background thread ahead of compute (:func:`prefetch`): a bounded queue of ready batches,
+pinned host memory and non-blocking copies when the target device is CUDA.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+import os
+import queue
+import threading
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..errors import EmptyVideoError, InputNotFoundError, InvalidOptionError, UnsupportedInputError, VideoDecodeError
+from ..types import FrameBatch, VideoInfo
+
+BACKENDS = ("decord", "pyav", "torchcodec")
+
+
+def available_backends() -> list[str]:
+    """Names of the decoding backends importable here, in order of preference."""
+    return [b for b in BACKENDS if b == "pyav" or importlib.util.find_spec(b) is not None]
+
+
+def _check_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise InputNotFoundError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise UnsupportedInputError(f"{path}: is a directory, not a video file")
+    if os.path.getsize(path) == 0:
+        raise VideoDecodeError(f"{path}: file is empty (0 bytes); re-copy or re-encode it")
+
+
+def probe(path: str | os.PathLike) -> VideoInfo:
+    """Read a video's metadata without decoding it.
+
+    Args:
+        path: a video file any FFmpeg build reads (mp4, mov, mkv, avi, webm, ...).
+
+    Returns:
+        :class:`~gpuface.types.VideoInfo` with fps as an exact ``Fraction`` (the stream's average rate), frame
+        count (container's count, or duration × fps rounded when the container has none), size, duration in
+        seconds and whether an audio stream is present.
+
+    Raises:
+        InputNotFoundError: the path does not exist.
+        VideoDecodeError: empty, truncated or corrupt file, or no video stream in it.
+        EmptyVideoError: the container reports no frames at all.
+    """
+    import av
+
+    path = os.fspath(path)
+    _check_file(path)
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise VideoDecodeError(f"{path}: no video stream in this file")
+            stream = container.streams.video[0]
+            fps = Fraction(stream.average_rate or stream.guessed_rate or 0)
+            if fps <= 0:
+                raise VideoDecodeError(f"{path}: the video stream has no frame rate")
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / 1e6
+            else:
+                duration = 0.0
+            num_frames = int(stream.frames) or int(round(duration * fps))
+            width, height = stream.codec_context.width, stream.codec_context.height
+            has_audio = bool(container.streams.audio)
+            codec = stream.codec_context.name
+    except av.FFmpegError as e:
+        raise VideoDecodeError(f"{path}: not a readable video ({e.__class__.__name__}: {e})") from e
+    if num_frames <= 0 or width <= 0 or height <= 0:
+        raise EmptyVideoError(f"{path}: the video holds no frames")
+    return VideoInfo(path, width, height, fps, num_frames, duration or num_frames / float(fps), has_audio, codec)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which frames to read.
+
+    Attributes:
+        step: every n-th frame (int >= 1).
+        step_seconds: alternatively, one frame every x seconds (the frame nearest each time); overrides ``step``.
+        start, end: fragment in seconds (``end`` None: to the end of the video).
+        area: crop ``(x1, y1, x2, y2)`` in source pixels applied to every frame, or None.
+    """
+
+    step: int = 1
+    step_seconds: float | None = None
+    start: float = 0.0
+    end: float | None = None
+    area: tuple[int, int, int, int] | None = None
+
+    def validate(self, info: VideoInfo) -> None:
+        if int(self.step) != self.step or self.step < 1:
+            raise InvalidOptionError(f"step must be an integer >= 1, got {self.step}")
+        if self.step_seconds is not None and not self.step_seconds > 0:
+            raise InvalidOptionError(f"step in seconds must be > 0, got {self.step_seconds}")
+        if self.start < 0 or (self.end is not None and self.end <= self.start):
+            raise InvalidOptionError(f"fragment start={self.start} end={self.end} s: need 0 <= start < end")
+        if self.area is not None:
+            x1, y1, x2, y2 = self.area
+            if not (0 <= x1 < x2 <= info.width and 0 <= y1 < y2 <= info.height):
+                raise InvalidOptionError(
+                    f"area {self.area} is not inside the {info.width}x{info.height} frame of {info.path}")
+
+    def indices(self, info: VideoInfo) -> np.ndarray:
+        """int64 frame indices to read, in increasing order, given the source's fps and frame count."""
+        fps = float(info.fps)
+        first = int(math.ceil(self.start * fps - 1e-6))
+        last = info.num_frames if self.end is None else min(info.num_frames, int(math.ceil(self.end * fps - 1e-6)))
+        if self.step_seconds is not None:
+            times = np.arange(self.start, last / fps, self.step_seconds)
+            idx = np.unique(np.clip(np.rint(times * fps).astype(np.int64), first, max(first, last - 1)))
+        else:
+            idx = np.arange(first, last, int(self.step), dtype=np.int64)
+        return idx[idx < last]
+
+    def crop(self, frames: torch.Tensor) -> torch.Tensor:
+        if self.area is None:
+            return frames
+        x1, y1, x2, y2 = self.area
+        return frames[..., y1:y2, x1:x2]
+
+
+class VideoReader:
+    """Reads a video file as a stream of :class:`FrameBatch`.
+
+    Args:
+        path: video file.
+        backend: 'auto' (decord where installed, torchcodec when ``device`` is CUDA and it is installed, else
+            PyAV), or one of 'decord', 'pyav', 'torchcodec'.
+
+    Raises:
+        InputNotFoundError, VideoDecodeError, EmptyVideoError: see :func:`probe`.
+        InvalidOptionError: unknown or uninstalled backend.
+
+    Example:
+        >>> reader = VideoReader("clip.mp4")
+        >>> for batch in reader.batches(32, device="cuda"):
+        ...     batch.frames  # uint8 (32, 3, H, W)
+    """
+
+    def __init__(self, path: str | os.PathLike, backend: str = "auto", device: torch.device | str = "cpu"):
+        self.path = os.fspath(path)
+        self.info = probe(self.path)
+        self.backend = _choose_backend(backend, torch.device(device))
+
+    def __repr__(self) -> str:
+        i = self.info
+        return f"VideoReader({self.path!r}, {i.width}x{i.height}, {float(i.fps):.3f} fps, {i.num_frames} frames, {self.backend})"
+
+    def batches(self, batch_size: int = 32, selection: Selection | None = None, device: torch.device | str = "cpu",
+                prefetch_batches: int = 2) -> Iterator[FrameBatch]:
+        """Iterate the selected frames in batches of ``batch_size`` (the last one may be shorter).
+
+        Args:
+            batch_size: frames per batch (>= 1).
+            selection: which frames (step, fragment, crop); default every frame.
+            device: where ``frames`` end up. Decoding runs ahead on a background thread.
+            prefetch_batches: how many decoded batches may wait in the queue (bounded memory).
+
+        Yields:
+            :class:`FrameBatch` with uint8 (B, 3, H, W) RGB frames, int64 ``index`` and float64 ``pts`` (s).
+
+        Raises:
+            VideoDecodeError: a frame could not be decoded (truncated or corrupt data).
+            EmptyVideoError: the selection holds no frames.
+            InvalidOptionError: bad batch size or selection.
+        """
+        if batch_size < 1:
+            raise InvalidOptionError(f"batch size must be >= 1, got {batch_size}")
+        sel = selection or Selection()
+        sel.validate(self.info)
+        idx = sel.indices(self.info)
+        if len(idx) == 0:
+            raise EmptyVideoError(f"{self.path}: no frames between {sel.start} s and {sel.end} s")
+        device = torch.device(device)
+        producer = {"decord": self._decord, "pyav": self._pyav, "torchcodec": self._torchcodec}[self.backend]
+        batches = producer(idx, batch_size, sel, device)
+        return prefetch(batches, prefetch_batches, device)
+
+    def _batch(self, frames: torch.Tensor, index: Sequence[int], pts: Sequence[float], sel: Selection) -> FrameBatch:
+        return FrameBatch(sel.crop(frames), torch.as_tensor(np.asarray(index), dtype=torch.int64),
+                          torch.as_tensor(np.asarray(pts), dtype=torch.float64), self.path, self.info.fps)
+
+    def _decord(self, idx, batch_size, sel, device):
+        import decord
+
+        try:
+            vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=0)
+        except decord.DECORDError as e:
+            raise VideoDecodeError(f"{self.path}: decord cannot open it ({str(e).splitlines()[0]})") from e
+        idx = idx[idx < len(vr)]
+        for i in range(0, len(idx), batch_size):
+            chunk = idx[i:i + batch_size].tolist()
+            try:
+                arr = vr.get_batch(chunk).asnumpy()
+                pts = vr.get_frame_timestamp(chunk)[:, 0]
+            except decord.DECORDError as e:
+                raise VideoDecodeError(f"{self.path}: decode failed near frame {chunk[0]} "
+                                       f"({str(e).splitlines()[0]})") from e
+            yield self._batch(torch.from_numpy(arr).permute(0, 3, 1, 2), chunk, pts, sel)
+
+    def _pyav(self, idx, batch_size, sel, device):
+        import av
+
+        wanted = set(idx.tolist())
+        last = int(idx[-1])
+        fps = self.info.fps
+        buf_frames, buf_index, buf_pts = [], [], []
+        try:
+            with av.open(self.path) as container:
+                stream = container.streams.video[0]
+                stream.thread_type = "AUTO"
+                t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+                first = int(idx[0])
+                if first > 0:  # seek to the keyframe before the first wanted frame
+                    container.seek(int((first / fps) / stream.time_base) + (stream.start_time or 0),
+                                   stream=stream, backward=True)
+                count = None
+                for frame in container.decode(stream):
+                    t = float(frame.pts * stream.time_base) if frame.pts is not None else None
+                    if count is None:  # absolute index of the first decoded frame
+                        count = 0 if first == 0 or t is None else int(round((t - t0) * fps))
+                    i, count = count, count + 1
+                    if i > last:
+                        break
+                    if i not in wanted:
+                        continue
+                    buf_frames.append(frame.to_ndarray(format="rgb24"))
+                    buf_index.append(i)
+                    buf_pts.append(t - t0 if t is not None else i / float(fps))
+                    if len(buf_frames) == batch_size:
+                        yield self._batch(torch.from_numpy(np.stack(buf_frames)).permute(0, 3, 1, 2),
+                                          buf_index, buf_pts, sel)
+                        buf_frames, buf_index, buf_pts = [], [], []
+        except av.FFmpegError as e:
+            n = buf_index[-1] if buf_index else "the start"
+            raise VideoDecodeError(f"{self.path}: decode failed after frame {n} ({e})") from e
+        if buf_frames:
+            yield self._batch(torch.from_numpy(np.stack(buf_frames)).permute(0, 3, 1, 2), buf_index, buf_pts, sel)
+
+    def _torchcodec(self, idx, batch_size, sel, device):
+        from torchcodec.decoders import VideoDecoder
+
+        dev = "cuda" if device.type == "cuda" else "cpu"
+        try:
+            dec = VideoDecoder(self.path, device=dev, seek_mode="exact")
+        except (RuntimeError, ValueError) as e:
+            raise VideoDecodeError(f"{self.path}: torchcodec cannot open it ({e})") from e
+        idx = idx[idx < dec.metadata.num_frames]
+        for i in range(0, len(idx), batch_size):
+            chunk = idx[i:i + batch_size].tolist()
+            try:
+                fb = dec.get_frames_at(chunk)
+            except (RuntimeError, IndexError) as e:
+                raise VideoDecodeError(f"{self.path}: decode failed near frame {chunk[0]} ({e})") from e
+            yield self._batch(fb.data, chunk, fb.pts_seconds.double().tolist(), sel)
+
+
+def _choose_backend(backend: str, device: torch.device) -> str:
+    have = available_backends()
+    if backend == "auto":
+        if device.type == "cuda" and "torchcodec" in have:
+            return "torchcodec"
+        return "decord" if "decord" in have else "pyav"
+    if backend not in BACKENDS:
+        raise InvalidOptionError(f"unknown decoding backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend not in have:
+        raise InvalidOptionError(f"decoding backend {backend!r} is not installed (pip install {backend})")
+    return backend
+
+
+_END = object()
+
+
+def prefetch(batches: Iterator[FrameBatch], depth: int = 2, device: torch.device | str = "cpu") -> Iterator[FrameBatch]:
+    """Run a batch producer on a background thread, ``depth`` batches ahead, and move batches to ``device``.
+
+    On CUDA, host frames are pinned and copied with ``non_blocking=True``. Exceptions raised by the producer
+    are re-raised in the consumer at the point where the failing batch would have arrived. Stopping early
+    (``break`` or garbage collection of the generator) stops the producer.
+    """
+    device = torch.device(device)
+    pin = device.type == "cuda"
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def work():
+        try:
+            for b in batches:
+                if pin and b.frames.device.type == "cpu":
+                    b.frames = b.frames.contiguous().pin_memory()
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as e:  # handed to the consumer
+            q.put(e)
+            return
+        q.put(_END)
+
+    thread = threading.Thread(target=work, daemon=True, name="gpuface-decode")
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item.to(device, non_blocking=pin)
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+        if hasattr(batches, "close"):
+            batches.close()

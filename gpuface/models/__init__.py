@@ -1,0 +1,1 @@
+"""Neural-network modules only (no file or network I/O); weights come from :mod:`gpuface.weights`."""
