@@ -1,14 +1,17 @@
 """Batched face detection: a whole batch of frames in, flat :class:`~gpuface.types.Faces` out.
 
 MTCNN (Zhang et al. 2016, IEEE SPL 23(10)) re-implemented for batches on any device, with the parameters,
-defaults, thresholds and box arithmetic of facenet-pytorch 2.5.3's ``detect_face`` (MIT), whose weights it
-loads: an image pyramid for all frames, P-Net on every scale, batched NMS (``torchvision.ops.batched_nms``),
-then R-Net and O-Net on all candidates of all frames in one pass each, and the final "Min" NMS.
-Where facenet-pytorch loops over candidate boxes in Python (crop + resize of each, NumPy NMS), this runs
-one ``roi_align`` per pyramid level and a vectorised NMS. Two resampling choices differ, for speed, and are
-checked against facenet-pytorch on real video in the tests (matched boxes IoU >= 0.95, no face missed):
-pyramid levels are anti-aliased bilinear resizes of the uint8 frames (facenet: area resize of float
-frames), and candidate crops are bilinear samples of the matching pyramid level (facenet: area resize).
+defaults, thresholds and arithmetic of facenet-pytorch 2.5.3's ``detect_face`` (MIT), whose weights it loads:
+an area-resampled image pyramid for all frames, P-Net on every scale, batched NMS
+(``torchvision.ops.batched_nms``), then R-Net and O-Net on all candidates of all frames in one pass each,
+and the final "Min" NMS. Where facenet-pytorch loops over candidate boxes in Python (crop + area resize of
+each, NumPy NMS), this reads every pyramid level and every box crop from one integer summed-area table of
+the batch (the same area-resampled pixels, about twice as fast as ``F.interpolate(mode="area")`` per level on
+a CPU), runs P-Net channels-last (about 1.8x faster on a CPU) and a vectorised NMS. No Python loop over
+frames or faces.
+
+Cheaper resampling was tried and rejected: an anti-aliased bilinear pyramid or bilinear crops move MTCNN's
+boxes enough (IoU about 0.93 against facenet-pytorch on the 720p sample) to break parity.
 """
 from __future__ import annotations
 
@@ -25,37 +28,83 @@ from .types import Faces
 DETECTORS = ("mtcnn",)
 
 
-def pyramid_crops(levels: list[torch.Tensor], scales: list[float], image: torch.Tensor, x0: torch.Tensor,
-                  y0: torch.Tensor, x1: torch.Tensor, y1: torch.Tensor, size: int) -> torch.Tensor:
-    """Crop pixel rectangles ``[x0, x1) × [y0, y1)`` of many frames, each resampled to ``size × size``.
+def _integral(frames: torch.Tensor) -> torch.Tensor:
+    """Exact integer summed-area table (Crow 1984) of uint8 frames (B, 3, H, W), laid out (H+1, W+1, B, 3).
 
-    Each crop is sampled (``torchvision.ops.roi_align``, 2×2 bilinear samples per output pixel) from the
-    coarsest pyramid level on which it is still at least ``size`` pixels across, so every output pixel
-    averages its footprint of an already anti-aliased image: close to facenet-pytorch's area resampling of
-    each crop, at the cost of one ``roi_align`` call per level instead of one resize per box.
+    int32 while 255·H·W fits (frames up to 8.4 Mpx), else int64. Rows and columns lead, so the look-ups of
+    :func:`area_level` and :func:`area_crops` copy contiguous runs. On CUDA two ``cumsum`` scans; on a CPU,
+    where ``cumsum`` over a non-inner dimension is slow, running sums of whole rows, then of whole columns.
+    """
+    b, c, h, w = frames.shape
+    dtype = torch.int32 if 255 * h * w < 2**31 else torch.int64
+    x = frames.permute(2, 3, 0, 1)
+    table = torch.empty(h + 1, w + 1, b, c, dtype=dtype, device=frames.device)
+    table[0] = 0
+    table[:, 0] = 0
+    if frames.device.type != "cpu":
+        table[1:, 1:] = x.to(dtype).cumsum(0).cumsum(1)
+        return table
+    rows = torch.empty(h + 1, w, b, c, dtype=dtype)
+    rows[0] = 0
+    for i in range(h):
+        torch.add(rows[i], x[i], out=rows[i + 1])
+    for j in range(w):
+        torch.add(table[:, j], rows[:, j], out=table[:, j + 1])
+    return table
 
-    Args:
-        levels: float (B, 3, h_k, w_k) images; ``levels[k]`` is the frame scaled by ``scales[k]``
-            (``scales`` decreasing, the first one 1.0 for the full frame).
-        image: int64 (N,) frame of each crop. x0, y0, x1, y1: (N,) crop bounds in full-frame pixels.
+
+def _area_bounds(lo: torch.Tensor, hi: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows of adaptive average pooling of ``[lo, hi)`` to ``size`` cells: ``floor(i·S/size)`` to
+    ``ceil((i+1)·S/size)`` past ``lo``, for every row of ``lo``/``hi`` (N,) → two (N, size) int64."""
+    i = torch.arange(size, device=lo.device)
+    s = (hi - lo)[:, None]
+    return (lo[:, None] + torch.div(i * s, size, rounding_mode="floor"),
+            lo[:, None] - torch.div(-(i + 1) * s, size, rounding_mode="floor"))
+
+
+def area_level(table: torch.Tensor, size: tuple[int, int], offset: float = 0.0, gain: float = 1.0) -> torch.Tensor:
+    """Area-resample whole frames to ``size`` = (h, w) from their summed-area table.
+
+    Equals ``gain * (F.interpolate(frames.float(), size, mode="area") + offset)`` (to float rounding) at
+    about half the cost on a CPU, since each level reads the table once instead of every frame pixel.
 
     Returns:
-        float (N, 3, size, size) in the value range of ``levels``.
+        float32 (B, 3, h, w) in channels-last memory format.
     """
-    from torchvision.ops import roi_align
+    h0, w0 = table.shape[0] - 1, table.shape[1] - 1
+    zero = torch.zeros(1, dtype=torch.int64, device=table.device)
+    rs, re = (v[0] for v in _area_bounds(zero, zero + h0, size[0]))
+    cs, ce = (v[0] for v in _area_bounds(zero, zero + w0, size[1]))
+    rows = table[re] - table[rs]
+    total = (rows[:, ce] - rows[:, cs]).float()
+    scale = gain / ((re - rs)[:, None] * (ce - cs)[None, :]).float()
+    out = torch.addcmul(torch.full_like(scale, gain * offset)[..., None, None], total, scale[..., None, None])
+    return out.permute(2, 0, 1, 3).contiguous().permute(0, 3, 1, 2)
 
-    n = len(image)
-    out = levels[0].new_empty(n, levels[0].shape[1], size, size)
-    side = torch.minimum(x1 - x0, y1 - y0).to(levels[0].dtype)
-    scale_t = torch.tensor(scales, dtype=side.dtype, device=side.device)
-    # index of the coarsest level with side * scale >= size (level 0 when even the full frame is smaller)
-    level = ((side[:, None] * scale_t[None, :]) >= size).sum(1).sub(1).clamp(min=0)
-    rois = torch.stack([image.to(side.dtype), x0.to(side.dtype), y0.to(side.dtype), x1.to(side.dtype),
-                        y1.to(side.dtype)], 1)
-    for k in torch.unique(level).tolist():
-        sel = (level == k).nonzero()[:, 0]
-        out[sel] = roi_align(levels[k], rois[sel], size, spatial_scale=scales[k], sampling_ratio=2, aligned=True)
-    return out
+
+def area_crops(table: torch.Tensor, image: torch.Tensor, x0: torch.Tensor, y0: torch.Tensor, x1: torch.Tensor,
+               y1: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop integer rectangles ``[y0, y1) × [x0, x1)`` of many frames and area-resample each to ``size²``.
+
+    Equals ``F.interpolate(crop, (size, size), mode="area")`` (adaptive average pooling: output cell i
+    averages input rows ``floor(i·S/size) … ceil((i+1)·S/size) - 1``) for every crop at once, from four
+    look-ups per output pixel in a summed-area table (Crow 1984).
+
+    Args:
+        table: summed-area table from :func:`_integral`, (H+1, W+1, B, 3) integer.
+        image: int64 (N,) frame index of each crop. x0, y0, x1, y1: int64 (N,) pixel bounds, x0 < x1, y0 < y1.
+        size: output side.
+
+    Returns:
+        float32 (N, 3, size, size) in [0, 255].
+    """
+    rs, re = _area_bounds(y0, y1, size)
+    cs, ce = _area_bounds(x0, x1, size)
+    b = image[:, None, None]
+    total = (table[re[:, :, None], ce[:, None, :], b] - table[rs[:, :, None], ce[:, None, :], b]
+             - table[re[:, :, None], cs[:, None, :], b] + table[rs[:, :, None], cs[:, None, :], b])
+    count = ((re - rs)[:, :, None] * (ce - cs)[:, None, :])[..., None]
+    return (total.float() / count.float()).permute(0, 3, 1, 2)
 
 
 def _square(boxes: torch.Tensor) -> torch.Tensor:
@@ -148,7 +197,6 @@ class MTCNNDetector(torch.nn.Module):
         dev = frames.device
         dtype = next(self.net.parameters()).dtype
         b, _, h, w = frames.shape
-        imgs = frames.to(dtype)
         p_thr, r_thr, o_thr = self.thresholds
 
         # Stage 1: P-Net over the pyramid, NMS per (scale, frame), then per frame.
@@ -158,16 +206,10 @@ class MTCNNDetector(torch.nn.Module):
             scales.append(m * self.factor ** len(scales))
             minl *= self.factor
         cand, cand_img = [], []
-        # Pyramid levels straight from the uint8 frames, anti-aliased bilinear (uint8 channels-last has a
-        # vectorised kernel); facenet-pytorch area-resamples float frames (same footprint, several x slower).
-        src = frames.contiguous(memory_format=torch.channels_last)
-        levels, level_scales = [imgs], [1.0]
+        table = _integral(frames)
         for scale in scales:
-            x = F.interpolate(src, size=(int(h * scale + 1), int(w * scale + 1)), mode="bilinear",
-                              antialias=True, align_corners=False).to(dtype)
-            levels.append(x)
-            level_scales.append(x.shape[-1] / w)
-            reg, prob = self.net.pnet((x - 127.5) * 0.0078125)
+            x = area_level(table, (int(h * scale + 1), int(w * scale + 1)), -127.5, 0.0078125)
+            reg, prob = self.net.pnet(x.to(dtype))
             prob = prob[:, 1]
             mask = prob >= p_thr
             idx = mask.nonzero()
@@ -194,7 +236,7 @@ class MTCNNDetector(torch.nn.Module):
         boxes, image = boxes[ok], image[ok]
         if len(boxes) == 0:
             return Faces.empty(device=dev)
-        crops = pyramid_crops(levels, level_scales, image, x0[ok], y0[ok], x1[ok], y1[ok], 24)
+        crops = area_crops(table, image, x0[ok], y0[ok], x1[ok], y1[ok], 24).to(dtype)
         reg, prob = self._chunked(self.net.rnet, (crops - 127.5) * 0.0078125)
         keep = prob[:, 1] > r_thr
         boxes, image, reg, score = boxes[keep], image[keep], reg[keep], prob[keep, 1]
@@ -207,7 +249,7 @@ class MTCNNDetector(torch.nn.Module):
         boxes, image = boxes[ok], image[ok]
         if len(boxes) == 0:
             return Faces.empty(device=dev)
-        crops = pyramid_crops(levels, level_scales, image, x0[ok], y0[ok], x1[ok], y1[ok], 48)
+        crops = area_crops(table, image, x0[ok], y0[ok], x1[ok], y1[ok], 48).to(dtype)
         reg, points, prob = self._chunked(self.net.onet, (crops - 127.5) * 0.0078125)
         keep = prob[:, 1] > o_thr
         boxes, image, reg, points, score = boxes[keep], image[keep], reg[keep], points[keep], prob[keep, 1]
@@ -322,4 +364,4 @@ class FaceDetector:
         return filter_faces(faces, tuple(frames.shape[-2:]), self.min_score, self.min_size, self.min_border)
 
 
-__all__ = ["FaceDetector", "MTCNNDetector", "filter_faces", "expand_boxes", "nms_min", "pyramid_crops", "DETECTORS"]
+__all__ = ["FaceDetector", "MTCNNDetector", "filter_faces", "expand_boxes", "nms_min", "area_crops", "area_level", "DETECTORS"]
