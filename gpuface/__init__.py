@@ -1,0 +1,32 @@
+"""gpuface: a PyTorch batch engine for facial analysis and manipulation of video corpora.
+
+Public API (re-exports only)::
+
+    import gpuface as gf
+    reader = gf.VideoReader("clip.mp4")
+    detector = gf.FaceDetector("mtcnn", device="cuda")
+    for batch in reader.batches(32, device="cuda"):
+        faces = detector(batch.frames)            # Faces: frame, boxes (N,4) xyxy, scores, keypoints (N,5,2)
+        out = gf.anonymize(batch.frames, faces)   # uint8 (B,3,H,W), faces blurred
+"""
+from .detect import FaceDetector, expand_boxes, filter_faces
+from .errors import (ChecksumError, EmptyVideoError, GpufaceError, ImageDecodeError, InputNotFoundError,
+                     InvalidOptionError, OutputExistsError, UnsupportedInputError, VideoDecodeError,
+                     VideoEncodeError, WeightsError)
+from .io.decode import Selection, VideoReader, probe
+from .io.encode import VideoWriter
+from .io.images import ImageReader, read_image
+from .io.sources import expand_inputs, open_source
+from .manipulate.anonymize import AnonymizeOptions, anonymize
+from .pipeline import anonymize_source, detect_source
+from .types import Faces, FrameBatch, VideoInfo
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FaceDetector", "expand_boxes", "filter_faces", "ChecksumError", "EmptyVideoError", "GpufaceError",
+    "ImageDecodeError", "InputNotFoundError", "InvalidOptionError", "OutputExistsError", "UnsupportedInputError",
+    "VideoDecodeError", "VideoEncodeError", "WeightsError", "Selection", "VideoReader", "probe", "VideoWriter",
+    "ImageReader", "read_image", "expand_inputs", "open_source", "AnonymizeOptions", "anonymize",
+    "anonymize_source", "detect_source", "Faces", "FrameBatch", "VideoInfo", "__version__",
+]

@@ -94,7 +94,8 @@ def weights_dir() -> Path:
     return Path.home() / ".cache" / "gpuface" / "weights"
 
 
-def _entry(name: str) -> ModelWeights:
+def entry(name: str) -> ModelWeights:
+    """The registry entry of a model; InvalidOptionError for an unknown name."""
     if name not in REGISTRY:
         raise InvalidOptionError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}")
     return REGISTRY[name]
@@ -118,17 +119,17 @@ def fetch(name: str, online: bool | None = None) -> Path:
     """
     from safetensors.torch import save_file
 
-    entry = _entry(name)
+    spec = entry(name)
     upstream, converted, record = _paths(name)
     if verify(name, raise_error=False):
         return converted
-    files = {f.name: fetch_file(list(f.sources), f.sha256, upstream / f.name, online=online) for f in entry.files}
-    state = entry.convert(files)
+    files = {f.name: fetch_file(list(f.sources), f.sha256, upstream / f.name, online=online) for f in spec.files}
+    state = spec.convert(files)
     tmp = converted.with_name(f".{converted.name}.{os.getpid()}.part")
     save_file(state, str(tmp), metadata={"model": name})
     os.replace(tmp, converted)
-    meta = {"model": name, "license": entry.license, "citation": entry.citation,
-            "upstream": {f.name: f.sha256 for f in entry.files}, "sha256": sha256_file(converted)}
+    meta = {"model": name, "license": spec.license, "citation": spec.citation,
+            "upstream": {f.name: f.sha256 for f in spec.files}, "sha256": sha256_file(converted)}
     tmp_json = record.with_name(f".{record.name}.part")
     tmp_json.write_text(json.dumps(meta, indent=1))
     os.replace(tmp_json, record)
@@ -141,14 +142,14 @@ def verify(name: str, raise_error: bool = True) -> bool:
     Raises:
         ChecksumError: (with ``raise_error``) the cache is missing, stale or corrupt.
     """
-    entry = _entry(name)
+    spec = entry(name)
     _, converted, record = _paths(name)
     problem = None
     if not converted.exists() or not record.exists():
         problem = "not fetched yet (run: gpuface weights fetch %s)" % name
     else:
         meta = json.loads(record.read_text())
-        if meta.get("upstream") != {f.name: f.sha256 for f in entry.files}:
+        if meta.get("upstream") != {f.name: f.sha256 for f in spec.files}:
             problem = "made from other upstream files than the pinned ones"
         elif sha256_file(converted) != meta.get("sha256"):
             problem = "converted file does not match its recorded sha256 (corrupt)"

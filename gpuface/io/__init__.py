@@ -1,0 +1,1 @@
+"""Frame sources (video files, stills, lists) and writers."""

@@ -1,0 +1,241 @@
+"""The ``gpuface`` command line: detect, anonymize, demo, weights.
+
+Every error that bad input causes prints as one line ``gpuface: error: <what and where>`` and the exit status
+is non-zero (1: some inputs failed, 2: bad usage or nothing could run). With several inputs a broken one is
+reported and the others are still processed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from .errors import GpufaceError, InvalidOptionError
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError as e:
+        raise InvalidOptionError(f"unknown device {name!r} ({e})") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidOptionError(f"device {name!r} asked for, but CUDA is not available here")
+    return dev
+
+
+def _positive_int(text: str) -> int:
+    v = int(text)
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _selection(args):
+    from .io.decode import Selection
+
+    return Selection(step=getattr(args, "step", 1) or 1, step_seconds=getattr(args, "step_seconds", None),
+                     start=getattr(args, "start", 0.0) or 0.0, end=getattr(args, "end", None),
+                     area=tuple(args.area) if getattr(args, "area", None) else None)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="frames per batch (default 16)")
+    p.add_argument("--backend", default="auto", help="decoder: auto, decord, pyav, torchcodec")
+    p.add_argument("--ext", nargs="*", help="extensions to take from input folders (default: videos and images)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+
+
+def _detector_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--min-face-size", type=int, default=20, help="MTCNN smallest face, px (default 20)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpuface", description="Batched face analysis and manipulation of video.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("detect", help="face boxes, scores and 5 keypoints per frame → table")
+    d.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
+    d.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
+    d.add_argument("--threshold", type=float, default=0.0, help="keep faces with score >= this (default 0)")
+    d.add_argument("--step", type=_positive_int, default=1, help="every n-th frame")
+    d.add_argument("--step-seconds", type=float, help="one frame every x seconds (overrides --step)")
+    d.add_argument("--start", type=float, default=0.0, help="fragment start, s")
+    d.add_argument("--end", type=float, help="fragment end, s")
+    d.add_argument("--area", type=int, nargs=4, metavar=("X1", "Y1", "X2", "Y2"), help="crop before detection")
+    _detector_options(d)
+    _common(d)
+
+    a = sub.add_parser("anonymize", help="blur / mosaic / fill / overlay every face; keeps audio; boxes table")
+    a.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
+    a.add_argument("-o", "--output", help="output folder, or a file name for a single input "
+                                          "(default: <stem>_anonymized.<ext> beside each input)")
+    a.add_argument("--mode", default="blur", choices=["blur", "rectangle", "mosaic", "image", "none"])
+    a.add_argument("--box", action="store_true", help="mask the whole box instead of the inscribed ellipse")
+    a.add_argument("--mask-scale", type=float, default=1.3, help="grow boxes by this factor (default 1.3)")
+    a.add_argument("--threshold", type=float, default=0.9, help="detection score to mask a face (default 0.9)")
+    a.add_argument("--color", type=int, nargs=3, default=(0, 0, 0), metavar=("R", "G", "B"),
+                   help="fill colour for --mode rectangle")
+    a.add_argument("--image", help="RGBA image for --mode image")
+    a.add_argument("--boxes", default="csv", choices=["csv", "tsv", "json", "none"], help="boxes table format")
+    a.add_argument("--draw-scores", action="store_true", help="draw each face's box and score")
+    a.add_argument("--crf", type=int, default=18, help="x264 CRF (default 18)")
+    a.add_argument("--preset", default="medium", help="x264 preset (default medium)")
+    a.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: numbered name)")
+    _detector_options(a)
+    _common(a)
+
+    m = sub.add_parser("demo", help="fetch the PyFAME sample videos and anonymise them (a first run)")
+    m.add_argument("-o", "--output", default="gpuface-demo", help="output folder (default ./gpuface-demo)")
+    m.add_argument("--frames", type=int, default=None, help="only the first N frames of each video")
+    m.add_argument("--device", default="auto")
+    m.add_argument("--batch-size", type=_positive_int, default=16)
+    m.add_argument("--quiet", action="store_true")
+
+    w = sub.add_parser("weights", help="model weights: list, fetch, verify")
+    w.add_argument("action", choices=["list", "fetch", "verify"])
+    w.add_argument("names", nargs="*", help="models (default: all)")
+    return parser
+
+
+def _say(quiet: bool, text: str) -> None:
+    if not quiet:
+        print(text, flush=True)
+
+
+def _error(item: str, e: Exception) -> None:
+    print(f"gpuface: error: {e}", file=sys.stderr, flush=True)
+
+
+def _summary(results, quiet: bool) -> int:
+    failed = [r for r in results if r.error]
+    if not quiet:
+        print(f"{'source':<40} {'frames':>7} {'faces':>6} {'fps':>7}  output")
+        for r in results:
+            name = os.path.basename(r.source)[:40]
+            if r.error:
+                print(f"{name:<40} {'-':>7} {'-':>6} {'-':>7}  FAILED: {r.error}")
+            else:
+                print(f"{name:<40} {r.frames:>7} {r.faces:>6} {r.fps:>7.1f}  {', '.join(r.outputs)}")
+    return 1 if failed else 0
+
+
+def cmd_detect(args) -> int:
+    import pandas as pd
+
+    from .detect import FaceDetector
+    from .io.sources import expand_inputs
+    from .outputs import table_format, write_table
+    from .pipeline import JobResult, detect_source, run_many
+
+    table_format(args.output)  # a bad extension fails before any work
+    detector = FaceDetector("mtcnn", device=_device(args.device), min_score=args.threshold,
+                            min_face_size=args.min_face_size)
+    sel = _selection(args)
+    tables = []
+
+    def job(path: str) -> JobResult:
+        table, result = detect_source(path, detector, args.batch_size, sel, args.backend, args.quiet)
+        tables.append(table)
+        result.outputs.append(args.output)
+        return result
+
+    results = run_many(expand_inputs(args.inputs, args.ext), job, _error)
+    if tables:
+        write_table(pd.concat(tables, ignore_index=True), args.output)
+    return _summary(results, args.quiet) if tables else 2
+
+
+def cmd_anonymize(args) -> int:
+    from .detect import FaceDetector
+    from .io.images import read_rgba
+    from .io.sources import expand_inputs
+    from .manipulate.anonymize import AnonymizeOptions
+    from .pipeline import anonymize_source, default_output, run_many
+
+    options = AnonymizeOptions(mode=args.mode, ellipse=not args.box, mask_scale=args.mask_scale,
+                               color=tuple(args.color), overlay=read_rgba(args.image) if args.image else None)
+    options.validate()
+    inputs = expand_inputs(args.inputs, args.ext)
+    if args.output and Path(args.output).suffix and len(inputs) > 1:
+        raise InvalidOptionError("-o names one file but several inputs were given: pass a folder")
+    detector = FaceDetector("mtcnn", device=_device(args.device), min_face_size=args.min_face_size)
+
+    def job(path: str):
+        out = default_output(path, args.output, "_anonymized")
+        return anonymize_source(path, detector, out, options, threshold=args.threshold,
+                                batch_size=args.batch_size, boxes_format=None if args.boxes == "none" else args.boxes,
+                                crf=args.crf, preset=args.preset, overwrite=args.overwrite, backend=args.backend,
+                                draw_scores=args.draw_scores, quiet=args.quiet)
+
+    return _summary(run_many(inputs, job, _error), args.quiet)
+
+
+def cmd_demo(args) -> int:
+    from .detect import FaceDetector
+    from .io.decode import Selection, probe
+    from .manipulate.anonymize import AnonymizeOptions
+    from .pipeline import anonymize_source, default_output, run_many
+    from .samples import DEMO_VIDEOS, fetch_samples, samples_dir
+
+    _say(args.quiet, f"gpuface demo: fetching the PyFAME 1.0.10 sample videos into {samples_dir()} …")
+    paths = fetch_samples(DEMO_VIDEOS)
+    device = _device(args.device)
+    _say(args.quiet, f"anonymising {len(paths)} videos on {device} (MTCNN, blurred ellipses) → {args.output}/")
+    detector = FaceDetector("mtcnn", device=device)
+    options = AnonymizeOptions()
+
+    def job(path: str):
+        out = default_output(path, args.output, "_anonymized")
+        sel = Selection(end=(args.frames - 0.5) / float(probe(path).fps)) if args.frames else None
+        return anonymize_source(str(path), detector, out, options, batch_size=args.batch_size, selection=sel,
+                                preset="veryfast", overwrite=True, quiet=args.quiet)
+
+    return _summary(run_many([str(p) for p in paths.values()], job, _error), args.quiet)
+
+
+def cmd_weights(args) -> int:
+    from . import weights
+
+    names = args.names or list(weights.REGISTRY)
+    status = 0
+    for name in names:
+        if args.action == "list":
+            e = weights.entry(name)
+            ok = weights.verify(name, raise_error=False)
+            print(f"{name:<10} {'cached' if ok else 'not fetched':<12} {e.license:<8} {e.citation}")
+            for f in e.files:
+                print(f"    {f.name:<12} sha256 {f.sha256}  sources: {', '.join(s.describe() for s in f.sources)}")
+        elif args.action == "fetch":
+            print(f"{name}: {weights.fetch(name)}")
+        else:
+            try:
+                weights.verify(name)
+                print(f"{name}: ok")
+            except GpufaceError as e:
+                print(f"{name}: {e}")
+                status = 1
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handlers = {"detect": cmd_detect, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
+    try:
+        return handlers[args.command](args)
+    except GpufaceError as e:
+        print(f"gpuface: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("gpuface: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Video and image output: H.264 (libx264 via PyAV) at the source's exact frame rate, source audio copied,
+written under a temporary name and renamed when complete, so no half-written file is ever left behind."""
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..errors import InvalidOptionError, OutputExistsError, VideoEncodeError
+
+PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+def temporary_path(path: str | os.PathLike) -> Path:
+    """A hidden sibling name for writing ``path`` atomically (same folder, same extension)."""
+    p = Path(path)
+    return p.with_name(f".{p.stem}.{os.getpid()}.part{p.suffix}")
+
+
+def free_path(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """``path`` itself if it does not exist or ``overwrite``; else the first free ``stem_N.ext`` (N = 1, 2, …)."""
+    p = Path(path)
+    if overwrite or not p.exists():
+        return p
+    n = 1
+    while (candidate := p.with_name(f"{p.stem}_{n}{p.suffix}")).exists():
+        n += 1
+    return candidate
+
+
+class VideoWriter:
+    """Write uint8 RGB frame batches to an H.264 video, copying the audio of a source file.
+
+    Args:
+        path: output file (.mp4, .mov, .mkv). Written as a temporary sibling and renamed by :meth:`close`.
+        fps: frame rate as an exact rational (the source's ``VideoInfo.fps``).
+        width, height: frame size in pixels (odd sizes lose their last column/row: yuv420p needs even sizes).
+        crf: x264 constant rate factor, 0 (lossless) – 51; 18 is visually lossless.
+        preset: x264 speed preset (:data:`PRESETS`).
+        audio_from: a file whose audio streams are copied (no re-encoding) into the output, or None.
+        overwrite: replace an existing ``path``; otherwise :class:`OutputExistsError`.
+
+    Raises:
+        InvalidOptionError: bad crf / preset / size / fps. OutputExistsError: see ``overwrite``.
+        VideoEncodeError: the encoder or muxer failed (the temporary file is removed).
+
+    Use as a context manager: on an exception inside the ``with`` block the partial file is deleted.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: Fraction, width: int, height: int, crf: int = 18,
+                 preset: str = "medium", audio_from: str | os.PathLike | None = None, overwrite: bool = False):
+        import av
+
+        self.path = Path(path)
+        if not 0 <= crf <= 51:
+            raise InvalidOptionError(f"crf must be in 0..51, got {crf}")
+        if preset not in PRESETS:
+            raise InvalidOptionError(f"unknown x264 preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        if fps <= 0:
+            raise InvalidOptionError(f"fps must be > 0 to write a video, got {fps}")
+        self.width, self.height = int(width) // 2 * 2, int(height) // 2 * 2
+        if self.width < 2 or self.height < 2:
+            raise InvalidOptionError(f"frame size {width}x{height} is too small to encode")
+        if self.path.exists() and not overwrite:
+            raise OutputExistsError(f"{self.path}: exists (use overwrite to replace it)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temporary_path(self.path)
+        self.audio_from = os.fspath(audio_from) if audio_from else None
+        self.frames_written = 0
+        try:
+            self._out = av.open(str(self.tmp), mode="w")
+            self._stream = self._out.add_stream("libx264", rate=Fraction(fps))
+            self._stream.width, self._stream.height = self.width, self.height
+            self._stream.pix_fmt = "yuv420p"
+            self._stream.options = {"crf": str(crf), "preset": preset}
+            self._audio = self._add_audio()
+        except (av.FFmpegError, ValueError) as e:
+            self.abort()
+            raise VideoEncodeError(f"{self.path}: cannot start the encoder ({e})") from e
+
+    def _add_audio(self):
+        import av
+
+        if not self.audio_from:
+            return []
+        src = av.open(self.audio_from)
+        pairs = []
+        for s in src.streams.audio:
+            try:
+                pairs.append((s, self._out.add_stream_from_template(s)))
+            except (av.FFmpegError, ValueError):  # codec the container cannot hold: skip that stream
+                continue
+        self._audio_src = src
+        return pairs
+
+    def write(self, frames: torch.Tensor) -> None:
+        """Encode uint8 RGB frames (B, 3, H, W) (any device) in order.
+
+        Raises:
+            InvalidOptionError: wrong dtype or shape. VideoEncodeError: the encoder failed.
+        """
+        import av
+
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
+            raise InvalidOptionError(f"frames must be uint8 (B, 3, H, W), got {tuple(frames.shape)} {frames.dtype}")
+        arr = np.ascontiguousarray(frames[:, :, :self.height, :self.width].permute(0, 2, 3, 1).cpu().numpy())
+        try:
+            for img in arr:
+                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                frame.pts = self.frames_written
+                self.frames_written += 1
+                self._out.mux(self._stream.encode(frame))
+        except av.FFmpegError as e:
+            raise VideoEncodeError(f"{self.path}: encoding failed at frame {self.frames_written} ({e})") from e
+
+    def close(self) -> Path:
+        """Flush the encoder, copy the audio, close and rename to the final path. Returns the final path.
+
+        Raises:
+            VideoEncodeError: nothing was written, or flushing/muxing failed (the partial file is removed).
+        """
+        import av
+
+        try:
+            if self.frames_written == 0:
+                raise VideoEncodeError(f"{self.path}: no frames were written")
+            self._out.mux(self._stream.encode(None))
+            if self._audio:
+                streams = {src.index: dst for src, dst in self._audio}
+                for packet in self._audio_src.demux([s for s, _ in self._audio]):
+                    if packet.dts is None:
+                        continue
+                    packet.stream = streams[packet.stream.index]
+                    self._out.mux(packet)
+            self._close_containers()
+            os.replace(self.tmp, self.path)
+        except (av.FFmpegError, VideoEncodeError, OSError) as e:
+            self.abort()
+            if isinstance(e, VideoEncodeError):
+                raise
+            raise VideoEncodeError(f"{self.path}: finishing the file failed ({e})") from e
+        return self.path
+
+    def _close_containers(self) -> None:
+        for name in ("_out", "_audio_src"):
+            c = getattr(self, name, None)
+            if c is not None:
+                try:
+                    c.close()
+                finally:
+                    setattr(self, name, None)
+
+    def abort(self) -> None:
+        """Close and delete the partial output."""
+        try:
+            self._close_containers()
+        except Exception:  # the file is being thrown away
+            pass
+        if self.tmp.exists():
+            self.tmp.unlink()
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_image(path: str | os.PathLike, image: torch.Tensor, quality: int = 95) -> Path:
+    """Write a uint8 RGB image (3, H, W) atomically (format from the extension: jpg, png, bmp, webp)."""
+    from PIL import Image
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(p)
+    try:
+        Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(tmp, quality=quality)
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return p

@@ -1,0 +1,78 @@
+"""Annotation tables: one row per (video, frame, face), written atomically as Parquet, CSV, TSV or JSON."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from .errors import InvalidOptionError
+from .io.encode import temporary_path
+from .types import Faces, FrameBatch
+
+TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".json": "json"}
+
+
+def faces_rows(faces: Faces, batch: FrameBatch, video: str, keypoints: bool = True) -> pd.DataFrame:
+    """One row per face of a batch: ``video, frame, time_s, face, x1, y1, x2, y2, score[, kp0_x … kpK_y]``.
+
+    ``frame`` is the source frame number, ``time_s`` its presentation time in seconds, ``face`` the face's rank
+    within its frame (0 = highest score).
+    """
+    f = faces.to("cpu")
+    n = len(f)
+    frame_idx = batch.index[f.frame]
+    rank = rank_in_frame(f.frame)
+    cols = {
+        "video": [video] * n,
+        "frame": frame_idx.numpy(),
+        "time_s": batch.pts[f.frame].numpy(),
+        "face": rank,
+        "x1": f.boxes[:, 0].numpy(), "y1": f.boxes[:, 1].numpy(),
+        "x2": f.boxes[:, 2].numpy(), "y2": f.boxes[:, 3].numpy(),
+        "score": f.scores.numpy(),
+    }
+    if keypoints:
+        for k in range(f.keypoints.shape[1]):
+            cols[f"kp{k}_x"] = f.keypoints[:, k, 0].numpy()
+            cols[f"kp{k}_y"] = f.keypoints[:, k, 1].numpy()
+    return pd.DataFrame(cols)
+
+
+def rank_in_frame(frame: torch.Tensor) -> list[int]:
+    """Rank of each face within its frame, for faces sorted by frame: 0, 1, … restarting at each frame."""
+    if len(frame) == 0:
+        return []
+    pos = torch.arange(len(frame))
+    starts = torch.cat([torch.ones(1, dtype=torch.bool), frame[1:] != frame[:-1]])
+    first = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), 0).values
+    return (pos - first).tolist()
+
+
+def table_format(path: str | os.PathLike) -> str:
+    """'parquet' | 'csv' | 'tsv' | 'json' from a file extension; InvalidOptionError otherwise."""
+    ext = Path(path).suffix.lower()
+    if ext not in TABLE_FORMATS:
+        raise InvalidOptionError(f"{path}: table format must be one of {', '.join(TABLE_FORMATS)}")
+    return TABLE_FORMATS[ext]
+
+
+def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write a table atomically; the format follows the extension (.parquet, .csv, .tsv, .json records)."""
+    fmt = table_format(path)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(p)
+    try:
+        if fmt == "parquet":
+            df.to_parquet(tmp, index=False)
+        elif fmt in ("csv", "tsv"):
+            df.to_csv(tmp, index=False, sep="," if fmt == "csv" else "\t")
+        else:
+            df.to_json(tmp, orient="records", indent=1)
+        os.replace(tmp, p)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return p

@@ -1,0 +1,184 @@
+"""Jobs over one source at a time, streaming batches: detect → table; detect → anonymise → video + table.
+
+Memory is bounded by the batch size, never by the video length. Outputs are written under temporary names
+and renamed when complete; a failure removes them. Corpus runs (many inputs) call these per item and turn
+an exception into a failed item (see :func:`run_many`).
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import pandas as pd
+import torch
+
+from .detect import FaceDetector
+from .errors import GpufaceError, InvalidOptionError
+from .io.decode import Selection
+from .io.encode import VideoWriter, free_path, write_image
+from .io.images import ImageReader
+from .io.sources import open_source
+from .manipulate.anonymize import AnonymizeOptions, anonymize
+from .outputs import faces_rows, write_table
+
+
+@dataclass
+class JobResult:
+    """What one job did to one source: counts, seconds, outputs, or the error that stopped it."""
+
+    source: str
+    frames: int = 0
+    faces: int = 0
+    seconds: float = 0.0
+    outputs: list[str] = field(default_factory=list)
+    error: str | None = None
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else 0.0
+
+
+def _progress(total: int | None, desc: str, quiet: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="frame", disable=quiet, leave=False, dynamic_ncols=True)
+
+
+def detect_source(path: str, detector: FaceDetector, batch_size: int = 32, selection: Selection | None = None,
+                  backend: str = "auto", quiet: bool = True) -> tuple[pd.DataFrame, JobResult]:
+    """Detect faces in every selected frame of one video or image.
+
+    Returns:
+        (table, result): one row per (frame, face) as :func:`gpuface.outputs.faces_rows`, and the job summary.
+
+    Raises:
+        GpufaceError subclasses for unreadable input or bad options.
+    """
+    t0 = time.perf_counter()
+    reader = open_source(path, backend=backend, device=detector.device)
+    parts, result = [], JobResult(path)
+    with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
+        for batch in reader.batches(batch_size, selection, device=detector.device):
+            faces = detector(batch.frames)
+            parts.append(faces_rows(faces, batch, path))
+            result.frames += len(batch)
+            result.faces += len(faces)
+            bar.update(len(batch))
+    result.seconds = time.perf_counter() - t0
+    return pd.concat(parts, ignore_index=True), result
+
+
+def default_output(path: str, out: str | None, suffix: str, ext: str | None = None) -> Path:
+    """``<stem><suffix><ext>`` beside ``path``, or in the folder ``out``, or ``out`` itself if it has an extension."""
+    src = Path(path)
+    name = f"{src.stem}{suffix}{ext or src.suffix}"
+    if out is None:
+        return src.with_name(name)
+    o = Path(out)
+    if o.suffix and not o.is_dir():
+        return o
+    return o / name
+
+
+def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLike, options: AnonymizeOptions,
+                     threshold: float = 0.9, batch_size: int = 32, boxes_format: str | None = "csv",
+                     selection: Selection | None = None, crf: int = 18, preset: str = "medium",
+                     overwrite: bool = False, backend: str = "auto", draw_scores: bool = False,
+                     quiet: bool = True) -> JobResult:
+    """Anonymise every face of one video (or image) and write it with its boxes table.
+
+    Args:
+        output: the video (or image) file to write; an existing file gets a numbered name unless ``overwrite``.
+        options: mode, mask shape and scale (:class:`AnonymizeOptions`).
+        threshold: detection score threshold (0–1) for a face to be masked.
+        boxes_format: 'csv' | 'tsv' | 'json' for ``<output stem>_boxes.<fmt>`` with columns ``frame, time_ms,
+            face, x1, y1, x2, y2, score`` (every detection masked), or None for no table.
+        selection: frames to process (a fragment or area crop; anonymised videos normally keep every frame).
+        crf, preset: x264 settings. draw_scores: write each face's score above its box.
+
+    Returns:
+        :class:`JobResult` with the paths written. Nothing is left behind on failure.
+    """
+    options.validate()
+    if not 0 <= threshold <= 1:
+        raise InvalidOptionError(f"threshold must be in [0, 1], got {threshold}")
+    if boxes_format not in (None, "csv", "tsv", "json"):
+        raise InvalidOptionError(f"boxes format must be csv, tsv or json, got {boxes_format!r}")
+    t0 = time.perf_counter()
+    reader = open_source(path, backend=backend, device=detector.device)
+    output = free_path(output, overwrite)
+    result, rows = JobResult(path), []
+    is_image = isinstance(reader, ImageReader)
+    w, h = reader.info.width, reader.info.height
+    if selection is not None and selection.area is not None:
+        w, h = selection.area[2] - selection.area[0], selection.area[3] - selection.area[1]
+    whole = selection is None or (selection.start == 0 and selection.end is None)  # audio only fits a whole video
+    writer = None if is_image else VideoWriter(output, reader.info.fps, w, h, crf=crf, preset=preset,
+                                               audio_from=path if whole else None, overwrite=True)
+    try:
+        with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
+            for batch in reader.batches(batch_size, selection, device=detector.device):
+                faces = detector(batch.frames)
+                faces = faces.select(faces.scores >= threshold)
+                out = anonymize(batch.frames, faces, options)
+                if draw_scores and len(faces):
+                    out = draw_boxes(out, faces)
+                if is_image:
+                    write_image(output, out[0])
+                else:
+                    writer.write(out)
+                rows.append(faces_rows(faces, batch, path, keypoints=False))
+                result.frames += len(batch)
+                result.faces += len(faces)
+                bar.update(len(batch))
+        if writer is not None:
+            writer.close()
+        result.outputs.append(str(output))
+        if boxes_format:
+            table = pd.concat(rows, ignore_index=True)
+            table = pd.DataFrame({"frame": table["frame"], "time_ms": (table["time_s"] * 1000).round(3),
+                                  "face": table["face"], "x1": table["x1"], "y1": table["y1"], "x2": table["x2"],
+                                  "y2": table["y2"], "score": table["score"]})
+            boxes_path = Path(output).with_name(f"{Path(output).stem}_boxes.{boxes_format}")
+            result.outputs.append(str(write_table(table, boxes_path)))
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        for p in result.outputs:
+            Path(p).unlink(missing_ok=True)
+        raise
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def draw_boxes(frames: torch.Tensor, faces, color: str = "lime") -> torch.Tensor:
+    """Draw each face's box and score on its frame (torchvision ``draw_bounding_boxes``; CPU, per frame with
+    faces: a visual check, not a hot path). uint8 (B, 3, H, W) in and out."""
+    from torchvision.utils import draw_bounding_boxes
+
+    out = frames.clone()
+    f = faces.to("cpu")
+    for i in torch.unique(f.frame).tolist():
+        sel = f.frame == i
+        labels = [f"{s:.2f}" for s in f.scores[sel].tolist()]
+        out[i] = draw_bounding_boxes(frames[i].cpu(), f.boxes[sel], labels=labels, colors=color, width=3,
+                                     font_size=24).to(frames.device)
+    return out
+
+
+def run_many(items: Iterable[str], job: Callable[[str], JobResult],
+             on_error: Callable[[str, Exception], None] | None = None) -> list[JobResult]:
+    """Run ``job`` on each item; a :class:`GpufaceError` (or OSError) in one item becomes a failed
+    :class:`JobResult` (``error`` set) and the others still run."""
+    results = []
+    for item in items:
+        try:
+            results.append(job(item))
+        except (GpufaceError, OSError) as e:
+            if on_error:
+                on_error(item, e)
+            results.append(JobResult(item, error=f"{e.__class__.__name__}: {e}"))
+    return results

@@ -1,0 +1,34 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="gpuface",
+    version="0.1.0",
+    description="GPU-accelerated PyTorch batch engine for facial analysis and manipulation of video corpora",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["gpuface", "gpuface.*"]),
+    install_requires=[
+        "torch>=2.1",
+        "torchvision>=0.16",
+        "kornia>=0.7",
+        "decord>=0.6; platform_system == 'Linux' and platform_machine == 'x86_64'",
+        "av>=12",
+        "numpy",
+        "pillow",
+        "facenet-pytorch>=2.5.3,<2.6",
+        "spectralcluster>=0.2.16",
+        "scikit-learn",
+        "pandas",
+        "pyarrow",
+        "tqdm",
+        "safetensors",
+    ],
+    extras_require={
+        "test": ["pytest>=7"],
+        "torchcodec": ["torchcodec"],
+        "feat": ["py-feat"],
+        "slurm": ["submitit"],
+    },
+    entry_points={"console_scripts": ["gpuface=gpuface.cli:main"]},
+)
