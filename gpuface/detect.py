@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torchvision.ops import batched_nms
 
 from .errors import InvalidOptionError

@@ -6,7 +6,7 @@ torchvision / Kornia detections: row ``i`` belongs to frame ``frame[i]`` of the 
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from fractions import Fraction
 
 import torch
@@ -90,8 +90,6 @@ class Faces:
     track_id: torch.Tensor | None = None
     embedding: torch.Tensor | None = None
     blendshapes: torch.Tensor | None = None
-    _optional: tuple = field(default=("landmarks", "presence", "track_id", "embedding", "blendshapes"),
-                             repr=False, compare=False)
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -108,8 +106,7 @@ class Faces:
 
     def _tensors(self):
         for f in fields(self):
-            if not f.name.startswith("_"):
-                yield f.name, getattr(self, f.name)
+            yield f.name, getattr(self, f.name)
 
     def select(self, keep: torch.Tensor) -> "Faces":
         """The faces at ``keep`` (a bool mask (N,) or int64 indices), every per-face field alike."""

@@ -18,13 +18,8 @@ def is_image(path: str | os.PathLike) -> bool:
     return os.fspath(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
-def read_image(path: str | os.PathLike) -> torch.Tensor:
-    """Read a still image as uint8 (3, H, W) RGB (alpha dropped, greyscale and palette images expanded).
-
-    Raises:
-        InputNotFoundError: the path does not exist.
-        ImageDecodeError: empty, truncated or not an image.
-    """
+def _read(path: str | os.PathLike, mode: str) -> torch.Tensor:
+    """Decode an image with PIL, converted to ``mode`` ('RGB' or 'RGBA'), as uint8 (C, H, W)."""
     from PIL import Image, UnidentifiedImageError
 
     path = os.fspath(path)
@@ -32,10 +27,20 @@ def read_image(path: str | os.PathLike) -> torch.Tensor:
         raise InputNotFoundError(f"{path}: no such file")
     try:
         with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGB"))
+            arr = np.asarray(im.convert(mode))
     except (UnidentifiedImageError, OSError, ValueError) as e:
         raise ImageDecodeError(f"{path}: not a readable image ({e})") from e
     return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def read_image(path: str | os.PathLike) -> torch.Tensor:
+    """Read a still image as uint8 (3, H, W) RGB (alpha dropped, greyscale and palette images expanded).
+
+    Raises:
+        InputNotFoundError: the path does not exist.
+        ImageDecodeError: empty, truncated or not an image.
+    """
+    return _read(path, "RGB")
 
 
 def read_rgba(path: str | os.PathLike) -> torch.Tensor:
@@ -44,17 +49,7 @@ def read_rgba(path: str | os.PathLike) -> torch.Tensor:
     Raises:
         InputNotFoundError, ImageDecodeError: as :func:`read_image`.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise InputNotFoundError(f"{path}: no such file")
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im.convert("RGBA"))
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise ImageDecodeError(f"{path}: not a readable image ({e})") from e
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float() / 255.0
+    return _read(path, "RGBA").float() / 255.0
 
 
 class ImageReader:
