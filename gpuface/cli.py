@@ -38,9 +38,8 @@ def _positive_int(text: str) -> int:
 def _selection(args):
     from .io.decode import Selection
 
-    return Selection(step=getattr(args, "step", 1) or 1, step_seconds=getattr(args, "step_seconds", None),
-                     start=getattr(args, "start", 0.0) or 0.0, end=getattr(args, "end", None),
-                     area=tuple(args.area) if getattr(args, "area", None) else None)
+    return Selection(step=args.step, step_seconds=args.step_seconds, start=args.start, end=args.end,
+                     area=tuple(args.area) if args.area else None)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
