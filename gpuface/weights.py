@@ -11,8 +11,10 @@ CLI: ``gpuface weights list | fetch [NAME...] | verify [NAME...]``.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -39,24 +41,59 @@ class ModelWeights:
     Attributes:
         name: registry key (e.g. ``"mtcnn"``).
         files: upstream files.
-        convert: function ``{file name: Path} -> state_dict`` (prefixed keys for multi-network models).
+        convert: function ``{file name: Path} -> (state_dict, metadata)``; ``metadata`` (str → str) is stored in
+            the safetensors header (e.g. the graph spec of a converted TFLite model).
         license: SPDX identifier of the weights' licence.
         citation: paper / model card the weights come from.
     """
 
     name: str
     files: tuple[WeightFile, ...]
-    convert: Callable[[dict[str, Path]], dict[str, torch.Tensor]]
+    convert: Callable[[dict[str, Path]], tuple[dict[str, torch.Tensor], dict[str, str]]]
     license: str
     citation: str
 
 
-def _convert_mtcnn(paths: dict[str, Path]) -> dict[str, torch.Tensor]:
+def _convert_mtcnn(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     out = {}
     for net in ("pnet", "rnet", "onet"):
         sd = torch.load(paths[f"{net}.pt"], map_location="cpu", weights_only=True)
         out.update({f"{net}.{k}": v.float().contiguous() for k, v in sd.items()})
-    return out
+    return out, {}
+
+
+def _tflite_converter(file: str, member: str | None = None, member_sha256: str | None = None):
+    """Converter of one TFLite model, optionally a member of a zip bundle (a MediaPipe ``.task``)."""
+
+    def convert(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        from .convert.tflite import read_tflite
+
+        if member is None:
+            data = paths[file].read_bytes()
+        else:
+            try:
+                with zipfile.ZipFile(paths[file]) as z:
+                    data = z.read(member)
+            except (zipfile.BadZipFile, KeyError) as e:
+                raise WeightsError(f"{file}: cannot read {member}: {e}") from e
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != member_sha256:
+                raise ChecksumError(f"{file}:{member}: sha256 {digest} != pinned {member_sha256}")
+        spec, tensors = read_tflite(data)
+        return tensors, {"graph": json.dumps(spec)}
+
+    return convert
+
+
+_TASK = WeightFile("face_landmarker.task", "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff", (
+    Url("https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/"
+        "face_landmarker.task"),
+    PyPIMember("pyfame", "1.0.10", "pyfame/models/mediapipe/face_landmarker.task"),
+))
+_MEDIAPIPE_WHEEL = ("--only-binary=:all:", "--platform", "manylinux2014_x86_64", "--python-version", "311")
+_MP_LICENSE = "Apache-2.0"
+_BLAZEFACE_CITE = ("Bazarevsky et al. (2019), BlazeFace: Sub-millisecond Neural Face Detection on Mobile GPUs, "
+                   "arXiv:1907.05047; MediaPipe model card 'BlazeFace (Short Range / Full Range Sparse)'.")
 
 
 def _facenet_file(net: str, sha: str) -> WeightFile:
@@ -79,6 +116,45 @@ REGISTRY: dict[str, ModelWeights] = {
         license="MIT",
         citation=("Zhang, Zhang, Li, Qiao (2016), Joint Face Detection and Alignment Using Multitask Cascaded "
                   "Convolutional Networks, IEEE SPL 23(10); weights as ported by facenet-pytorch 2.5.3 (T. Esler)."),
+    ),
+    "blazeface-short": ModelWeights(
+        name="blazeface-short",
+        files=(_TASK,),
+        convert=_tflite_converter(_TASK.name, "face_detector.tflite",
+                                  "b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f"),
+        license=_MP_LICENSE, citation=_BLAZEFACE_CITE,
+    ),
+    "blazeface-full": ModelWeights(
+        name="blazeface-full",
+        files=(WeightFile("face_detection_full_range_sparse.tflite",
+                          "2c3728e6da56f21e21a320433396fb06d40d9088f2247c05e5635a688d45dfe1", (
+                              Url("https://storage.googleapis.com/mediapipe-assets/"
+                                  "face_detection_full_range_sparse.tflite"),
+                              PyPIMember("mediapipe", "0.10.14",
+                                         "mediapipe/modules/face_detection/face_detection_full_range_sparse.tflite",
+                                         _MEDIAPIPE_WHEEL),
+                          )),),
+        convert=_tflite_converter("face_detection_full_range_sparse.tflite"),
+        license=_MP_LICENSE, citation=_BLAZEFACE_CITE,
+    ),
+    "facemesh": ModelWeights(
+        name="facemesh",
+        files=(_TASK,),
+        convert=_tflite_converter(_TASK.name, "face_landmarks_detector.tflite",
+                                  "c7d54204ce0448474c7f3fa9af494787c0965cbdd6f20fc72867e43046bd43d5"),
+        license=_MP_LICENSE,
+        citation=("Kartynnik et al. (2019), Real-time Facial Surface Geometry from Monocular Video on Mobile "
+                  "GPUs, arXiv:1907.06724; Grishchenko et al. (2020), Attention Mesh, arXiv:2006.10962; "
+                  "MediaPipe model card 'MediaPipe Face Mesh V2' (478 landmarks)."),
+    ),
+    "blendshapes": ModelWeights(
+        name="blendshapes",
+        files=(_TASK,),
+        convert=_tflite_converter(_TASK.name, "face_blendshapes.tflite",
+                                  "4f36dded049db18d76048567439b2a7f58f1daabc00d78bfe8f3ad396a2d2082"),
+        license=_MP_LICENSE,
+        citation=("MediaPipe model card 'Blendshape V2' (MLP-Mixer over 146 FaceMesh landmarks → 52 ARKit-style "
+                  "blendshape coefficients); Tolstikhin et al. (2021), MLP-Mixer, arXiv:2105.01601."),
     ),
 }
 
@@ -103,7 +179,7 @@ def entry(name: str) -> ModelWeights:
 
 def _paths(name: str) -> tuple[Path, Path, Path]:
     root = weights_dir()
-    return root / name / "upstream", root / f"{name}.safetensors", root / f"{name}.json"
+    return root / "upstream", root / f"{name}.safetensors", root / f"{name}.json"
 
 
 def fetch(name: str, online: bool | None = None) -> Path:
@@ -124,10 +200,13 @@ def fetch(name: str, online: bool | None = None) -> Path:
     if verify(name, raise_error=False):
         return converted
     files = {f.name: fetch_file(list(f.sources), f.sha256, upstream / f.name, online=online) for f in spec.files}
-    state = spec.convert(files)
+    state, metadata = spec.convert(files)
     tmp = converted.with_name(f".{converted.name}.{os.getpid()}.part")
-    save_file(state, str(tmp), metadata={"model": name})
-    os.replace(tmp, converted)
+    try:
+        save_file(state, str(tmp), metadata={**metadata, "model": name})
+        os.replace(tmp, converted)
+    finally:
+        tmp.unlink(missing_ok=True)
     meta = {"model": name, "license": spec.license, "citation": spec.citation,
             "upstream": {f.name: f.sha256 for f in spec.files}, "sha256": sha256_file(converted)}
     tmp_json = record.with_name(f".{record.name}.part")
@@ -169,5 +248,29 @@ def load_state_dict(name: str, device: torch.device | str = "cpu") -> dict[str, 
     return load_file(str(fetch(name)), device=str(device))
 
 
-__all__ = ["REGISTRY", "ModelWeights", "WeightFile", "fetch", "verify", "load_state_dict", "weights_dir",
+def load_with_metadata(name: str, device: torch.device | str = "cpu") -> tuple[dict[str, torch.Tensor], dict]:
+    """The converted ``state_dict`` of a registry model and the metadata its converter stored (see :func:`fetch`)."""
+    from safetensors import safe_open
+
+    path = fetch(name)
+    with safe_open(str(path), framework="pt", device=str(device)) as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata() or {})
+
+
+def load_graph(name: str, device: torch.device | str = "cpu"):
+    """A converted TFLite model of the registry as a :class:`~gpuface.models.tflite_graph.TFLiteGraph` in eval mode.
+
+    Raises:
+        WeightsError: the entry holds no graph (not a TFLite model); see :func:`fetch` for the rest.
+    """
+    from .models.tflite_graph import TFLiteGraph
+
+    state, meta = load_with_metadata(name, device)
+    if "graph" not in meta:
+        raise WeightsError(f"weights {name} hold no TFLite graph")
+    return TFLiteGraph(json.loads(meta["graph"]), state).to(device).eval()
+
+
+__all__ = ["REGISTRY", "ModelWeights", "WeightFile", "fetch", "verify", "load_state_dict", "load_with_metadata",
+           "load_graph", "weights_dir",
            "WeightsError"]

@@ -175,7 +175,7 @@ def read_tflite(source: str | os.PathLike | bytes) -> tuple[dict[str, Any], dict
 
 
 def _torch_layout(kind: str, slot: int, arr: np.ndarray) -> torch.Tensor:
-    t = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    t = torch.tensor(np.asarray(arr, dtype=np.float32))  # a copy: shared constants become separate tensors
     if slot == 1 and kind == "CONV_2D":
         return t.permute(0, 3, 1, 2).contiguous()
     if slot == 1 and kind == "DEPTHWISE_CONV_2D":

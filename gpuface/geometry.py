@@ -1,0 +1,68 @@
+"""Rotated square regions of interest (ROIs): batched affine crops and the inverse mapping of points.
+
+An ROI is a centre ``(cx, cy)`` and a side in frame pixels plus a rotation ``angle`` (radians, clockwise in
+image coordinates, i.e. the ROI's x axis points along ``(cos a, sin a)`` with y down). Frame coordinates are
+continuous: pixel ``i`` covers ``[i, i + 1)``, as MediaPipe's normalised coordinates × image size. This is
+MediaPipe's ``NormalizedRect`` + ``ImageToTensorCalculator`` (bilinear, zero border) +
+``LandmarkProjectionCalculator``, done for all ROIs of all frames in one ``grid_sample``.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def roi_theta(centres: torch.Tensor, sides: torch.Tensor, angles: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``affine_grid`` matrices (N, 2, 3) mapping an output crop to its ROI in a (height, width) frame."""
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    sx, sy = sides / width, sides / height
+    row0 = torch.stack([sx * cos, -sx * sin, 2 * centres[:, 0] / width - 1], dim=1)
+    row1 = torch.stack([sy * sin, sy * cos, 2 * centres[:, 1] / height - 1], dim=1)
+    return torch.stack([row0, row1], dim=1)
+
+
+def crop_rois(frames: torch.Tensor, frame_index: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor,
+              angles: torch.Tensor, size: int, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    """Crop N rotated square ROIs from a batch of frames in one bilinear ``grid_sample`` (zeros outside).
+
+    Args:
+        frames: uint8 (B, 3, H, W) RGB, or float in [0, 1].
+        frame_index: int64 (N,) frame of each ROI. centres: float (N, 2) px. sides: float (N,) px.
+        angles: float (N,) radians. size: output side S in pixels.
+        value_range: (low, high) the pixel values 0 and 255 map to (MediaPipe: FaceMesh (0, 1), BlazeFace (-1, 1)).
+
+    Returns:
+        float32 (N, 3, S, S) crops (float16 when ``frames`` is float16); the border outside a frame is ``low``.
+    """
+    n = frame_index.numel()
+    if n == 0:
+        return frames.new_zeros((0, 3, size, size), dtype=torch.float32)
+    src = frames[frame_index]
+    src = src.float() / 255.0 if src.dtype == torch.uint8 else src
+    theta = roi_theta(centres.to(src.dtype), sides.to(src.dtype), angles.to(src.dtype), *frames.shape[-2:])
+    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
+    crops = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    low, high = value_range
+    return crops * (high - low) + low if (low, high) != (0.0, 1.0) else crops
+
+
+def rois_to_frame(points: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor, angles: torch.Tensor,
+                  size: int) -> torch.Tensor:
+    """Map points (N, P, 2 or 3) from crop pixels (0–size) back to frame pixels; a z column scales with x."""
+    p = points[..., 0] / size - 0.5
+    q = points[..., 1] / size - 0.5
+    cos, sin, s = torch.cos(angles)[:, None], torch.sin(angles)[:, None], sides[:, None]
+    x = centres[:, None, 0] + s * (p * cos - q * sin)
+    y = centres[:, None, 1] + s * (p * sin + q * cos)
+    cols = [x, y] + ([points[..., 2] / size * s] if points.shape[-1] > 2 else [])
+    return torch.stack(cols, dim=-1)
+
+
+def letterbox_rois(batch: int, height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """ROIs that letterbox whole (height, width) frames into a centred square (MediaPipe detector input)."""
+    centres = torch.tensor([[width / 2, height / 2]], device=device).expand(batch, 2)
+    sides = torch.full((batch,), float(max(height, width)), device=device)
+    return centres, sides, torch.zeros(batch, device=device)
+
+
+__all__ = ["roi_theta", "crop_rois", "rois_to_frame", "letterbox_rois"]
