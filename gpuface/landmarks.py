@@ -1,0 +1,252 @@
+"""FaceLandmarker: batched, tracked FaceMesh v2 (478 landmarks + presence) and blendshapes for video.
+
+What MediaPipe's FaceLandmarker does (``face_landmarker_graph.cc``), for a whole batch of frames at once:
+
+1. **ROI from a detection**: the detection box centre, rotated so the eye line (keypoints 0 → 1) is
+   horizontal, side = 1.5 × the longer box side (``RectTransformationCalculator`` scale 1.5, ``square_long``).
+2. **ROI from landmarks** (tracking): centre and size of the landmarks' bounding box, rotation from points
+   33 → 263 (the outer eye corners), side 1.5 × the longer side.
+3. Crops of every face of every frame in one affine ``grid_sample`` (256², pixels in [0, 1], zero border), one
+   FaceMesh forward pass, points mapped back to frame pixels with the inverse affine, presence = sigmoid of
+   the face flag; blendshapes from 146 of the 478 points, one pass.
+
+Tracking across a batch, without a Python loop over frames: the tracks known at the start of a batch (from the
+previous batch's last landmarks, or from a detection on the batch's first frame) give a first ROI for every
+frame; each frame's own landmarks then give its final ROI, and FaceMesh runs again on the frames whose ROI moved
+by more than ``refine_tolerance`` (centre shift or size change as a fraction of the side, or rotation in
+radians). The detector runs on the first frame of a batch only when a video has fewer tracks than
+``max_faces`` (every batch when ``max_faces`` is None), every ``redetect_every`` frames, and after a track is
+lost (presence < ``min_presence``); a detection overlapping a live track (IoU > 0.3) does not start a new one.
+
+References: MediaPipe FaceLandmarker task and model cards (Apache-2.0); Kartynnik et al. (2019),
+arXiv:1907.06724.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torchvision.ops import box_iou
+
+from .detect import FaceDetector
+from .errors import InvalidOptionError
+from .geometry import crop_rois, rois_to_frame
+from .models.facemesh import MESH_INPUT, Blendshapes, FaceMesh
+from .types import Faces
+
+#: Landmarks giving the 6 BlazeFace-style keypoints of a landmarked face: right/left iris centre, nose tip,
+#: upper-lip centre (inner), right/left tragion (subject-centric).
+KEYPOINTS_FROM_MESH = (468, 473, 1, 13, 234, 454)
+
+#: FaceMesh index of each of the 68 iBUG 300-W / dlib points (jaw 0–16, brows 17–26, nose 27–35, eyes 36–47,
+#: lips 48–67), the nearest mesh vertex to each 68-point definition on MediaPipe's canonical face model. An
+#: approximation for tools that expect 68 points, not a re-trained 68-point model.
+IBUG68_FROM_MESH = (
+    162, 234, 93, 58, 172, 136, 149, 148, 152, 377, 378, 365, 397, 288, 323, 454, 389,
+    70, 63, 105, 66, 107, 336, 296, 334, 293, 300,
+    168, 197, 5, 4, 75, 97, 2, 326, 305,
+    33, 160, 158, 133, 153, 144, 362, 385, 387, 263, 373, 380,
+    61, 39, 37, 0, 267, 269, 291, 405, 314, 17, 84, 181,
+    78, 82, 13, 312, 308, 317, 14, 87,
+)
+
+
+def to_ibug68(landmarks: torch.Tensor) -> torch.Tensor:
+    """The 68-point (iBUG 300-W / dlib order) view (N, 68, C) of FaceMesh landmarks (N, 478, C)."""
+    return landmarks[:, list(IBUG68_FROM_MESH)]
+
+
+def rois_from_detections(boxes: torch.Tensor, keypoints: torch.Tensor, scale: float = 1.5):
+    """ROIs (centres (N, 2), sides (N,), angles (N,)) from boxes (N, 4) xyxy and keypoints (N, K≥2, 2) px."""
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    sides = scale * (boxes[:, 2:] - boxes[:, :2]).amax(dim=1)
+    d = keypoints[:, 1] - keypoints[:, 0]
+    return centres, sides, torch.atan2(d[:, 1], d[:, 0])
+
+
+def rois_from_landmarks(landmarks: torch.Tensor, scale: float = 1.5):
+    """ROIs from landmarks (N, 478, ≥2) px: bounding-box centre, 1.5 × longer side, rotation 33 → 263."""
+    lo, hi = landmarks[..., :2].amin(dim=1), landmarks[..., :2].amax(dim=1)
+    d = landmarks[:, 263, :2] - landmarks[:, 33, :2]
+    return (lo + hi) / 2, scale * (hi - lo).amax(dim=1), torch.atan2(d[:, 1], d[:, 0])
+
+
+def _wrap(a: torch.Tensor) -> torch.Tensor:
+    return torch.remainder(a + math.pi, 2 * math.pi) - math.pi
+
+
+@dataclass
+class TrackState:
+    """Per-video tracking state carried from one batch to the next."""
+
+    centres: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2))
+    sides: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    angles: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    ids: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    scores: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    next_id: int = 0
+    since_detection: int = 0
+    lost: bool = False
+
+    def __len__(self) -> int:
+        return int(self.ids.numel())
+
+
+class FaceLandmarker:
+    """Batched FaceMesh landmarks, presence and blendshapes with tracking.
+
+    Args:
+        detector: ``blazeface-short`` (default, MediaPipe's), ``blazeface-full`` or ``mtcnn``.
+        device: torch device. half: run FaceMesh in float16 (CUDA only).
+        max_faces: most faces per frame (None: all). min_score: detection score threshold.
+        min_presence: drop a face below this presence (MediaPipe ``min_face_presence_confidence`` 0.5).
+        redetect_every: also run the detector every this many frames (None: only when needed).
+        refine_tolerance: re-run FaceMesh on a frame when its own landmarks' ROI differs from the first ROI by
+            more than this (fraction of the side; radians for rotation). 0 always refines.
+        blendshapes: compute the 52 blendshape coefficients.
+
+    Raises:
+        InvalidOptionError: bad option values. WeightsError: weights unavailable.
+
+    Example:
+        >>> lm = FaceLandmarker(device="cuda")
+        >>> state = lm.new_state()
+        >>> for batch in VideoReader("clip.mp4").batches(32):
+        ...     faces = lm(batch.frames, state)    # landmarks (N, 478, 3), presence, blendshapes (N, 52)
+    """
+
+    def __init__(self, detector: str = "blazeface-short", device: torch.device | str = "cpu",
+                 max_faces: int | None = None, min_score: float | None = None, min_presence: float = 0.5,
+                 redetect_every: int | None = None, refine_tolerance: float = 0.02, blendshapes: bool = True,
+                 half: bool = False):
+        from .weights import load_graph
+
+        if max_faces is not None and max_faces < 1:
+            raise InvalidOptionError("max_faces must be >= 1 (or None for all faces)")
+        if not 0 <= min_presence <= 1 or refine_tolerance < 0 or (redetect_every is not None and redetect_every < 1):
+            raise InvalidOptionError("min_presence in [0, 1], refine_tolerance >= 0, redetect_every >= 1")
+        self.device = torch.device(device)
+        kwargs = {} if min_score is None or detector == "mtcnn" else {"score_threshold": min_score}
+        self.detector = FaceDetector(detector, self.device, min_score=min_score or 0.0, **kwargs)
+        self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
+        self.mesh = FaceMesh(load_graph("facemesh", self.device)).to(self.dtype)
+        self.blend = Blendshapes(load_graph("blendshapes", self.device)) if blendshapes else None
+        self.max_faces, self.min_presence = max_faces, min_presence
+        self.redetect_every, self.refine_tolerance = redetect_every, refine_tolerance
+        self.detector_frames = 0  # frames the detector ran on (for reports)
+        self.mesh_crops = 0       # FaceMesh forward passes, in crops
+
+    def new_state(self) -> TrackState:
+        """Fresh tracking state for a new video (or for unrelated stills)."""
+        return TrackState()
+
+    def _mesh(self, frames, frame_index, centres, sides, angles):
+        crops = crop_rois(frames, frame_index, centres, sides, angles, MESH_INPUT).to(self.dtype)
+        self.mesh_crops += crops.shape[0]
+        pts, presence = self.mesh(crops.contiguous(memory_format=torch.channels_last))
+        return rois_to_frame(pts.float(), centres, sides, angles, MESH_INPUT), presence.float()
+
+    def _needs_detection(self, state: TrackState) -> bool:
+        if len(state) == 0 or state.lost:
+            return True
+        if self.max_faces is None or len(state) < self.max_faces:
+            return True
+        return self.redetect_every is not None and state.since_detection >= self.redetect_every
+
+    def _detect_into(self, frame: torch.Tensor, state: TrackState) -> None:
+        faces = self.detector(frame[None])
+        self.detector_frames += 1
+        state.since_detection, state.lost = 0, False
+        if len(faces) == 0:
+            return
+        order = torch.argsort(faces.scores, descending=True)
+        faces = faces.select(order)
+        c, s, a = rois_from_detections(faces.boxes, faces.keypoints)
+        if len(state):
+            half = state.sides[:, None] / 3  # a track's ROI is 1.5x the face: compare face-sized boxes
+            track_boxes = torch.cat([state.centres - half, state.centres + half], dim=1)
+            new = (box_iou(faces.boxes, track_boxes) <= 0.3).all(dim=1)
+        else:
+            new = torch.ones(len(faces), dtype=torch.bool, device=faces.boxes.device)
+        room = None if self.max_faces is None else max(self.max_faces - len(state), 0)
+        idx = torch.nonzero(new).flatten()[:room]
+        n = idx.numel()
+        state.centres = torch.cat([state.centres.to(c), c[idx]])
+        state.sides = torch.cat([state.sides.to(s), s[idx]])
+        state.angles = torch.cat([state.angles.to(a), a[idx]])
+        state.scores = torch.cat([state.scores.to(s), faces.scores[idx]])
+        state.ids = torch.cat([state.ids.to(c.device), torch.arange(state.next_id, state.next_id + n, device=c.device)])
+        state.next_id += n
+
+    @torch.inference_mode()
+    def __call__(self, frames: torch.Tensor, state: TrackState | None = None) -> Faces:
+        """Landmark every face in a batch of consecutive frames of one video.
+
+        Args:
+            frames: uint8 (B, 3, H, W) RGB.
+            state: tracking state of this video (:meth:`new_state`); None treats the frames as unrelated stills.
+
+        Returns:
+            :class:`Faces` sorted by frame: boxes (landmarks' bounding box, xyxy px), scores (score of the
+            detection that started the track), keypoints (N, 6, 2) from :data:`KEYPOINTS_FROM_MESH`, landmarks
+            (N, 478, 3) px (z in the same units, relative), presence (N,), track_id (N,), blendshapes (N, 52).
+        """
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
+            raise InvalidOptionError(f"frames must be uint8 (B, 3, H, W), got {tuple(frames.shape)} {frames.dtype}")
+        if state is None:
+            return Faces.cat([self(frames[i:i + 1], TrackState()) for i in range(frames.shape[0])],
+                             list(range(frames.shape[0])))
+        frames = frames.to(self.device)
+        b = frames.shape[0]
+        if self._needs_detection(state):
+            self._detect_into(frames[0], state)
+        if len(state) == 0:
+            state.since_detection += b
+            return _empty(self.device)
+        k = len(state)
+        frame_index = torch.arange(b, device=self.device).repeat_interleave(k)
+        tile = lambda t: t.to(self.device).repeat(b, *([1] * (t.dim() - 1))) if t.dim() > 1 else t.to(self.device).repeat(b)  # noqa: E731
+        centres, sides, angles = tile(state.centres), tile(state.sides), tile(state.angles)
+        landmarks, presence = self._mesh(frames, frame_index, centres, sides, angles)
+        c2, s2, a2 = rois_from_landmarks(landmarks)
+        tol = self.refine_tolerance
+        moved = (((c2 - centres).norm(dim=1) / sides > tol) | ((s2 / sides - 1).abs() > tol)
+                 | (_wrap(a2 - angles).abs() > tol)) & (presence >= self.min_presence)
+        if moved.any():
+            idx = torch.nonzero(moved).flatten()
+            lm2, pr2 = self._mesh(frames, frame_index[idx], c2[idx], s2[idx], a2[idx])
+            landmarks[idx], presence[idx] = lm2, pr2
+        keep = presence >= self.min_presence
+        track_ids = state.ids.to(self.device).repeat(b)
+        track_scores = state.scores.to(self.device).repeat(b)
+        # carry each track's last ROI (from its last frame's landmarks) into the next batch; drop lost tracks
+        last = torch.arange((b - 1) * k, b * k, device=self.device)
+        alive = keep[last]
+        cl, sl, al = rois_from_landmarks(landmarks[last])
+        state.lost = bool((~alive).any())
+        state.centres, state.sides, state.angles = cl[alive], sl[alive], al[alive]
+        state.ids, state.scores = state.ids.to(self.device)[alive], state.scores.to(self.device)[alive]
+        state.since_detection += b
+
+        landmarks, frame_index = landmarks[keep], frame_index[keep]
+        lo, hi = landmarks[..., :2].amin(dim=1), landmarks[..., :2].amax(dim=1)
+        faces = Faces(frame=frame_index, boxes=torch.cat([lo, hi], dim=1), scores=track_scores[keep],
+                      keypoints=landmarks[:, list(KEYPOINTS_FROM_MESH), :2].contiguous())
+        faces.landmarks, faces.presence, faces.track_id = landmarks, presence[keep], track_ids[keep]
+        faces.blendshapes = (self.blend.from_landmarks(landmarks) if self.blend is not None
+                             else landmarks.new_zeros(landmarks.shape[0], 0))
+        return faces
+
+
+def _empty(device) -> Faces:
+    faces = Faces.empty(num_keypoints=6, device=device)
+    faces.landmarks = torch.zeros(0, 478, 3, device=device)
+    faces.presence = torch.zeros(0, device=device)
+    faces.track_id = torch.zeros(0, dtype=torch.long, device=device)
+    faces.blendshapes = torch.zeros(0, 52, device=device)
+    return faces
+
+
+__all__ = ["FaceLandmarker", "TrackState", "IBUG68_FROM_MESH", "KEYPOINTS_FROM_MESH", "to_ibug68",
+           "rois_from_detections", "rois_from_landmarks"]
