@@ -1,4 +1,4 @@
-"""The ``gpuface`` command line: detect, anonymize, demo, weights.
+"""The ``gpuface`` command line: detect, landmarks, anonymize, demo, weights.
 
 Every error that bad input causes prints as one line ``gpuface: error: <what and where>`` and the exit status
 is non-zero (1: some inputs failed, 2: bad usage or nothing could run). With several inputs a broken one is
@@ -42,6 +42,14 @@ def _selection(args):
                      area=tuple(args.area) if args.area else None)
 
 
+def _selection_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--step", type=_positive_int, default=1, help="every n-th frame")
+    p.add_argument("--step-seconds", type=float, help="one frame every x seconds (overrides --step)")
+    p.add_argument("--start", type=float, default=0.0, help="fragment start, s")
+    p.add_argument("--end", type=float, help="fragment end, s")
+    p.add_argument("--area", type=int, nargs=4, metavar=("X1", "Y1", "X2", "Y2"), help="crop before processing")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="frames per batch (default 16)")
@@ -62,11 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
     d.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
     d.add_argument("--threshold", type=float, default=0.0, help="keep faces with score >= this (default 0)")
-    d.add_argument("--step", type=_positive_int, default=1, help="every n-th frame")
-    d.add_argument("--step-seconds", type=float, help="one frame every x seconds (overrides --step)")
-    d.add_argument("--start", type=float, default=0.0, help="fragment start, s")
-    d.add_argument("--end", type=float, help="fragment end, s")
-    d.add_argument("--area", type=int, nargs=4, metavar=("X1", "Y1", "X2", "Y2"), help="crop before detection")
+    _selection_options(d)
     _detector_options(d)
     _common(d)
 
@@ -88,6 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: numbered name)")
     _detector_options(a)
     _common(a)
+
+    lm = sub.add_parser("landmarks", help="478 FaceMesh landmarks, presence and 52 blendshapes per face → table")
+    lm.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
+    lm.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
+    lm.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"],
+                    help="face detector (default blazeface-short, MediaPipe's; blazeface-full for small faces)")
+    lm.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
+    lm.add_argument("--threshold", type=float, help="detection score threshold (default: the detector's)")
+    lm.add_argument("--min-presence", type=float, default=0.5, help="drop faces below this presence (0.5)")
+    lm.add_argument("--redetect-every", type=_positive_int, help="also run the detector every N frames")
+    lm.add_argument("--no-blendshapes", action="store_true", help="skip the 52 blendshape coefficients")
+    lm.add_argument("--draw", action="store_true",
+                    help="also write <stem>_landmarks.mp4 (or .png) with the mesh and --regions drawn")
+    lm.add_argument("--regions", nargs="*", default=["face_oval", "eyes", "brows", "lips"],
+                    help="regions tinted by --draw (names or expressions like 'face_oval-eyes')")
+    lm.add_argument("--overwrite", action="store_true", help="replace existing drawn videos")
+    _selection_options(lm)
+    _common(lm)
 
     m = sub.add_parser("demo", help="fetch the PyFAME sample videos and anonymise them (a first run)")
     m.add_argument("-o", "--output", default="gpuface-demo", help="output folder (default ./gpuface-demo)")
@@ -147,6 +169,45 @@ def cmd_detect(args) -> int:
     results = run_many(expand_inputs(args.inputs, args.ext), job, _error)
     if tables:
         write_table(pd.concat(tables, ignore_index=True), args.output)
+    return _summary(results, args.quiet) if tables else 2
+
+
+def cmd_landmarks(args) -> int:
+    import pandas as pd
+
+    from .io.images import IMAGE_EXTENSIONS
+    from .io.sources import expand_inputs
+    from .landmarks import FaceLandmarker
+    from .outputs import table_format, write_table
+    from .pipeline import JobResult, default_output, landmarks_source, run_many
+    from .regions import get_region
+
+    table_format(args.output)
+    regions = tuple(args.regions)
+    for r in regions:
+        get_region(r)  # unknown names fail before any work
+    landmarker = FaceLandmarker(args.detector, device=_device(args.device), max_faces=args.max_faces,
+                                min_score=args.threshold, min_presence=args.min_presence,
+                                redetect_every=args.redetect_every, blendshapes=not args.no_blendshapes)
+    sel = _selection(args)
+    out_dir = str(Path(args.output).resolve().parent)
+    tables = []
+
+    def job(path: str) -> JobResult:
+        draw = None
+        if args.draw:
+            ext = ".png" if Path(path).suffix.lower() in IMAGE_EXTENSIONS else ".mp4"
+            draw = default_output(path, out_dir, "_landmarks", ext)
+        table, result = landmarks_source(path, landmarker, args.batch_size, sel, args.backend, draw, regions,
+                                         args.overwrite, args.quiet)
+        tables.append(table)
+        result.outputs.insert(0, args.output)
+        return result
+
+    results = run_many(expand_inputs(args.inputs, args.ext), job, _error)
+    if tables:
+        write_table(pd.concat(tables, ignore_index=True), args.output)
+    _say(args.quiet, f"detector ran on {landmarker.detector_frames} frames; FaceMesh on {landmarker.mesh_crops} crops")
     return _summary(results, args.quiet) if tables else 2
 
 
@@ -225,7 +286,7 @@ def cmd_weights(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"detect": cmd_detect, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
+    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
     try:
         return handlers[args.command](args)
     except GpufaceError as e:

@@ -40,6 +40,24 @@ def faces_rows(faces: Faces, batch: FrameBatch, video: str, keypoints: bool = Tr
     return pd.DataFrame(cols)
 
 
+def landmarks_rows(faces: Faces, batch: FrameBatch, video: str) -> pd.DataFrame:
+    """One row per landmarked face: the :func:`faces_rows` columns (without keypoints), then ``presence, track,
+    lm_0_x, lm_0_y, lm_0_z … lm_477_z`` (frame pixels; z relative, same units) and ``bs_<name>`` for the 52
+    MediaPipe blendshapes (absent when they were not computed)."""
+    from .models.facemesh import BLENDSHAPE_NAMES
+
+    base = faces_rows(faces, batch, video, keypoints=False)
+    f = faces.to("cpu")
+    n = len(f)
+    base["presence"] = f.presence.numpy()
+    base["track"] = f.track_id.numpy()
+    lm_cols = [f"lm_{i}_{c}" for i in range(f.landmarks.shape[1]) for c in "xyz"]
+    parts = [base, pd.DataFrame(f.landmarks.reshape(n, len(lm_cols)).numpy(), columns=lm_cols)]
+    if f.blendshapes is not None and f.blendshapes.shape[1] == len(BLENDSHAPE_NAMES):
+        parts.append(pd.DataFrame(f.blendshapes.numpy(), columns=[f"bs_{b}" for b in BLENDSHAPE_NAMES]))
+    return pd.concat(parts, axis=1)
+
+
 def rank_in_frame(frame: torch.Tensor) -> list[int]:
     """Rank of each face within its frame, for faces sorted by frame: 0, 1, … restarting at each frame."""
     if len(frame) == 0:

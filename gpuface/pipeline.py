@@ -22,7 +22,7 @@ from .io.encode import VideoWriter, free_path, write_image
 from .io.images import ImageReader
 from .io.sources import open_source
 from .manipulate.anonymize import AnonymizeOptions, anonymize
-from .outputs import faces_rows, write_table
+from .outputs import faces_rows, landmarks_rows, write_table
 
 
 @dataclass
@@ -69,6 +69,84 @@ def detect_source(path: str, detector: FaceDetector, batch_size: int = 32, selec
             bar.update(len(batch))
     result.seconds = time.perf_counter() - t0
     return pd.concat(parts, ignore_index=True), result
+
+
+def landmarks_source(path: str, landmarker, batch_size: int = 32, selection: Selection | None = None,
+                     backend: str = "auto", draw: str | os.PathLike | None = None,
+                     draw_regions: tuple[str, ...] = ("face_oval", "eyes", "brows", "lips"), overwrite: bool = False,
+                     quiet: bool = True) -> tuple[pd.DataFrame, JobResult]:
+    """Landmark (478 points, presence, blendshapes) every face in every selected frame of one video or image.
+
+    Args:
+        landmarker: a :class:`gpuface.landmarks.FaceLandmarker`; tracking state is per video, stills are
+            landmarked independently.
+        draw: also write this video (or image) with the mesh points and ``draw_regions`` tinted, for inspection.
+
+    Returns:
+        (table, result): rows as :func:`gpuface.outputs.landmarks_rows`, and the job summary.
+    """
+    from .io.encode import VideoWriter
+
+    t0 = time.perf_counter()
+    reader = open_source(path, backend=backend, device=landmarker.device)
+    is_image = isinstance(reader, ImageReader)
+    state = None if is_image else landmarker.new_state()
+    parts, result, writer = [], JobResult(path), None
+    if draw is not None:
+        draw = free_path(draw, overwrite)
+    try:
+        with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
+            for batch in reader.batches(batch_size, selection, device=landmarker.device):
+                faces = landmarker(batch.frames, state)
+                parts.append(landmarks_rows(faces, batch, path))
+                if draw is not None:
+                    out = draw_landmarks(batch.frames, faces, draw_regions)
+                    if is_image:
+                        write_image(draw, out[0])
+                    else:
+                        if writer is None:
+                            writer = VideoWriter(draw, reader.info.fps, out.shape[-1], out.shape[-2], preset="veryfast",
+                                                 overwrite=True)
+                        writer.write(out)
+                result.frames += len(batch)
+                result.faces += len(faces)
+                bar.update(len(batch))
+        if writer is not None:
+            writer.close()
+        if draw is not None:
+            result.outputs.append(str(draw))
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        if draw is not None and is_image:
+            Path(draw).unlink(missing_ok=True)
+        raise
+    result.seconds = time.perf_counter() - t0
+    return pd.concat(parts, ignore_index=True), result
+
+
+def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), alpha: float = 0.35) -> torch.Tensor:
+    """Frames (B, 3, H, W) uint8 with each region tinted (one colour per region) and the 478 points drawn as
+    2×2 px dots, for all faces of the batch in tensor ops."""
+    from .regions import region_masks
+
+    palette = torch.tensor([[255, 64, 64], [64, 160, 255], [255, 200, 0], [255, 0, 200], [0, 220, 120]],
+                           dtype=torch.float32, device=frames.device)
+    b, _, h, w = frames.shape
+    out = frames.float()
+    if len(faces) == 0:
+        return frames
+    for i, name in enumerate(regions):
+        m = region_masks(faces.landmarks, faces.frame, name, b, (h, w)) * alpha
+        out = out * (1 - m) + palette[i % len(palette)].view(1, 3, 1, 1) * m
+    pts = faces.landmarks[..., :2].floor().long()
+    frame = faces.frame[:, None].expand(-1, pts.shape[1])
+    flat = out.permute(0, 2, 3, 1).reshape(-1, 3)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            x, y = (pts[..., 0] + dx).clamp(0, w - 1), (pts[..., 1] + dy).clamp(0, h - 1)
+            flat[(frame * h * w + y * w + x).reshape(-1)] = torch.tensor([0.0, 255.0, 0.0], device=frames.device)
+    return flat.view(b, h, w, 3).permute(0, 3, 1, 2).round().clamp(0, 255).to(torch.uint8).contiguous()
 
 
 def default_output(path: str, out: str | None, suffix: str, ext: str | None = None) -> Path:
