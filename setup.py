@@ -23,9 +23,10 @@ setup(
         "pyarrow",
         "tqdm",
         "safetensors",
+        "tflite>=2.10",
     ],
     extras_require={
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "ai-edge-litert==2.3.0"],  # LiteRT: the reference runtime for the TFLite ports
         "torchcodec": ["torchcodec"],
         "feat": ["py-feat"],
         "slurm": ["submitit"],

@@ -37,11 +37,21 @@ def crop_rois(frames: torch.Tensor, frame_index: torch.Tensor, centres: torch.Te
     n = frame_index.numel()
     if n == 0:
         return frames.new_zeros((0, 3, size, size), dtype=torch.float32)
-    src = frames[frame_index]
-    src = src.float() / 255.0 if src.dtype == torch.uint8 else src
-    theta = roi_theta(centres.to(src.dtype), sides.to(src.dtype), angles.to(src.dtype), *frames.shape[-2:])
+    # Convert to float only the window of the frames that the ROIs can touch (their joint bounding box).
+    reach = sides * (angles.cos().abs() + angles.sin().abs()) / 2 + 2
+    h, w = frames.shape[-2:]
+    x0 = int((centres[:, 0] - reach).min().floor().clamp(0, w - 1))
+    y0 = int((centres[:, 1] - reach).min().floor().clamp(0, h - 1))
+    x1 = int((centres[:, 0] + reach).max().ceil().clamp(x0 + 1, w))
+    y1 = int((centres[:, 1] + reach).max().ceil().clamp(y0 + 1, h))
+    used, inverse = torch.unique(frame_index, return_inverse=True)
+    window = frames[used, :, y0:y1, x0:x1]
+    window = window.float() / 255.0 if window.dtype == torch.uint8 else window
+    offset = torch.tensor([x0, y0], dtype=window.dtype, device=window.device)
+    theta = roi_theta(centres.to(window.dtype) - offset, sides.to(window.dtype), angles.to(window.dtype),
+                      y1 - y0, x1 - x0)
     grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
-    crops = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    crops = F.grid_sample(window[inverse], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     low, high = value_range
     return crops * (high - low) + low if (low, high) != (0.0, 1.0) else crops
 

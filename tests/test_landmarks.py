@@ -1,0 +1,233 @@
+"""MediaPipe ports (BlazeFace, FaceMesh v2, blendshapes) against the reference runtimes, tracking, regions."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from gpuface.errors import InvalidOptionError, WeightsError
+from gpuface.io.decode import VideoReader
+from gpuface.io.images import read_image
+from gpuface.landmarks import FaceLandmarker, to_ibug68
+from gpuface.regions import REGIONS, get_region, region_masks
+
+REFERENCE = Path(__file__).parent / "data" / "mediapipe_reference.npz"  # benchmarks/mediapipe_reference.py output
+
+
+@pytest.fixture(scope="module")
+def landmarker():
+    return FaceLandmarker("blazeface-short", max_faces=1)
+
+
+@pytest.fixture(scope="module")
+def clip24(samples):
+    return next(iter(VideoReader(samples["sample_01.mp4"]).batches(24)))
+
+
+@pytest.fixture(scope="module")
+def tracked(clip24):
+    landmarker = FaceLandmarker("blazeface-short", max_faces=1)
+    state = landmarker.new_state()
+    return torch.cat([landmarker(clip24.frames[i:i + 8], state).landmarks for i in (0, 8, 16)]), landmarker
+
+
+def _iod(lm):
+    return np.linalg.norm(lm[:, 468, :2] - lm[:, 473, :2], axis=1)
+
+
+@pytest.mark.parametrize("name", ["blazeface-short", "blazeface-full", "facemesh", "blendshapes"])
+def test_tflite_port_matches_litert(name, clip24):
+    """Raw outputs of each converted graph vs Google's LiteRT interpreter on the same real inputs (float32)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from gpuface import weights
+    from gpuface.fetch import sha256_file
+
+    graph = weights.load_graph(name)
+    upstream = weights.weights_dir() / "upstream"
+    member = {"blazeface-short": "face_detector.tflite", "facemesh": "face_landmarks_detector.tflite",
+              "blendshapes": "face_blendshapes.tflite"}.get(name)
+    if member:
+        import zipfile
+        content = zipfile.ZipFile(upstream / "face_landmarker.task").read(member)
+    else:
+        path = upstream / "face_detection_full_range_sparse.tflite"
+        assert sha256_file(path) == weights.entry(name).files[0].sha256
+        content = path.read_bytes()
+    interp = Interpreter(model_content=content)
+    interp.allocate_tensors()
+    detail = interp.get_input_details()[0]
+    shape = tuple(detail["shape"])
+    if len(shape) == 4:  # an image model: a real frame resized to its input, in its value range
+        x = torch.nn.functional.interpolate(clip24.frames[:1, :, :, 280:1000].float() / 255, size=shape[1:3],
+                                            mode="bilinear", antialias=True)
+        x = x * 2 - 1 if name.startswith("blazeface") else x
+        feed = x.permute(0, 2, 3, 1).numpy()
+    else:  # blendshapes: real landmarks of the sample face
+        ref = np.load(REFERENCE)
+        from gpuface.models.facemesh import BLENDSHAPE_LANDMARKS
+        feed = ref["video_landmarks"][:1, list(BLENDSHAPE_LANDMARKS), :2]
+        x = torch.from_numpy(feed)
+    interp.set_tensor(detail["index"], np.ascontiguousarray(feed, dtype=np.float32))
+    interp.invoke()
+    with torch.inference_mode():
+        ours = graph(x)
+    for spec, out in zip(graph.spec["outputs"], ours):
+        ref = interp.get_tensor(spec["id"])
+        diff = np.abs(out.numpy().reshape(ref.shape) - ref).max()
+        assert diff <= 1e-3 * max(np.abs(ref).max(), 1.0), (name, spec["id"], diff)
+
+
+def test_tflite_reader_rejects_other_files():
+    from gpuface.convert.tflite import read_tflite
+
+    with pytest.raises(WeightsError):
+        read_tflite(b"\x00" * 64)
+
+
+def test_video_landmarks_match_mediapipe(tracked):
+    """End to end vs MediaPipe FaceLandmarker (VIDEO mode, the .task bundle) on the 720p sample."""
+    ours, lm = tracked
+    ref = np.load(REFERENCE)
+    frames = ref["video_frame"]
+    ours = ours.numpy()[frames]
+    iod = _iod(ref["video_landmarks"])
+    err = np.linalg.norm(ours[:, :, :2] - ref["video_landmarks"][:, :, :2], axis=2).mean(axis=1) / iod
+    assert err.mean() <= 0.015, err
+
+
+def test_blendshapes_match_mediapipe(landmarker, clip24):
+    faces = landmarker(clip24.frames, landmarker.new_state())
+    ref = np.load(REFERENCE)
+    diff = np.abs(faces.blendshapes.numpy()[ref["video_frame"]] - ref["video_blendshapes"])
+    assert diff.mean() <= 0.02
+    assert np.quantile(diff, 0.95) <= 0.06
+
+
+def test_tracking_runs_detector_on_few_frames_and_is_stable(tracked):
+    ours, lm = tracked
+    assert lm.detector_frames == 1              # one detection, then tracked through 24 frames
+    assert ours.shape == (24, 478, 3)
+    jitter = (ours[1:, 168, :2] - ours[:-1, 168, :2]).norm(dim=1)   # nose bridge, frame to frame
+    assert jitter.median() < 3.0
+
+
+def test_multi_face_image_finds_all_five(samples):
+    img = read_image(samples["multi_face.jpg"])[None]
+    faces = FaceLandmarker("blazeface-full")(img)
+    assert len(faces) == 5 and bool((faces.presence > 0.5).all())
+    from torchvision.ops import box_iou
+
+    ref = torch.from_numpy(np.load(REFERENCE)["image_landmarks"])  # the faces MediaPipe (short range) finds
+    ref_boxes = torch.cat([ref[..., :2].amin(1), ref[..., :2].amax(1)], dim=1)
+    # same faces (IoU > 0.3: on the rightmost face MediaPipe's single-pass IMAGE-mode mesh sits ~40 px low,
+    # below MTCNN's box; ours, refined from its own landmarks, matches MTCNN's box)
+    assert bool((box_iou(ref_boxes, faces.boxes).amax(dim=1) > 0.3).all())
+
+
+def test_no_face_frames_give_no_rows(samples, landmarker):
+    batch = next(iter(VideoReader(samples["no_face.mp4"]).batches(8)))
+    faces = landmarker(batch.frames, landmarker.new_state())
+    assert len(faces) == 0 and faces.landmarks.shape == (0, 478, 3)
+
+
+def test_ibug68_view(tracked):
+    p = to_ibug68(tracked[0][:1])[0]
+    assert p.shape == (68, 3)
+    assert p[0, 0] < p[8, 0] < p[16, 0]            # jaw runs across the face, chin in the middle
+    assert p[36:42, 0].mean() < p[42:48, 0].mean()  # image-left eye first, as in iBUG
+    assert p[19, 1] < p[37, 1] < p[57, 1]           # brow above eye above lower lip
+
+
+def _polygon_area_centroid(points: np.ndarray) -> tuple[float, np.ndarray]:
+    """Shoelace area and centroid of a simple polygon (the exact values a fill approximates)."""
+    x, y = points[:, 0], points[:, 1]
+    xn, yn = np.roll(x, -1), np.roll(y, -1)
+    cross = x * yn - xn * y
+    area = cross.sum() / 2
+    return abs(area), np.array([((x + xn) * cross).sum(), ((y + yn) * cross).sum()]) / (6 * area)
+
+
+@pytest.mark.parametrize("name", ["face_oval", "left_eye", "lips_outer", "chin", "nose", "left_hemiface", "forehead"])
+def test_region_area_and_centroid_match_polygon(tracked, clip24, name):
+    # at 2x scale (1440p): the eye contour is ~700 px at 720p, where pixel sampling alone is ~1 % of its area
+    lm = tracked[0][:4] * 2
+    h, w = (2 * s for s in clip24.frames.shape[-2:])
+    masks = region_masks(lm, torch.arange(4), name, 4, (h, w))
+    ring = list(get_region(name).ring)
+    for i in range(4):
+        area, centroid = _polygon_area_centroid(lm[i, ring, :2].double().numpy())
+        ours = masks[i, 0]
+        assert abs(float(ours.sum()) - area) <= 0.01 * area
+        yx = torch.nonzero(ours).double().mean(0) + 0.5          # pixel centres
+        assert np.abs(yx.numpy()[::-1] - centroid).max() <= 0.01 * np.sqrt(area)
+        # PIL's polygon fill (boundary pixels included) as a second opinion on the area
+        im = Image.new("L", (w, h), 0)
+        ImageDraw.Draw(im).polygon([tuple(p) for p in (lm[i, ring, :2] - 0.5).tolist()], fill=1)
+        assert abs(float(ours.sum()) - np.array(im).sum()) <= 0.06 * area
+
+
+def test_hemifaces_partition_the_oval_and_combinations(tracked, clip24):
+    lm = tracked[0][:6]
+    h, w = clip24.frames.shape[-2:]
+    m = {n: region_masks(lm, torch.arange(6), n, 6, (h, w)) for n in
+         ("left_hemiface", "right_hemiface", "face_oval", "face_skin", "eyes", "lips")}
+    assert (m["left_hemiface"] * m["right_hemiface"]).sum() == 0
+    assert torch.equal(m["left_hemiface"] + m["right_hemiface"], m["face_oval"])
+    left_x = torch.nonzero(m["left_hemiface"][0, 0])[:, 1].float().mean()
+    right_x = torch.nonzero(m["right_hemiface"][0, 0])[:, 1].float().mean()
+    assert left_x > right_x                      # subject's left is on the image's right
+    assert (m["face_skin"] * m["eyes"]).sum() == 0 and (m["face_skin"] * m["lips"]).sum() == 0
+    assert bool((m["face_skin"] <= m["face_oval"]).all())
+    expr = region_masks(lm, torch.arange(6), "face_oval - eyes - lips", 6, (h, w))
+    assert bool((expr >= m["face_skin"]).all()) and expr.sum() > m["face_skin"].sum()
+
+
+def test_region_masks_batched_frames_and_feather(tracked, clip24):
+    lm = tracked[0][:3]
+    h, w = clip24.frames.shape[-2:]
+    frame = torch.tensor([0, 0, 2])                 # two faces in frame 0, none in frame 1
+    hard = region_masks(lm, frame, "face_oval", 3, (h, w))
+    assert hard[1].sum() == 0 and hard[0].sum() > 0 and hard[2].sum() > 0
+    soft = region_masks(lm, frame, "face_oval", 3, (h, w), feather=4.0)
+    between = ((soft > 0.05) & (soft < 0.95)).sum()
+    assert between > 0 and soft.max() <= 1.0
+    assert abs(soft.sum() - hard.sum()) < 0.05 * hard.sum()
+    with pytest.raises(InvalidOptionError):
+        region_masks(lm, frame, "no_such_region", 3, (h, w))
+    assert set(REGIONS) >= {"face_oval", "face_skin", "eyes", "eye_regions", "brows", "irises", "nose", "nose_wide",
+                            "lips", "mouth", "cheeks", "left_cheek", "right_cheek", "cheeks_nose", "chin",
+                            "left_hemiface", "right_hemiface", "forehead"}
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA to compare devices")
+def test_region_masks_cpu_and_cuda_agree(tracked, clip24):
+    lm = tracked[0][:4]
+    h, w = clip24.frames.shape[-2:]
+    cpu = region_masks(lm, torch.arange(4), "face_skin", 4, (h, w), feather=2.0)
+    gpu = region_masks(lm.cuda(), torch.arange(4).cuda(), "face_skin", 4, (h, w), feather=2.0).cpu()
+    assert (cpu - gpu).abs().max() < 1e-3
+
+
+def test_landmarks_cli(samples, tmp_path):
+    import pandas as pd
+
+    from gpuface.cli import main
+
+    out = tmp_path / "lm.parquet"
+    code = main(["landmarks", samples["sample_01.mp4"], samples["no_face.mp4"], samples["multi_face.jpg"], "-o",
+                 str(out), "--end", "0.3", "--detector", "blazeface-full", "--draw", "--quiet", "--device", "cpu"])
+    assert code == 0
+    df = pd.read_parquet(out)
+    head = ["video", "frame", "time_s", "face", "x1", "y1", "x2", "y2", "score", "presence", "track"]
+    assert list(df.columns[:11]) == head
+    assert df.columns[11] == "lm_0_x" and "lm_477_z" in df.columns and "bs_jawOpen" in df.columns
+    assert len(df.columns) == 11 + 478 * 3 + 52
+    counts = df.groupby("video").size()
+    assert counts[samples["multi_face.jpg"]] == 5
+    assert samples["no_face.mp4"] not in counts.index
+    assert (tmp_path / "sample_01_landmarks.mp4").stat().st_size > 0
+    assert (tmp_path / "multi_face_landmarks.png").exists()
+    assert main(["landmarks", samples["single_face.jpg"], "-o", str(tmp_path / "x.csv"), "--regions", "nope",
+                 "--quiet"]) == 2
