@@ -45,13 +45,17 @@ def crop_rois(frames: torch.Tensor, frame_index: torch.Tensor, centres: torch.Te
     x1 = int((centres[:, 0] + reach).max().ceil().clamp(x0 + 1, w))
     y1 = int((centres[:, 1] + reach).max().ceil().clamp(y0 + 1, h))
     used, inverse = torch.unique(frame_index, return_inverse=True)
-    window = frames[used, :, y0:y1, x0:x1]
-    window = window.float() / 255.0 if window.dtype == torch.uint8 else window
+    window = frames[:, :, y0:y1, x0:x1]
+    if used.numel() < frames.shape[0]:
+        window = window[used]
+    window = window.float().div_(255.0) if window.dtype == torch.uint8 else window
     offset = torch.tensor([x0, y0], dtype=window.dtype, device=window.device)
     theta = roi_theta(centres.to(window.dtype) - offset, sides.to(window.dtype), angles.to(window.dtype),
                       y1 - y0, x1 - x0)
     grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
-    crops = F.grid_sample(window[inverse], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if not torch.equal(inverse, torch.arange(n, device=inverse.device)):  # several ROIs per frame, or unsorted
+        window = window[inverse]
+    crops = F.grid_sample(window, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     low, high = value_range
     return crops * (high - low) + low if (low, high) != (0.0, 1.0) else crops
 

@@ -1,0 +1,167 @@
+"""Throughput of gpuface landmarks (FaceMesh 478 + blendshapes, tracked) vs MediaPipe's FaceLandmarker.
+
+    python benchmarks/landmarks.py [--frames 96] [--device auto] [--mediapipe-python /tmp/mp/bin/python]
+
+Both tools get the same decoded frames of the 720p PyFAME sample (sample_01.mp4) and are timed without decoding:
+MediaPipe (Tasks API, VIDEO mode, CPU, one face, blendshapes on: what PyFAME 1.x runs) through
+``benchmarks/mediapipe_reference.py`` in a Python that has mediapipe (it pins its own numpy/protobuf, so it
+lives in its own venv: ``python -m venv /tmp/mp && /tmp/mp/bin/pip install mediapipe==0.10.14 av``); gpuface at
+batch sizes 1, 8 and 32, each in a fresh process so that peak memory (RSS; GPU: max allocated) is its own.
+Also reported: gpuface batch 32 with ``torch.compile`` (compilation, ~25 s on a 2-core CPU, not timed),
+gpuface end to end with decoding, the detector's share of frames, frame-to-frame jitter of the
+nose bridge (landmark 168) in pixels, and, on CUDA, frames/s at 720p and 1080p.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _frames(n: int, height: int | None = None) -> torch.Tensor:
+    import gpuface as gf
+    from gpuface.samples import fetch_samples
+
+    path = str(fetch_samples(["sample_01.mp4"])["sample_01.mp4"])
+    frames = torch.cat([b.frames for b in gf.VideoReader(path).batches(32)])[:n]
+    if height and height != frames.shape[-2]:
+        width = round(frames.shape[-1] * height / frames.shape[-2])
+        frames = torch.nn.functional.interpolate(frames.float(), size=(height, width), mode="bilinear",
+                                                 antialias=True).round().clamp(0, 255).to(torch.uint8)
+    return frames
+
+
+def worker(args) -> dict:
+    """One configuration in this process: frames/s without decoding, peak memory, jitter."""
+    from gpuface.landmarks import FaceLandmarker
+
+    device = torch.device(args.device)
+    frames = _frames(args.frames, args.height)
+    lm = FaceLandmarker("blazeface-short", device=device, max_faces=1, compile=args.compile)
+
+    def run():
+        state = lm.new_state()
+        out = [lm(frames[i:i + args.batch_size].to(device), state).landmarks for i in range(0, len(frames),
+                                                                                            args.batch_size)]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return torch.cat(out)
+
+    run()  # warm-up
+    lm.detector_frames = lm.mesh_crops = 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = time.perf_counter()
+    landmarks = run()
+    seconds = time.perf_counter() - t
+    jitter = (landmarks[1:, 168, :2] - landmarks[:-1, 168, :2]).norm(dim=1).median().item()
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {"fps": len(frames) / seconds, "peak_mb": peak / 2**20, "jitter_px": jitter,
+            "detector_frames": lm.detector_frames, "mesh_crops": lm.mesh_crops, "frames": len(frames)}
+
+
+def end_to_end(device: str, frames: int) -> float:
+    """gpuface landmarks with decoding (decord/PyAV on a background thread), frames/s."""
+    import gpuface as gf
+    from gpuface.landmarks import FaceLandmarker
+    from gpuface.samples import fetch_samples
+
+    path = str(fetch_samples(["sample_01.mp4"])["sample_01.mp4"])
+    lm = FaceLandmarker("blazeface-short", device=device, max_faces=1)
+    best = 0.0
+    for _ in range(2):
+        state, n, t = lm.new_state(), 0, time.perf_counter()
+        for batch in gf.VideoReader(path).batches(32, device=device):
+            lm(batch.frames, state)
+            n += len(batch)
+            if n >= frames:
+                break
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        best = max(best, n / (time.perf_counter() - t))
+    return best
+
+
+def spawn(args, batch_size: int, height: int | None = None, compile: bool = False) -> dict:
+    cmd = [sys.executable, __file__, "--worker", "--frames", str(args.frames), "--batch-size", str(batch_size),
+           "--device", args.device] + (["--height", str(height)] if height else []) + (["--compile"] if compile else [])
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def mediapipe(args) -> dict | None:
+    if not args.mediapipe_python:
+        return None
+    from gpuface import weights
+    from gpuface.samples import fetch_samples
+
+    weights.fetch("facemesh")
+    task = weights.weights_dir() / "upstream" / "face_landmarker.task"
+    video = str(fetch_samples(["sample_01.mp4"])["sample_01.mp4"])
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "ref.npz")
+        subprocess.run([args.mediapipe_python, os.path.join(ROOT, "benchmarks", "mediapipe_reference.py"), video,
+                        str(task), "-o", out, "--frames", str(args.frames)], check=True, capture_output=True)
+        ref = np.load(out)
+        lm = ref["landmarks"]
+        jitter = float(np.median(np.linalg.norm(lm[1:, 168, :2] - lm[:-1, 168, :2], axis=1)))
+        return {"fps": float(ref["frames"]) / float(ref["seconds"]), "jitter_px": jitter}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=96)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--mediapipe-python", help="a python with mediapipe installed (its own venv)")
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
+    ap.add_argument("--height", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--compile", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.worker:
+        print(json.dumps(worker(args)))
+        return
+
+    name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
+    print(f"# landmarks: {args.frames} frames of the 720p sample, device {args.device} ({name}), "
+          f"{os.cpu_count()} CPU cores, torch {torch.__version__}")
+    ref = mediapipe(args)
+    def ratio(fps: float) -> str:
+        return f"{fps / ref['fps']:.2f}x" if ref else "-"
+
+    print(f"{'tool':<34} {'frames/s':>9} {'vs MediaPipe':>13} {'peak MB':>8} {'jitter px':>10} {'det frames':>11}")
+    if ref:
+        print(f"{'MediaPipe FaceLandmarker (CPU)':<34} {ref['fps']:>9.1f} {'1.00x':>13} {'-':>8} "
+              f"{ref['jitter_px']:>10.2f} {'-':>11}")
+    for bs in (1, 8, 32):
+        r = spawn(args, bs)
+        print(f"{'gpuface batch ' + str(bs):<34} {r['fps']:>9.1f} {ratio(r['fps']):>13} {r['peak_mb']:>8.0f} "
+              f"{r['jitter_px']:>10.2f} {r['detector_frames']:>5}/{r['frames']:<5}")
+    r = spawn(args, 32, compile=True)
+    print(f"{'gpuface batch 32, torch.compile':<34} {r['fps']:>9.1f} {ratio(r['fps']):>13} {r['peak_mb']:>8.0f} "
+          f"{r['jitter_px']:>10.2f} {r['detector_frames']:>5}/{r['frames']:<5}")
+    e2e = end_to_end(args.device, args.frames)
+    print(f"{'gpuface batch 32, with decoding':<34} {e2e:>9.1f} {ratio(e2e):>13}")
+    if args.device.startswith("cuda"):
+        for h in (720, 1080):
+            r = spawn(args, 32, h)
+            print(f"{'gpuface batch 32 at ' + str(h) + 'p':<34} {r['fps']:>9.1f} {ratio(r['fps']):>13} "
+                  f"{r['peak_mb']:>8.0f}")
+
+
+if __name__ == "__main__":
+    main()
