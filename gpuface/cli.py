@@ -111,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     _selection_options(lm)
     _common(lm)
 
-    m = sub.add_parser("demo", help="fetch the PyFAME sample videos and anonymise them (a first run)")
+    m = sub.add_parser("demo", help="fetch the PyFAME sample videos, anonymise and landmark them (a first run)")
     m.add_argument("-o", "--output", default="gpuface-demo", help="output folder (default ./gpuface-demo)")
     m.add_argument("--frames", type=int, default=None, help="only the first N frames of each video")
     m.add_argument("--device", default="auto")
@@ -237,10 +237,14 @@ def cmd_anonymize(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    import pandas as pd
+
     from .detect import FaceDetector
     from .io.decode import Selection, probe
+    from .landmarks import FaceLandmarker
     from .manipulate.anonymize import AnonymizeOptions
-    from .pipeline import anonymize_source, default_output, run_many
+    from .outputs import write_table
+    from .pipeline import anonymize_source, default_output, landmarks_source, run_many
     from .samples import DEMO_VIDEOS, fetch_samples, samples_dir
 
     _say(args.quiet, f"gpuface demo: fetching the PyFAME 1.0.10 sample videos into {samples_dir()} …")
@@ -252,11 +256,33 @@ def cmd_demo(args) -> int:
 
     def job(path: str):
         out = default_output(path, args.output, "_anonymized")
-        sel = Selection(end=(args.frames - 0.5) / float(probe(path).fps)) if args.frames else None
-        return anonymize_source(str(path), detector, out, options, batch_size=args.batch_size, selection=sel,
-                                preset="veryfast", overwrite=True, quiet=args.quiet)
+        return anonymize_source(str(path), detector, out, options, batch_size=args.batch_size,
+                                selection=_first_frames(path), preset="veryfast", overwrite=True, quiet=args.quiet)
 
-    return _summary(run_many([str(p) for p in paths.values()], job, _error), args.quiet)
+    def _first_frames(path):
+        return Selection(end=(args.frames - 0.5) / float(probe(path).fps)) if args.frames else None
+
+    videos = [str(p) for p in paths.values()]
+    status = _summary(run_many(videos, job, _error), args.quiet)
+
+    _say(args.quiet, f"landmarking them (BlazeFace + FaceMesh 478 + blendshapes, tracked) → {args.output}/"
+                     "landmarks.parquet and *_landmarks.mp4 (mesh, face oval, eyes, brows, lips drawn)")
+    landmarker = FaceLandmarker(device=device)
+    tables = []
+
+    def lm_job(path: str):
+        draw = default_output(path, args.output, "_landmarks")
+        table, result = landmarks_source(path, landmarker, args.batch_size, _first_frames(path), draw=draw,
+                                         overwrite=True, quiet=args.quiet)
+        tables.append(table)
+        return result
+
+    lm_results = run_many(videos, lm_job, _error)
+    if tables:
+        table_path = write_table(pd.concat(tables, ignore_index=True), Path(args.output) / "landmarks.parquet")
+        for r in lm_results:
+            r.outputs.insert(0, str(table_path))
+    return max(status, _summary(lm_results, args.quiet))
 
 
 def cmd_weights(args) -> int:

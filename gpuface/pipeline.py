@@ -132,21 +132,22 @@ def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), a
 
     palette = torch.tensor([[255, 64, 64], [64, 160, 255], [255, 200, 0], [255, 0, 200], [0, 220, 120]],
                            dtype=torch.float32, device=frames.device)
-    b, _, h, w = frames.shape
-    out = frames.float()
     if len(faces) == 0:
         return frames
+    b, _, h, w = frames.shape
+    out = frames.float()
     for i, name in enumerate(regions):
-        m = region_masks(faces.landmarks, faces.frame, name, b, (h, w)) * alpha
-        out = out * (1 - m) + palette[i % len(palette)].view(1, 3, 1, 1) * m
+        m = region_masks(faces.landmarks, faces.frame, name, b, (h, w)).mul_(alpha)
+        out.mul_(1 - m).add_(palette[i % len(palette)].view(1, 3, 1, 1) * m)
     pts = faces.landmarks[..., :2].floor().long()
-    frame = faces.frame[:, None].expand(-1, pts.shape[1])
-    flat = out.permute(0, 2, 3, 1).reshape(-1, 3)
+    frame = faces.frame[:, None].expand(-1, pts.shape[1]).reshape(-1)
+    green = torch.tensor([0.0, 255.0, 0.0], device=frames.device)
     for dy in (0, 1):
         for dx in (0, 1):
-            x, y = (pts[..., 0] + dx).clamp(0, w - 1), (pts[..., 1] + dy).clamp(0, h - 1)
-            flat[(frame * h * w + y * w + x).reshape(-1)] = torch.tensor([0.0, 255.0, 0.0], device=frames.device)
-    return flat.view(b, h, w, 3).permute(0, 3, 1, 2).round().clamp(0, 255).to(torch.uint8).contiguous()
+            x = (pts[..., 0] + dx).clamp(0, w - 1).reshape(-1)
+            y = (pts[..., 1] + dy).clamp(0, h - 1).reshape(-1)
+            out[frame, :, y, x] = green
+    return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def default_output(path: str, out: str | None, suffix: str, ext: str | None = None) -> Path:
