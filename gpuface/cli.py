@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-o", "--output", help="output folder, or a file name for a single input "
                                           "(default: <stem>_anonymized.<ext> beside each input)")
     a.add_argument("--mode", default="blur", choices=["blur", "rectangle", "mosaic", "image", "none"])
+    a.add_argument("--detector", default="mtcnn", choices=["mtcnn", "blazeface-full", "blazeface-short"],
+                   help="mtcnn (default: faces from 20 px), blazeface-full (3-4x faster end to end on a CPU, "
+                        "faces up to ~5 m), blazeface-short (fastest; faces within ~2 m)")
     a.add_argument("--box", action="store_true", help="mask the whole box instead of the inscribed ellipse")
     a.add_argument("--mask-scale", type=float, default=1.3, help="grow boxes by this factor (default 1.3)")
     a.add_argument("--threshold", type=float, default=0.9, help="detection score to mask a face (default 0.9)")
@@ -224,7 +227,8 @@ def cmd_anonymize(args) -> int:
     inputs = expand_inputs(args.inputs, args.ext)
     if args.output and Path(args.output).suffix and len(inputs) > 1:
         raise InvalidOptionError("-o names one file but several inputs were given: pass a folder")
-    detector = FaceDetector("mtcnn", device=_device(args.device), min_face_size=args.min_face_size)
+    kwargs = {"min_face_size": args.min_face_size} if args.detector == "mtcnn" else {}
+    detector = FaceDetector(args.detector, device=_device(args.device), **kwargs)
 
     def job(path: str):
         out = default_output(path, args.output, "_anonymized")

@@ -107,6 +107,18 @@ def _block_levels(widths: torch.Tensor, cells: float) -> torch.Tensor:
     return torch.log2((widths / cells).clamp(min=2.0)).round().to(torch.int64).clamp(1, 9)
 
 
+def _window(boxes: torch.Tensor, k: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """The part of the frame a strength level needs: the boxes' joint bounding box plus one 2^k block, aligned
+    to the block grid so the blocks are those of the whole frame (only the Gaussian's border handling at the
+    window edge differs from processing the whole frame, outside the face)."""
+    s = 2 ** k
+    lo = (boxes[:, :2].amin(dim=0).floor() - s).clamp(min=0)
+    hi = boxes[:, 2:].amax(dim=0).ceil() + s
+    x0, y0 = (int(v) // s * s for v in lo.tolist())
+    x1, y1 = (min(-(-int(v) // s) * s, lim) for v, lim in zip(hi.tolist(), (w, h)))
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
 def _coarse(frames: torch.Tensor, k: int, smooth: bool) -> torch.Tensor:
     """Frames averaged over 2^k-pixel blocks, upsampled back: bilinear + Gaussian (blur) or nearest (mosaic)."""
     h, w = frames.shape[-2:]
@@ -139,26 +151,35 @@ def anonymize(frames: torch.Tensor, faces: Faces, options: AnonymizeOptions | No
     b, _, h, w = frames.shape
     boxes = scale_boxes(faces.boxes.to(frames.device), opt.mask_scale)
     frame = faces.frame.to(frames.device)
+    if opt.mode in ("blur", "mosaic"):
+        # only the windows around the faces are converted to float and back; the rest is never touched
+        cells = opt.blur_cells if opt.mode == "blur" else opt.mosaic_cells
+        levels = _block_levels(boxes[:, 2] - boxes[:, 0], cells)
+        out = frames.clone()
+        for k in torch.unique(levels).tolist():  # one pass per strength level, all faces of that level at once
+            sel = levels == k
+            x0, y0, x1, y1 = _window(boxes[sel], k, h, w)
+            win = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
+            shifted = boxes[sel] - boxes.new_tensor([x0, y0, x0, y0])
+            mask = face_masks(shifted, frame[sel], (b, y1 - y0, x1 - x0), opt.ellipse)
+            coarse = _coarse(frames[win].float() / 255.0, k, smooth=opt.mode == "blur")
+            out[win] = _to_uint8(torch.lerp(out[win].float() / 255.0, coarse, mask))
+        return out
     x = frames.float() / 255.0
     if opt.mode == "rectangle":
         mask = face_masks(boxes, frame, (b, h, w), opt.ellipse)
         fill = torch.tensor(opt.color, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) / 255.0
         out = torch.lerp(x, fill.expand_as(x), mask)
-    elif opt.mode == "image":
-        out = _overlay(x, boxes, frame, opt)
     else:
-        cells = opt.blur_cells if opt.mode == "blur" else opt.mosaic_cells
-        levels = _block_levels(boxes[:, 2] - boxes[:, 0], cells)
-        out = x
-        for k in torch.unique(levels).tolist():  # one pass per strength level, all faces of that level at once
-            sel = levels == k
-            mask = face_masks(boxes[sel], frame[sel], (b, h, w), opt.ellipse)
-            out = torch.lerp(out, _coarse(x, k, smooth=opt.mode == "blur"), mask)
-    result = (out * 255.0).round_().clamp_(0, 255).to(torch.uint8)
-    # bit-exact pass-through outside the masks (the float round trip is exact, but say so in code)
+        out = _overlay(x, boxes, frame, opt)
+    # bit-exact pass-through outside the masks: x / 255 * 255 rounds back to the same uint8 in float32
     touched = torch.zeros(b, dtype=torch.bool, device=frames.device)
     touched[frame] = True
-    return torch.where(touched[:, None, None, None], result, frames)
+    return torch.where(touched[:, None, None, None], _to_uint8(out), frames)
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return (x * 255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
 def _overlay(x: torch.Tensor, boxes: torch.Tensor, frame: torch.Tensor, opt: AnonymizeOptions) -> torch.Tensor:
