@@ -34,6 +34,7 @@ from torchvision.ops import box_iou
 from .detect import FaceDetector
 from .errors import InvalidOptionError
 from .geometry import crop_rois, rois_to_frame
+from .outputs import rank_in_frame
 from .models.facemesh import MESH_INPUT, Blendshapes, FaceMesh
 from .types import Faces
 
@@ -222,7 +223,8 @@ class FaceLandmarker:
 
         Args:
             frames: uint8 (B, 3, H, W) RGB.
-            state: tracking state of this video (:meth:`new_state`); None treats the frames as unrelated stills.
+            state: tracking state of this video (:meth:`new_state`); None treats the frames as unrelated stills
+                (detector on every frame, track_id -1).
 
         Returns:
             :class:`Faces` sorted by frame: boxes (landmarks' bounding box, xyxy px), scores (score of the
@@ -231,10 +233,9 @@ class FaceLandmarker:
         """
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
             raise InvalidOptionError(f"frames must be uint8 (B, 3, H, W), got {tuple(frames.shape)} {frames.dtype}")
-        if state is None:
-            return Faces.cat([self(frames[i:i + 1], TrackState()) for i in range(frames.shape[0])],
-                             list(range(frames.shape[0])))
         frames = frames.to(self.device)
+        if state is None:
+            return self._stills(frames)
         b = frames.shape[0]
         if self._needs_detection(state):
             self._detect_into(frames[0], state)
@@ -279,11 +280,33 @@ class FaceLandmarker:
         state.ids, state.scores = state.ids.to(self.device)[alive], state.scores.to(self.device)[alive]
         state.since_detection += b
 
-        landmarks, frame_index = landmarks[keep], frame_index[keep]
+        return self._faces(landmarks[keep], presence[keep], frame_index[keep], track_scores[keep], track_ids[keep])
+
+    def _stills(self, frames: torch.Tensor) -> Faces:
+        """Unrelated frames: detect in all at once, landmark every detection (refined once), no tracking."""
+        faces = self.detector(frames)
+        self.detector_frames += frames.shape[0]
+        if self.max_faces is not None:
+            order = torch.argsort(faces.frame * 2.0 - faces.scores, stable=True)  # by frame, best first
+            faces = faces.select(order)
+            faces = faces.select(torch.tensor(rank_in_frame(faces.frame.cpu()), device=self.device) < self.max_faces)
+        n = len(faces)
+        if n == 0:
+            return _empty(self.device)
+        landmarks = torch.empty(n, 478, 3, device=self.device)
+        presence = torch.empty(n, device=self.device)
+        slots = torch.arange(n, device=self.device)
+        self._mesh_refined(frames, faces.frame, slots, rois_from_detections(faces.boxes, faces.keypoints),
+                           landmarks, presence)
+        keep = presence >= self.min_presence
+        return self._faces(landmarks[keep], presence[keep], faces.frame[keep], faces.scores[keep],
+                           torch.full((int(keep.sum()),), -1, dtype=torch.long, device=self.device))
+
+    def _faces(self, landmarks, presence, frame, scores, track_ids) -> Faces:
         lo, hi = landmarks[..., :2].amin(dim=1), landmarks[..., :2].amax(dim=1)
-        faces = Faces(frame=frame_index, boxes=torch.cat([lo, hi], dim=1), scores=track_scores[keep],
+        faces = Faces(frame=frame, boxes=torch.cat([lo, hi], dim=1), scores=scores,
                       keypoints=landmarks[:, list(KEYPOINTS_FROM_MESH), :2].contiguous())
-        faces.landmarks, faces.presence, faces.track_id = landmarks, presence[keep], track_ids[keep]
+        faces.landmarks, faces.presence, faces.track_id = landmarks, presence, track_ids
         faces.blendshapes = (self.blend.from_landmarks(landmarks) if self.blend is not None
                              else landmarks.new_zeros(landmarks.shape[0], 0))
         return faces

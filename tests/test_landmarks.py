@@ -115,8 +115,12 @@ def test_tracking_runs_detector_on_few_frames_and_is_stable(tracked):
 
 def test_multi_face_image_finds_all_five(samples):
     img = read_image(samples["multi_face.jpg"])[None]
-    faces = FaceLandmarker("blazeface-full")(img)
+    lm = FaceLandmarker("blazeface-full")
+    faces = lm(img)
     assert len(faces) == 5 and bool((faces.presence > 0.5).all())
+    two = FaceLandmarker("blazeface-full", max_faces=2)(torch.cat([img, img]))  # unrelated stills, one batch
+    assert two.frame.tolist() == [0, 0, 1, 1]
+    assert torch.allclose(two.scores[:2], faces.scores.sort(descending=True).values[:2])
     from torchvision.ops import box_iou
 
     ref = torch.from_numpy(np.load(REFERENCE)["image_landmarks"])  # the faces MediaPipe (short range) finds
