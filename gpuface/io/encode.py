@@ -3,6 +3,8 @@ written under a temporary name and renamed when complete, so no half-written fil
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from fractions import Fraction
 from pathlib import Path
 
@@ -42,6 +44,8 @@ class VideoWriter:
         preset: x264 speed preset (:data:`PRESETS`).
         audio_from: a file whose audio streams are copied (no re-encoding) into the output, or None.
         overwrite: replace an existing ``path``; otherwise :class:`OutputExistsError`.
+        background: encode on a background thread (a queue of at most 2 batches), so that encoding overlaps the
+            next batch's decoding and compute; errors surface at the next :meth:`write` or at :meth:`close`.
 
     Raises:
         InvalidOptionError: bad crf / preset / size / fps. OutputExistsError: see ``overwrite``.
@@ -51,7 +55,8 @@ class VideoWriter:
     """
 
     def __init__(self, path: str | os.PathLike, fps: Fraction, width: int, height: int, crf: int = 18,
-                 preset: str = "medium", audio_from: str | os.PathLike | None = None, overwrite: bool = False):
+                 preset: str = "medium", audio_from: str | os.PathLike | None = None, overwrite: bool = False,
+                 background: bool = True):
         import av
 
         self.path = Path(path)
@@ -70,6 +75,9 @@ class VideoWriter:
         self.tmp = temporary_path(self.path)
         self.audio_from = os.fspath(audio_from) if audio_from else None
         self.frames_written = 0
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
         try:
             self._out = av.open(str(self.tmp), mode="w")
             self._stream = self._out.add_stream("libx264", rate=Fraction(fps))
@@ -80,6 +88,28 @@ class VideoWriter:
         except (av.FFmpegError, ValueError) as e:
             self.abort()
             raise VideoEncodeError(f"{self.path}: cannot start the encoder ({e})") from e
+        if background:
+            self._queue = queue.Queue(maxsize=2)
+            self._thread = threading.Thread(target=self._worker, name="gpuface-encode", daemon=True)
+            self._thread.start()
+
+    def _worker(self) -> None:
+        while (arr := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._encode(arr)
+                except BaseException as e:  # handed to the caller at its next write() or close()
+                    self._error = e
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _stop_worker(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
 
     def _add_audio(self):
         import av
@@ -102,11 +132,18 @@ class VideoWriter:
         Raises:
             InvalidOptionError: wrong dtype or shape. VideoEncodeError: the encoder failed.
         """
-        import av
-
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
             raise InvalidOptionError(f"frames must be uint8 (B, 3, H, W), got {tuple(frames.shape)} {frames.dtype}")
         arr = np.ascontiguousarray(frames[:, :, :self.height, :self.width].permute(0, 2, 3, 1).cpu().numpy())
+        self._raise_pending()
+        if self._queue is None:
+            self._encode(arr)
+        else:
+            self._queue.put(arr)
+
+    def _encode(self, arr: np.ndarray) -> None:
+        import av
+
         try:
             for img in arr:
                 frame = av.VideoFrame.from_ndarray(img, format="rgb24")
@@ -125,6 +162,8 @@ class VideoWriter:
         import av
 
         try:
+            self._stop_worker()
+            self._raise_pending()
             if self.frames_written == 0:
                 raise VideoEncodeError(f"{self.path}: no frames were written")
             self._out.mux(self._stream.encode(None))
@@ -156,6 +195,7 @@ class VideoWriter:
     def abort(self) -> None:
         """Close and delete the partial output."""
         try:
+            self._stop_worker()
             self._close_containers()
         except Exception:  # the file is being thrown away
             pass
