@@ -1,0 +1,375 @@
+"""Stimulus manipulations as batched tensor ops (PyFAME 1.0.10's layers, on whole batches, any device).
+
+Every op has the signature ``op(x, mask, weight, ctx, **params) -> x'``:
+
+* ``x``: float32 (B, 3, H, W) RGB in [0, 1]; ``mask``: float32 (B, 1, H, W) in [0, 1], the layer's region for
+  every face of the frame (zeros where a frame has no face); ``weight``: float32 (B,) timing weights in [0, 1];
+  ``ctx``: :class:`Context` (landmarks of the batch, frame numbers, random-stream key, per-video state).
+* It returns the manipulated batch; pixels where ``mask`` is 0 are returned unchanged (bit-exact after the
+  uint8 round trip), and so are frames whose weight is 0.
+
+Semantics follow PyFAME 1.0.10 (``pyfame/layer/manipulations``, read from its PyPI wheel), fixed where it is
+wrong: colour shifts are in CIELAB a*/b* (recolour) or HSV S/V (saturation, brightness) with magnitudes in per
+cent, "relative" scales taking the head-room from the region's mean in the first frame of the video; values
+are clipped before uint8 (PyFAME 0.7 wrapped). Colour conversions: ``kornia.color``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import kornia
+import torch
+import torch.nn.functional as F
+
+from ..errors import InvalidOptionError
+from ..regions import Region, region_masks
+from ..types import Faces
+from .rng import normal, uniform
+
+
+@dataclass
+class Context:
+    """What an op may need besides pixels.
+
+    Attributes:
+        faces: the batch's faces with ``landmarks`` (N, 478, 3) px and ``frame`` (N,).
+        frames: int64 (B,) frame numbers in the video (for random streams). pts: float64 (B,) seconds.
+        key: the layer's random-stream key (seed, video, layer). state: per-video, per-layer memory
+            (e.g. the colour sampled on the first frame, a grid permutation).
+    """
+
+    faces: Faces
+    frames: torch.Tensor
+    pts: torch.Tensor
+    key: int = 0
+    state: dict = field(default_factory=dict)
+
+
+def _blend(x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    return x + (y - x) * alpha
+
+
+def _region_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of values (B, 1, H, W) over mask > 0.5, over the whole batch (nan when the mask is empty)."""
+    m = mask > 0.5
+    return values[m].mean() if m.any() else torch.tensor(float("nan"), device=values.device)
+
+
+def _window(mask: torch.Tensor, pad: int) -> tuple[slice, slice]:
+    """Rows and columns of the batch's mask bounding box, padded (the only part an op needs to compute)."""
+    any_rows = (mask > 0).any(dim=3).any(dim=0).any(dim=0)
+    any_cols = (mask > 0).any(dim=2).any(dim=0).any(dim=0)
+    if not any_rows.any():
+        return slice(0, 0), slice(0, 0)
+    r = torch.nonzero(any_rows).flatten()
+    c = torch.nonzero(any_cols).flatten()
+    h, w = mask.shape[-2:]
+    return (slice(max(int(r[0]) - pad, 0), min(int(r[-1]) + 1 + pad, h)),
+            slice(max(int(c[0]) - pad, 0), min(int(c[-1]) + 1 + pad, w)))
+
+
+def _windowed(op):
+    """Run a per-pixel op only on the window around the batch's masks (weight > 0), write it back."""
+    def run(x, mask, weight, ctx, **params):
+        rows, cols = _window(mask * (weight > 0)[:, None, None, None], 0)
+        if rows.stop <= rows.start:
+            return x
+        out = x.clone()
+        out[:, :, rows, cols] = op(x[:, :, rows, cols], mask[:, :, rows, cols], weight, ctx, **params)
+        return out
+    run.__doc__, run.__name__ = op.__doc__, op.__name__
+    return run
+
+
+# --- colour ---------------------------------------------------------------------------------------------------
+_RECOLOUR = {"red": (1, +1, 127.0), "green": (1, -1, 128.0), "yellow": (2, +1, 127.0), "blue": (2, -1, 128.0)}
+
+
+@_windowed
+def recolour(x, mask, weight, ctx, colour: str = "red", magnitude: float = 10.0, scale: str = "relative"):
+    """Shift the region toward red/green (CIELAB a* ±) or yellow/blue (b* ±).
+
+    ``magnitude`` is in per cent: ``absolute`` shifts by ``magnitude`` % of the channel's half range (127 or
+    128 units) × weight; ``relative`` by ``magnitude`` % of the head-room between the region's mean a*/b* on
+    the video's first landmarked frame and the end of the range, × weight (PyFAME 1.0.10
+    ``layer_colour_recolour``). Result clipped to a*, b* ∈ [-128, 127] and to RGB [0, 1].
+    """
+    if colour not in _RECOLOUR or scale not in ("relative", "absolute") or magnitude < 0:
+        raise InvalidOptionError("recolour: colour red|green|yellow|blue, scale relative|absolute, magnitude >= 0")
+    channel, sign, half = _RECOLOUR[colour]
+    lab = kornia.color.rgb_to_lab(x)
+    if scale == "absolute":
+        amount = half * magnitude / 100
+    else:
+        if "amount" not in ctx.state:
+            mean = _region_mean(lab[:, channel:channel + 1], mask)
+            if torch.isnan(mean):
+                return x  # no face yet: sample on the first frame that has one
+            room = (127.0 - mean) if sign > 0 else (128.0 + mean)
+            ctx.state["amount"] = float(magnitude * room / 100)
+        amount = ctx.state["amount"]
+    shifted = lab.clone()
+    shifted[:, channel] = (lab[:, channel] + sign * amount * weight[:, None, None]).clamp(-128, 127)
+    return _blend(x, kornia.color.lab_to_rgb(shifted).clamp(0, 1), mask)
+
+
+def _hsv_shift(x, mask, weight, ctx, channel: int, magnitude: float, scale: str, name: str):
+    if scale not in ("relative", "absolute"):
+        raise InvalidOptionError(f"{name}: scale must be relative or absolute")
+    hsv = kornia.color.rgb_to_hsv(x)
+    if scale == "absolute":
+        amount = magnitude / 100
+    else:
+        if "amount" not in ctx.state:
+            mean = _region_mean(hsv[:, channel:channel + 1], mask)
+            if torch.isnan(mean):
+                return x
+            ctx.state["amount"] = float(magnitude * (1.0 - mean) / 100)
+        amount = ctx.state["amount"]
+    hsv[:, channel] = (hsv[:, channel] + amount * weight[:, None, None]).clamp(0, 1)
+    return _blend(x, kornia.color.hsv_to_rgb(hsv).clamp(0, 1), mask)
+
+
+@_windowed
+def saturation(x, mask, weight, ctx, magnitude: float = -12.0, scale: str = "relative"):
+    """Shift HSV saturation by ``magnitude`` % (of the full range, or of the head-room above the region's
+    first-frame mean when ``relative``) × weight; PyFAME 1.0.10 ``layer_colour_saturation``."""
+    return _hsv_shift(x, mask, weight, ctx, 1, magnitude, scale, "saturation")
+
+
+@_windowed
+def brightness(x, mask, weight, ctx, magnitude: float = 15.0, scale: str = "relative"):
+    """Shift HSV value (brightness) by ``magnitude`` % × weight; PyFAME 1.0.10 ``layer_colour_brightness``."""
+    return _hsv_shift(x, mask, weight, ctx, 2, magnitude, scale, "brightness")
+
+
+# --- masking and occlusion --------------------------------------------------------------------------------------
+def _rgb(colour, like: torch.Tensor) -> torch.Tensor:
+    c = torch.as_tensor(colour, dtype=like.dtype, device=like.device)
+    if c.numel() != 3:
+        raise InvalidOptionError(f"colour must be 3 values 0-255, got {colour}")
+    return (c / 255.0).view(1, 3, 1, 1)
+
+
+def mask_background(x, mask, weight, ctx, background=(0, 0, 0)):
+    """Keep the region, paint everything else ``background`` (RGB 0–255) — PyFAME ``layer_mask``. Frames without
+    a face are left unchanged; the weight fades the background in."""
+    has = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    has[ctx.faces.frame] = 1.0
+    alpha = (1 - mask) * (weight * has)[:, None, None, None]
+    return _blend(x, _rgb(background, x).expand_as(x), alpha)
+
+
+def fill(x, mask, weight, ctx, method: str = "black", colour=(0, 0, 0)):
+    """Paint the region: ``black``, a ``colour``, or ``mean`` — each face's mean colour over its face oval minus
+    eyes and lips (PyFAME ``OCCLUSION_FILL_MEAN``)."""
+    if method not in ("black", "colour", "mean"):
+        raise InvalidOptionError("fill: method black|colour|mean")
+    if method == "mean":
+        b, _, h, w = x.shape
+        skin = region_masks(ctx.faces.landmarks, ctx.faces.frame, "face_oval - eyes - lips_outer", b, (h, w))
+        total = (x * skin).sum(dim=(2, 3)) / skin.sum(dim=(2, 3)).clamp(min=1)
+        target = total[:, :, None, None].expand_as(x)
+    else:
+        target = _rgb((0, 0, 0) if method == "black" else colour, x).expand_as(x)
+    return _blend(x, target, mask * weight[:, None, None, None])
+
+
+def bar(x, mask, weight, ctx, colour=(0, 0, 0), margin: float = 0.12, thickness: float = 1.0):
+    """A bar over the region (PyFAME ``layer_occlusion_bar``, default over the eyes), scaled to the face and
+    rotating with head roll: the region's landmarks are measured along the eye line (33 → 263) and across it;
+    the bar spans them plus ``margin`` × the face width (234 ↔ 454) at each end, and ``thickness`` × their
+    extent across (at least 0.15 face widths). ``mask`` is ignored beyond choosing the region."""
+    faces = ctx.faces
+    if len(faces) == 0:
+        return x
+    region: Region = ctx.state["region"]
+    lm = faces.landmarks[..., :2]
+    pts = lm[:, list(region.indices())]
+    axis = lm[:, 263] - lm[:, 33]
+    axis = axis / axis.norm(dim=1, keepdim=True).clamp(min=1e-6)
+    normal_ = torch.stack([-axis[:, 1], axis[:, 0]], dim=1)
+    face_w = (lm[:, 454] - lm[:, 234]).norm(dim=1)
+    centre = pts.mean(dim=1)
+    u = ((pts - centre[:, None]) * axis[:, None]).sum(-1)
+    v = ((pts - centre[:, None]) * normal_[:, None]).sum(-1)
+    u0, u1 = u.amin(1) - margin * face_w, u.amax(1) + margin * face_w
+    half_v = torch.maximum((v.amax(1) - v.amin(1)) * thickness, 0.15 * face_w) / 2
+    vc = (v.amax(1) + v.amin(1)) / 2
+    corners = torch.stack([centre + axis * uu[:, None] + normal_ * (vc + vv)[:, None]
+                           for uu, vv in ((u0, -half_v), (u1, -half_v), (u1, half_v), (u0, half_v))], dim=1)
+    b, _, h, w = x.shape
+    rect = region_masks(corners, faces.frame, Region("bar", (0, 1, 2, 3)), b, (h, w))
+    return _blend(x, _rgb(colour, x).expand_as(x), rect * weight[:, None, None, None])
+
+
+def blur(x, mask, weight, ctx, method: str = "gaussian", max_kernel_size: int = 29):
+    """Blur inside the region with a kernel that grows with the weight: ``k = 3 + weight·(max − 3)``, made odd
+    (PyFAME ``layer_occlusion_blur``); gaussian (σ from k as OpenCV: 0.3·((k−1)/2 − 1) + 0.8), average or
+    median (``kornia.filters``). Computed only in the window around the batch's masks."""
+    if method not in ("gaussian", "average", "median") or max_kernel_size < 3:
+        raise InvalidOptionError("blur: method gaussian|average|median, max_kernel_size >= 3")
+    kernels = (3 + weight * (max_kernel_size - 3)).round().long()
+    kernels = kernels + (kernels % 2 == 0).long()
+    rows, cols = _window(mask * (weight > 0)[:, None, None, None], max_kernel_size)
+    out = x.clone()
+    for k in torch.unique(kernels[weight > 0]).tolist():
+        sel = torch.nonzero((kernels == k) & (weight > 0)).flatten()
+        win = x[sel][:, :, rows, cols]
+        if method == "gaussian":
+            sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+            blurred = kornia.filters.gaussian_blur2d(win, (k, k), (sigma, sigma), border_type="reflect")
+        elif method == "average":
+            blurred = kornia.filters.box_blur(win, (k, k), border_type="reflect")
+        else:
+            blurred = kornia.filters.median_blur(win, (k, k))
+        out[sel, :, rows, cols] = _blend(win, blurred, mask[sel][:, :, rows, cols])
+    return out
+
+
+def noise(x, mask, weight, ctx, method: str = "gaussian", probability: float = 0.5, pixel_size: int = 32,
+          mean: float = 0.0, std: float = 0.5):
+    """Noise inside the region (PyFAME ``layer_occlusion_noise``): ``pixelate`` (blocks of ``pixel_size`` px,
+    block means), ``gaussian`` (mean, std in [0, 1] pixel units, added), ``salt_and_pepper`` (each pixel black
+    with probability p/2, white with p/2). Random draws come from the counter-based stream of
+    (seed, video, layer, frame): fresh each frame, identical on any device and batch size. The weight is the
+    opacity."""
+    if method not in ("pixelate", "gaussian", "salt_and_pepper") or not 0 <= probability <= 1 or pixel_size < 1:
+        raise InvalidOptionError("noise: method pixelate|gaussian|salt_and_pepper, 0 <= probability <= 1, "
+                                 "pixel_size >= 1")
+    b, c, h, w = x.shape
+    if method == "pixelate":  # whole frame: the blocks stay aligned to the frame
+        small = F.avg_pool2d(x, pixel_size, pixel_size, ceil_mode=True)
+        y = F.interpolate(small, scale_factor=pixel_size, mode="nearest")[..., :h, :w]
+        return _blend(x, y, mask * weight[:, None, None, None])
+    rows, cols = _window(mask * (weight > 0)[:, None, None, None], 0)
+    if rows.stop <= rows.start:
+        return x
+    frames = ctx.frames.to(x.device)
+    r = torch.arange(rows.start, rows.stop, device=x.device)
+    q = torch.arange(cols.start, cols.stop, device=x.device)
+    pixel = r[:, None] * w + q[None, :]                      # absolute pixel index: independent of the window
+    win = x[:, :, rows, cols]
+    if method == "gaussian":
+        index = torch.arange(c, device=x.device)[:, None, None] * (h * w) + pixel
+        y = (win + mean + std * normal(ctx.key, frames, index)).clamp(0, 1)
+    else:
+        u = uniform(ctx.key, frames, pixel[None])
+        y = torch.where(u < probability / 2, torch.zeros_like(win),
+                        torch.where(u < probability, torch.ones_like(win), win))
+    out = x.clone()
+    out[:, :, rows, cols] = _blend(win, y, mask[:, :, rows, cols] * weight[:, None, None, None])
+    return out
+
+
+def bubbles(x, mask, weight, ctx, count: int = 10, sigma: float = 0.05, background=(128, 128, 128),
+            per_frame: bool = False):
+    """Gosselin & Schyns (2001) "Bubbles" (Vision Research 41): the region is hidden behind ``background``
+    except through ``count`` Gaussian apertures of standard deviation ``sigma`` × the face width, whose centres
+    are uniform over the face's landmark bounding box, in face-relative coordinates (they move with the face).
+    Centres are drawn once per video (``per_frame=False``) or afresh each frame, from the stream of
+    (seed, video, layer[, frame])."""
+    faces = ctx.faces
+    if count < 1 or sigma <= 0:
+        raise InvalidOptionError("bubbles: count >= 1 and sigma > 0")
+    if len(faces) == 0:
+        return x
+    b, _, h, w = x.shape
+    face_frames = ctx.frames.to(x.device)[faces.frame] if per_frame else torch.zeros_like(faces.frame)
+    uv = uniform(ctx.key, face_frames, (count, 2))                                          # (N, count, 2)
+    lm = faces.landmarks[..., :2]
+    lo, hi = lm.amin(1), lm.amax(1)
+    centres = lo[:, None] + uv * (hi - lo)[:, None]
+    s = (sigma * (lm[:, 454] - lm[:, 234]).norm(dim=1)).clamp(min=0.5)                      # (N,)
+    ys = torch.arange(h, device=x.device, dtype=x.dtype) + 0.5
+    xs = torch.arange(w, device=x.device, dtype=x.dtype) + 0.5
+    aperture = torch.zeros(b, h, w, device=x.device, dtype=x.dtype)
+    for j in range(count):  # a loop over bubbles (not frames or faces): each step is one batched op
+        gy = torch.exp(-(ys[None] - centres[:, j, 1:2]) ** 2 / (2 * s[:, None] ** 2))        # (N, H)
+        gx = torch.exp(-(xs[None] - centres[:, j, 0:1]) ** 2 / (2 * s[:, None] ** 2))        # (N, W)
+        g = gy[:, :, None] * gx[:, None, :]
+        aperture.index_reduce_(0, faces.frame, g, "amax")
+    hidden = _blend(_rgb(background, x).expand_as(x), x, aperture[:, None])
+    return _blend(x, hidden, mask * weight[:, None, None, None])
+
+
+def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int = 40,
+                 overlap_threshold: float = 0.5, shift: int = 1):
+    """Cut each face's landmark bounding box into squares of ``square_size`` px; the squares whose overlap with
+    the region is at least ``overlap_threshold`` exchange places — ``random`` (a permutation drawn once per
+    video from the layer's stream, so a square keeps its destination while the face moves), ``cyclic``
+    (each moves ``shift`` places along the row-major order), ``unchanged``. Whole squares move, so the
+    shuffled pixels are a permutation of the original ones (PyFAME ``layer_spatial_grid_shuffle``, which
+    clips to the face oval instead). The weight switches the shuffle on (> 0.5) or off."""
+    if method not in ("random", "cyclic", "unchanged") or square_size < 2 or not 0 <= overlap_threshold <= 1:
+        raise InvalidOptionError("grid_shuffle: method random|cyclic|unchanged, square_size >= 2, "
+                                 "0 <= overlap_threshold <= 1")
+    faces = ctx.faces
+    if len(faces) == 0 or method == "unchanged":
+        return x
+    b, c, h, w = x.shape
+    s = square_size
+    lm = faces.landmarks[..., :2]
+    origin = lm.amin(1).floor().long()
+    extent = lm.amax(1).ceil().long() - origin
+    ncell = (extent + s - 1) // s                                           # (N, 2): columns, rows
+    gx, gy = int(ncell[:, 0].max()), int(ncell[:, 1].max())
+    n = len(faces)
+    cx = torch.arange(gx, device=x.device)
+    cy = torch.arange(gy, device=x.device)
+    x0 = origin[:, 0, None, None] + cx[None, None, :] * s                   # (N, 1, gx)
+    y0 = origin[:, 1, None, None] + cy[None, :, None] * s                   # (N, gy, 1)
+    inside = ((x0 >= 0) & (x0 + s <= w) & (y0 >= 0) & (y0 + s <= h)
+              & (cx[None, None, :] < ncell[:, 0, None, None]) & (cy[None, :, None] < ncell[:, 1, None, None]))
+    # overlap of every cell with the region mask of its face's frame (mean of the mask over the cell)
+    pooled = F.pad(mask, (0, s, 0, s))  # padded so that every cell lies within the tensor
+    ar = torch.arange(s, device=x.device)
+    ys = y0.clamp(0, h)[..., None, None] + ar[:, None]                      # (N, gy, 1, s, 1)
+    xs = x0.clamp(0, w)[..., None, None] + ar[None, :]                      # (N, 1, gx, 1, s)
+    fr = faces.frame[:, None, None, None, None]
+    cover = pooled[fr, 0, ys, xs].mean(dim=(-1, -2))                                       # (N, gy, gx)
+    active = inside & (cover >= overlap_threshold) & (weight[faces.frame] > 0.5)[:, None, None]
+    flat_active = active.reshape(n, -1)
+    cells = gx * gy
+    ids = torch.arange(cells, device=x.device).expand(n, -1)
+    big = cells + 1
+    if method == "random":
+        if ctx.state.get("grid") != (gx, gy):
+            ctx.state["grid"] = (gx, gy)
+            ctx.state["priority"] = uniform(ctx.key, torch.zeros(1, dtype=torch.long, device=x.device), (cells,))[0]
+        order_src = torch.argsort(torch.where(flat_active, ctx.state["priority"].expand(n, -1), 2.0), dim=1)
+    order_dst = torch.argsort(torch.where(flat_active, ids, big), dim=1, stable=True)       # active cells first
+    if method == "cyclic":
+        k = flat_active.sum(dim=1, keepdim=True).clamp(min=1)
+        pos = torch.arange(cells, device=x.device).expand(n, -1)
+        order_src = torch.gather(order_dst, 1, torch.where(pos < k, (pos - shift) % k, pos))
+    src_of = torch.empty_like(ids)
+    src_of.scatter_(1, order_dst, order_src)                      # destination cell -> source cell
+    src_of = torch.where(flat_active, src_of, ids)
+    # move pixels: every active destination cell takes the pixels of its source cell
+    dst = torch.nonzero(flat_active)                              # (M, 2): face, cell
+    if dst.numel() == 0:
+        return x
+    f_idx, d_cell = dst[:, 0], dst[:, 1]
+    s_cell = src_of[f_idx, d_cell]
+    off = torch.arange(s, device=x.device)
+    def pixel(cell):
+        px = origin[f_idx, 0] + (cell % gx) * s
+        py = origin[f_idx, 1] + torch.div(cell, gx, rounding_mode="floor") * s
+        return py[:, None, None] + off[None, :, None], px[:, None, None] + off[None, None, :]
+    dy, dx = pixel(d_cell)
+    sy, sx = pixel(s_cell)
+    frame = faces.frame[f_idx][:, None, None]
+    out = x.clone()
+    out.permute(0, 2, 3, 1)[frame, dy, dx] = x.permute(0, 2, 3, 1)[frame, sy, sx]
+    return out
+
+
+OPS = {
+    "recolour": recolour, "saturation": saturation, "brightness": brightness, "mask": mask_background,
+    "fill": fill, "bar": bar, "blur": blur, "noise": noise, "bubbles": bubbles, "grid_shuffle": grid_shuffle,
+}
+
+__all__ = ["Context", "OPS", "recolour", "saturation", "brightness", "mask_background", "fill", "bar", "blur", "noise", "bubbles",
+    "grid_shuffle"]
