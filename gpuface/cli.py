@@ -1,4 +1,4 @@
-"""The ``gpuface`` command line: detect, landmarks, anonymize, demo, weights.
+"""The ``gpuface`` command line: detect, landmarks, manipulate, anonymize, demo, weights.
 
 Every error that bad input causes prints as one line ``gpuface: error: <what and where>`` and the exit status
 is non-zero (1: some inputs failed, 2: bad usage or nothing could run). With several inputs a broken one is
@@ -114,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     _selection_options(lm)
     _common(lm)
 
+    mp = sub.add_parser("manipulate", help="stimulus manipulations (PyFAME layers) on every face → videos + logs")
+    mp.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
+    mp.add_argument("--layers", required=True, help="layer spec, YAML or JSON (see gpuface.manipulate.layers)")
+    mp.add_argument("-o", "--output", help="output folder (default: beside each input)")
+    mp.add_argument("--seed", type=int, help="seed of every random draw (overrides the spec's)")
+    mp.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"])
+    mp.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
+    mp.add_argument("--crf", type=int, default=18, help="x264 CRF (default 18)")
+    mp.add_argument("--preset", default="medium", help="x264 preset (default medium)")
+    mp.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: numbered name)")
+    _common(mp)
+
     m = sub.add_parser("demo", help="fetch the PyFAME sample videos, anonymise and landmark them (a first run)")
     m.add_argument("-o", "--output", default="gpuface-demo", help="output folder (default ./gpuface-demo)")
     m.add_argument("--frames", type=int, default=None, help="only the first N frames of each video")
@@ -212,6 +224,23 @@ def cmd_landmarks(args) -> int:
         write_table(pd.concat(tables, ignore_index=True), args.output)
     _say(args.quiet, f"detector ran on {landmarker.detector_frames} frames; FaceMesh on {landmarker.mesh_crops} crops")
     return _summary(results, args.quiet) if tables else 2
+
+
+def cmd_manipulate(args) -> int:
+    from .io.sources import expand_inputs
+    from .landmarks import FaceLandmarker
+    from .manipulate.layers import load_spec
+    from .pipeline import default_output, manipulate_source, run_many
+
+    spec = load_spec(args.layers, seed=args.seed)
+    landmarker = FaceLandmarker(args.detector, device=_device(args.device), max_faces=args.max_faces)
+
+    def job(path: str):
+        out = default_output(path, args.output, "_manipulated")
+        return manipulate_source(path, spec, landmarker, out, args.batch_size, crf=args.crf, preset=args.preset,
+                                 overwrite=args.overwrite, backend=args.backend, quiet=args.quiet)
+
+    return _summary(run_many(expand_inputs(args.inputs, args.ext), job, _error), args.quiet)
 
 
 def cmd_anonymize(args) -> int:
@@ -316,7 +345,7 @@ def cmd_weights(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
+    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
     try:
         return handlers[args.command](args)
     except GpufaceError as e:

@@ -125,6 +125,94 @@ def landmarks_source(path: str, landmarker, batch_size: int = 32, selection: Sel
     return pd.concat(parts, ignore_index=True), result
 
 
+def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, batch_size: int = 32,
+                      crf: int = 18, preset: str = "medium", overwrite: bool = False, backend: str = "auto",
+                      quiet: bool = True) -> JobResult:
+    """Apply a layer spec (:mod:`gpuface.manipulate.layers`) to every face of one video or image.
+
+    Writes the manipulated video (or image) and, beside it, ``<output stem>.json``: the spec with every
+    parameter, the seed, package versions, the input's sha256, frame counts (including frames written
+    unchanged because no face was found) and the temporal order when the spec shuffles frames. Audio is copied
+    unless frames are shuffled. Nothing is left behind on failure.
+
+    Raises:
+        GpufaceError subclasses for unreadable input or bad options.
+    """
+    import json
+
+    import kornia
+
+    from . import __version__
+    from .fetch import sha256_file
+    from .io.decode import Selection
+    from .io.encode import VideoWriter, temporary_path
+    from .manipulate.layers import LayerStack
+    from .manipulate.temporal import frame_order, shuffled_block_array
+
+    t0 = time.perf_counter()
+    reader = open_source(path, backend=backend, device=landmarker.device)
+    is_image = isinstance(reader, ImageReader)
+    info = reader.info
+    stack = LayerStack(spec)
+    stack.reset(path)
+    selection, log_order = None, None
+    if spec.temporal and not is_image:
+        t = {"method": "random", "block_duration": 1.0, "drop_last": True, **spec.temporal}
+        order = frame_order(info.num_frames, float(info.fps), t["method"], t["block_duration"], spec.seed, path,
+                            t["drop_last"])
+        selection = Selection(frames=tuple(order.tolist()))
+        log_order = {"blocks": shuffled_block_array(info.num_frames, float(info.fps), t["method"],
+                                                    t["block_duration"], spec.seed, path, t["drop_last"]).tolist(),
+                     "frames": order.tolist()}
+    output = free_path(output, overwrite)
+    log_path = Path(output).with_suffix(".json")
+    state = None if is_image else landmarker.new_state()
+    writer = None if is_image else VideoWriter(output, info.fps, info.width, info.height, crf=crf, preset=preset,
+                                               audio_from=None if selection else path, overwrite=True)
+    result, no_face, position = JobResult(path), 0, 0
+    try:
+        with _progress(len(selection.frames) if selection else info.num_frames, os.path.basename(path),
+                       quiet) as bar:
+            for batch in reader.batches(batch_size, selection, device=landmarker.device):
+                faces = landmarker(batch.frames, state)
+                # timing runs on the output timeline (the source's, unless frames are shuffled)
+                pts = (batch.pts if selection is None else
+                       torch.arange(position, position + len(batch), dtype=torch.float64) / float(info.fps))
+                out = stack.apply(batch.frames, faces, batch.index, pts, info.duration)
+                no_face += len(batch) - int(torch.unique(faces.frame).numel())
+                if is_image:
+                    write_image(output, out[0])
+                else:
+                    writer.write(out)
+                position += len(batch)
+                result.frames += len(batch)
+                result.faces += len(faces)
+                bar.update(len(batch))
+        if writer is not None:
+            writer.close()
+        result.outputs.append(str(output))
+        result.seconds = time.perf_counter() - t0
+        log = {"input": os.path.abspath(path), "input_sha256": sha256_file(path), "output": os.path.abspath(output),
+               "seed": spec.seed, "layers": [layer.describe() for layer in spec.layers], "temporal": spec.temporal,
+               "temporal_order": log_order, "frames": result.frames, "frames_without_face": no_face,
+               "faces": result.faces, "audio_copied": bool(writer is not None and selection is None),
+               "detector": landmarker.detector.model, "device": str(landmarker.device), "seconds": result.seconds,
+               "versions": {"gpuface": __version__, "torch": torch.__version__, "kornia": kornia.__version__}}
+        tmp = temporary_path(log_path)
+        tmp.write_text(json.dumps(log, indent=1))
+        os.replace(tmp, log_path)
+        result.outputs.append(str(log_path))
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        for p in result.outputs:
+            Path(p).unlink(missing_ok=True)
+        if is_image:
+            Path(output).unlink(missing_ok=True)
+        raise
+    return result
+
+
 def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), alpha: float = 0.35) -> torch.Tensor:
     """Frames (B, 3, H, W) uint8 with each region tinted (one colour per region) and the 478 points drawn as
     2×2 px dots, for all faces of the batch in tensor ops."""

@@ -99,6 +99,8 @@ class Selection:
         step_seconds: alternatively, one frame every x seconds (the frame nearest each time); overrides ``step``.
         start, end: fragment in seconds (``end`` None: to the end of the video).
         area: crop ``(x1, y1, x2, y2)`` in source pixels applied to every frame, or None.
+        frames: explicit frame numbers in output order (any order, repeats allowed; e.g. a temporal shuffle);
+            overrides step, step_seconds, start and end.
     """
 
     step: int = 1
@@ -106,6 +108,7 @@ class Selection:
     start: float = 0.0
     end: float | None = None
     area: tuple[int, int, int, int] | None = None
+    frames: tuple[int, ...] | None = None
 
     def validate(self, info: VideoInfo) -> None:
         if int(self.step) != self.step or self.step < 1:
@@ -114,6 +117,8 @@ class Selection:
             raise InvalidOptionError(f"step in seconds must be > 0, got {self.step_seconds}")
         if self.start < 0 or (self.end is not None and self.end <= self.start):
             raise InvalidOptionError(f"fragment start={self.start} end={self.end} s: need 0 <= start < end")
+        if self.frames is not None and any(not 0 <= int(f) < info.num_frames for f in self.frames):
+            raise InvalidOptionError(f"frame numbers must lie in 0..{info.num_frames - 1} for {info.path}")
         if self.area is not None:
             x1, y1, x2, y2 = self.area
             if not (0 <= x1 < x2 <= info.width and 0 <= y1 < y2 <= info.height):
@@ -121,7 +126,9 @@ class Selection:
                     f"area {self.area} is not inside the {info.width}x{info.height} frame of {info.path}")
 
     def indices(self, info: VideoInfo) -> np.ndarray:
-        """int64 frame indices to read, in increasing order, given the source's fps and frame count."""
+        """int64 frame indices to read (increasing, unless ``frames`` gives another order)."""
+        if self.frames is not None:
+            return np.asarray(self.frames, dtype=np.int64)
         fps = float(info.fps)
         first = int(math.ceil(self.start * fps - 1e-6))
         last = info.num_frames if self.end is None else min(info.num_frames, int(math.ceil(self.end * fps - 1e-6)))
@@ -220,6 +227,29 @@ class VideoReader:
             yield self._batch(torch.from_numpy(arr).permute(0, 3, 1, 2), chunk, pts, sel)
 
     def _pyav(self, idx, batch_size, sel, device):
+        if len(idx) > 1 and not bool(np.all(np.diff(idx) > 0)):
+            yield from self._pyav_any_order(idx, batch_size, sel, device)
+            return
+        yield from self._pyav_increasing(idx, batch_size, sel, device)
+
+    def _pyav_any_order(self, idx, batch_size, sel, device):
+        """Frames in any order: each chunk of ``batch_size`` is decoded in one forward pass over its span.
+        As in sequential reading, the container's last announced frame may be missing (then it is skipped)."""
+        for i in range(0, len(idx), batch_size):
+            chunk = idx[i:i + batch_size]
+            unique = np.unique(chunk)
+            got = next(iter(self._pyav_increasing(unique, len(unique), Selection(), device)), None)
+            have = got.index.numpy() if got is not None else np.zeros(0, dtype=np.int64)
+            missing = np.setdiff1d(unique, have)
+            if np.any(missing < self.info.num_frames - 1):
+                raise VideoDecodeError(f"{self.path}: frames {missing.tolist()} could not be decoded")
+            chunk = chunk[np.isin(chunk, have)]
+            if len(chunk) == 0:
+                continue
+            where = torch.as_tensor(np.searchsorted(have, chunk))
+            yield self._batch(got.frames[where], chunk.tolist(), got.pts[where].tolist(), sel)
+
+    def _pyav_increasing(self, idx, batch_size, sel, device):
         import av
 
         wanted = set(idx.tolist())

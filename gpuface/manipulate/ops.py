@@ -15,7 +15,8 @@ are clipped before uint8 (PyFAME 0.7 wrapped). Colour conversions: ``kornia.colo
 """
 from __future__ import annotations
 
-import math
+import functools
+import warnings
 from dataclasses import dataclass, field
 
 import kornia
@@ -51,9 +52,14 @@ def _blend(x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor) -> torch.Tenso
 
 
 def _region_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of values (B, 1, H, W) over mask > 0.5, over the whole batch (nan when the mask is empty)."""
+    """Mean of values (B, 1, H, W) over mask > 0.5 in the first frame where the mask is not empty (nan if none),
+    so that what is sampled does not depend on how the video is cut into batches."""
     m = mask > 0.5
-    return values[m].mean() if m.any() else torch.tensor(float("nan"), device=values.device)
+    has = m.flatten(1).any(dim=1)
+    if not bool(has.any()):
+        return torch.tensor(float("nan"), device=values.device)
+    i = int(torch.nonzero(has)[0])
+    return values[i][m[i]].mean()
 
 
 def _window(mask: torch.Tensor, pad: int) -> tuple[slice, slice]:
@@ -71,6 +77,7 @@ def _window(mask: torch.Tensor, pad: int) -> tuple[slice, slice]:
 
 def _windowed(op):
     """Run a per-pixel op only on the window around the batch's masks (weight > 0), write it back."""
+    @functools.wraps(op)
     def run(x, mask, weight, ctx, **params):
         rows, cols = _window(mask * (weight > 0)[:, None, None, None], 0)
         if rows.stop <= rows.start:
@@ -78,7 +85,6 @@ def _windowed(op):
         out = x.clone()
         out[:, :, rows, cols] = op(x[:, :, rows, cols], mask[:, :, rows, cols], weight, ctx, **params)
         return out
-    run.__doc__, run.__name__ = op.__doc__, op.__name__
     return run
 
 
@@ -289,7 +295,9 @@ def bubbles(x, mask, weight, ctx, count: int = 10, sigma: float = 0.05, backgrou
         gy = torch.exp(-(ys[None] - centres[:, j, 1:2]) ** 2 / (2 * s[:, None] ** 2))        # (N, H)
         gx = torch.exp(-(xs[None] - centres[:, j, 0:1]) ** 2 / (2 * s[:, None] ** 2))        # (N, W)
         g = gy[:, :, None] * gx[:, None, :]
-        aperture.index_reduce_(0, faces.frame, g, "amax")
+        with warnings.catch_warnings():  # index_reduce is flagged beta; its amax semantics are what we need
+            warnings.simplefilter("ignore", UserWarning)
+            aperture.index_reduce_(0, faces.frame, g, "amax")
     hidden = _blend(_rgb(background, x).expand_as(x), x, aperture[:, None])
     return _blend(x, hidden, mask * weight[:, None, None, None])
 
@@ -299,7 +307,7 @@ def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int 
     """Cut each face's landmark bounding box into squares of ``square_size`` px; the squares whose overlap with
     the region is at least ``overlap_threshold`` exchange places — ``random`` (a permutation drawn once per
     video from the layer's stream, so a square keeps its destination while the face moves), ``cyclic``
-    (each moves ``shift`` places along the row-major order), ``unchanged``. Whole squares move, so the
+    (each moves ``shift`` places along the row-major order of the moving squares), ``unchanged``. Whole squares move, so the
     shuffled pixels are a permutation of the original ones (PyFAME ``layer_spatial_grid_shuffle``, which
     clips to the face oval instead). The weight switches the shuffle on (> 0.5) or off."""
     if method not in ("random", "cyclic", "unchanged") or square_size < 2 or not 0 <= overlap_threshold <= 1:
@@ -334,11 +342,10 @@ def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int 
     cells = gx * gy
     ids = torch.arange(cells, device=x.device).expand(n, -1)
     big = cells + 1
-    if method == "random":
-        if ctx.state.get("grid") != (gx, gy):
-            ctx.state["grid"] = (gx, gy)
-            ctx.state["priority"] = uniform(ctx.key, torch.zeros(1, dtype=torch.long, device=x.device), (cells,))[0]
-        order_src = torch.argsort(torch.where(flat_active, ctx.state["priority"].expand(n, -1), 2.0), dim=1)
+    if method == "random":  # a fixed random priority per cell position (row, column) for the whole video
+        pos_id = (cy[:, None] * 65536 + cx[None, :]).reshape(-1)
+        priority = uniform(ctx.key, torch.zeros(1, dtype=torch.long, device=x.device), pos_id)[0]
+        order_src = torch.argsort(torch.where(flat_active, priority.expand(n, -1), 2.0), dim=1)
     order_dst = torch.argsort(torch.where(flat_active, ids, big), dim=1, stable=True)       # active cells first
     if method == "cyclic":
         k = flat_active.sum(dim=1, keepdim=True).clamp(min=1)

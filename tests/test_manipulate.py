@@ -1,0 +1,240 @@
+"""Stimulus manipulations on real sample frames: what each op does inside its region, nothing outside."""
+import json
+
+import kornia
+import numpy as np
+import pytest
+import torch
+
+from gpuface.errors import InvalidOptionError
+from gpuface.landmarks import FaceLandmarker
+from gpuface.manipulate.layers import LayerStack, load_spec
+from gpuface.manipulate.ops import OPS, Context
+from gpuface.manipulate.temporal import frame_order, shuffled_block_array
+from gpuface.manipulate.timing import Timing
+from gpuface.regions import get_region, region_masks
+from gpuface.types import Faces
+
+
+@pytest.fixture(scope="module")
+def scene(clip):
+    """8 real frames of the 720p sample, as floats, with their landmarks."""
+    lm = FaceLandmarker("blazeface-short", max_faces=1)
+    faces = lm(clip.frames, lm.new_state())
+    return clip, faces, clip.frames.float() / 255
+
+
+def _run(scene, op, region="face_oval", weight=1.0, state=None, **params):
+    clip, faces, x = scene
+    b, _, h, w = x.shape
+    mask = region_masks(faces.landmarks, faces.frame, region, b, (h, w))
+    ctx = Context(faces=faces, frames=clip.index, pts=clip.pts, key=11,
+                  state=state if state is not None else {"region": get_region(region)})
+    return OPS[op](x, mask, torch.full((b,), weight), ctx, **params), mask
+
+
+def _outside_unchanged(x, y, mask):
+    out8 = (y * 255).round().byte()
+    assert torch.equal(out8.expand_as(x)[(mask == 0).expand_as(x)], (x * 255).round().byte()[(mask == 0).expand_as(x)])
+
+
+def test_timing_curves_at_known_times():
+    t = torch.tensor([0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 3.5, 4.0, 4.5])
+    w = Timing(onset=0.5, offset=4.0, rise=1.0, fall=1.0, rise_curve="linear", fall_curve="linear").weights(t)
+    assert torch.allclose(w, torch.tensor([0, 0, 0.5, 1, 1, 1, 0.5, 0, 0]), atol=1e-6)
+    s = Timing(onset=0.0, rise=2.0, rise_curve="sigmoid").weights(torch.tensor([0.0, 1.0, 2.0]))
+    assert torch.allclose(s, torch.tensor([0.0, 0.5, 1.0]), atol=1e-6)
+    g = Timing(onset=0.0, rise=1.0, rise_curve="gaussian").weights(torch.tensor([0.0, 1.0]))
+    assert torch.allclose(g, torch.tensor([0.0, 1.0]), atol=1e-6)
+    assert torch.allclose(Timing(rise=1.0, rise_curve=lambda x: x ** 2).weights(torch.tensor([0.5])), torch.tensor([0.25]))
+    assert torch.equal(Timing(offset=2.0, fall=0.0).weights(torch.tensor([1.0, 2.5]), duration=5), torch.tensor([1.0, 0]))
+    with pytest.raises(InvalidOptionError):
+        Timing(rise_curve="cubic").weights(t)
+
+
+def test_recolour_moves_cielab_a_by_the_magnitude(scene):
+    x = scene[2]
+    y, mask = _run(scene, "recolour", "face_skin", colour="red", magnitude=10, scale="absolute")
+    _outside_unchanged(x, y, mask)
+    inside = (mask > 0.5).expand(-1, 1, -1, -1)[:, 0]
+    da = kornia.color.rgb_to_lab(y)[:, 1][inside] - kornia.color.rgb_to_lab(x)[:, 1][inside]
+    assert abs(da.mean().item() - 12.7) < 1.5          # 10 % of 127 a* units (gamut clipping loses a little)
+    y, _ = _run(scene, "recolour", "face_skin", weight=0.5, colour="blue", magnitude=10, scale="absolute")
+    db = kornia.color.rgb_to_lab(y)[:, 2][inside] - kornia.color.rgb_to_lab(x)[:, 2][inside]
+    assert abs(db.mean().item() + 6.4) < 1.0           # half weight, toward blue: b* down by 6.4
+    state = {"region": get_region("face_skin")}
+    _run(scene, "recolour", "face_skin", state=state, colour="red", magnitude=10, scale="relative")
+    a_mean = kornia.color.rgb_to_lab(x)[:, 1][inside].mean().item()
+    assert state["amount"] == pytest.approx(0.1 * (127 - a_mean), rel=0.05)
+
+
+@pytest.mark.parametrize("op,channel,sign", [("saturation", 1, -1), ("brightness", 2, +1)])
+def test_hsv_shifts(scene, op, channel, sign):
+    x = scene[2]
+    y, mask = _run(scene, op, "face_oval", scale="absolute", magnitude=10 * sign)
+    _outside_unchanged(x, y, mask)
+    inside = mask[:, 0] > 0.5
+    d = kornia.color.rgb_to_hsv(y)[:, channel][inside] - kornia.color.rgb_to_hsv(x)[:, channel][inside]
+    assert d.mean().item() * sign > 0.05
+
+
+def test_mask_fill_and_bar(scene):
+    clip, faces, x = scene
+    y, mask = _run(scene, "mask", "face_oval", background=(255, 0, 0))
+    outside = (mask[:, 0] == 0)
+    assert torch.all(y[:, 0][outside] == 1) and torch.all(y[:, 1][outside] == 0)
+    assert torch.equal(y[:, :, 300:360, 600:680], x[:, :, 300:360, 600:680])  # middle of the face untouched
+    y, mask = _run(scene, "fill", "eyes", method="mean")
+    inside = mask[0, 0] > 0.5
+    colours = y[0][:, inside]
+    assert colours.std(dim=1).max() < 1e-5                       # one flat colour: the face's mean skin colour
+    assert 0.3 < colours[0].mean() < 0.9
+    _outside_unchanged(x, y, mask)
+    y, _ = _run(scene, "bar", "eye_regions")
+    for idx in (33, 133, 263, 362):                               # eye corners are under the bar
+        px = faces.landmarks[:, idx, :2].long()
+        assert torch.all(y[torch.arange(8), :, px[:, 1], px[:, 0]] == 0)
+    nose = faces.landmarks[:, 1, :2].long()
+    assert torch.equal(y[torch.arange(8), :, nose[:, 1], nose[:, 0]], x[torch.arange(8), :, nose[:, 1], nose[:, 0]])
+
+
+def _hf(img):
+    return (img[..., 1:, :] - img[..., :-1, :]).abs().mean()
+
+
+def test_blur_kernel_grows_with_weight(scene):
+    x = scene[2]
+    strong, mask = _run(scene, "blur", "face_oval", weight=1.0, max_kernel_size=31)
+    weak, _ = _run(scene, "blur", "face_oval", weight=0.2, max_kernel_size=31)
+    none, _ = _run(scene, "blur", "face_oval", weight=0.0, max_kernel_size=31)
+    _outside_unchanged(x, strong, mask)
+    box = (slice(None), slice(None), slice(250, 500), slice(520, 760))
+    assert _hf(strong[box]) < 0.5 * _hf(x[box]) and _hf(strong[box]) < _hf(weak[box]) < _hf(x[box])
+    assert torch.equal(none, x)
+    med, _ = _run(scene, "blur", "face_oval", method="median", max_kernel_size=9)
+    assert _hf(med[box]) < _hf(x[box])
+
+
+def test_noise_is_seeded_per_frame_and_matches_its_parameters(scene):
+    x = scene[2]
+    y, mask = _run(scene, "noise", "face_oval", method="salt_and_pepper", probability=0.4)
+    _outside_unchanged(x, y, mask)
+    inside = mask[:, 0] > 0.5
+    black = (y.amax(dim=1) == 0)[inside].float().mean()
+    white = (y.amin(dim=1) == 1)[inside].float().mean()
+    assert abs(black - 0.2) < 0.02 and abs(white - 0.2) < 0.03
+    y2, _ = _run(scene, "noise", "face_oval", method="salt_and_pepper", probability=0.4)
+    assert torch.equal(y, y2)                                            # same key: same draws
+    assert not torch.equal((y[0] == 0) & inside[0], (y[1] == 0) & inside[1])  # fresh noise every frame
+    g, _ = _run(scene, "noise", "face_oval", method="gaussian", std=0.05)
+    d = (g - x)[:, :, 250:450, 560:720]
+    assert abs(d.std().item() - 0.05) < 0.01 and abs(d.mean().item()) < 0.01
+    p, _ = _run(scene, "noise", "face_oval", method="pixelate", pixel_size=16)
+    assert _hf(p[:, :, 250:500, 520:760]) < _hf(x[:, :, 250:500, 520:760])
+
+
+def test_bubbles_reveal_only_through_apertures(scene):
+    x = scene[2]
+    y, mask = _run(scene, "bubbles", "face_oval", count=5, sigma=0.03, background=(128, 128, 128))
+    _outside_unchanged(x, y, mask)
+    inside = mask[:, 0] > 0.5
+    grey = ((y - 128 / 255).abs().amax(dim=1) < 2 / 255)[inside].float().mean()
+    assert grey > 0.7                                                  # most of the face is hidden
+    revealed = ((y - x).abs().amax(dim=1) < 0.02) & inside
+    assert revealed.sum(dim=(1, 2)).min() >= 50                       # and some is seen through each bubble
+
+
+def test_grid_shuffle_is_a_permutation_of_cells(scene):
+    x = scene[2]
+    state = {"region": get_region("face_oval")}
+    y, mask = _run(scene, "grid_shuffle", "face_oval", state=state, square_size=40)
+    assert not torch.equal(y, x)
+    for i in range(8):                                       # the same pixels, moved
+        a = (x[i] * 255).round().reshape(3, -1).T
+        b = (y[i] * 255).round().reshape(3, -1).T
+        key = lambda t: t[:, 0] * 65536 + t[:, 1] * 256 + t[:, 2]  # noqa: E731
+        assert torch.equal(torch.sort(key(a)).values, torch.sort(key(b)).values)
+    changed = (y != x).any(dim=1)
+    assert changed.float().mean() < 0.3                      # only around the face
+    c, _ = _run(scene, "grid_shuffle", "face_oval", method="cyclic", square_size=40)
+    assert not torch.equal(c, y) and not torch.equal(c, x)
+    u, _ = _run(scene, "grid_shuffle", "face_oval", method="unchanged")
+    assert torch.equal(u, x)
+
+
+def test_layer_stack_is_batch_size_independent_and_handles_faceless_frames(scene):
+    clip, faces, _ = scene
+    spec = load_spec([{"op": "recolour", "region": "face_skin", "params": {"colour": "green"}},
+                      {"op": "noise", "region": "lips", "params": {"method": "gaussian", "std": 0.2}},
+                      {"op": "bubbles", "region": "eyes", "params": {"per_frame": True}},
+                      {"op": "grid_shuffle", "region": "forehead", "params": {"square_size": 20}}], seed=5)
+    whole = LayerStack(spec)
+    whole.reset("v.mp4")
+    ref = whole.apply(clip.frames, faces, clip.index, clip.pts, 10.0)
+    parts = LayerStack(spec)
+    parts.reset("v.mp4")
+    out = []
+    for s in (slice(0, 3), slice(3, 8)):
+        sel = (faces.frame >= s.start) & (faces.frame < s.stop)
+        sub = faces.select(sel)
+        sub.frame = sub.frame - s.start
+        out.append(parts.apply(clip.frames[s], sub, clip.index[s], clip.pts[s], 10.0))
+    assert torch.equal(torch.cat(out), ref)
+    empty = Faces.empty(6)
+    assert torch.equal(whole.apply(clip.frames, empty, clip.index, clip.pts, 10.0), clip.frames)
+    other = LayerStack(load_spec([layer.describe() for layer in spec.layers], seed=6))
+    other.reset("v.mp4")
+    assert not torch.equal(other.apply(clip.frames, faces, clip.index, clip.pts, 10.0), ref)
+
+
+def test_spec_errors():
+    with pytest.raises(InvalidOptionError):
+        load_spec([{"op": "melt"}])
+    with pytest.raises(InvalidOptionError):
+        load_spec([{"op": "blur", "params": {"sigma": 3}}])
+    with pytest.raises(InvalidOptionError):
+        load_spec([{"op": "blur", "region": "ears"}])
+    with pytest.raises(InvalidOptionError):
+        load_spec({"layers": [], "temporal": {"method": "sideways"}})
+
+
+def test_temporal_orders():
+    assert frame_order(10, 3, "reverse").tolist() == [6, 7, 8, 3, 4, 5, 0, 1, 2]
+    assert frame_order(10, 3, "left_cyclic_shift").tolist() == [1, 2, 0, 4, 5, 3, 7, 8, 6]
+    assert frame_order(10, 3, "right_cyclic_shift").tolist() == [2, 0, 1, 5, 3, 4, 8, 6, 7]
+    assert frame_order(9, 3, "palindrome").tolist() == [0, 1, 2, 2, 1, 0, 3, 4, 5, 5, 4, 3, 6, 7, 8, 8, 7, 6]
+    assert frame_order(10, 3, "interleave").tolist() == [0, 3, 6, 1, 4, 7, 2, 5, 8]
+    assert frame_order(10, 3, "none", drop_last=False).tolist() == list(range(10))
+    r = frame_order(30, 3, "random", seed=1, video="a")
+    assert sorted(r.tolist()) == list(range(30)) and r.tolist() != list(range(30))
+    assert np.array_equal(r, frame_order(30, 3, "random", seed=1, video="a"))
+    assert sorted(shuffled_block_array(30, 3, "random", seed=1).tolist()) == list(range(10))
+    rep = shuffled_block_array(300, 3, "random_with_replacement", seed=2)
+    assert len(rep) == 100 and len(set(rep.tolist())) < 100
+
+
+def test_manipulate_cli_writes_videos_and_logs(samples, tmp_path):
+    from gpuface.cli import main
+    from gpuface.io.decode import VideoReader, probe
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("layers:\n  - op: blur\n    region: face_oval\n  - op: recolour\n    region: face_skin\n"
+                    "    params: {colour: yellow, magnitude: 15}\ntemporal: {method: reverse, block_duration: 1.0}\n")
+    code = main(["manipulate", samples["sample_01.mp4"], samples["no_face.mp4"], samples["multi_face.jpg"],
+                 "--layers", str(spec), "-o", str(tmp_path), "--seed", "3", "--quiet", "--device", "cpu",
+                 "--detector", "blazeface-full"])
+    assert code == 0
+    log = json.loads((tmp_path / "sample_01_manipulated.json").read_text())
+    assert log["seed"] == 3 and log["layers"][1]["params"] == {"colour": "yellow", "magnitude": 15}
+    assert log["temporal_order"]["blocks"] == [2, 1, 0] and log["audio_copied"] is False
+    out = probe(tmp_path / "sample_01_manipulated.mp4")
+    assert out.num_frames == len(log["temporal_order"]["frames"]) == 90 and out.fps == probe(samples["sample_01.mp4"]).fps
+    first = next(iter(VideoReader(tmp_path / "sample_01_manipulated.mp4").batches(1))).frames[0].float()
+    src = next(iter(VideoReader(samples["sample_01.mp4"]).batches(1, __import__("gpuface").Selection(frames=(60,)))))
+    corner = (slice(None), slice(0, 100), slice(0, 200))           # background: frame 60 first, unchanged
+    assert (first[corner] - src.frames[0].float()[corner]).abs().mean() < 3
+    nolog = json.loads((tmp_path / "no_face_manipulated.json").read_text())
+    assert nolog["frames_without_face"] == nolog["frames"] > 0
+    assert json.loads((tmp_path / "multi_face_manipulated.json").read_text())["faces"] == 5
+    assert main(["manipulate", samples["single_face.jpg"], "--layers", str(tmp_path / "missing.yaml"),
+                 "--quiet"]) == 2
