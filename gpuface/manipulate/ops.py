@@ -305,10 +305,11 @@ def bubbles(x, mask, weight, ctx, count: int = 10, sigma: float = 0.05, backgrou
 def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int = 40,
                  overlap_threshold: float = 0.5, shift: int = 1):
     """Cut each face's landmark bounding box into squares of ``square_size`` px; the squares whose overlap with
-    the region is at least ``overlap_threshold`` exchange places — ``random`` (a permutation drawn once per
-    video from the layer's stream, so a square keeps its destination while the face moves), ``cyclic``
-    (each moves ``shift`` places along the row-major order of the moving squares), ``unchanged``. Whole squares move, so the
-    shuffled pixels are a permutation of the original ones (PyFAME ``layer_spatial_grid_shuffle``, which
+    the region is at least ``overlap_threshold`` exchange places — ``random`` (squares sorted by a random
+    priority fixed per square position for the whole video, from the layer's stream, so a square keeps its
+    destination while the face moves), ``cyclic`` (each moves ``shift`` places along the row-major order of
+    the moving squares), ``unchanged``. Whole squares move, so the shuffled pixels are a permutation of the
+    original ones (PyFAME ``layer_spatial_grid_shuffle``, which
     clips to the face oval instead). The weight switches the shuffle on (> 0.5) or off."""
     if method not in ("random", "cyclic", "unchanged") or square_size < 2 or not 0 <= overlap_threshold <= 1:
         raise InvalidOptionError("grid_shuffle: method random|cyclic|unchanged, square_size >= 2, "
