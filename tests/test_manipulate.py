@@ -238,3 +238,19 @@ def test_manipulate_cli_writes_videos_and_logs(samples, tmp_path):
     assert json.loads((tmp_path / "multi_face_manipulated.json").read_text())["faces"] == 5
     assert main(["manipulate", samples["single_face.jpg"], "--layers", str(tmp_path / "missing.yaml"),
                  "--quiet"]) == 2
+
+
+def test_region_colour_means_match_a_direct_masked_mean(scene):
+    from gpuface.analysis import region_colour_means
+
+    clip, faces, x = scene
+    table = region_colour_means(clip, faces, regions=("face_skin", "nose"), space="rgb", video="v")
+    assert list(table.columns[:4]) == ["video", "frame", "time_s", "face"] and len(table) == 8
+    mask = region_masks(faces.landmarks, faces.frame, "nose", 8, tuple(x.shape[-2:]))[3, 0] > 0.5
+    direct = clip.frames[3].float()[:, mask].mean(dim=1)
+    assert np.allclose(table.loc[3, ["nose_R", "nose_G", "nose_B"]].to_numpy(dtype=float), direct.numpy(), atol=0.01)
+    lab = region_colour_means(clip, faces, regions=("face_skin",), space="lab")
+    y, _ = _run(scene, "recolour", "face_skin", colour="red", magnitude=10, scale="absolute")
+    shifted = clip.__class__(frames=(y * 255).round().byte(), index=clip.index, pts=clip.pts, source="", fps=clip.fps)
+    after = region_colour_means(shifted, faces, regions=("face_skin",), space="lab")
+    assert abs((after["face_skin_a"] - lab["face_skin_a"]).mean() - 12.7) < 1.5
