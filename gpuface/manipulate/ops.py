@@ -222,7 +222,7 @@ def blur(x, mask, weight, ctx, method: str = "gaussian", max_kernel_size: int = 
     out = x.clone()
     for k in torch.unique(kernels[weight > 0]).tolist():
         sel = torch.nonzero((kernels == k) & (weight > 0)).flatten()
-        win = x[sel][:, :, rows, cols]
+        win = x[:, :, rows, cols][sel]
         if method == "gaussian":
             sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
             blurred = kornia.filters.gaussian_blur2d(win, (k, k), (sigma, sigma), border_type="reflect")
@@ -230,7 +230,7 @@ def blur(x, mask, weight, ctx, method: str = "gaussian", max_kernel_size: int = 
             blurred = kornia.filters.box_blur(win, (k, k), border_type="reflect")
         else:
             blurred = kornia.filters.median_blur(win, (k, k))
-        out[sel, :, rows, cols] = _blend(win, blurred, mask[sel][:, :, rows, cols])
+        out[sel, :, rows, cols] = _blend(win, blurred, mask[:, :, rows, cols][sel])
     return out
 
 
