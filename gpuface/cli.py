@@ -126,6 +126,16 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: numbered name)")
     _common(mp)
 
+    mv = sub.add_parser("moviefy", help="a folder of stills → one video with blended transitions")
+    mv.add_argument("inputs", nargs="+", help="image files or folders (sorted by name)")
+    mv.add_argument("-o", "--output", required=True, help="video file to write (.mp4)")
+    mv.add_argument("--fps", type=float, default=30.0, help="frames per second (default 30)")
+    mv.add_argument("--repeat", type=float, default=1.0, help="seconds per image (default 1.0)")
+    mv.add_argument("--blend", type=float, default=0.2, help="fraction of each image's time spent blending (0.2)")
+    mv.add_argument("--size", default="crop", choices=["crop", "pad"], help="equalise sizes by crop or pad")
+    mv.add_argument("--pad-colour", type=int, nargs=3, default=(255, 255, 255), metavar=("R", "G", "B"))
+    mv.add_argument("--overwrite", action="store_true")
+
     m = sub.add_parser("demo", help="fetch the PyFAME sample videos, anonymise and landmark them (a first run)")
     m.add_argument("-o", "--output", default="gpuface-demo", help="output folder (default ./gpuface-demo)")
     m.add_argument("--frames", type=int, default=None, help="only the first N frames of each video")
@@ -243,6 +253,18 @@ def cmd_manipulate(args) -> int:
     return _summary(run_many(expand_inputs(args.inputs, args.ext), job, _error), args.quiet)
 
 
+def cmd_moviefy(args) -> int:
+    from .manipulate.moviefy import images_in, moviefy
+
+    images = []
+    for item in args.inputs:
+        images.extend(images_in(item) if Path(item).is_dir() else [item])
+    out = moviefy(images, args.output, args.fps, args.repeat, args.blend, args.size, tuple(args.pad_colour),
+                  overwrite=args.overwrite)
+    print(f"{out}: {len(images)} images")
+    return 0
+
+
 def cmd_anonymize(args) -> int:
     from .detect import FaceDetector
     from .io.images import read_rgba
@@ -345,7 +367,7 @@ def cmd_weights(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
+    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
     try:
         return handlers[args.command](args)
     except GpufaceError as e:

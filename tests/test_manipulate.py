@@ -254,3 +254,49 @@ def test_region_colour_means_match_a_direct_masked_mean(scene):
     shifted = clip.__class__(frames=(y * 255).round().byte(), index=clip.index, pts=clip.pts, source="", fps=clip.fps)
     after = region_colour_means(shifted, faces, regions=("face_skin",), space="lab")
     assert abs((after["face_skin_a"] - lab["face_skin_a"]).mean() - 12.7) < 1.5
+
+
+def test_point_light_display_draws_region_landmarks_on_black(scene):
+    clip, faces, x = scene
+    state = {"region": get_region("face_oval")}
+    y, _ = _run(scene, "point_light", "face_oval", state=state, density=0.5, radius=2)
+    n_points = state["points"].numel()
+    assert 100 < n_points < 300                            # about half of the ~470 points inside the oval
+    lit = (y.amax(dim=1) > 0.99)
+    assert lit[0].sum() > n_points * 5 and ((y > 0) & (y < 0.99)).sum() == 0   # white discs on pure black
+    pts = faces.landmarks[0, state["points"], :2].long()
+    assert lit[0, pts[:, 1], pts[:, 0]].all()
+    inv, _ = _run(scene, "point_light", "face_oval", invert=True, history="origin")
+    assert inv[0].mean() > 0.9
+
+
+def test_pencil_sketch_and_overlay(scene, samples):
+    x = scene[2]
+    y, mask = _run(scene, "pencil_sketch", "face_oval")
+    _outside_unchanged(x, y, mask)
+    inside = mask[:, 0] > 0.5
+    values = y.mean(dim=1)[inside]
+    assert ((values == 0) | (values == 1)).all() and 0.02 < (values == 0).float().mean() < 0.5
+    clip, faces, _ = scene
+    y, _ = _run(scene, "overlay", image=samples["glasses.png"])
+    changed = (y - x).abs().amax(dim=1) > 0.1
+    eyes = faces.landmarks[:, 168, :2].long()
+    lo, hi = faces.landmarks[:, 33, 0].min().item(), faces.landmarks[:, 263, 0].max().item()
+    cols = torch.nonzero(changed[0])[:, 1].float()
+    assert changed.sum() > 2000 and cols.min() < lo and cols.max() > hi    # wider than the eyes
+    assert abs(torch.nonzero(changed[0])[:, 0].float().mean().item() - eyes[0, 1].item()) < 40
+
+
+def test_moviefy(samples, tmp_path):
+    from gpuface.io.decode import VideoReader, probe
+    from gpuface.manipulate.moviefy import moviefy
+
+    out = moviefy([samples["multi_face.jpg"], samples["single_face.jpg"]], tmp_path / "m.mp4", fps=10, repeat=1.0,
+                  blend=0.3, size="pad", pad_colour=(0, 255, 0))
+    info = probe(out)
+    assert info.num_frames == 20 and info.fps == 10
+    frames = torch.cat([b.frames for b in VideoReader(out).batches(20)]).float()
+    diffs = (frames[1:] - frames[:-1]).abs().mean(dim=(1, 2, 3))
+    assert (diffs[:6] < 1).all() and (diffs[6:10] > 1).all() and (diffs[11:] < 1).all()   # hold, fade, hold
+    with pytest.raises(InvalidOptionError):
+        moviefy([], tmp_path / "x.mp4")
