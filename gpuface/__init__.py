@@ -10,6 +10,7 @@ Public API (re-exports only)::
         out = gf.anonymize(batch.frames, faces)   # uint8 (B,3,H,W), faces blurred
     lm = gf.FaceLandmarker(device="cuda")         # BlazeFace + FaceMesh 478 + blendshapes, tracked
 """
+from . import analysis
 from .detect import FaceDetector, expand_boxes, filter_faces
 from .errors import (ChecksumError, EmptyVideoError, GpufaceError, ImageDecodeError, InputNotFoundError,
                      InvalidOptionError, OutputExistsError, UnsupportedInputError, VideoDecodeError,
@@ -31,6 +32,6 @@ __all__ = [
     "ImageDecodeError", "InputNotFoundError", "InvalidOptionError", "OutputExistsError", "UnsupportedInputError",
     "VideoDecodeError", "VideoEncodeError", "WeightsError", "Selection", "VideoReader", "probe", "VideoWriter",
     "ImageReader", "read_image", "expand_inputs", "open_source", "AnonymizeOptions", "anonymize",
-    "FaceLandmarker", "to_ibug68", "landmarks_source", "REGIONS", "Region", "get_region", "region_masks",
+    "analysis", "FaceLandmarker", "to_ibug68", "landmarks_source", "REGIONS", "Region", "get_region", "region_masks",
     "anonymize_source", "detect_source", "Faces", "FrameBatch", "VideoInfo", "__version__",
 ]

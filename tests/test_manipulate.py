@@ -300,3 +300,17 @@ def test_moviefy(samples, tmp_path):
     assert (diffs[:6] < 1).all() and (diffs[6:10] > 1).all() and (diffs[11:] < 1).all()   # hold, fade, hold
     with pytest.raises(InvalidOptionError):
         moviefy([], tmp_path / "x.mp4")
+
+
+def test_relocate_moves_parts_inside_the_face_only(scene):
+    clip, faces, x = scene
+    sub = (slice(0, 2),)
+    scene2 = (clip, faces.select(faces.frame < 2), x[sub])
+    y, _ = _run(scene2, "relocate", "face_oval", rotations=(180,), max_offset=0.1)
+    h, w = x.shape[-2:]
+    near = region_masks(faces.landmarks[:2], faces.frame[:2], "face_oval", 2, (h, w), feather=40.0) > 0.001
+    assert torch.equal(y[~near.expand_as(y)], x[sub][~near.expand_as(y)])
+    eye = region_masks(faces.landmarks[:2], faces.frame[:2], "left_eye", 2, (h, w)) > 0.5
+    assert (y - x[sub]).abs().amax(dim=1)[eye[:, 0]].mean() > 0.05    # the eye is no longer where it was
+    y2, _ = _run(scene2, "relocate", "face_oval", rotations=(180,), max_offset=0.1)
+    assert torch.equal(y, y2)

@@ -16,6 +16,7 @@ are clipped before uint8 (PyFAME 0.7 wrapped). Colour conversions: ``kornia.colo
 from __future__ import annotations
 
 import functools
+import math
 import warnings
 from dataclasses import dataclass, field
 
@@ -515,11 +516,67 @@ def overlay(x, mask, weight, ctx, image=None, anchors=(33, 263), centre: int = 1
     return out
 
 
+def _pixel_affine_theta(a: torch.Tensor, b: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``affine_grid`` matrices (N, 2, 3) for the pixel map ``src = a @ dst + b`` on (h, w) frames (continuous
+    pixel coordinates, ``align_corners=False``)."""
+    t0 = torch.stack([a[:, 0, 0], a[:, 0, 1] * h / w, a[:, 0, 0] + a[:, 0, 1] * h / w + 2 * b[:, 0] / w - 1], 1)
+    t1 = torch.stack([a[:, 1, 0] * w / h, a[:, 1, 1], a[:, 1, 0] * w / h + a[:, 1, 1] + 2 * b[:, 1] / h - 1], 1)
+    return torch.stack([t0, t1], 1)
+
+
+def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region", "nose", "mouth"),
+             max_offset: float = 0.15, rotations=(0.0,), feather: float = 2.0):
+    """Landmark relocation ("scrambled faces", PyFAME ``layer_spatial_landmark_relocate``): each part (a region)
+    is cut out, its hole filled with the surrounding skin (a normalised-convolution fill: a wide Gaussian of
+    the face with the parts left out), and pasted back moved by a random offset of up to ``max_offset`` × the
+    face width in x and y and rotated by one of ``rotations`` (degrees) about its centre. Offsets and angles are
+    drawn once per video and part from the layer's stream, in face-relative units, so the parts follow the
+    face. ``mask`` is not used (the parts are the regions); the weight switches the layer on (> 0.5)."""
+    from ..regions import get_region
+
+    faces = ctx.faces
+    if len(faces) == 0 or not bool((weight > 0.5).any()):
+        return x
+    b, _, h, w = x.shape
+    on = (weight > 0.5).to(x.dtype)[:, None, None, None]
+    lm = faces.landmarks[..., :2]
+    face_w = (lm[:, 454] - lm[:, 234]).norm(dim=1)
+    regions = [get_region(p) for p in parts]
+    masks = [region_masks(faces.landmarks, faces.frame, r, b, (h, w), feather) for r in regions]
+    holes = torch.stack(masks).amax(0)
+    skin = region_masks(faces.landmarks, faces.frame, "face_oval", b, (h, w))
+    keep = skin * (1 - holes)
+    sigma = max(float(face_w.mean()) * 0.08, 2.0)
+    k = 2 * int(3 * sigma) + 1
+    blur = lambda t: kornia.filters.gaussian_blur2d(t, (k, k), (sigma, sigma), border_type="constant")  # noqa: E731
+    fill_rgb = blur(x * keep) / blur(keep).clamp(min=1e-4)
+    out = _blend(x, fill_rgb, holes * on)
+    zero = torch.zeros(1, dtype=torch.long, device=x.device)
+    draws = uniform(ctx.key, zero, (len(parts), 3))[0]                                  # (P, 3): dx, dy, angle
+    angles = torch.tensor([float(a) for a in rotations], device=x.device)
+    for j, (region, m) in enumerate(zip(regions, masks)):
+        dx, dy = (draws[j, :2] * 2 - 1) * max_offset
+        ang = angles[min(int(draws[j, 2] * len(angles)), len(angles) - 1)] * math.pi / 180
+        centre = lm[:, list(region.indices())].mean(1)                                 # (N, 2)
+        shift = torch.stack([dx * face_w, dy * face_w], dim=1)
+        cos, sin = torch.cos(ang), torch.sin(ang)
+        rot_inv = torch.stack([torch.stack([cos, sin]), torch.stack([-sin, cos])]).expand(len(faces), 2, 2)
+        # destination pixel d comes from source s = R^-1 (d - c - t) + c
+        bvec = centre - torch.einsum("nij,nj->ni", rot_inv, centre + shift)
+        grid = F.affine_grid(_pixel_affine_theta(rot_inv, bvec, h, w), [len(faces), 4, h, w], align_corners=False)
+        src = torch.cat([x[faces.frame], m[faces.frame]], dim=1)
+        moved = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        for n in range(len(faces)):  # faces in order (frames with several faces get each in turn)
+            f = faces.frame[n]
+            out[f] = _blend(out[f], moved[n, :3], moved[n, 3:4] * on[f])
+    return out
+
+
 OPS = {
     "recolour": recolour, "saturation": saturation, "brightness": brightness, "mask": mask_background,
     "fill": fill, "bar": bar, "blur": blur, "noise": noise, "bubbles": bubbles, "grid_shuffle": grid_shuffle,
-    "point_light": point_light, "pencil_sketch": pencil_sketch, "overlay": overlay,
+    "point_light": point_light, "pencil_sketch": pencil_sketch, "overlay": overlay, "relocate": relocate,
 }
 
 __all__ = ["Context", "OPS", "recolour", "saturation", "brightness", "mask_background", "fill", "bar", "blur", "noise", "bubbles",
-    "grid_shuffle", "point_light", "pencil_sketch", "overlay"]
+    "grid_shuffle", "point_light", "pencil_sketch", "overlay", "relocate"]
