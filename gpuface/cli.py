@@ -126,6 +126,17 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: numbered name)")
     _common(mp)
 
+    an = sub.add_parser("analyse", help="per-frame region colour means and landmark optical flow → tables")
+    an.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
+    an.add_argument("-o", "--output", required=True, help="folder for colour_means.parquet, landmark_flow.parquet")
+    an.add_argument("--regions", nargs="+", default=["face_skin", "cheeks", "nose", "chin"],
+                    help="regions (or expressions) whose mean colour is measured")
+    an.add_argument("--space", default="rgb", choices=["rgb", "hsv", "lab", "grey"], help="colour space")
+    an.add_argument("--no-flow", action="store_true", help="skip the Lucas-Kanade flow of the landmarks")
+    an.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"])
+    _selection_options(an)
+    _common(an)
+
     mv = sub.add_parser("moviefy", help="a folder of stills → one video with blended transitions")
     mv.add_argument("inputs", nargs="+", help="image files or folders (sorted by name)")
     mv.add_argument("-o", "--output", required=True, help="video file to write (.mp4)")
@@ -253,6 +264,39 @@ def cmd_manipulate(args) -> int:
     return _summary(run_many(expand_inputs(args.inputs, args.ext), job, _error), args.quiet)
 
 
+def cmd_analyse(args) -> int:
+    import pandas as pd
+
+    from .io.sources import expand_inputs
+    from .landmarks import FaceLandmarker
+    from .outputs import write_table
+    from .pipeline import analyse_source, run_many
+    from .regions import get_region
+
+    for r in args.regions:
+        get_region(r)
+    landmarker = FaceLandmarker(args.detector, device=_device(args.device))
+    out = Path(args.output)
+    colours, flows = [], []
+
+    def job(path: str):
+        c, f, result = analyse_source(path, landmarker, args.batch_size, _selection(args), tuple(args.regions),
+                                      args.space, not args.no_flow, args.backend, args.quiet)
+        colours.append(c)
+        if f is not None and len(f):
+            flows.append(f.assign(video=path))
+        return result
+
+    results = run_many(expand_inputs(args.inputs, args.ext), job, _error)
+    if colours:
+        path = write_table(pd.concat(colours, ignore_index=True), out / "colour_means.parquet")
+        for r in results:
+            r.outputs.append(str(path))
+    if flows:
+        write_table(pd.concat(flows, ignore_index=True), out / "landmark_flow.parquet")
+    return _summary(results, args.quiet) if colours else 2
+
+
 def cmd_moviefy(args) -> int:
     from .manipulate.moviefy import images_in, moviefy
 
@@ -367,7 +411,7 @@ def cmd_weights(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
+    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy, "analyse": cmd_analyse, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
     try:
         return handlers[args.command](args)
     except GpufaceError as e:

@@ -213,6 +213,48 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
     return result
 
 
+def analyse_source(path: str, landmarker, batch_size: int = 32, selection: Selection | None = None,
+                   colour_regions: tuple[str, ...] = ("face_skin", "cheeks", "nose", "chin"), space: str = "rgb",
+                   flow: bool = True, backend: str = "auto", quiet: bool = True):
+    """Per-frame measurements of one video: region colour means (every face) and the Lucas–Kanade flow of the
+    first face's landmarks between consecutive selected frames (pairs across batch borders included).
+
+    Returns:
+        ``(colour_table, flow_table, result)`` (pandas DataFrames; ``flow_table`` is None without ``flow``).
+    """
+    from .analysis import landmark_flow, region_colour_means
+
+    t0 = time.perf_counter()
+    reader = open_source(path, backend=backend, device=landmarker.device)
+    state = None if isinstance(reader, ImageReader) else landmarker.new_state()
+    colours, flows, result, carry = [], [], JobResult(path), None
+    with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
+        for batch in reader.batches(batch_size, selection, device=landmarker.device):
+            faces = landmarker(batch.frames, state)
+            colours.append(region_colour_means(batch, faces, colour_regions, space, video=path))
+            if flow and state is not None:
+                first = torch.ones(len(faces), dtype=torch.bool, device=faces.frame.device)
+                first[1:] = faces.frame[1:] != faces.frame[:-1]          # the first face of each frame
+                f = faces.select(first)
+                parts = [(batch.frames[f.frame], f.landmarks, batch.index[f.frame.cpu()], batch.pts[f.frame.cpu()])]
+                if carry is not None and len(f):
+                    parts.insert(0, carry)
+                if len(f):
+                    cat = [torch.cat([p[i].to(parts[-1][i].device) for p in parts]) for i in range(4)]
+                    # only consecutive selected frames form pairs
+                    table = landmark_flow(*cat)
+                    flows.append(table)
+                    carry = tuple(t[-1:] for t in cat)
+                else:
+                    carry = None
+            result.frames += len(batch)
+            result.faces += len(faces)
+            bar.update(len(batch))
+    result.seconds = time.perf_counter() - t0
+    flow_table = pd.concat(flows, ignore_index=True) if flows else (pd.DataFrame() if flow else None)
+    return pd.concat(colours, ignore_index=True), flow_table, result
+
+
 def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), alpha: float = 0.35) -> torch.Tensor:
     """Frames (B, 3, H, W) uint8 with each region tinted (one colour per region) and the 478 points drawn as
     2×2 px dots, for all faces of the batch in tensor ops."""

@@ -33,10 +33,25 @@ def test_lucas_kanade_recovers_a_known_translation(tracked_clip, shift):
 def test_landmark_flow_table_on_consecutive_frames(tracked_clip):
     clip, faces = tracked_clip
     table = landmark_flow(clip.frames, faces.landmarks, clip.index, clip.pts)
-    assert len(table) == 7 and list(table.columns[:4]) == ["frame", "time_s", "points", "tracked"]
+    assert len(table) == 7 and list(table.columns[:5]) == ["frame", "next_frame", "time_s", "points", "tracked"]
     assert (table["tracked"] > 400).all()
     # LK flow of the landmarks agrees with the landmarks' own motion (FaceMesh tracking) within ~1 px
     motion = (faces.landmarks[1:, :, :2] - faces.landmarks[:-1, :, :2]).norm(dim=-1).mean(dim=1)
     assert (torch.tensor(table["mean_magnitude"].to_numpy()) - motion).abs().max() < 1.5
+    assert (table["next_frame"] - table["frame"] == 1).all()
     with pytest.raises(InvalidOptionError):
         lucas_kanade(torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 8, 8), torch.zeros(1, 1, 2), window=4)
+
+
+def test_analyse_cli(samples, tmp_path):
+    import pandas as pd
+
+    from gpuface.cli import main
+
+    assert main(["analyse", samples["sample_01.mp4"], samples["no_face.mp4"], "-o", str(tmp_path), "--end", "1.5",
+                 "--batch-size", "16", "--space", "lab", "--regions", "face_skin", "chin", "--quiet"]) == 0
+    colours = pd.read_parquet(tmp_path / "colour_means.parquet")
+    assert {"face_skin_L", "face_skin_a", "chin_b"} <= set(colours.columns)
+    assert (colours["video"] == samples["sample_01.mp4"]).all() and len(colours) == 45
+    flow = pd.read_parquet(tmp_path / "landmark_flow.parquet")
+    assert len(flow) == 44 and (flow["next_frame"] - flow["frame"] == 1).all()   # pairs across batch borders

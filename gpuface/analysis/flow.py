@@ -100,11 +100,11 @@ def landmark_flow(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: to
         indices: landmark indices to track (default all 478). **lk: :func:`lucas_kanade` options.
 
     Returns:
-        One row per frame pair: ``frame, time_s, points, tracked, mean_dx, mean_dy, mean_magnitude,
+        One row per pair of consecutive rows: ``frame, next_frame, time_s, points, tracked, mean_dx, mean_dy, mean_magnitude,
         max_magnitude, mean_angle_deg`` (circular mean of the tracked points' directions, image axes).
     """
     if frames.shape[0] < 2:
-        return pd.DataFrame(columns=["frame", "time_s", "points", "tracked", "mean_dx", "mean_dy",
+        return pd.DataFrame(columns=["frame", "next_frame", "time_s", "points", "tracked", "mean_dx", "mean_dy",
                                      "mean_magnitude", "max_magnitude", "mean_angle_deg"])
     grey = kornia.color.rgb_to_grayscale(frames.float() / 255)
     idx = list(range(landmarks.shape[1])) if indices is None else list(indices)
@@ -116,7 +116,8 @@ def landmark_flow(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: to
     ang = torch.atan2((torch.sin(torch.atan2(flow[..., 1], flow[..., 0])) * okf).sum(1),
                       (torch.cos(torch.atan2(flow[..., 1], flow[..., 0])) * okf).sum(1))
     return pd.DataFrame({
-        "frame": frame_index[:-1].cpu().numpy(), "time_s": times[:-1].cpu().numpy(),
+        "frame": frame_index[:-1].cpu().numpy(), "next_frame": frame_index[1:].cpu().numpy(),
+        "time_s": times[:-1].cpu().numpy(),
         "points": len(idx), "tracked": ok.sum(1).cpu().numpy(),
         "mean_dx": ((flow[..., 0] * okf).sum(1) / n).cpu().numpy(),
         "mean_dy": ((flow[..., 1] * okf).sum(1) / n).cpu().numpy(),
