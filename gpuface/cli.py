@@ -147,6 +147,49 @@ def build_parser() -> argparse.ArgumentParser:
     mv.add_argument("--pad-colour", type=int, nargs=3, default=(255, 255, 255), metavar=("R", "G", "B"))
     mv.add_argument("--overwrite", action="store_true")
 
+    rn = sub.add_parser("run", help="run a job spec (YAML/JSON) on files: the same code as a corpus run")
+    rn.add_argument("inputs", nargs="+", help="video files, folders, or .txt lists of paths")
+    rn.add_argument("--spec", required=True, help="job spec: job (detect|landmarks|anonymize|manipulate|analyse), "
+                                                  "options, batch_size, device")
+    rn.add_argument("-o", "--output", required=True, help="output folder (one sub-folder per input)")
+    rn.add_argument("--quiet", action="store_true")
+
+    cp = sub.add_parser("corpus", help="manifest, resumable sharded runs, status, retry, merge")
+    csub = cp.add_subparsers(dest="corpus_command", required=True)
+    c = csub.add_parser("plan", help="probe the inputs and write corpus/manifest.parquet")
+    c.add_argument("inputs", nargs="+")
+    c.add_argument("-o", "--output", required=True, help="corpus folder")
+    c.add_argument("--ext", nargs="*", help="extensions to take from input folders")
+    c = csub.add_parser("run", help="process one shard (default: the whole corpus); reruns skip done videos")
+    c.add_argument("corpus")
+    c.add_argument("--spec", required=True, help="job spec (YAML/JSON)")
+    c.add_argument("--shard", type=int, default=0)
+    c.add_argument("--num-shards", type=_positive_int, default=1)
+    c.add_argument("--retries", type=int, default=1, help="tries again a failed video this many times (1)")
+    c.add_argument("--quiet", action="store_true")
+    c = csub.add_parser("status", help="done / failed / pending counts (and incomplete shards)")
+    c.add_argument("corpus")
+    c.add_argument("--num-shards", type=_positive_int)
+    c = csub.add_parser("retry", help="forget failed records so the next run tries them again")
+    c.add_argument("corpus")
+    c = csub.add_parser("merge", help="combine per-video tables into merged/*.parquet + merged/summary.json")
+    c.add_argument("corpus")
+
+    sl = sub.add_parser("slurm", help="SLURM job arrays over a corpus")
+    ssub = sl.add_subparsers(dest="slurm_command", required=True)
+    c = ssub.add_parser("submit", help="write and submit an sbatch array (incomplete shards only) + a merge job")
+    c.add_argument("corpus")
+    c.add_argument("--spec", required=True)
+    c.add_argument("--num-shards", type=_positive_int, required=True)
+    c.add_argument("--partition")
+    c.add_argument("--gpus-per-task", type=int)
+    c.add_argument("--cpus-per-task", type=int)
+    c.add_argument("--mem", help="memory per task, e.g. 16G")
+    c.add_argument("--time", default="04:00:00", help="time limit per task (default 04:00:00)")
+    c.add_argument("--parallel", type=_positive_int, help="most array tasks at once (%%N)")
+    c.add_argument("--retries", type=int, default=1)
+    c.add_argument("--dry-run", action="store_true", help="write the scripts, print them, submit nothing")
+
     m = sub.add_parser("demo", help="fetch the PyFAME sample videos, anonymise and landmark them (a first run)")
     m.add_argument("-o", "--output", default="gpuface-demo", help="output folder (default ./gpuface-demo)")
     m.add_argument("--frames", type=int, default=None, help="only the first N frames of each video")
@@ -297,6 +340,61 @@ def cmd_analyse(args) -> int:
     return _summary(results, args.quiet) if colours else 2
 
 
+def cmd_run(args) -> int:
+    from .corpus.runner import build_job, load_job_spec
+    from .io.sources import expand_inputs
+    from .pipeline import run_many
+
+    spec = load_job_spec(args.spec)
+    job = build_job(spec)
+    root = Path(args.output)
+
+    def one(path: str):
+        out = root / Path(path).stem
+        out.mkdir(parents=True, exist_ok=True)
+        return job(path, out)
+
+    return _summary(run_many(expand_inputs(args.inputs), one, _error), args.quiet)
+
+
+def cmd_corpus(args) -> int:
+    import json
+
+    from . import corpus
+
+    if args.corpus_command == "plan":
+        table = corpus.plan(args.inputs, args.output, args.ext)
+        bad = int(table["error"].notna().sum())
+        print(f"{args.output}/manifest.parquet: {len(table)} videos ({bad} unreadable)")
+        return 0
+    if args.corpus_command == "run":
+        stats = corpus.run_shard(args.corpus, args.spec, args.shard, args.num_shards, args.retries, args.quiet)
+        print(json.dumps(stats))
+        return 0
+    if args.corpus_command == "status":
+        print(json.dumps(corpus.status(args.corpus, args.num_shards), indent=1))
+        return 0
+    if args.corpus_command == "retry":
+        print(f"{corpus.retry(args.corpus)} failed videos will be tried again")
+        return 0
+    summary = corpus.merge(args.corpus)
+    print(json.dumps({k: v for k, v in summary.items() if k != "failures"}, indent=1))
+    return 0
+
+
+def cmd_slurm(args) -> int:
+    from .corpus.slurm import submit
+
+    out = submit(args.corpus, args.spec, args.num_shards, partition=args.partition, gpus_per_task=args.gpus_per_task,
+                 cpus_per_task=args.cpus_per_task, mem=args.mem, time_limit=args.time, parallel=args.parallel,
+                 retries=args.retries, dry_run=args.dry_run)
+    if args.dry_run:
+        print(Path(out["array_script"]).read_text())
+    print(f"shards {out['shards']}: array {out.get('array_job', '-')}, merge {out.get('merge_job', '-')}; "
+          f"scripts in {Path(out['array_script']).parent}")
+    return 0
+
+
 def cmd_moviefy(args) -> int:
     from .manipulate.moviefy import images_in, moviefy
 
@@ -411,7 +509,7 @@ def cmd_weights(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy, "analyse": cmd_analyse, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
+    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy, "analyse": cmd_analyse, "run": cmd_run, "corpus": cmd_corpus, "slurm": cmd_slurm, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
     try:
         return handlers[args.command](args)
     except GpufaceError as e:

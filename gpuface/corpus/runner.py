@@ -1,0 +1,352 @@
+"""The shard runner: any gpuface job over the videos of one shard, resumable, one status record per video.
+
+A *job spec* (YAML/JSON) names a job and its options, e.g.::
+
+    job: landmarks            # detect | landmarks | anonymize | manipulate | analyse
+    batch_size: 16
+    device: auto              # auto | cpu | cuda | cuda:1
+    options: {detector: blazeface-full, max_faces: 2, end: 10.0}
+    # manipulate also takes: layers: [...], temporal: {...}, seed: 7
+
+The same spec runs one file (``gpuface run``) or a corpus (``gpuface corpus run``) through the same code, so the
+outputs are identical either way. Each video is processed into a temporary folder that is renamed to
+``outputs/<id>/`` only when complete, then ``status/<id>.json`` is written (atomically); a rerun skips done
+videos and retries failed ones up to ``retries`` times. A broken video is a failed record, never a failed
+shard. SIGTERM/SIGUSR1 stop the shard after the current video (for SLURM's pre-timeout signal and requeue).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from ..errors import GpufaceError, InputNotFoundError, InvalidOptionError
+from .manifest import load_manifest
+
+JOBS = ("detect", "landmarks", "anonymize", "manipulate", "analyse")
+_SELECTION_KEYS = {"step", "step_seconds", "start", "end"}
+
+
+@dataclass
+class JobSpec:
+    """A job and its options (see the module docstring)."""
+
+    job: str
+    options: dict = field(default_factory=dict)
+    batch_size: int = 16
+    device: str = "auto"
+    extra: dict = field(default_factory=dict)   # manipulate: layers, temporal, seed
+
+
+def load_job_spec(source: str | os.PathLike | dict) -> JobSpec:
+    """A :class:`JobSpec` from a YAML/JSON file or a dict. InvalidOptionError for an invalid spec."""
+    data: Any = source
+    if not isinstance(source, dict):
+        path = Path(source)
+        if not path.exists():
+            raise InputNotFoundError(f"{path}: job spec not found")
+        try:
+            import yaml
+            data = yaml.safe_load(path.read_text()) if path.suffix.lower() != ".json" else json.loads(path.read_text())
+        except Exception as e:  # parsers raise many types
+            raise InvalidOptionError(f"{path}: cannot parse the job spec ({e})") from e
+    if not isinstance(data, dict) or data.get("job") not in JOBS:
+        raise InvalidOptionError(f"a job spec needs job: one of {', '.join(JOBS)}")
+    unknown = set(data) - {"job", "options", "batch_size", "device", "layers", "temporal", "seed"}
+    if unknown:
+        raise InvalidOptionError(f"job spec: unknown keys {sorted(unknown)}")
+    extra = {k: data[k] for k in ("layers", "temporal", "seed") if k in data}
+    if data["job"] == "manipulate" and not extra.get("layers") and not extra.get("temporal"):
+        raise InvalidOptionError("a manipulate job needs layers (and/or temporal)")
+    spec = JobSpec(job=data["job"], options=dict(data.get("options") or {}), batch_size=int(data.get("batch_size", 16)),
+                   device=str(data.get("device", "auto")), extra=extra)
+    if spec.batch_size < 1:
+        raise InvalidOptionError("batch_size must be >= 1")
+    return spec
+
+
+def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
+    """``job(path, out_dir) -> JobResult``: runs the spec on one video, writing every output into ``out_dir``.
+    Models are loaded once, on first use."""
+    import torch
+
+    from .. import pipeline
+    from ..io.decode import Selection
+
+    device = spec.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    opts = dict(spec.options)
+    sel_args = {k: opts.pop(k) for k in list(opts) if k in _SELECTION_KEYS}
+    selection = Selection(**sel_args) if sel_args else None
+    cache: dict[str, Any] = {}
+
+    def landmarker():
+        if "lm" not in cache:
+            from ..landmarks import FaceLandmarker
+            keys = {"detector", "max_faces", "min_presence", "redetect_every"}
+            cache["lm"] = FaceLandmarker(device=device, **{k: v for k, v in opts.items() if k in keys})
+        return cache["lm"]
+
+    def detector(default: str):
+        if "det" not in cache:
+            from ..detect import FaceDetector
+            name = opts.get("detector", default)
+            kw = {"min_face_size": opts["min_face_size"]} if "min_face_size" in opts and name == "mtcnn" else {}
+            cache["det"] = FaceDetector(name, device=device, **kw)
+        return cache["det"]
+
+    def run(path: str, out: Path):
+        stem = Path(path).stem
+        if spec.job == "detect":
+            table, result = pipeline.detect_source(path, detector("mtcnn"), spec.batch_size, selection)
+            result.outputs.append(str(_table(table, out / "faces.parquet")))
+        elif spec.job == "landmarks":
+            table, result = pipeline.landmarks_source(path, landmarker(), spec.batch_size, selection)
+            result.outputs.append(str(_table(table, out / "landmarks.parquet")))
+        elif spec.job == "analyse":
+            colours, flow, result = pipeline.analyse_source(
+                path, landmarker(), spec.batch_size, selection,
+                tuple(opts.get("regions", ("face_skin", "cheeks", "nose", "chin"))), opts.get("space", "rgb"),
+                bool(opts.get("flow", True)))
+            result.outputs.append(str(_table(colours, out / "colour_means.parquet")))
+            if flow is not None:
+                result.outputs.append(str(_table(flow, out / "landmark_flow.parquet")))
+        elif spec.job == "anonymize":
+            from ..manipulate.anonymize import AnonymizeOptions
+            keys = {"mode", "ellipse", "mask_scale", "color"}
+            options = AnonymizeOptions(**{k: (tuple(v) if k == "color" else v) for k, v in opts.items() if k in keys})
+            result = pipeline.anonymize_source(path, detector("mtcnn"), out / f"{stem}_anonymized.mp4", options,
+                                               threshold=opts.get("threshold", 0.9), batch_size=spec.batch_size,
+                                               selection=selection, boxes_format="csv", overwrite=True,
+                                               preset=opts.get("preset", "medium"))
+        else:
+            from ..manipulate.layers import load_spec
+            if "layer_spec" not in cache:
+                cache["layer_spec"] = load_spec({k: v for k, v in spec.extra.items()})
+            result = pipeline.manipulate_source(path, cache["layer_spec"], landmarker(),
+                                                out / f"{stem}_manipulated.mp4", spec.batch_size, overwrite=True,
+                                                preset=opts.get("preset", "medium"))
+        return result
+
+    return run
+
+
+def _table(table: pd.DataFrame, path: Path) -> Path:
+    from ..outputs import write_table
+
+    return write_table(table, path)
+
+
+def shard_of(item_id: str, num_shards: int) -> int:
+    """The shard (0 … num_shards-1) of a video id: its hex id modulo the shard count."""
+    return int(item_id, 16) % num_shards
+
+
+def _status_path(corpus: Path, item_id: str) -> Path:
+    return corpus / "status" / f"{item_id}.json"
+
+
+def _read_status(corpus: Path, item_id: str) -> dict | None:
+    p = _status_path(corpus, item_id)
+    return json.loads(p.read_text()) if p.exists() else None
+
+
+def _write_status(corpus: Path, item_id: str, record: dict) -> None:
+    p = _status_path(corpus, item_id)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.part")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, p)
+
+
+def _final(record: dict | None, retries: int) -> bool:
+    return record is not None and (record["state"] == "done" or record.get("attempts", 0) > retries)
+
+
+class _Stop:
+    """Set by SIGTERM/SIGUSR1: finish the current video, then stop."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def run_shard(corpus: str | os.PathLike, spec: JobSpec | str | os.PathLike | dict, shard: int = 0,
+              num_shards: int = 1, retries: int = 1, quiet: bool = True) -> dict:
+    """Process every video of one shard that has no final status yet.
+
+    Args:
+        corpus: the corpus folder (with ``manifest.parquet``). spec: a :class:`JobSpec` or its file/dict.
+        shard, num_shards: this shard's index and the shard count (keep the count fixed across reruns).
+        retries: how many times a failed video is tried again (in this run and later runs).
+
+    Returns:
+        ``{"shard", "done", "failed", "skipped", "frames", "seconds", "stopped"}`` for this run.
+
+    Raises:
+        InvalidOptionError: bad shard numbers or spec. InputNotFoundError: no manifest.
+    """
+    from tqdm.auto import tqdm
+
+    if not 0 <= shard < num_shards:
+        raise InvalidOptionError(f"shard must be in 0..{num_shards - 1}, got {shard}")
+    corpus = Path(corpus)
+    spec = spec if isinstance(spec, JobSpec) else load_job_spec(spec)
+    manifest = load_manifest(corpus)
+    items = manifest[[shard_of(i, num_shards) == shard for i in manifest["id"]]]
+    for item_id in items["id"]:  # one runner per shard: temporary folders of this shard's videos are stale
+        for stale in (corpus / "outputs").glob(f".{item_id}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
+    job = None
+    stats = {"shard": shard, "done": 0, "failed": 0, "skipped": 0, "frames": 0, "seconds": 0.0, "stopped": False}
+    t0 = time.perf_counter()
+    with _Stop() as stop, tqdm(total=len(items), desc=f"shard {shard}/{num_shards}", unit="video",
+                               disable=quiet) as bar:
+        for row in items.itertuples():
+            record = _read_status(corpus, row.id)
+            if _final(record, retries):
+                stats["skipped"] += 1
+                bar.update(1)
+                continue
+            attempts = record.get("attempts", 0) if record else 0
+            while True:
+                if stop.requested:
+                    stats["stopped"] = True
+                    break
+                attempts += 1
+                if isinstance(row.error, str):  # unreadable when planned
+                    record = {"state": "failed", "attempts": retries + 1, "error": row.error, "path": row.path}
+                    _write_status(corpus, row.id, record)
+                    break
+                job = job or build_job(spec)
+                tmp = corpus / "outputs" / f".{row.id}.{os.getpid()}.tmp"
+                final = corpus / "outputs" / row.id
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                try:
+                    result = job(row.path, tmp)
+                    if final.exists():
+                        shutil.rmtree(final)
+                    os.replace(tmp, final)
+                    outputs = [str(final / Path(p).name) for p in result.outputs]
+                    record = {"state": "done", "attempts": attempts, "path": row.path, "frames": result.frames,
+                              "faces": result.faces, "seconds": result.seconds, "outputs": outputs}
+                except (GpufaceError, OSError, RuntimeError, ValueError) as e:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    record = {"state": "failed", "attempts": attempts, "path": row.path,
+                              "error": f"{e.__class__.__name__}: {e}"}
+                _write_status(corpus, row.id, record)
+                if record["state"] == "done" or attempts > retries:
+                    break
+            if stats["stopped"]:
+                break
+            stats["done" if record["state"] == "done" else "failed"] += 1
+            stats["frames"] += record.get("frames", 0) or 0
+            bar.update(1)
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(videos_s=f"{(stats['done'] + stats['failed']) / elapsed:.2f}",
+                            frames_s=f"{stats['frames'] / elapsed:.1f}")
+    stats["seconds"] = time.perf_counter() - t0
+    return stats
+
+
+def status(corpus: str | os.PathLike, num_shards: int | None = None, retries: int = 1) -> dict:
+    """Counts from the corpus folder: ``videos, done, failed, pending, frames, faces`` and, with ``num_shards``,
+    ``incomplete_shards`` (shards with a video that has no final status)."""
+    corpus = Path(corpus)
+    manifest = load_manifest(corpus)
+    out = {"videos": len(manifest), "done": 0, "failed": 0, "pending": 0, "frames": 0, "faces": 0}
+    incomplete = set()
+    for item_id in manifest["id"]:
+        record = _read_status(corpus, item_id)
+        if record is None or not _final(record, retries):
+            out["pending"] += 1
+            if num_shards:
+                incomplete.add(shard_of(item_id, num_shards))
+        else:
+            out[record["state"]] += 1
+            out["frames"] += record.get("frames", 0) or 0
+            out["faces"] += record.get("faces", 0) or 0
+    if num_shards:
+        out["incomplete_shards"] = sorted(incomplete)
+    return out
+
+
+def retry(corpus: str | os.PathLike) -> int:
+    """Forget the failed records (not the done ones) so the next run tries those videos again. Returns how many."""
+    corpus = Path(corpus)
+    n = 0
+    for p in (corpus / "status").glob("*.json"):
+        if json.loads(p.read_text())["state"] == "failed":
+            p.unlink()
+            n += 1
+    return n
+
+
+def merge(corpus: str | os.PathLike) -> dict:
+    """Combine the per-video tables of done videos into ``merged/<table>.parquet`` (with ``video_id`` and
+    ``video`` columns) and write ``merged/summary.json`` (videos, done, failed, pending, frames, faces, seconds,
+    frames per second of processing, failures with their errors). Returns the summary."""
+    from ..outputs import write_table
+
+    corpus = Path(corpus)
+    manifest = load_manifest(corpus)
+    tables: dict[str, list[pd.DataFrame]] = {}
+    summary = {"videos": len(manifest), "done": 0, "failed": 0, "pending": 0, "frames": 0, "faces": 0,
+               "seconds": 0.0, "failures": []}
+    for row in manifest.itertuples():
+        record = _read_status(corpus, row.id)
+        if record is None:
+            summary["pending"] += 1
+            continue
+        if record["state"] == "failed":
+            summary["failed"] += 1
+            summary["failures"].append({"id": row.id, "path": row.path, "error": record.get("error")})
+            continue
+        summary["done"] += 1
+        summary["frames"] += record.get("frames", 0)
+        summary["faces"] += record.get("faces", 0)
+        summary["seconds"] += record.get("seconds", 0.0)
+        stem = Path(row.path).stem
+        for out in record.get("outputs", []):
+            p = Path(out)
+            if p.suffix not in (".parquet", ".csv"):
+                continue
+            kind = p.stem[len(stem) + 1:] if p.stem.startswith(stem + "_") else p.stem
+            t = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+            tables.setdefault(kind, []).append(t.assign(video_id=row.id, video=row.path))
+    summary["frames_per_second"] = summary["frames"] / summary["seconds"] if summary["seconds"] else 0.0
+    merged = corpus / "merged"
+    summary["tables"] = {k: str(write_table(pd.concat(v, ignore_index=True), merged / f"{k}.parquet"))
+                         for k, v in tables.items()}
+    tmp = merged / ".summary.json.part"
+    merged.mkdir(parents=True, exist_ok=True)
+    tmp.write_text(json.dumps(summary, indent=1))
+    os.replace(tmp, merged / "summary.json")
+    return summary
+
+
+__all__ = ["JOBS", "JobSpec", "load_job_spec", "build_job", "run_shard", "status", "retry", "merge", "shard_of"]
