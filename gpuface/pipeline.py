@@ -41,6 +41,34 @@ class JobResult:
         return self.frames / self.seconds if self.seconds > 0 else 0.0
 
 
+class OomGuard:
+    """Runs a model on a batch of frames, halving the chunk size on CUDA out-of-memory until it fits.
+
+    ``guard(model, frames, *args)`` calls ``model(chunk, *args)`` on consecutive chunks of at most ``limit``
+    frames (all frames at first) and concatenates the :class:`~gpuface.types.Faces`; after an out-of-memory
+    error the cache is emptied, the limit halves and the batch is retried; the limit stays for later batches.
+    Chunks are consecutive, so a tracking state passed in ``args`` stays valid. A single frame that does not
+    fit re-raises the error.
+    """
+
+    def __init__(self):
+        self.limit: int | None = None
+
+    def __call__(self, model, frames: torch.Tensor, *args):
+        from .types import Faces
+
+        while True:
+            size = frames.shape[0] if self.limit is None else min(self.limit, frames.shape[0])
+            try:
+                parts = [model(frames[i:i + size], *args) for i in range(0, frames.shape[0], size)]
+                return parts[0] if len(parts) == 1 else Faces.cat(parts, list(range(0, frames.shape[0], size)))
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+                torch.cuda.empty_cache()
+                self.limit = max(size // 2, 1)
+
+
 def _progress(total: int | None, desc: str, quiet: bool):
     from tqdm.auto import tqdm
 
@@ -58,11 +86,12 @@ def detect_source(path: str, detector: FaceDetector, batch_size: int = 32, selec
         GpufaceError subclasses for unreadable input or bad options.
     """
     t0 = time.perf_counter()
+    guard = OomGuard()
     reader = open_source(path, backend=backend, device=detector.device)
     parts, result = [], JobResult(path)
     with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
         for batch in reader.batches(batch_size, selection, device=detector.device):
-            faces = detector(batch.frames)
+            faces = guard(detector, batch.frames)
             parts.append(faces_rows(faces, batch, path))
             result.frames += len(batch)
             result.faces += len(faces)
@@ -88,6 +117,7 @@ def landmarks_source(path: str, landmarker, batch_size: int = 32, selection: Sel
     from .io.encode import VideoWriter
 
     t0 = time.perf_counter()
+    guard = OomGuard()
     reader = open_source(path, backend=backend, device=landmarker.device)
     is_image = isinstance(reader, ImageReader)
     state = None if is_image else landmarker.new_state()
@@ -97,7 +127,7 @@ def landmarks_source(path: str, landmarker, batch_size: int = 32, selection: Sel
     try:
         with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
             for batch in reader.batches(batch_size, selection, device=landmarker.device):
-                faces = landmarker(batch.frames, state)
+                faces = guard(landmarker, batch.frames, state)
                 parts.append(landmarks_rows(faces, batch, path))
                 if draw is not None:
                     out = draw_landmarks(batch.frames, faces, draw_regions)
@@ -150,6 +180,7 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
     from .manipulate.temporal import frame_order, shuffled_block_array
 
     t0 = time.perf_counter()
+    guard = OomGuard()
     reader = open_source(path, backend=backend, device=landmarker.device)
     is_image = isinstance(reader, ImageReader)
     info = reader.info
@@ -174,7 +205,7 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
         with _progress(len(selection.frames) if selection else info.num_frames, os.path.basename(path),
                        quiet) as bar:
             for batch in reader.batches(batch_size, selection, device=landmarker.device):
-                faces = landmarker(batch.frames, state)
+                faces = guard(landmarker, batch.frames, state)
                 # timing runs on the output timeline (the source's, unless frames are shuffled)
                 pts = (batch.pts if selection is None else
                        torch.arange(position, position + len(batch), dtype=torch.float64) / float(info.fps))
@@ -225,12 +256,13 @@ def analyse_source(path: str, landmarker, batch_size: int = 32, selection: Selec
     from .analysis import landmark_flow, region_colour_means
 
     t0 = time.perf_counter()
+    guard = OomGuard()
     reader = open_source(path, backend=backend, device=landmarker.device)
     state = None if isinstance(reader, ImageReader) else landmarker.new_state()
     colours, flows, result, carry = [], [], JobResult(path), None
     with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
         for batch in reader.batches(batch_size, selection, device=landmarker.device):
-            faces = landmarker(batch.frames, state)
+            faces = guard(landmarker, batch.frames, state)
             colours.append(region_colour_means(batch, faces, colour_regions, space, video=path))
             if flow and state is not None:
                 first = torch.ones(len(faces), dtype=torch.bool, device=faces.frame.device)
@@ -317,6 +349,7 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
     if boxes_format not in (None, "csv", "tsv", "json"):
         raise InvalidOptionError(f"boxes format must be csv, tsv or json, got {boxes_format!r}")
     t0 = time.perf_counter()
+    guard = OomGuard()
     reader = open_source(path, backend=backend, device=detector.device)
     output = free_path(output, overwrite)
     result, rows = JobResult(path), []
@@ -330,7 +363,7 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
     try:
         with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
             for batch in reader.batches(batch_size, selection, device=detector.device):
-                faces = detector(batch.frames)
+                faces = guard(detector, batch.frames)
                 faces = faces.select(faces.scores >= threshold)
                 out = anonymize(batch.frames, faces, options)
                 if draw_scores and len(faces):

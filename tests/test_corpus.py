@@ -200,3 +200,31 @@ def test_slurm_array_cancel_resubmit_merge(slurm_cluster, videos, tmp_path):
     assert summary["done"] == 4 and summary["pending"] == 0 and summary["failed"] == 0
     assert sorted(_rows_per_video(c).values()) == [60, 60, 60, 60]    # every video once, none lost or doubled
     assert len((c / "slurm" / "submissions.jsonl").read_text().splitlines()) == 2
+
+
+def test_oom_guard_halves_the_chunk_until_it_fits():
+    import torch
+
+    from gpuface.pipeline import OomGuard
+    from gpuface.types import Faces
+
+    calls = []
+
+    def model(frames):
+        calls.append(frames.shape[0])
+        if frames.shape[0] > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        n = frames.shape[0]
+        return Faces(frame=torch.arange(n), boxes=frames[:, :4].float(), scores=torch.ones(n),
+                     keypoints=torch.zeros(n, 5, 2))
+
+    guard = OomGuard()
+    frames = torch.arange(8 * 4).view(8, 4)
+    faces = guard(model, frames)
+    assert guard.limit == 2 and faces.frame.tolist() == list(range(8))
+    assert torch.equal(faces.boxes, frames.float())
+    calls.clear()
+    guard(model, frames[:5])
+    assert calls == [2, 2, 1]                      # the limit is kept for later batches
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        OomGuard()(lambda f: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("x")), frames[:1])
