@@ -18,7 +18,7 @@ import torch
 from .detect import FaceDetector
 from .errors import GpufaceError, InvalidOptionError
 from .io.decode import Selection
-from .io.encode import VideoWriter, free_path, write_image
+from .io.encode import PRESETS, VideoWriter, free_path, write_image
 from .io.images import ImageReader
 from .io.sources import open_source
 from .manipulate.anonymize import AnonymizeOptions, anonymize
@@ -69,6 +69,38 @@ class OomGuard:
                 self.limit = max(size // 2, 1)
 
 
+class _Sink:
+    """Where a job's output frames go: an image (a still source) or a video opened at the first batch with that
+    batch's frame size, both written atomically; :meth:`abort` removes whatever was started."""
+
+    def __init__(self, path: str | os.PathLike, is_image: bool, fps, crf: int = 18, preset: str = "medium",
+                 audio_from: str | None = None):
+        if not 0 <= crf <= 51 or preset not in PRESETS:
+            raise InvalidOptionError(f"crf must be in 0..51 and preset one of {', '.join(PRESETS)}")
+        self.path, self.is_image, self.fps = Path(path), is_image, fps
+        self.options = {"crf": crf, "preset": preset, "audio_from": audio_from}
+        self.writer = None
+
+    def write(self, frames: torch.Tensor) -> None:
+        if self.is_image:
+            write_image(self.path, frames[0])
+            return
+        if self.writer is None:
+            self.writer = VideoWriter(self.path, self.fps, frames.shape[-1], frames.shape[-2], overwrite=True,
+                                      **self.options)
+        self.writer.write(frames)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+    def abort(self) -> None:
+        if self.writer is not None:
+            self.writer.abort()
+        if self.is_image:
+            self.path.unlink(missing_ok=True)
+
+
 def _progress(total: int | None, desc: str, quiet: bool):
     from tqdm.auto import tqdm
 
@@ -114,42 +146,29 @@ def landmarks_source(path: str, landmarker, batch_size: int = 32, selection: Sel
     Returns:
         (table, result): rows as :func:`gpuface.outputs.landmarks_rows`, and the job summary.
     """
-    from .io.encode import VideoWriter
-
     t0 = time.perf_counter()
     guard = OomGuard()
     reader = open_source(path, backend=backend, device=landmarker.device)
     is_image = isinstance(reader, ImageReader)
     state = None if is_image else landmarker.new_state()
-    parts, result, writer = [], JobResult(path), None
-    if draw is not None:
-        draw = free_path(draw, overwrite)
+    parts, result = [], JobResult(path)
+    sink = None if draw is None else _Sink(free_path(draw, overwrite), is_image, reader.info.fps, preset="veryfast")
     try:
         with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
             for batch in reader.batches(batch_size, selection, device=landmarker.device):
                 faces = guard(landmarker, batch.frames, state)
                 parts.append(landmarks_rows(faces, batch, path))
-                if draw is not None:
-                    out = draw_landmarks(batch.frames, faces, draw_regions)
-                    if is_image:
-                        write_image(draw, out[0])
-                    else:
-                        if writer is None:
-                            writer = VideoWriter(draw, reader.info.fps, out.shape[-1], out.shape[-2], preset="veryfast",
-                                                 overwrite=True)
-                        writer.write(out)
+                if sink is not None:
+                    sink.write(draw_landmarks(batch.frames, faces, draw_regions))
                 result.frames += len(batch)
                 result.faces += len(faces)
                 bar.update(len(batch))
-        if writer is not None:
-            writer.close()
-        if draw is not None:
-            result.outputs.append(str(draw))
+        if sink is not None:
+            sink.close()
+            result.outputs.append(str(sink.path))
     except BaseException:
-        if writer is not None:
-            writer.abort()
-        if draw is not None and is_image:
-            Path(draw).unlink(missing_ok=True)
+        if sink is not None:
+            sink.abort()
         raise
     result.seconds = time.perf_counter() - t0
     return pd.concat(parts, ignore_index=True), result
@@ -175,7 +194,7 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
     from . import __version__
     from .fetch import sha256_file
     from .io.decode import Selection
-    from .io.encode import VideoWriter, temporary_path
+    from .io.encode import temporary_path
     from .manipulate.layers import LayerStack
     from .manipulate.temporal import frame_order, shuffled_block_array
 
@@ -198,8 +217,7 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
     output = free_path(output, overwrite)
     log_path = Path(output).with_suffix(".json")
     state = None if is_image else landmarker.new_state()
-    writer = None if is_image else VideoWriter(output, info.fps, info.width, info.height, crf=crf, preset=preset,
-                                               audio_from=None if selection else path, overwrite=True)
+    sink = _Sink(output, is_image, info.fps, crf, preset, audio_from=None if selection else path)
     result, no_face, position = JobResult(path), 0, 0
     try:
         with _progress(len(selection.frames) if selection else info.num_frames, os.path.basename(path),
@@ -211,22 +229,18 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
                        torch.arange(position, position + len(batch), dtype=torch.float64) / float(info.fps))
                 out = stack.apply(batch.frames, faces, batch.index, pts, info.duration)
                 no_face += len(batch) - int(torch.unique(faces.frame).numel())
-                if is_image:
-                    write_image(output, out[0])
-                else:
-                    writer.write(out)
+                sink.write(out)
                 position += len(batch)
                 result.frames += len(batch)
                 result.faces += len(faces)
                 bar.update(len(batch))
-        if writer is not None:
-            writer.close()
+        sink.close()
         result.outputs.append(str(output))
         result.seconds = time.perf_counter() - t0
         log = {"input": os.path.abspath(path), "input_sha256": sha256_file(path), "output": os.path.abspath(output),
                "seed": spec.seed, "layers": [layer.describe() for layer in spec.layers], "temporal": spec.temporal,
                "temporal_order": log_order, "frames": result.frames, "frames_without_face": no_face,
-               "faces": result.faces, "audio_copied": bool(writer is not None and selection is None),
+               "faces": result.faces, "audio_copied": bool(not is_image and selection is None),
                "detector": landmarker.detector.model, "device": str(landmarker.device), "seconds": result.seconds,
                "versions": {"gpuface": __version__, "torch": torch.__version__, "kornia": kornia.__version__}}
         tmp = temporary_path(log_path)
@@ -234,12 +248,9 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
         os.replace(tmp, log_path)
         result.outputs.append(str(log_path))
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        sink.abort()
         for p in result.outputs:
             Path(p).unlink(missing_ok=True)
-        if is_image:
-            Path(output).unlink(missing_ok=True)
         raise
     return result
 
@@ -354,12 +365,8 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
     output = free_path(output, overwrite)
     result, rows = JobResult(path), []
     is_image = isinstance(reader, ImageReader)
-    w, h = reader.info.width, reader.info.height
-    if selection is not None and selection.area is not None:
-        w, h = selection.area[2] - selection.area[0], selection.area[3] - selection.area[1]
     whole = selection is None or (selection.start == 0 and selection.end is None)  # audio only fits a whole video
-    writer = None if is_image else VideoWriter(output, reader.info.fps, w, h, crf=crf, preset=preset,
-                                               audio_from=path if whole else None, overwrite=True)
+    sink = _Sink(output, is_image, reader.info.fps, crf, preset, audio_from=path if whole else None)
     try:
         with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
             for batch in reader.batches(batch_size, selection, device=detector.device):
@@ -368,16 +375,12 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
                 out = anonymize(batch.frames, faces, options)
                 if draw_scores and len(faces):
                     out = draw_boxes(out, faces)
-                if is_image:
-                    write_image(output, out[0])
-                else:
-                    writer.write(out)
+                sink.write(out)
                 rows.append(faces_rows(faces, batch, path, keypoints=False))
                 result.frames += len(batch)
                 result.faces += len(faces)
                 bar.update(len(batch))
-        if writer is not None:
-            writer.close()
+        sink.close()
         result.outputs.append(str(output))
         if boxes_format:
             table = pd.concat(rows, ignore_index=True)
@@ -387,8 +390,7 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
             boxes_path = Path(output).with_name(f"{Path(output).stem}_boxes.{boxes_format}")
             result.outputs.append(str(write_table(table, boxes_path)))
     except BaseException:
-        if writer is not None:
-            writer.abort()
+        sink.abort()
         for p in result.outputs:
             Path(p).unlink(missing_ok=True)
         raise
