@@ -166,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--shard", type=int, default=0)
     c.add_argument("--num-shards", type=_positive_int, default=1)
     c.add_argument("--retries", type=int, default=1, help="tries again a failed video this many times (1)")
+    c.add_argument("--devices", help="one process per device, e.g. 0,1 (GPUs) or cpu,cpu")
+    c.add_argument("--part", default="0/1", help=argparse.SUPPRESS)
     c.add_argument("--quiet", action="store_true")
     c = csub.add_parser("status", help="done / failed / pending counts (and incomplete shards)")
     c.add_argument("corpus")
@@ -368,7 +370,17 @@ def cmd_corpus(args) -> int:
         print(f"{args.output}/manifest.parquet: {len(table)} videos ({bad} unreadable)")
         return 0
     if args.corpus_command == "run":
-        stats = corpus.run_shard(args.corpus, args.spec, args.shard, args.num_shards, args.retries, args.quiet)
+        if args.devices:
+            from .corpus.runner import run_devices
+            stats = run_devices(args.corpus, args.spec, args.devices.split(","), args.shard, args.num_shards,
+                                args.retries)
+            print(json.dumps(stats))
+            return 1 if any("returncode" in s for s in stats) else 0
+        try:
+            part = tuple(int(v) for v in args.part.split("/"))
+        except ValueError:
+            raise InvalidOptionError(f"--part must be p/P, got {args.part}") from None
+        stats = corpus.run_shard(args.corpus, args.spec, args.shard, args.num_shards, args.retries, args.quiet, part)
         print(json.dumps(stats))
         return 0
     if args.corpus_command == "status":

@@ -228,3 +228,13 @@ def test_oom_guard_halves_the_chunk_until_it_fits():
     assert calls == [2, 2, 1]                      # the limit is kept for later batches
     with pytest.raises(torch.cuda.OutOfMemoryError):
         OomGuard()(lambda f: (_ for _ in ()).throw(torch.cuda.OutOfMemoryError("x")), frames[:1])
+
+
+def test_one_process_per_device_splits_a_shard(videos, tmp_path):
+    from gpuface.cli import main
+
+    c = tmp_path / "corpus"
+    corpus.plan([str(videos)], c)
+    assert main(["corpus", "run", str(c), "--spec", str(_spec_file(tmp_path)), "--devices", "cpu,cpu"]) == 0
+    st = corpus.status(c)
+    assert st["done"] == 4 and st["failed"] == 1 and st["pending"] == 0

@@ -195,13 +195,15 @@ class _Stop:
 
 
 def run_shard(corpus: str | os.PathLike, spec: JobSpec | str | os.PathLike | dict, shard: int = 0,
-              num_shards: int = 1, retries: int = 1, quiet: bool = True) -> dict:
+              num_shards: int = 1, retries: int = 1, quiet: bool = True, part: tuple[int, int] = (0, 1)) -> dict:
     """Process every video of one shard that has no final status yet.
 
     Args:
         corpus: the corpus folder (with ``manifest.parquet``). spec: a :class:`JobSpec` or its file/dict.
         shard, num_shards: this shard's index and the shard count (keep the count fixed across reruns).
         retries: how many times a failed video is tried again (in this run and later runs).
+        part: (p, P): only the p-th of P interleaved parts of the shard (one process per device, see
+            :func:`run_devices`).
 
     Returns:
         ``{"shard", "done", "failed", "skipped", "frames", "seconds", "stopped"}`` for this run.
@@ -216,7 +218,11 @@ def run_shard(corpus: str | os.PathLike, spec: JobSpec | str | os.PathLike | dic
     corpus = Path(corpus)
     spec = spec if isinstance(spec, JobSpec) else load_job_spec(spec)
     manifest = load_manifest(corpus)
-    items = manifest[[shard_of(i, num_shards) == shard for i in manifest["id"]]]
+    p, n_parts = part
+    if not 0 <= p < n_parts:
+        raise InvalidOptionError(f"part must be p/P with 0 <= p < P, got {p}/{n_parts}")
+    items = manifest[[shard_of(i, num_shards) == shard and (int(i, 16) // num_shards) % n_parts == p
+                      for i in manifest["id"]]]
     for item_id in items["id"]:  # one runner per shard: temporary folders of this shard's videos are stale
         for stale in (corpus / "outputs").glob(f".{item_id}.*.tmp"):
             shutil.rmtree(stale, ignore_errors=True)
@@ -271,6 +277,31 @@ def run_shard(corpus: str | os.PathLike, spec: JobSpec | str | os.PathLike | dic
                             frames_s=f"{stats['frames'] / elapsed:.1f}")
     stats["seconds"] = time.perf_counter() - t0
     return stats
+
+
+def run_devices(corpus: str | os.PathLike, spec: str | os.PathLike, devices: list[str], shard: int = 0,
+                num_shards: int = 1, retries: int = 1) -> list[dict]:
+    """Run one shard with one process per device (a workstation with several GPUs): process ``d`` sees only
+    ``CUDA_VISIBLE_DEVICES=devices[d]`` (``cpu`` entries hide every GPU) and takes part ``d`` of the shard.
+    Returns each process's stats; a process that dies is reported with its exit code (its videos stay pending
+    or failed and a rerun picks them up)."""
+    import subprocess
+    import sys
+
+    procs = []
+    for d, dev in enumerate(devices):
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="" if dev == "cpu" else str(dev))
+        cmd = [sys.executable, "-m", "gpuface.cli", "corpus", "run", str(corpus), "--spec", str(spec), "--shard",
+               str(shard), "--num-shards", str(num_shards), "--retries", str(retries), "--part", f"{d}/{len(devices)}",
+               "--quiet"]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    out = []
+    for proc in procs:
+        stdout, stderr = proc.communicate()
+        lines = stdout.strip().splitlines()
+        out.append(json.loads(lines[-1]) if proc.returncode == 0 and lines else
+                   {"returncode": proc.returncode, "error": stderr.strip().splitlines()[-1:]})
+    return out
 
 
 def status(corpus: str | os.PathLike, num_shards: int | None = None, retries: int = 1) -> dict:
@@ -349,4 +380,4 @@ def merge(corpus: str | os.PathLike) -> dict:
     return summary
 
 
-__all__ = ["JOBS", "JobSpec", "load_job_spec", "build_job", "run_shard", "status", "retry", "merge", "shard_of"]
+__all__ = ["JOBS", "JobSpec", "load_job_spec", "build_job", "run_shard", "run_devices", "status", "retry", "merge", "shard_of"]
