@@ -24,6 +24,7 @@ setup(
         "tqdm",
         "safetensors",
         "tflite>=2.10",
+        "pyyaml",
     ],
     extras_require={
         "test": ["pytest>=7", "ai-edge-litert==2.3.0"],  # LiteRT: the reference runtime for the TFLite ports

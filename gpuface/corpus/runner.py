@@ -53,8 +53,11 @@ def load_job_spec(source: str | os.PathLike | dict) -> JobSpec:
         if not path.exists():
             raise InputNotFoundError(f"{path}: job spec not found")
         try:
-            import yaml
-            data = yaml.safe_load(path.read_text()) if path.suffix.lower() != ".json" else json.loads(path.read_text())
+            if path.suffix.lower() == ".json":
+                data = json.loads(path.read_text())
+            else:
+                import yaml
+                data = yaml.safe_load(path.read_text())
         except Exception as e:  # parsers raise many types
             raise InvalidOptionError(f"{path}: cannot parse the job spec ({e})") from e
     if not isinstance(data, dict) or data.get("job") not in JOBS:
