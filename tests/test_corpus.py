@@ -94,12 +94,18 @@ def _wait_for_status(c, n=1, timeout=120):
     raise TimeoutError("no status written")
 
 
-def test_sigkill_then_rerun_does_every_video_once(videos, tmp_path):
+def _started_runner(videos, tmp_path):
+    """A corpus of the four samples (1.5 s each) and a runner process that has finished its first video."""
     c = tmp_path / "corpus"
     corpus.plan([str(videos / f"sample_0{i}.mp4") for i in range(1, 5)], c)
     spec = _spec_file(tmp_path, end=1.5)
     proc = _runner(c, spec)
     _wait_for_status(c)
+    return c, spec, proc
+
+
+def test_sigkill_then_rerun_does_every_video_once(videos, tmp_path):
+    c, spec, proc = _started_runner(videos, tmp_path)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     done = {p.stem for p in (c / "status").glob("*.json")}
@@ -114,11 +120,7 @@ def test_sigkill_then_rerun_does_every_video_once(videos, tmp_path):
 
 
 def test_sigusr1_stops_after_the_current_video(videos, tmp_path):
-    c = tmp_path / "corpus"
-    corpus.plan([str(videos / f"sample_0{i}.mp4") for i in range(1, 5)], c)
-    spec = _spec_file(tmp_path, end=1.5)
-    proc = _runner(c, spec)
-    _wait_for_status(c)
+    c, spec, proc = _started_runner(videos, tmp_path)
     proc.send_signal(signal.SIGUSR1)
     out, _ = proc.communicate(timeout=120)
     stats = json.loads(out.strip().splitlines()[-1])

@@ -5,8 +5,10 @@ Every op has the signature ``op(x, mask, weight, ctx, **params) -> x'``:
 * ``x``: float32 (B, 3, H, W) RGB in [0, 1]; ``mask``: float32 (B, 1, H, W) in [0, 1], the layer's region for
   every face of the frame (zeros where a frame has no face); ``weight``: float32 (B,) timing weights in [0, 1];
   ``ctx``: :class:`Context` (landmarks of the batch, frame numbers, random-stream key, per-video state).
-* It returns the manipulated batch; pixels where ``mask`` is 0 are returned unchanged (bit-exact after the
-  uint8 round trip), and so are frames whose weight is 0.
+* It returns the manipulated batch. Frames whose weight is 0 are returned unchanged, and so are pixels where
+  ``mask`` is 0 (bit-exact after the uint8 round trip) — except for the ops whose point is to paint outside a
+  region: ``mask`` (the background), ``bar``, ``point_light``, ``overlay`` and ``relocate``, which place
+  their result from the landmarks.
 
 Semantics follow PyFAME 1.0.10 (``pyfame/layer/manipulations``, read from its PyPI wheel), fixed where it is
 wrong: colour shifts are in CIELAB a*/b* (recolour) or HSV S/V (saturation, brightness) with magnitudes in per
