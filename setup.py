@@ -27,7 +27,8 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        "test": ["pytest>=7", "ai-edge-litert==2.3.0"],  # LiteRT: the reference runtime for the TFLite ports
+        # reference runtimes: LiteRT for the TFLite ports, dlib for the face-recognition ResNet port
+        "test": ["pytest>=7", "ai-edge-litert==2.3.0", "dlib-bin==20.0.1.post1; platform_system == 'Linux'"],
         "torchcodec": ["torchcodec"],
         "feat": ["py-feat"],
         "slurm": ["submitit"],

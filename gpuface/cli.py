@@ -147,6 +147,20 @@ def build_parser() -> argparse.ArgumentParser:
     mv.add_argument("--pad-colour", type=int, nargs=3, default=(255, 255, 255), metavar=("R", "G", "B"))
     mv.add_argument("--overwrite", action="store_true")
 
+    at = sub.add_parser("annotate", help="every face of every frame with an identity label (mexca-style) → table")
+    at.add_argument("inputs", nargs="+", help="video files, folders, or .txt lists of paths")
+    at.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
+    at.add_argument("--num-faces", default="2-9", help="identities per video: K, or a range MIN-MAX (default 2-9)")
+    at.add_argument("--per-face", action="store_true", help="cluster single faces instead of tracks")
+    at.add_argument("--too-few", default="error", choices=["error", "each"],
+                    help="fewer tracks than identities: an error, or one label each")
+    at.add_argument("--embeddings", action="store_true", help="add the 128 embedding columns")
+    at.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"],
+                    help="blazeface-short (default; faces within ~2 m), blazeface-full (small faces), mtcnn")
+    at.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
+    _selection_options(at)
+    _common(at)
+
     rn = sub.add_parser("run", help="run a job spec (YAML/JSON) on files: the same code as a corpus run")
     rn.add_argument("inputs", nargs="+", help="video files, folders, or .txt lists of paths")
     rn.add_argument("--spec", required=True, help="job spec: job (detect|landmarks|anonymize|manipulate|analyse), "
@@ -342,6 +356,46 @@ def cmd_analyse(args) -> int:
     return _summary(results, args.quiet) if colours else 2
 
 
+def _identity_count(text: str):
+    try:
+        if "-" in text:
+            lo, hi = (int(v) for v in text.split("-"))
+            return (lo, hi)
+        return int(text)
+    except ValueError:
+        raise InvalidOptionError(f"--num-faces must be K or MIN-MAX, got {text!r}") from None
+
+
+def cmd_annotate(args) -> int:
+    import pandas as pd
+
+    from .identity import Embedder
+    from .identity.annotate import annotate_source
+    from .io.sources import expand_inputs
+    from .landmarks import FaceLandmarker
+    from .outputs import table_format, write_table
+    from .pipeline import run_many
+
+    table_format(args.output)
+    k = _identity_count(args.num_faces)
+    device = _device(args.device)
+    landmarker = FaceLandmarker(args.detector, device=device, max_faces=args.max_faces)
+    embedder = Embedder("dlib", device=device)
+    tables = []
+
+    def job(path: str):
+        table, result = annotate_source(path, landmarker, embedder, args.batch_size, _selection(args), k,
+                                        args.per_face, args.too_few, args.embeddings, args.backend, args.quiet)
+        tables.append(table)
+        result.outputs.append(args.output)
+        return result
+
+    results = run_many(expand_inputs(args.inputs, args.ext), job, _error)
+    if tables:
+        write_table(pd.concat(tables, ignore_index=True), args.output)
+    return _summary(results, args.quiet) if tables else 2
+
+
 def cmd_run(args) -> int:
     from .corpus.runner import build_job, load_job_spec
     from .io.sources import expand_inputs
@@ -521,7 +575,7 @@ def cmd_weights(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy, "analyse": cmd_analyse, "run": cmd_run, "corpus": cmd_corpus, "slurm": cmd_slurm, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
+    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy, "analyse": cmd_analyse, "run": cmd_run, "annotate": cmd_annotate, "corpus": cmd_corpus, "slurm": cmd_slurm, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
     try:
         return handlers[args.command](args)
     except GpufaceError as e:

