@@ -161,6 +161,26 @@ def build_parser() -> argparse.ArgumentParser:
     _selection_options(at)
     _common(at)
 
+    fc = sub.add_parser("faces", help="face crops grouped by person (clustering or reference images) + CSV log")
+    fc.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
+    fc.add_argument("-o", "--output", default="faces", help="output folder (default ./faces)")
+    fc.add_argument("--step", type=float, default=1.0, help="seconds between sampled frames (default 1)")
+    fc.add_argument("--fragment", type=float, nargs=2, metavar=("START", "END"), help="only this part, seconds")
+    fc.add_argument("--area", type=int, nargs=4, metavar=("X1", "Y1", "X2", "Y2"))
+    fc.add_argument("--min-score", type=float, default=0.9)
+    fc.add_argument("--min-size", type=float, default=50.0, help="px")
+    fc.add_argument("--min-border", type=float, default=0.0, help="px")
+    fc.add_argument("--scale", type=float, nargs=4, default=(1.0, 1.0, 1.0, 1.0), metavar=("L", "R", "U", "D"))
+    fc.add_argument("--square", action="store_true")
+    fc.add_argument("--group", default="clustering", choices=["clustering", "classification"])
+    fc.add_argument("--clusters", default="2-9", help="K or MIN-MAX (default 2-9)")
+    fc.add_argument("--ref-dir", help="classification: one sub-folder of images per person")
+    fc.add_argument("--prefix", default="")
+    fc.add_argument("--save-rejects", action="store_true")
+    fc.add_argument("--save-dupes", action="store_true")
+    fc.add_argument("--detector", default="blazeface-full", choices=["blazeface-short", "blazeface-full", "mtcnn"])
+    _common(fc)
+
     rn = sub.add_parser("run", help="run a job spec (YAML/JSON) on files: the same code as a corpus run")
     rn.add_argument("inputs", nargs="+", help="video files, folders, or .txt lists of paths")
     rn.add_argument("--spec", required=True, help="job spec: job (detect|landmarks|anonymize|manipulate|analyse), "
@@ -396,6 +416,29 @@ def cmd_annotate(args) -> int:
     return _summary(results, args.quiet) if tables else 2
 
 
+def cmd_faces(args) -> int:
+    from .identity import Embedder
+    from .identity.faces import FacesOptions, extract_faces
+    from .io.sources import expand_inputs
+    from .landmarks import FaceLandmarker
+
+    start, end = args.fragment if args.fragment else (0.0, None)
+    options = FacesOptions(step=args.step, start=start, end=end, area=tuple(args.area) if args.area else None,
+                           min_score=args.min_score, min_size=args.min_size, min_border=args.min_border,
+                           scale=tuple(args.scale), square=args.square, group=args.group,
+                           clusters=_identity_count(args.clusters), ref_dir=args.ref_dir, prefix=args.prefix,
+                           save_rejects=args.save_rejects, save_dupes=args.save_dupes)
+    options.validate()
+    device = _device(args.device)
+    landmarker = FaceLandmarker(args.detector, device=device)
+    table = extract_faces(expand_inputs(args.inputs, args.ext), args.output, landmarker, Embedder("dlib", device),
+                          options, args.batch_size)
+    counts = table[table["status"] == "kept"].groupby("group").size().to_dict()
+    _say(args.quiet, f"{args.output}/: {counts}; rejected {int((table['status'] == 'rejected').sum())}, "
+                     f"duplicates {int((table['status'] == 'duplicate').sum())}; log {args.output}/faces.csv")
+    return 0
+
+
 def cmd_run(args) -> int:
     from .corpus.runner import build_job, load_job_spec
     from .io.sources import expand_inputs
@@ -575,7 +618,7 @@ def cmd_weights(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy, "analyse": cmd_analyse, "run": cmd_run, "annotate": cmd_annotate, "corpus": cmd_corpus, "slurm": cmd_slurm, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
+    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy, "analyse": cmd_analyse, "run": cmd_run, "annotate": cmd_annotate, "faces": cmd_faces, "corpus": cmd_corpus, "slurm": cmd_slurm, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
     try:
         return handlers[args.command](args)
     except GpufaceError as e:

@@ -1,5 +1,6 @@
 """Identity: the dlib ResNet port vs dlib itself, aligned chips, clustering known people in real media."""
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +10,7 @@ from sklearn.metrics import adjusted_rand_score
 from gpuface.identity import Embedder, cluster_embeddings, face_chips, label_confidence
 from gpuface.identity.cluster import NotEnoughFacesError
 from gpuface.io.decode import VideoReader
+from gpuface.io.encode import write_image
 from gpuface.io.images import read_image
 from gpuface.landmarks import FaceLandmarker
 
@@ -116,8 +118,9 @@ def test_annotate_people_in_sequence_and_in_a_mosaic(samples, tmp_path):
 
 
 def test_annotate_rows_for_faceless_frames(samples, tmp_path):
-    from gpuface.cli import main
     import pandas as pd
+
+    from gpuface.cli import main
 
     out = tmp_path / "ann.parquet"
     assert main(["annotate", samples["no_face.mp4"], samples["sample_03.mp4"], "-o", str(out), "--end", "0.5",
@@ -141,3 +144,33 @@ def test_clustering_100k_embeddings_reduces_first():
     seconds = time.perf_counter() - t
     print(f"100k embeddings: {seconds:.1f} s, peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
     assert adjusted_rand_score(truth, labels) > 0.99
+
+
+def test_faces_grouped_by_clustering_and_by_reference_images(samples, tmp_path):
+    import pandas as pd
+
+    from gpuface.cli import main
+
+    videos = [samples[f"sample_0{i}.mp4"] for i in range(1, 5)]
+    out = tmp_path / "clustered"
+    assert main(["faces", *videos, "-o", str(out), "--fragment", "0", "2", "--step", "0.5", "--square",
+                 "--save-dupes", "--quiet"]) == 0
+    log = pd.read_csv(out / "faces.csv")
+    kept = log[log["status"] == "kept"]
+    assert set(log["status"]) <= {"kept", "duplicate", "rejected"} and len(kept) >= 4
+    actor = kept["video"].str.contains("sample_0[12]")
+    assert kept.groupby(actor)["group"].nunique().tolist() == [1, 1] and kept["group"].nunique() == 2
+    for f in kept["file"]:
+        assert Path(f).exists() and Path(f).parent.name in set(kept["group"])
+    refs = tmp_path / "refs"
+    for name, video in (("actor_a", samples["sample_01.mp4"]), ("actor_b", samples["sample_03.mp4"])):
+        write_image(refs / name / "ref.jpg", next(iter(VideoReader(video).batches(1))).frames[0])
+    out2 = tmp_path / "classified"
+    assert main(["faces", samples["sample_02.mp4"], samples["sample_04.mp4"], samples["multi_face.jpg"], "-o",
+                 str(out2), "--fragment", "0", "1", "--group", "classification", "--ref-dir", str(refs),
+                 "--min-size", "40", "--quiet"]) == 0
+    log = pd.read_csv(out2 / "faces.csv")
+    kept = log[log["status"] == "kept"]
+    by_video = kept.groupby(kept["video"].map(lambda p: Path(p).stem))["group"].agg(set).to_dict()
+    assert by_video["sample_02"] == {"actor_a"} and by_video["sample_04"] == {"actor_b"}
+    assert by_video["multi_face"] == {"other"}
