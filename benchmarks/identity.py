@@ -1,0 +1,74 @@
+"""Identity throughput: faces/s embedded by the dlib ResNet port at several batch sizes, and `gpuface annotate`
+end to end on the 720p sample, vs the mexca way (facenet-pytorch MTCNN + InceptionResnetV1, frame by frame)
+where facenet-pytorch's pretrained weights can be downloaded (they come from its GitHub releases: online only).
+
+    python benchmarks/identity.py [--frames 96] [--device auto]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--frames", type=int, default=96)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+
+    import gpuface as gf
+    from gpuface.identity import Embedder, face_chips
+    from gpuface.identity.annotate import annotate_source
+    from gpuface.samples import fetch_samples
+
+    video = str(fetch_samples(["sample_01.mp4"])["sample_01.mp4"])
+    frames = torch.cat([b.frames for b in gf.VideoReader(video).batches(32)])[:args.frames]
+    lm = gf.FaceLandmarker(device=device, max_faces=1)
+    faces = lm(frames.to(device), lm.new_state())
+    chips = face_chips(frames.to(device), faces.landmarks, faces.frame)
+    emb = Embedder("dlib", device=device)
+    name = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
+    print(f"# identity: {len(chips)} faces of sample_01, device {device} ({name}), {os.cpu_count()} CPU cores")
+    print("| what | batch | faces/s or frames/s |\n|---|---|---|")
+    with torch.inference_mode():
+        for bs in (1, 8, 32):
+            emb.net(chips[:bs])
+            if device == "cuda":
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            for i in range(0, len(chips), bs):
+                emb.net(chips[i:i + bs])
+            if device == "cuda":
+                torch.cuda.synchronize()
+            print(f"| dlib ResNet embeddings (aligned 150x150 chips) | {bs} | {len(chips) / (time.perf_counter() - t):.1f} |")
+    sel = gf.Selection(end=(args.frames - 0.5) / 29.97)
+    annotate_source(video, lm, emb, 32, sel, num_faces=1)
+    t = time.perf_counter()
+    _, result = annotate_source(video, lm, emb, 32, sel, num_faces=1)
+    print(f"| gpuface annotate end to end (decode, landmarks, embeddings, clustering) | 32 | "
+          f"{result.frames / (time.perf_counter() - t):.1f} |")
+    try:
+        from facenet_pytorch import MTCNN, InceptionResnetV1
+        enc = InceptionResnetV1(pretrained="vggface2", device=device).eval()
+    except Exception as e:  # offline: the weights come from GitHub
+        print(f"| mexca way (facenet MTCNN + InceptionResnetV1, frame by frame) | 1 | unavailable: {type(e).__name__} |")
+        return
+    det = MTCNN(device=device)
+    arr = frames.permute(0, 2, 3, 1).numpy()
+    t = time.perf_counter()
+    with torch.inference_mode():
+        for img in arr:
+            crop = det(img)
+            if crop is not None:
+                enc(crop[None].to(device))
+    print(f"| mexca way (facenet MTCNN + InceptionResnetV1, frame by frame, decoded frames) | 1 | "
+          f"{len(arr) / (time.perf_counter() - t):.1f} |")
+
+
+if __name__ == "__main__":
+    main()
