@@ -240,3 +240,14 @@ def test_one_process_per_device_splits_a_shard(videos, tmp_path):
     assert main(["corpus", "run", str(c), "--spec", str(_spec_file(tmp_path)), "--devices", "cpu,cpu"]) == 0
     st = corpus.status(c)
     assert st["done"] == 4 and st["failed"] == 1 and st["pending"] == 0
+
+
+def test_annotate_job_spec(videos, tmp_path):
+    from gpuface.cli import main
+
+    spec = tmp_path / "annotate.json"
+    spec.write_text(json.dumps({"job": "annotate", "device": "cpu", "options": {"num_faces": 1, "end": 0.5}}))
+    assert main(["run", str(videos / "sample_03.mp4"), "--spec", str(spec), "-o", str(tmp_path / "out"),
+                 "--quiet"]) == 0
+    table = pd.read_parquet(tmp_path / "out" / "sample_03" / "annotation.parquet")
+    assert len(table) == 15 and (table["label"] == 0).all() and table["confidence"].isna().all()

@@ -2,7 +2,7 @@
 
 A *job spec* (YAML/JSON) names a job and its options, e.g.::
 
-    job: landmarks            # detect | landmarks | anonymize | manipulate | analyse
+    job: landmarks            # detect | landmarks | anonymize | manipulate | analyse | annotate
     batch_size: 16
     device: auto              # auto | cpu | cuda | cuda:1
     options: {detector: blazeface-full, max_faces: 2, end: 10.0}
@@ -30,7 +30,7 @@ import pandas as pd
 from ..errors import GpufaceError, InputNotFoundError, InvalidOptionError
 from .manifest import load_manifest
 
-JOBS = ("detect", "landmarks", "anonymize", "manipulate", "analyse")
+JOBS = ("detect", "landmarks", "anonymize", "manipulate", "analyse", "annotate")
 _SELECTION_KEYS = {"step", "step_seconds", "start", "end"}
 
 
@@ -122,6 +122,16 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
             result.outputs.append(str(_table(colours, out / "colour_means.parquet")))
             if flow is not None:
                 result.outputs.append(str(_table(flow, out / "landmark_flow.parquet")))
+        elif spec.job == "annotate":
+            from ..identity import Embedder
+            from ..identity.annotate import annotate_source
+            if "emb" not in cache:
+                cache["emb"] = Embedder("dlib", device=device)
+            k = opts.get("num_faces", [2, 9])
+            table, result = annotate_source(path, landmarker(), cache["emb"], spec.batch_size, selection,
+                                            k if isinstance(k, int) else tuple(k), bool(opts.get("per_face", False)),
+                                            opts.get("too_few", "error"), bool(opts.get("embeddings", False)))
+            result.outputs.append(str(_table(table, out / "annotation.parquet")))
         elif spec.job == "anonymize":
             from ..manipulate.anonymize import AnonymizeOptions
             keys = {"mode", "ellipse", "mask_scale", "color"}
