@@ -120,13 +120,22 @@ def _window(boxes: torch.Tensor, k: int, h: int, w: int) -> tuple[int, int, int,
 
 
 def _coarse(frames: torch.Tensor, k: int, smooth: bool) -> torch.Tensor:
-    """Frames averaged over 2^k-pixel blocks, upsampled back: bilinear + Gaussian (blur) or nearest (mosaic)."""
+    """uint8 frames (B, 3, h, w) made coarse at 2^k-pixel scale, uint8 out.
+
+    Mosaic: exact block means (``avg_pool2d``), each block filled with its mean (nearest upsampling). Blur: an
+    anti-aliased bilinear downscale by 2^k, a 5×5 Gaussian (σ = 1 small pixel), bilinear upscale — the resizes
+    run on uint8 channels-last tensors (PyTorch's fast uint8 path; ~15x cheaper than float32 on a CPU).
+    """
     h, w = frames.shape[-2:]
     s = 2 ** k
-    small = F.avg_pool2d(frames, s, s, ceil_mode=True)
     if not smooth:
+        small = F.avg_pool2d(frames.float(), s, s, ceil_mode=True).round_().to(torch.uint8)
         return F.interpolate(small, scale_factor=s, mode="nearest")[..., :h, :w]
-    small = kornia.filters.gaussian_blur2d(small, (5, 5), (1.0, 1.0), border_type="replicate")
+    x = frames.contiguous(memory_format=torch.channels_last)
+    small = F.interpolate(x, size=(max(-(-h // s), 1), max(-(-w // s), 1)), mode="bilinear", antialias=True,
+                          align_corners=False)
+    small = kornia.filters.gaussian_blur2d(small.float(), (5, 5), (1.0, 1.0), border_type="replicate")
+    small = small.round_().clamp_(0, 255).to(torch.uint8).contiguous(memory_format=torch.channels_last)
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 
 
@@ -152,7 +161,7 @@ def anonymize(frames: torch.Tensor, faces: Faces, options: AnonymizeOptions | No
     boxes = scale_boxes(faces.boxes.to(frames.device), opt.mask_scale)
     frame = faces.frame.to(frames.device)
     if opt.mode in ("blur", "mosaic"):
-        # only the windows around the faces are converted to float and back; the rest is never touched
+        # only the windows around the faces are touched, in uint8; the masks are hard (0/1): a select, no blend
         cells = opt.blur_cells if opt.mode == "blur" else opt.mosaic_cells
         levels = _block_levels(boxes[:, 2] - boxes[:, 0], cells)
         out = frames.clone()
@@ -162,8 +171,8 @@ def anonymize(frames: torch.Tensor, faces: Faces, options: AnonymizeOptions | No
             win = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
             shifted = boxes[sel] - boxes.new_tensor([x0, y0, x0, y0])
             mask = face_masks(shifted, frame[sel], (b, y1 - y0, x1 - x0), opt.ellipse)
-            coarse = _coarse(frames[win].float() / 255.0, k, smooth=opt.mode == "blur")
-            out[win] = _to_uint8(torch.lerp(out[win].float() / 255.0, coarse, mask))
+            coarse = _coarse(frames[win], k, smooth=opt.mode == "blur")
+            out[win] = torch.where(mask > 0.5, coarse, out[win])
         return out
     x = frames.float() / 255.0
     if opt.mode == "rectangle":
