@@ -14,19 +14,19 @@ Cheaper resampling was tried and rejected: an anti-aliased bilinear pyramid or b
 boxes enough (IoU about 0.93 against facenet-pytorch on the 720p sample) to break parity.
 
 BlazeFace (MediaPipe's short-range and full-range detectors, see :mod:`gpuface.models.blazeface`): every frame
-letterboxed into the model's square input by one affine ``grid_sample``, anchors decoded for the whole
-batch, then MediaPipe's *weighted* NMS (overlapping boxes averaged by score) for all frames at once.
+letterboxed into the model's square input (:func:`letterbox`: one uint8 anti-aliased resize), anchors decoded
+for the whole batch, then MediaPipe's *weighted* NMS (overlapping boxes averaged by score) for all frames at once.
 """
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, box_iou
 
 from .errors import InvalidOptionError
-from .geometry import crop_rois, letterbox_rois
 from .models.blazeface import BlazeFace
 from .models.mtcnn import MTCNN
 from .types import Faces
@@ -329,6 +329,23 @@ def expand_boxes(boxes: torch.Tensor, scale: Sequence[float] = (1.0, 1.0, 1.0, 1
     return out
 
 
+def letterbox(frames: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fit uint8 frames (B, 3, H, W) into a ``size`` square keeping the aspect ratio, centred, black border, as
+    the detector's input: float (B, 3, size, size) in [-1, 1], channels-last. The resize is an anti-aliased
+    bilinear one on uint8 (PyTorch's fast path). Returns ``(x, scale, pad)`` with ``scale`` (2,) = resized /
+    original size and ``pad`` (2,) the left/top border in pixels, per axis (x, y), to map results back."""
+    b, _, h, w = frames.shape
+    nw, nh = max(round(w * size / max(h, w)), 1), max(round(h * size / max(h, w)), 1)
+    small = F.interpolate(frames.contiguous(memory_format=torch.channels_last), size=(nh, nw), mode="bilinear",
+                          antialias=True, align_corners=False)
+    left, top = (size - nw) // 2, (size - nh) // 2
+    x = torch.zeros(b, 3, size, size, device=frames.device).contiguous(memory_format=torch.channels_last)
+    x[:, :, top:top + nh, left:left + nw] = small.float()
+    x = x.mul_(2 / 255).sub_(1)
+    return x, torch.tensor([nw / w, nh / h], device=frames.device), torch.tensor([left, top], device=frames.device,
+                                                                                 dtype=torch.float32)
+
+
 def weighted_nms(scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor, frame: torch.Tensor,
                  iou_threshold: float = 0.3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """MediaPipe's weighted non-maximum suppression (``NonMaxSuppressionCalculator``, ``WEIGHTED``), batched.
@@ -381,18 +398,16 @@ class BlazeFaceDetector(nn.Module):
     def forward(self, frames: torch.Tensor) -> Faces:
         b, _, h, w = frames.shape
         size = self.net.config.input_size
-        centres, sides, angles = letterbox_rois(b, h, w, frames.device)
-        x = crop_rois(frames, torch.arange(b, device=frames.device), centres, sides, angles, size, (-1.0, 1.0))
+        x, scale, pad = letterbox(frames, size)
         dtype = next(self.net.graph.buffers()).dtype
         scores, boxes, keypoints = (t.float() for t in self.net(x.to(dtype)))
         keep = scores >= self.score_threshold
         frame = torch.arange(b, device=frames.device)[:, None].expand_as(scores)[keep]
         scores, boxes, keypoints, frame = weighted_nms(scores[keep], boxes[keep], keypoints[keep], frame,
                                                        self.iou_threshold)
-        side = float(max(h, w))
-        offset = torch.tensor([w / 2 - side / 2, h / 2 - side / 2], device=frames.device)
-        boxes = boxes * side + offset.repeat(2)
-        keypoints = keypoints * side + offset
+        # letterbox fractions → frame pixels, per axis
+        boxes = (boxes * size - pad.repeat(2)) / scale.repeat(2)
+        keypoints = (keypoints * size - pad) / scale
         return Faces(frame=frame, boxes=boxes, scores=scores, keypoints=keypoints)
 
 
@@ -445,4 +460,4 @@ class FaceDetector:
         return filter_faces(faces, tuple(frames.shape[-2:]), self.min_score, self.min_size, self.min_border)
 
 
-__all__ = ["FaceDetector", "MTCNNDetector", "BlazeFaceDetector", "weighted_nms", "filter_faces", "expand_boxes", "nms_min", "area_crops", "area_level", "DETECTORS"]
+__all__ = ["FaceDetector", "MTCNNDetector", "BlazeFaceDetector", "weighted_nms", "letterbox", "filter_faces", "expand_boxes", "nms_min", "area_crops", "area_level", "DETECTORS"]

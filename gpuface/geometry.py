@@ -72,11 +72,4 @@ def rois_to_frame(points: torch.Tensor, centres: torch.Tensor, sides: torch.Tens
     return torch.stack(cols, dim=-1)
 
 
-def letterbox_rois(batch: int, height: int, width: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ROIs that letterbox whole (height, width) frames into a centred square (MediaPipe detector input)."""
-    centres = torch.tensor([[width / 2, height / 2]], device=device).expand(batch, 2)
-    sides = torch.full((batch,), float(max(height, width)), device=device)
-    return centres, sides, torch.zeros(batch, device=device)
-
-
-__all__ = ["roi_theta", "crop_rois", "rois_to_frame", "letterbox_rois"]
+__all__ = ["roi_theta", "crop_rois", "rois_to_frame"]
