@@ -261,24 +261,21 @@ def _summary(results, quiet: bool) -> int:
     return 1 if failed else 0
 
 
-def cmd_detect(args) -> int:
+def _tables_over_inputs(args, run_one) -> int:
+    """Run ``run_one(path) -> (table, JobResult)`` on every input (a broken one is reported, the others go on)
+    and write all tables as one to ``args.output``."""
     import pandas as pd
 
-    from .detect import FaceDetector
     from .io.sources import expand_inputs
-    from .outputs import table_format, write_table
-    from .pipeline import JobResult, detect_source, run_many
+    from .outputs import write_table
+    from .pipeline import run_many
 
-    table_format(args.output)  # a bad extension fails before any work
-    detector = FaceDetector("mtcnn", device=_device(args.device), min_score=args.threshold,
-                            min_face_size=args.min_face_size)
-    sel = _selection(args)
     tables = []
 
-    def job(path: str) -> JobResult:
-        table, result = detect_source(path, detector, args.batch_size, sel, args.backend, args.quiet)
+    def job(path: str):
+        table, result = run_one(path)
         tables.append(table)
-        result.outputs.append(args.output)
+        result.outputs.insert(0, args.output)
         return result
 
     results = run_many(expand_inputs(args.inputs, args.ext), job, _error)
@@ -287,14 +284,24 @@ def cmd_detect(args) -> int:
     return _summary(results, args.quiet) if tables else 2
 
 
-def cmd_landmarks(args) -> int:
-    import pandas as pd
+def cmd_detect(args) -> int:
+    from .detect import FaceDetector
+    from .outputs import table_format
+    from .pipeline import detect_source
 
+    table_format(args.output)  # a bad extension fails before any work
+    detector = FaceDetector("mtcnn", device=_device(args.device), min_score=args.threshold,
+                            min_face_size=args.min_face_size)
+    sel = _selection(args)
+    return _tables_over_inputs(args, lambda path: detect_source(path, detector, args.batch_size, sel, args.backend,
+                                                                args.quiet))
+
+
+def cmd_landmarks(args) -> int:
     from .io.images import IMAGE_EXTENSIONS
-    from .io.sources import expand_inputs
     from .landmarks import FaceLandmarker
-    from .outputs import table_format, write_table
-    from .pipeline import JobResult, default_output, landmarks_source, run_many
+    from .outputs import table_format
+    from .pipeline import default_output, landmarks_source
     from .regions import get_region
 
     table_format(args.output)
@@ -306,24 +313,18 @@ def cmd_landmarks(args) -> int:
                                 redetect_every=args.redetect_every, blendshapes=not args.no_blendshapes)
     sel = _selection(args)
     out_dir = str(Path(args.output).resolve().parent)
-    tables = []
 
-    def job(path: str) -> JobResult:
+    def one(path: str):
         draw = None
         if args.draw:
             ext = ".png" if Path(path).suffix.lower() in IMAGE_EXTENSIONS else ".mp4"
             draw = default_output(path, out_dir, "_landmarks", ext)
-        table, result = landmarks_source(path, landmarker, args.batch_size, sel, args.backend, draw, regions,
-                                         args.overwrite, args.quiet)
-        tables.append(table)
-        result.outputs.insert(0, args.output)
-        return result
+        return landmarks_source(path, landmarker, args.batch_size, sel, args.backend, draw, regions, args.overwrite,
+                                args.quiet)
 
-    results = run_many(expand_inputs(args.inputs, args.ext), job, _error)
-    if tables:
-        write_table(pd.concat(tables, ignore_index=True), args.output)
+    status = _tables_over_inputs(args, one)
     _say(args.quiet, f"detector ran on {landmarker.detector_frames} frames; FaceMesh on {landmarker.mesh_crops} crops")
-    return _summary(results, args.quiet) if tables else 2
+    return status
 
 
 def cmd_manipulate(args) -> int:
@@ -387,33 +388,20 @@ def _identity_count(text: str):
 
 
 def cmd_annotate(args) -> int:
-    import pandas as pd
-
     from .identity import Embedder
     from .identity.annotate import annotate_source
-    from .io.sources import expand_inputs
     from .landmarks import FaceLandmarker
-    from .outputs import table_format, write_table
-    from .pipeline import run_many
+    from .outputs import table_format
 
     table_format(args.output)
     k = _identity_count(args.num_faces)
     device = _device(args.device)
     landmarker = FaceLandmarker(args.detector, device=device, max_faces=args.max_faces)
     embedder = Embedder("dlib", device=device)
-    tables = []
-
-    def job(path: str):
-        table, result = annotate_source(path, landmarker, embedder, args.batch_size, _selection(args), k,
-                                        args.per_face, args.too_few, args.embeddings, args.backend, args.quiet)
-        tables.append(table)
-        result.outputs.append(args.output)
-        return result
-
-    results = run_many(expand_inputs(args.inputs, args.ext), job, _error)
-    if tables:
-        write_table(pd.concat(tables, ignore_index=True), args.output)
-    return _summary(results, args.quiet) if tables else 2
+    sel = _selection(args)
+    return _tables_over_inputs(args, lambda path: annotate_source(
+        path, landmarker, embedder, args.batch_size, sel, k, args.per_face, args.too_few, args.embeddings,
+        args.backend, args.quiet))
 
 
 def cmd_faces(args) -> int:
