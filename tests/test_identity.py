@@ -174,3 +174,24 @@ def test_faces_grouped_by_clustering_and_by_reference_images(samples, tmp_path):
     by_video = kept.groupby(kept["video"].map(lambda p: Path(p).stem))["group"].agg(set).to_dict()
     assert by_video["sample_02"] == {"actor_a"} and by_video["sample_04"] == {"actor_b"}
     assert by_video["multi_face"] == {"other"}
+
+
+def test_assign_tracks_links_by_overlap_and_identity():
+    from gpuface.track import assign_tracks
+
+    a, b = torch.zeros(128), torch.zeros(128)
+    a[0], b[1] = 1.0, 1.0                                   # two people, far apart in embedding space
+    box = torch.tensor([100.0, 100.0, 200.0, 200.0])
+    frames, boxes, embs = [], [], []
+    for f in range(12):                                      # A moves slowly; at frame 6 B takes A's place
+        frames.append(f)
+        boxes.append(box + f * 2)
+        embs.append(a if f < 6 else b)
+    frames += [20, 21]                                       # after a gap of 8 frames
+    boxes += [box, box]
+    embs += [b, b]
+    ids = assign_tracks(torch.tensor(frames), torch.stack(boxes), None, torch.stack(embs), max_gap=5)
+    assert ids[:6].unique().tolist() == [0] and ids[6:12].unique().tolist() == [1]
+    assert ids[12:].unique().tolist() == [2]                # the gap ended B's track
+    cut = assign_tracks(torch.tensor(frames[:6]), torch.stack(boxes[:6]), None, torch.stack(embs[:6]), cuts={3})
+    assert cut.tolist() == [0, 0, 0, 1, 1, 1]

@@ -1,8 +1,10 @@
 """mexca-style annotation of a video: every face of every frame with its identity label and confidence.
 
-Per video: FaceMesh landmarks with tracking (tracks end at shot cuts, found as large frame-to-frame changes of a
-32×32 grey thumbnail, and when a face is lost), dlib embeddings of every face (one pass per batch), one mean
-embedding per track, spectral clustering of the tracks (or of single faces) into identities
+Per video: FaceMesh landmarks (the landmarker's own ROI tracking ends at shot cuts, found as large
+frame-to-frame changes of a 32×32 grey thumbnail), dlib embeddings of every face (one pass per batch), track ids
+over the whole video from box IoU, keypoint distance and embedding distance (:func:`gpuface.track.assign_tracks`:
+a different person in the same place starts a new track; tracks end at cuts and gaps), one mean embedding per
+track, spectral clustering of the tracks (or of single faces) into identities
 (:func:`gpuface.identity.cluster.cluster_embeddings`), labels broadcast back to faces, mexca's confidence per face.
 """
 from __future__ import annotations
@@ -50,17 +52,19 @@ def annotate_source(path: str, landmarker, embedder, batch_size: int = 32, selec
     """
     from ..io.decode import VideoReader
     from ..pipeline import JobResult, OomGuard, _progress
+    from ..track import assign_tracks
     from .cluster import cluster_embeddings, estimate_count, label_confidence
 
     t0 = time.perf_counter()
     guard = OomGuard()
     reader = VideoReader(path, backend=backend, device=landmarker.device)
     state = landmarker.new_state()
-    rows, embs, tracks, frames_seen = [], [], [], []
+    rows, embs, frames_seen, cut_frames = [], [], [], set()
     last, result = None, JobResult(path)
     with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
         for batch in reader.batches(batch_size, selection, device=landmarker.device):
             cuts = torch.nonzero(shot_cuts(batch.frames, last)).flatten().tolist()
+            cut_frames.update(int(batch.index[c]) for c in cuts)
             bounds = [0] + [c for c in cuts if c > 0] + [len(batch)]
             parts = []
             for a, b in zip(bounds[:-1], bounds[1:]):
@@ -76,7 +80,6 @@ def annotate_source(path: str, landmarker, embedder, batch_size: int = 32, selec
             table.insert(10, "track", f.track_id.numpy())
             rows.append(table)
             embs.append(f.embedding)
-            tracks.append(f.track_id)
             frames_seen.append(pd.DataFrame({"frame": batch.index.numpy(), "time_s": batch.pts.numpy()}))
             last = batch.frames[-1]
             result.frames += len(batch)
@@ -84,7 +87,12 @@ def annotate_source(path: str, landmarker, embedder, batch_size: int = 32, selec
             bar.update(len(batch))
     table = pd.concat(rows, ignore_index=True)
     emb = torch.cat(embs).numpy() if embs else np.zeros((0, embedder.dim))
-    track = torch.cat(tracks).numpy() if tracks else np.zeros(0, dtype=np.int64)
+    if len(table):  # track ids over the whole video: box IoU + keypoint distance + embedding distance, cuts
+        kp = torch.tensor(table[[c for c in table.columns if c.startswith("kp")]].to_numpy(np.float32))
+        table["track"] = assign_tracks(torch.tensor(table["frame"].to_numpy()),
+                                       torch.tensor(table[["x1", "y1", "x2", "y2"]].to_numpy(np.float32)),
+                                       kp.view(len(table), -1, 2), torch.from_numpy(emb), cut_frames).numpy()
+    track = table["track"].to_numpy() if len(table) else np.zeros(0, dtype=np.int64)
     if len(table):
         if per_face:
             labels = cluster_embeddings(emb, num_faces, too_few=too_few)
