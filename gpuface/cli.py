@@ -133,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="regions (or expressions) whose mean colour is measured")
     an.add_argument("--space", default="rgb", choices=["rgb", "hsv", "lab", "grey"], help="colour space")
     an.add_argument("--no-flow", action="store_true", help="skip the Lucas-Kanade flow of the landmarks")
+    an.add_argument("--dense", action="store_true",
+                    help="also dense optical flow of every pixel, summarised in the face oval (dense_flow.parquet)")
     an.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"])
     _selection_options(an)
     _common(an)
@@ -357,14 +359,16 @@ def cmd_analyse(args) -> int:
         get_region(r)
     landmarker = FaceLandmarker(args.detector, device=_device(args.device))
     out = Path(args.output)
-    colours, flows = [], []
+    colours, flows, denses = [], [], []
 
     def job(path: str):
         c, f, result = analyse_source(path, landmarker, args.batch_size, _selection(args), tuple(args.regions),
-                                      args.space, not args.no_flow, args.backend, args.quiet)
+                                      args.space, not args.no_flow, args.backend, args.quiet, args.dense)
         colours.append(c)
         if f is not None and len(f):
             flows.append(f.assign(video=path))
+        if len(result.tables.get("dense_flow", ())):
+            denses.append(result.tables["dense_flow"].assign(video=path))
         return result
 
     results = run_many(expand_inputs(args.inputs, args.ext), job, _error)
@@ -374,6 +378,8 @@ def cmd_analyse(args) -> int:
             r.outputs.append(str(path))
     if flows:
         write_table(pd.concat(flows, ignore_index=True), out / "landmark_flow.parquet")
+    if denses:
+        write_table(pd.concat(denses, ignore_index=True), out / "dense_flow.parquet")
     return _summary(results, args.quiet) if colours else 2
 
 

@@ -35,6 +35,7 @@ class JobResult:
     seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)
     error: str | None = None
+    tables: dict = field(default_factory=dict)  # extra tables a job produced (name -> DataFrame)
 
     @property
     def fps(self) -> float:
@@ -257,24 +258,39 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
 
 def analyse_source(path: str, landmarker, batch_size: int = 32, selection: Selection | None = None,
                    colour_regions: tuple[str, ...] = ("face_skin", "cheeks", "nose", "chin"), space: str = "rgb",
-                   flow: bool = True, backend: str = "auto", quiet: bool = True):
+                   flow: bool = True, backend: str = "auto", quiet: bool = True, dense: bool = False):
     """Per-frame measurements of one video: region colour means (every face) and the Lucas–Kanade flow of the
-    first face's landmarks between consecutive selected frames (pairs across batch borders included).
+    first face's landmarks between consecutive selected frames (pairs across batch borders included); with
+    ``dense``, also the dense flow of every pixel summarised inside the face ovals.
 
     Returns:
-        ``(colour_table, flow_table, result)`` (pandas DataFrames; ``flow_table`` is None without ``flow``).
+        ``(colour_table, flow_table, result)`` (pandas DataFrames; ``flow_table`` is None without ``flow``;
+        the dense summary table is ``result.tables["dense_flow"]``).
     """
-    from .analysis import landmark_flow, region_colour_means
+    import kornia
+
+    from .analysis import dense_flow, dense_flow_summary, landmark_flow, region_colour_means
+    from .regions import region_masks
 
     t0 = time.perf_counter()
     guard = OomGuard()
     reader = open_source(path, backend=backend, device=landmarker.device)
     state = None if isinstance(reader, ImageReader) else landmarker.new_state()
-    colours, flows, result, carry = [], [], JobResult(path), None
+    colours, flows, denses, result, carry, dense_carry = [], [], [], JobResult(path), None, None
     with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
         for batch in reader.batches(batch_size, selection, device=landmarker.device):
             faces = guard(landmarker, batch.frames, state)
             colours.append(region_colour_means(batch, faces, colour_regions, space, video=path))
+            if dense and state is not None:
+                grey = kornia.color.rgb_to_grayscale(batch.frames.float() / 255)
+                masks = region_masks(faces.landmarks, faces.frame, "face_oval", len(batch), tuple(grey.shape[-2:]))
+                seq = [grey, masks, batch.index, batch.pts]
+                if dense_carry is not None:
+                    seq = [torch.cat([c.to(t.device), t]) for c, t in zip(dense_carry, seq)]
+                if seq[0].shape[0] > 1:
+                    f = dense_flow(seq[0][:-1], seq[0][1:])
+                    denses.append(dense_flow_summary(f, seq[1][:-1], seq[2][:-1], seq[3][:-1]))
+                dense_carry = [t[-1:] for t in seq]
             if flow and state is not None:
                 first = torch.ones(len(faces), dtype=torch.bool, device=faces.frame.device)
                 first[1:] = faces.frame[1:] != faces.frame[:-1]          # the first face of each frame
@@ -295,6 +311,8 @@ def analyse_source(path: str, landmarker, batch_size: int = 32, selection: Selec
             bar.update(len(batch))
     result.seconds = time.perf_counter() - t0
     flow_table = pd.concat(flows, ignore_index=True) if flows else (pd.DataFrame() if flow else None)
+    if dense:
+        result.tables["dense_flow"] = pd.concat(denses, ignore_index=True) if denses else pd.DataFrame()
     return pd.concat(colours, ignore_index=True), flow_table, result
 
 

@@ -49,9 +49,31 @@ def test_analyse_cli(samples, tmp_path):
     from gpuface.cli import main
 
     assert main(["analyse", samples["sample_01.mp4"], samples["no_face.mp4"], "-o", str(tmp_path), "--end", "1.5",
-                 "--batch-size", "16", "--space", "lab", "--regions", "face_skin", "chin", "--quiet"]) == 0
+                 "--batch-size", "16", "--space", "lab", "--regions", "face_skin", "chin", "--dense", "--quiet"]) == 0
     colours = pd.read_parquet(tmp_path / "colour_means.parquet")
     assert {"face_skin_L", "face_skin_a", "chin_b"} <= set(colours.columns)
     assert (colours["video"] == samples["sample_01.mp4"]).all() and len(colours) == 45
     flow = pd.read_parquet(tmp_path / "landmark_flow.parquet")
     assert len(flow) == 44 and (flow["next_frame"] - flow["frame"] == 1).all()   # pairs across batch borders
+    dense = pd.read_parquet(tmp_path / "dense_flow.parquet")
+    s1 = dense[dense["video"] == samples["sample_01.mp4"]]
+    assert len(s1) == 44 and (s1["face_magnitude"] < 5).all() and s1["frame"].is_monotonic_increasing
+
+
+def test_dense_flow_recovers_a_known_translation(tracked_clip):
+    from gpuface.analysis import dense_flow, dense_flow_summary
+    from gpuface.regions import region_masks
+
+    clip, faces = tracked_clip
+    grey = kornia.color.rgb_to_grayscale(clip.frames[:2].float() / 255)
+    h, w = grey.shape[-2:]
+    dx, dy = 3.4, -2.1
+    theta = torch.tensor([[1, 0, -2 * dx / w], [0, 1, -2 * dy / h]], dtype=torch.float32)[None].expand(2, 2, 3)
+    moved = F.grid_sample(grey, F.affine_grid(theta, list(grey.shape), align_corners=False), align_corners=False,
+                          padding_mode="border")
+    flow = dense_flow(grey, moved)
+    assert flow.shape == (2, 2, h, w)
+    mask = region_masks(faces.landmarks[:2], torch.arange(2), "face_oval", 2, (h, w))
+    table = dense_flow_summary(flow, mask, clip.index[:2], clip.pts[:2])
+    assert (table["face_dx"] - dx).abs().max() < 0.15 and (table["face_dy"] - dy).abs().max() < 0.15
+    assert (table["face_magnitude"] - (dx ** 2 + dy ** 2) ** 0.5).abs().max() < 0.3

@@ -9,6 +9,8 @@ frames or points.
 
 PyFAME's ``analyse_optical_flow_sparse`` runs OpenCV per frame on Shi–Tomasi corners; here the points are
 the face's own landmarks (or any points you pass), and a summary table per frame comes with the raw flow.
+:func:`dense_flow` gives every pixel's displacement (PyFAME's dense option uses OpenCV's Farnebäck, one frame
+pair at a time) with the same Lucas–Kanade model, for whole batches of frame pairs.
 """
 from __future__ import annotations
 
@@ -90,6 +92,71 @@ def lucas_kanade(prev: torch.Tensor, nxt: torch.Tensor, points: torch.Tensor, wi
     return flow, (lam > min_eigen) & inside & torch.isfinite(flow).all(-1), error
 
 
+def dense_flow(prev: torch.Tensor, nxt: torch.Tensor, window: int = 15, levels: int = 4,
+               iterations: int = 3) -> torch.Tensor:
+    """Dense optical flow for every pixel: pyramidal Lucas–Kanade with box-filtered structure tensors (the
+    classic dense LK), coarse to fine, ``iterations`` warps per level, all frame pairs of a batch at once.
+
+    Args:
+        prev, nxt: grey frames float (B, 1, H, W) in [0, 1]. window: averaging window (odd, px at each level).
+        levels: pyramid levels. iterations: Gauss–Newton warps per level.
+
+    Returns:
+        float (B, 2, H, W): displacement (dx, dy) in pixels of each pixel of ``prev``. Flat regions (singular
+        structure tensor) get 0.
+
+    Raises:
+        InvalidOptionError: bad window, levels or iterations.
+    """
+    if window < 3 or window % 2 == 0 or levels < 1 or iterations < 1:
+        raise InvalidOptionError("dense_flow: odd window >= 3, levels >= 1, iterations >= 1")
+    pyr0, pyr1 = [prev], [nxt]
+    for _ in range(levels - 1):
+        pyr0.append(kornia.geometry.transform.pyrdown(pyr0[-1]))
+        pyr1.append(kornia.geometry.transform.pyrdown(pyr1[-1]))
+    flow = torch.zeros(prev.shape[0], 2, *pyr0[-1].shape[-2:], device=prev.device, dtype=prev.dtype)
+    box = lambda t: kornia.filters.box_blur(t, (window, window), border_type="replicate")  # noqa: E731
+    for level in range(levels - 1, -1, -1):
+        i0, i1 = pyr0[level], pyr1[level]
+        h, w = i0.shape[-2:]
+        if flow.shape[-2:] != (h, w):
+            flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False) * 2
+        g = kornia.filters.spatial_gradient(i0, mode="sobel", order=1, normalized=True)[:, 0]     # (B, 2, H, W)
+        ix, iy = g[:, :1], g[:, 1:]
+        gxx, gxy, gyy = box(ix * ix), box(ix * iy), box(iy * iy)
+        det = gxx * gyy - gxy * gxy
+        ys, xs = torch.meshgrid(torch.arange(h, device=prev.device, dtype=prev.dtype),
+                                torch.arange(w, device=prev.device, dtype=prev.dtype), indexing="ij")
+        for _ in range(iterations):
+            gx = (xs + flow[:, 0] + 0.5) / w * 2 - 1
+            gy = (ys + flow[:, 1] + 0.5) / h * 2 - 1
+            warped = F.grid_sample(i1, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="border",
+                                   align_corners=False)
+            diff = i0 - warped
+            bx, by = box(diff * ix), box(diff * iy)
+            ok = det > 1e-9
+            safe = torch.where(ok, det, torch.ones_like(det))
+            step = torch.cat([(gyy * bx - gxy * by) / safe, (gxx * by - gxy * bx) / safe], dim=1)
+            flow = flow + torch.where(ok, step, torch.zeros_like(step))
+    return flow
+
+
+def dense_flow_summary(flow: torch.Tensor, mask: torch.Tensor, frame_index: torch.Tensor,
+                       times: torch.Tensor) -> pd.DataFrame:
+    """Per frame pair: ``frame, time_s, face_dx, face_dy, face_magnitude`` (means over ``mask`` > 0.5, e.g. the
+    face oval) and ``frame_magnitude`` (mean over the whole frame). flow (B, 2, H, W), mask (B, 1, H, W)."""
+    m = (mask > 0.5).to(flow.dtype)
+    area = m.sum(dim=(1, 2, 3)).clamp(min=1)
+    mag = flow.norm(dim=1, keepdim=True)
+    return pd.DataFrame({
+        "frame": frame_index.cpu().numpy(), "time_s": times.cpu().numpy(),
+        "face_dx": ((flow[:, :1] * m).sum(dim=(1, 2, 3)) / area).cpu().numpy(),
+        "face_dy": ((flow[:, 1:] * m).sum(dim=(1, 2, 3)) / area).cpu().numpy(),
+        "face_magnitude": ((mag * m).sum(dim=(1, 2, 3)) / area).cpu().numpy(),
+        "frame_magnitude": mag.mean(dim=(1, 2, 3)).cpu().numpy(),
+    })
+
+
 def landmark_flow(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: torch.Tensor, times: torch.Tensor,
                   indices=None, **lk) -> pd.DataFrame:
     """Lucas–Kanade flow of landmarks between consecutive frames of a batch (one face per frame), with a summary.
@@ -127,4 +194,4 @@ def landmark_flow(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: to
     })
 
 
-__all__ = ["lucas_kanade", "landmark_flow"]
+__all__ = ["lucas_kanade", "dense_flow", "dense_flow_summary", "landmark_flow"]
