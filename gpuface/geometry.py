@@ -22,17 +22,17 @@ def roi_theta(centres: torch.Tensor, sides: torch.Tensor, angles: torch.Tensor, 
 
 
 def crop_rois(frames: torch.Tensor, frame_index: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor,
-              angles: torch.Tensor, size: int, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+              angles: torch.Tensor, size: int) -> torch.Tensor:
     """Crop N rotated square ROIs from a batch of frames in one bilinear ``grid_sample`` (zeros outside).
 
     Args:
         frames: uint8 (B, 3, H, W) RGB, or float in [0, 1].
         frame_index: int64 (N,) frame of each ROI. centres: float (N, 2) px. sides: float (N,) px.
         angles: float (N,) radians. size: output side S in pixels.
-        value_range: (low, high) the pixel values 0 and 255 map to (MediaPipe: FaceMesh (0, 1), BlazeFace (-1, 1)).
 
     Returns:
-        float32 (N, 3, S, S) crops (float16 when ``frames`` is float16); the border outside a frame is ``low``.
+        float32 (N, 3, S, S) crops in [0, 1] (MediaPipe's FaceMesh input range; float16 when ``frames`` is
+        float16); 0 outside the frame.
     """
     n = frame_index.numel()
     if n == 0:
@@ -55,9 +55,7 @@ def crop_rois(frames: torch.Tensor, frame_index: torch.Tensor, centres: torch.Te
     grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
     if not torch.equal(inverse, torch.arange(n, device=inverse.device)):  # several ROIs per frame, or unsorted
         window = window[inverse]
-    crops = F.grid_sample(window, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    low, high = value_range
-    return crops * (high - low) + low if (low, high) != (0.0, 1.0) else crops
+    return F.grid_sample(window, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def rois_to_frame(points: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor, angles: torch.Tensor,

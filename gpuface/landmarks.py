@@ -116,9 +116,9 @@ class FaceLandmarker:
         keyframe_step: within a batch, every this many frames (and the last) is landmarked first from the
             tracks' ROIs; the frames between start from ROIs interpolated between those key frames.
         blendshapes: compute the 52 blendshape coefficients.
-        compile: run FaceMesh through ``torch.compile`` (Inductor) in fixed chunks of 32 crops. About 3x faster
-            FaceMesh on a 2-core CPU (12.4 → 3.6 ms per crop) after a one-off compilation of ~25 s per process:
-            worth it for long videos and corpora, not for a short clip.
+        compile: run FaceMesh through ``torch.compile`` (Inductor) in fixed chunks of 8 crops (zero-padded, so one
+            compiled graph serves every batch). FaceMesh alone is ~3x faster on a 2-core CPU at batch 32, but end
+            to end the gain there was ~10 % after a one-off compilation of ~25 s per process: for long videos.
 
     Raises:
         InvalidOptionError: bad option values. WeightsError: weights unavailable.

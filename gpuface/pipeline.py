@@ -194,7 +194,6 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
 
     from . import __version__
     from .fetch import sha256_file
-    from .io.decode import Selection
     from .io.encode import temporary_path
     from .manipulate.layers import LayerStack
     from .manipulate.temporal import frame_order, shuffled_block_array
@@ -284,26 +283,20 @@ def analyse_source(path: str, landmarker, batch_size: int = 32, selection: Selec
             if dense and state is not None:
                 grey = kornia.color.rgb_to_grayscale(batch.frames.float() / 255)
                 masks = region_masks(faces.landmarks, faces.frame, "face_oval", len(batch), tuple(grey.shape[-2:]))
-                seq = [grey, masks, batch.index, batch.pts]
-                if dense_carry is not None:
-                    seq = [torch.cat([c.to(t.device), t]) for c, t in zip(dense_carry, seq)]
+                seq = _after(dense_carry, [grey, masks, batch.index, batch.pts])
                 if seq[0].shape[0] > 1:
-                    f = dense_flow(seq[0][:-1], seq[0][1:])
-                    denses.append(dense_flow_summary(f, seq[1][:-1], seq[2][:-1], seq[3][:-1]))
+                    px = dense_flow(seq[0][:-1], seq[0][1:])
+                    denses.append(dense_flow_summary(px, seq[1][:-1], seq[2][:-1], seq[3][:-1]))
                 dense_carry = [t[-1:] for t in seq]
             if flow and state is not None:
                 first = torch.ones(len(faces), dtype=torch.bool, device=faces.frame.device)
                 first[1:] = faces.frame[1:] != faces.frame[:-1]          # the first face of each frame
                 f = faces.select(first)
-                parts = [(batch.frames[f.frame], f.landmarks, batch.index[f.frame.cpu()], batch.pts[f.frame.cpu()])]
-                if carry is not None and len(f):
-                    parts.insert(0, carry)
-                if len(f):
-                    cat = [torch.cat([p[i].to(parts[-1][i].device) for p in parts]) for i in range(4)]
-                    # only consecutive selected frames form pairs
-                    table = landmark_flow(*cat)
-                    flows.append(table)
-                    carry = tuple(t[-1:] for t in cat)
+                if len(f):  # pairs of consecutive rows: frames without a face are skipped
+                    seq = _after(carry, [batch.frames[f.frame], f.landmarks, batch.index[f.frame.cpu()],
+                                         batch.pts[f.frame.cpu()]])
+                    flows.append(landmark_flow(*seq))
+                    carry = [t[-1:] for t in seq]
                 else:
                     carry = None
             result.frames += len(batch)
@@ -314,6 +307,12 @@ def analyse_source(path: str, landmarker, batch_size: int = 32, selection: Selec
     if dense:
         result.tables["dense_flow"] = pd.concat(denses, ignore_index=True) if denses else pd.DataFrame()
     return pd.concat(colours, ignore_index=True), flow_table, result
+
+
+def _after(carry: list[torch.Tensor] | None, seq: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Each tensor of ``seq`` preceded by its last row from the previous batch (``carry``), so that pairs of
+    consecutive frames span batch borders."""
+    return seq if carry is None else [torch.cat([c.to(t.device), t]) for c, t in zip(carry, seq)]
 
 
 def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), alpha: float = 0.35) -> torch.Tensor:

@@ -27,7 +27,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from ..errors import GpufaceError, InputNotFoundError, InvalidOptionError
+from ..errors import GpufaceError, InvalidOptionError
+from ..outputs import write_table
 from .manifest import load_manifest
 
 JOBS = ("detect", "landmarks", "anonymize", "manipulate", "analyse", "annotate")
@@ -47,19 +48,9 @@ class JobSpec:
 
 def load_job_spec(source: str | os.PathLike | dict) -> JobSpec:
     """A :class:`JobSpec` from a YAML/JSON file or a dict. InvalidOptionError for an invalid spec."""
-    data: Any = source
-    if not isinstance(source, dict):
-        path = Path(source)
-        if not path.exists():
-            raise InputNotFoundError(f"{path}: job spec not found")
-        try:
-            if path.suffix.lower() == ".json":
-                data = json.loads(path.read_text())
-            else:
-                import yaml
-                data = yaml.safe_load(path.read_text())
-        except Exception as e:  # parsers raise many types
-            raise InvalidOptionError(f"{path}: cannot parse the job spec ({e})") from e
+    from ..io.sources import read_spec_file
+
+    data: Any = source if isinstance(source, dict) else read_spec_file(source, "job spec")
     if not isinstance(data, dict) or data.get("job") not in JOBS:
         raise InvalidOptionError(f"a job spec needs job: one of {', '.join(JOBS)}")
     unknown = set(data) - {"job", "options", "batch_size", "device", "layers", "temporal", "seed"}
@@ -110,18 +101,18 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
         stem = Path(path).stem
         if spec.job == "detect":
             table, result = pipeline.detect_source(path, detector("mtcnn"), spec.batch_size, selection)
-            result.outputs.append(str(_table(table, out / "faces.parquet")))
+            result.outputs.append(str(write_table(table, out / "faces.parquet")))
         elif spec.job == "landmarks":
             table, result = pipeline.landmarks_source(path, landmarker(), spec.batch_size, selection)
-            result.outputs.append(str(_table(table, out / "landmarks.parquet")))
+            result.outputs.append(str(write_table(table, out / "landmarks.parquet")))
         elif spec.job == "analyse":
             colours, flow, result = pipeline.analyse_source(
                 path, landmarker(), spec.batch_size, selection,
                 tuple(opts.get("regions", ("face_skin", "cheeks", "nose", "chin"))), opts.get("space", "rgb"),
                 bool(opts.get("flow", True)))
-            result.outputs.append(str(_table(colours, out / "colour_means.parquet")))
+            result.outputs.append(str(write_table(colours, out / "colour_means.parquet")))
             if flow is not None:
-                result.outputs.append(str(_table(flow, out / "landmark_flow.parquet")))
+                result.outputs.append(str(write_table(flow, out / "landmark_flow.parquet")))
         elif spec.job == "annotate":
             from ..identity import Embedder
             from ..identity.annotate import annotate_source
@@ -131,7 +122,7 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
             table, result = annotate_source(path, landmarker(), cache["emb"], spec.batch_size, selection,
                                             k if isinstance(k, int) else tuple(k), bool(opts.get("per_face", False)),
                                             opts.get("too_few", "error"), bool(opts.get("embeddings", False)))
-            result.outputs.append(str(_table(table, out / "annotation.parquet")))
+            result.outputs.append(str(write_table(table, out / "annotation.parquet")))
         elif spec.job == "anonymize":
             from ..manipulate.anonymize import AnonymizeOptions
             keys = {"mode", "ellipse", "mask_scale", "color"}
@@ -150,12 +141,6 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
         return result
 
     return run
-
-
-def _table(table: pd.DataFrame, path: Path) -> Path:
-    from ..outputs import write_table
-
-    return write_table(table, path)
 
 
 def shard_of(item_id: str, num_shards: int) -> int:
@@ -354,8 +339,6 @@ def merge(corpus: str | os.PathLike) -> dict:
     """Combine the per-video tables of done videos into ``merged/<table>.parquet`` (with ``video_id`` and
     ``video`` columns) and write ``merged/summary.json`` (videos, done, failed, pending, frames, faces, seconds,
     frames per second of processing, failures with their errors). Returns the summary."""
-    from ..outputs import write_table
-
     corpus = Path(corpus)
     manifest = load_manifest(corpus)
     tables: dict[str, list[pd.DataFrame]] = {}

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Iterable
 
 import torch
 
-from ..errors import InputNotFoundError, UnsupportedInputError
+from ..errors import InputNotFoundError, InvalidOptionError, UnsupportedInputError
 from .decode import VideoReader
 from .images import IMAGE_EXTENSIONS, ImageReader, is_image
 
@@ -68,3 +69,23 @@ def open_source(path: str | os.PathLike, backend: str = "auto", device: torch.de
     if is_image(p):
         return ImageReader(p, device=device)
     return VideoReader(p, backend=backend, device=device)
+
+
+def read_spec_file(path: str | os.PathLike, what: str = "spec"):
+    """The data of a YAML or JSON file (JSON by the ``.json`` extension, YAML otherwise).
+
+    Raises:
+        InputNotFoundError: the file does not exist. InvalidOptionError: it cannot be parsed.
+    """
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        raise InputNotFoundError(f"{path}: {what} not found")
+    try:
+        if path.suffix.lower() == ".json":
+            return json.loads(path.read_text())
+        import yaml
+        return yaml.safe_load(path.read_text())
+    except Exception as e:  # the parsers raise many types
+        raise InvalidOptionError(f"{path}: cannot parse the {what} ({e})") from e

@@ -17,10 +17,8 @@ temporal shuffle applied when the frames are read (see :mod:`gpuface.manipulate.
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -105,22 +103,9 @@ def load_spec(source: str | os.PathLike | list | dict, seed: int | None = None) 
     Raises:
         InvalidOptionError: unreadable file or invalid spec. InputNotFoundError: missing file.
     """
-    from ..errors import InputNotFoundError
+    from ..io.sources import read_spec_file
 
-    data: Any = source
-    if isinstance(source, (str, os.PathLike)):
-        path = Path(source)
-        if not path.exists():
-            raise InputNotFoundError(f"{path}: layer spec not found")
-        text = path.read_text()
-        try:
-            if path.suffix.lower() == ".json":
-                data = json.loads(text)
-            else:
-                import yaml
-                data = yaml.safe_load(text)
-        except Exception as e:  # yaml/json raise many types
-            raise InvalidOptionError(f"{path}: cannot parse the layer spec ({e})") from e
+    data: Any = read_spec_file(source, "layer spec") if isinstance(source, (str, os.PathLike)) else source
     if isinstance(data, list):
         data = {"layers": data}
     if not isinstance(data, dict):
