@@ -153,19 +153,20 @@ def _fill_ring(points: torch.Tensor, ring: tuple[int, ...], lo: torch.Tensor, hm
     Edges are oriented bottom-up before intersecting, so two polygons sharing an edge assign every pixel centre
     on either side of it consistently (the hemi-faces partition the oval exactly).
     """
-    pts = points[:, list(ring), :2]                                  # (N, P, 2)
+    # local coordinates (one rounding of a translation-invariant value): a mask computed on a window of the
+    # frame is then the same as on the whole frame
+    pts = points[:, list(ring), :2] - lo[:, None].to(points.dtype)    # (N, P, 2)
     a, b = pts, torch.roll(pts, -1, dims=1)
     swap = a[..., 1] > b[..., 1]
     lo_pt = torch.where(swap[..., None], b, a)
     hi_pt = torch.where(swap[..., None], a, b)
-    y = lo[:, 1, None].to(pts.dtype) + torch.arange(hm, device=pts.device, dtype=pts.dtype) + 0.5   # (N, hm)
-    y = y[:, :, None]                                                                                # (N, hm, 1)
+    y = (torch.arange(hm, device=pts.device, dtype=pts.dtype) + 0.5)[None, :, None]                  # (1, hm, 1)
     y0, y1 = lo_pt[:, None, :, 1], hi_pt[:, None, :, 1]
     x0, x1 = lo_pt[:, None, :, 0], hi_pt[:, None, :, 0]
     cross = (y0 <= y) & (y < y1)                                                                     # (N, hm, P)
     t = (y - y0) / torch.where(y1 > y0, y1 - y0, torch.ones_like(y1))
     x = x0 + t * (x1 - x0)
-    col = torch.floor(x - 0.5).long() + 1 - lo[:, 0, None, None]
+    col = torch.floor(x - 0.5).long() + 1
     col = col.clamp(0, wm)
     toggles = torch.zeros(pts.shape[0], hm, wm + 1, dtype=torch.int32, device=pts.device)
     toggles.scatter_add_(2, col, cross.int())

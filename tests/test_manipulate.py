@@ -187,6 +187,42 @@ def test_layer_stack_is_batch_size_independent_and_handles_faceless_frames(scene
     assert not torch.equal(other.apply(clip.frames, faces, clip.index, clip.pts, 10.0), ref)
 
 
+LOCAL_LAYERS = [
+    ("recolour", "face_skin", {}), ("saturation", "face_oval", {}), ("brightness", "face_oval", {"scale": "absolute"}),
+    ("fill", "eyes", {"method": "mean"}), ("bar", "eyes", {}), ("blur", "face_oval", {}),
+    ("blur", "nose", {"method": "median", "max_kernel_size": 9}), ("noise", "face_oval", {"method": "pixelate"}),
+    ("noise", "face_oval", {"method": "gaussian"}), ("noise", "lips", {"method": "salt_and_pepper"}),
+    ("bubbles", "face_oval", {}), ("grid_shuffle", "face_oval", {}), ("pencil_sketch", "face_oval", {}),
+    ("relocate", "face_oval", {}),
+]
+# parameters that reach far from the face: the window may be the whole frame, the pixels must still match
+WIDE_LAYERS = [("relocate", "face_oval", {"rotations": [90.0, 180.0], "max_offset": 0.3}),
+               ("bar", "eyes", {"thickness": 2.5, "margin": 0.3})]
+
+
+@pytest.mark.parametrize("feather", [0.0, 3.0])
+def test_layers_computed_in_the_face_window_equal_whole_frames(scene, feather):
+    """LayerStack computes local ops only in a window around the faces: the pixels must be those of the whole
+    frame computation (exactly; relocate's grid_sample and the mean fill's sum may round 1 level apart)."""
+    clip, faces, _ = scene
+    for op, region, params in LOCAL_LAYERS + WIDE_LAYERS:
+        spec = load_spec([{"op": op, "region": region, "params": params, "feather": feather}], seed=3)
+        out = []
+        for window in (True, False):
+            stack = LayerStack(spec)
+            stack.reset("v.mp4")
+            out.append(stack.apply(clip.frames, faces, clip.index, clip.pts, 10.0, window=window))
+        rows, cols = stack.window(faces, *clip.frames.shape[-2:])
+        if (op, region, params) in LOCAL_LAYERS:
+            assert (rows.stop - rows.start) * (cols.stop - cols.start) < 0.5 * clip.frames[0, 0].numel(), op
+        assert not torch.equal(out[1], clip.frames), op
+        diff = (out[0].int() - out[1].int()).abs()
+        if op in ("relocate", "fill"):
+            assert int(diff.max()) <= 1 and float((diff > 0).float().mean()) < 1e-4, op
+        else:
+            assert torch.equal(out[0], out[1]), (op, params, int(diff.max()), int((diff > 0).sum()))
+
+
 def test_spec_errors():
     with pytest.raises(InvalidOptionError):
         load_spec([{"op": "melt"}])

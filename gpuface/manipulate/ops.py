@@ -41,6 +41,9 @@ class Context:
         frames: int64 (B,) frame numbers in the video (for random streams). pts: float64 (B,) seconds.
         key: the layer's random-stream key (seed, video, layer). state: per-video, per-layer memory
             (e.g. the colour sampled on the first frame, a grid permutation).
+        origin: (x0, y0) px of ``x``'s top-left corner in the frame and size: (H, W) of the whole frame, when
+            ``x`` is a window of the frame (:class:`~gpuface.manipulate.layers.LayerStack` computes local ops
+            only around the faces); ops whose output depends on absolute position (noise) use them.
     """
 
     faces: Faces
@@ -48,6 +51,8 @@ class Context:
     pts: torch.Tensor
     key: int = 0
     state: dict = field(default_factory=dict)
+    origin: tuple[int, int] = (0, 0)
+    size: tuple[int, int] | None = None
 
 
 def _blend(x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
@@ -248,20 +253,25 @@ def noise(x, mask, weight, ctx, method: str = "gaussian", probability: float = 0
         raise InvalidOptionError("noise: method pixelate|gaussian|salt_and_pepper, 0 <= probability <= 1, "
                                  "pixel_size >= 1")
     b, c, h, w = x.shape
-    if method == "pixelate":  # whole frame: the blocks stay aligned to the frame
-        small = F.avg_pool2d(x, pixel_size, pixel_size, ceil_mode=True)
-        y = F.interpolate(small, scale_factor=pixel_size, mode="nearest")[..., :h, :w]
+    ox, oy = ctx.origin
+    if method == "pixelate":  # blocks aligned to the frame's grid (x may be a window of the frame)
+        p, px, py = pixel_size, ox % pixel_size, oy % pixel_size
+        sums = F.avg_pool2d(F.pad(x, (px, 0, py, 0)), p, p, ceil_mode=True)
+        counts = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), (px, 0, py, 0)), p, p, ceil_mode=True)
+        y = F.interpolate(sums / counts, scale_factor=p, mode="nearest")[..., py:py + h, px:px + w]
         return _blend(x, y, mask * weight[:, None, None, None])
+    full_w = ctx.size[1] if ctx.size else w
+    full_hw = (ctx.size[0] * ctx.size[1]) if ctx.size else h * w
     rows, cols = _window(mask * (weight > 0)[:, None, None, None], 0)
     if rows.stop <= rows.start:
         return x
     frames = ctx.frames.to(x.device)
-    r = torch.arange(rows.start, rows.stop, device=x.device)
-    q = torch.arange(cols.start, cols.stop, device=x.device)
-    pixel = r[:, None] * w + q[None, :]                      # absolute pixel index: independent of the window
+    r = torch.arange(rows.start, rows.stop, device=x.device) + oy
+    q = torch.arange(cols.start, cols.stop, device=x.device) + ox
+    pixel = r[:, None] * full_w + q[None, :]                 # absolute pixel index: independent of the window
     win = x[:, :, rows, cols]
     if method == "gaussian":
-        index = torch.arange(c, device=x.device)[:, None, None] * (h * w) + pixel
+        index = torch.arange(c, device=x.device)[:, None, None] * full_hw + pixel
         y = (win + mean + std * normal(ctx.key, frames, index)).clamp(0, 1)
     else:
         u = uniform(ctx.key, frames, pixel[None])
@@ -289,14 +299,15 @@ def bubbles(x, mask, weight, ctx, count: int = 10, sigma: float = 0.05, backgrou
     uv = uniform(ctx.key, face_frames, (count, 2))                                          # (N, count, 2)
     lm = faces.landmarks[..., :2]
     lo, hi = lm.amin(1), lm.amax(1)
-    centres = lo[:, None] + uv * (hi - lo)[:, None]
+    offset = uv * (hi - lo)[:, None]                                  # bubble centres from the box corner lo
     s = (sigma * (lm[:, 454] - lm[:, 234]).norm(dim=1)).clamp(min=0.5)                      # (N,)
-    ys = torch.arange(h, device=x.device, dtype=x.dtype) + 0.5
-    xs = torch.arange(w, device=x.device, dtype=x.dtype) + 0.5
+    # distances from lo first: the same values whether x is the whole frame or a window of it
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5)[None] - lo[:, 1:2]          # (N, H)
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5)[None] - lo[:, 0:1]          # (N, W)
     aperture = torch.zeros(b, h, w, device=x.device, dtype=x.dtype)
     for j in range(count):  # a loop over bubbles (not frames or faces): each step is one batched op
-        gy = torch.exp(-(ys[None] - centres[:, j, 1:2]) ** 2 / (2 * s[:, None] ** 2))        # (N, H)
-        gx = torch.exp(-(xs[None] - centres[:, j, 0:1]) ** 2 / (2 * s[:, None] ** 2))        # (N, W)
+        gy = torch.exp(-(ys - offset[:, j, 1:2]) ** 2 / (2 * s[:, None] ** 2))                # (N, H)
+        gx = torch.exp(-(xs - offset[:, j, 0:1]) ** 2 / (2 * s[:, None] ** 2))                # (N, W)
         g = gy[:, :, None] * gx[:, None, :]
         with warnings.catch_warnings():  # index_reduce is flagged beta; its amax semantics are what we need
             warnings.simplefilter("ignore", UserWarning)
@@ -574,11 +585,25 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
     return out
 
 
+# How far beyond a face's landmark bounding box each op reads or writes, as (face widths, px) from its params;
+# None: the whole frame. LayerStack computes a batch only in the window this allows around its faces, which
+# gives the same pixels as computing whole frames (a test holds it to that).
+REACH = {
+    "recolour": lambda p: (0.0, 0), "saturation": lambda p: (0.0, 0), "brightness": lambda p: (0.0, 0),
+    "fill": lambda p: (0.0, 0), "bubbles": lambda p: (0.0, 0), "pencil_sketch": lambda p: (0.0, 0),
+    "bar": lambda p: (p.get("margin", 0.12) + 0.7 * max(p.get("thickness", 1.0) - 1, 0) + 0.2, 2),
+    "blur": lambda p: (0.0, p.get("max_kernel_size", 29)),
+    "noise": lambda p: (0.0, p.get("pixel_size", 32) if p.get("method") == "pixelate" else 0),
+    "grid_shuffle": lambda p: (0.0, p.get("square_size", 40)),
+    "relocate": lambda p: (p.get("max_offset", 0.15) + 0.1, 4 + 3 * p.get("feather", 2.0)),
+    "mask": None, "point_light": None, "overlay": None,
+}
+
 OPS = {
     "recolour": recolour, "saturation": saturation, "brightness": brightness, "mask": mask_background,
     "fill": fill, "bar": bar, "blur": blur, "noise": noise, "bubbles": bubbles, "grid_shuffle": grid_shuffle,
     "point_light": point_light, "pencil_sketch": pencil_sketch, "overlay": overlay, "relocate": relocate,
 }
 
-__all__ = ["Context", "OPS", "recolour", "saturation", "brightness", "mask_background", "fill", "bar", "blur", "noise", "bubbles",
+__all__ = ["Context", "OPS", "REACH", "recolour", "saturation", "brightness", "mask_background", "fill", "bar", "blur", "noise", "bubbles",
     "grid_shuffle", "point_light", "pencil_sketch", "overlay", "relocate"]
