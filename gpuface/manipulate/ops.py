@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidOptionError
+from ..kernels import masked_blend, masked_gaussian_blur
 from ..regions import Region, region_masks
 from ..types import Faces
 from .rng import normal, uniform
@@ -53,10 +54,6 @@ class Context:
     state: dict = field(default_factory=dict)
     origin: tuple[int, int] = (0, 0)
     size: tuple[int, int] | None = None
-
-
-def _blend(x: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    return x + (y - x) * alpha
 
 
 def _region_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -125,7 +122,7 @@ def recolour(x, mask, weight, ctx, colour: str = "red", magnitude: float = 10.0,
         amount = ctx.state["amount"]
     shifted = lab.clone()
     shifted[:, channel] = (lab[:, channel] + sign * amount * weight[:, None, None]).clamp(-128, 127)
-    return _blend(x, kornia.color.lab_to_rgb(shifted).clamp(0, 1), mask)
+    return masked_blend(x, kornia.color.lab_to_rgb(shifted).clamp(0, 1), mask)
 
 
 def _hsv_shift(x, mask, weight, ctx, channel: int, magnitude: float, scale: str, name: str):
@@ -142,7 +139,7 @@ def _hsv_shift(x, mask, weight, ctx, channel: int, magnitude: float, scale: str,
             ctx.state["amount"] = float(magnitude * (1.0 - mean) / 100)
         amount = ctx.state["amount"]
     hsv[:, channel] = (hsv[:, channel] + amount * weight[:, None, None]).clamp(0, 1)
-    return _blend(x, kornia.color.hsv_to_rgb(hsv).clamp(0, 1), mask)
+    return masked_blend(x, kornia.color.hsv_to_rgb(hsv).clamp(0, 1), mask)
 
 
 @_windowed
@@ -171,8 +168,7 @@ def mask_background(x, mask, weight, ctx, background=(0, 0, 0)):
     a face are left unchanged; the weight fades the background in."""
     has = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     has[ctx.faces.frame] = 1.0
-    alpha = (1 - mask) * (weight * has)[:, None, None, None]
-    return _blend(x, _rgb(background, x).expand_as(x), alpha)
+    return masked_blend(x, _rgb(background, x), 1 - mask, weight * has)
 
 
 def fill(x, mask, weight, ctx, method: str = "black", colour=(0, 0, 0)):
@@ -187,7 +183,7 @@ def fill(x, mask, weight, ctx, method: str = "black", colour=(0, 0, 0)):
         target = total[:, :, None, None].expand_as(x)
     else:
         target = _rgb((0, 0, 0) if method == "black" else colour, x).expand_as(x)
-    return _blend(x, target, mask * weight[:, None, None, None])
+    return masked_blend(x, target, mask, weight)
 
 
 def bar(x, mask, weight, ctx, colour=(0, 0, 0), margin: float = 0.12, thickness: float = 1.0):
@@ -215,7 +211,7 @@ def bar(x, mask, weight, ctx, colour=(0, 0, 0), margin: float = 0.12, thickness:
                            for uu, vv in ((u0, -half_v), (u1, -half_v), (u1, half_v), (u0, half_v))], dim=1)
     b, _, h, w = x.shape
     rect = region_masks(corners, faces.frame, Region("bar", (0, 1, 2, 3)), b, (h, w))
-    return _blend(x, _rgb(colour, x).expand_as(x), rect * weight[:, None, None, None])
+    return masked_blend(x, _rgb(colour, x), rect, weight)
 
 
 def blur(x, mask, weight, ctx, method: str = "gaussian", max_kernel_size: int = 29):
@@ -230,15 +226,17 @@ def blur(x, mask, weight, ctx, method: str = "gaussian", max_kernel_size: int = 
     out = x.clone()
     for k in torch.unique(kernels[weight > 0]).tolist():
         sel = torch.nonzero((kernels == k) & (weight > 0)).flatten()
-        win = x[:, :, rows, cols][sel]
-        if method == "gaussian":
-            sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
-            blurred = kornia.filters.gaussian_blur2d(win, (k, k), (sigma, sigma), border_type="reflect")
-        elif method == "average":
+        win, m = x[:, :, rows, cols][sel], mask[:, :, rows, cols][sel]
+        sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
+        k = min(k, 2 * min(win.shape[-2:]) - 1)  # reflect borders need the radius inside the window
+        if method == "gaussian":  # fused separable blur + blend (a Triton kernel on CUDA where faster)
+            out[sel, :, rows, cols] = masked_gaussian_blur(win, m, k, sigma)
+            continue
+        if method == "average":
             blurred = kornia.filters.box_blur(win, (k, k), border_type="reflect")
         else:
             blurred = kornia.filters.median_blur(win, (k, k))
-        out[sel, :, rows, cols] = _blend(win, blurred, mask[:, :, rows, cols][sel])
+        out[sel, :, rows, cols] = masked_blend(win, blurred, m)
     return out
 
 
@@ -259,7 +257,7 @@ def noise(x, mask, weight, ctx, method: str = "gaussian", probability: float = 0
         sums = F.avg_pool2d(F.pad(x, (px, 0, py, 0)), p, p, ceil_mode=True)
         counts = F.avg_pool2d(F.pad(torch.ones_like(x[:1, :1]), (px, 0, py, 0)), p, p, ceil_mode=True)
         y = F.interpolate(sums / counts, scale_factor=p, mode="nearest")[..., py:py + h, px:px + w]
-        return _blend(x, y, mask * weight[:, None, None, None])
+        return masked_blend(x, y, mask, weight)
     full_w = ctx.size[1] if ctx.size else w
     full_hw = (ctx.size[0] * ctx.size[1]) if ctx.size else h * w
     rows, cols = _window(mask * (weight > 0)[:, None, None, None], 0)
@@ -278,7 +276,7 @@ def noise(x, mask, weight, ctx, method: str = "gaussian", probability: float = 0
         y = torch.where(u < probability / 2, torch.zeros_like(win),
                         torch.where(u < probability, torch.ones_like(win), win))
     out = x.clone()
-    out[:, :, rows, cols] = _blend(win, y, mask[:, :, rows, cols] * weight[:, None, None, None])
+    out[:, :, rows, cols] = masked_blend(win, y, mask[:, :, rows, cols], weight)
     return out
 
 
@@ -312,8 +310,8 @@ def bubbles(x, mask, weight, ctx, count: int = 10, sigma: float = 0.05, backgrou
         with warnings.catch_warnings():  # index_reduce is flagged beta; its amax semantics are what we need
             warnings.simplefilter("ignore", UserWarning)
             aperture.index_reduce_(0, faces.frame, g, "amax")
-    hidden = _blend(_rgb(background, x).expand_as(x), x, aperture[:, None])
-    return _blend(x, hidden, mask * weight[:, None, None, None])
+    hidden = masked_blend(_rgb(background, x).expand_as(x), x, aperture[:, None])
+    return masked_blend(x, hidden, mask, weight)
 
 
 def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int = 40,
@@ -455,7 +453,7 @@ def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 25
     _splat(bg, frame_of, pts.reshape(-1, 2), radius, point_rgb)
     has = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     has[faces.frame] = 1.0
-    return _blend(x, bg, (weight * has)[:, None, None, None])
+    return masked_blend(x, bg, torch.ones_like(x[:1, :1, :1, :1]), weight * has)
 
 
 @_windowed
@@ -479,7 +477,7 @@ def pencil_sketch(x, mask, weight, ctx, detail: float = 0.35, bias: float = 7.0)
     t = max(int(face_w * 0.04 / detail) | 1, 3)
     local = kornia.filters.box_blur(norm, (t, t), border_type="reflect")
     sketch = (norm > local - bias / 255).to(x.dtype).expand_as(x)
-    return _blend(x, sketch, mask * weight[:, None, None, None])
+    return masked_blend(x, sketch, mask, weight)
 
 
 def overlay(x, mask, weight, ctx, image=None, anchors=(33, 263), centre: int = 168, scale: float = 1.6,
@@ -524,8 +522,7 @@ def overlay(x, mask, weight, ctx, image=None, anchors=(33, 263), centre: int = 1
     out = x.clone()
     for n in range(len(faces)):  # faces in order; a frame with several faces gets each overlay in turn
         f = faces.frame[n]
-        alpha = layer[n, 3:4] * weight[f]
-        out[f] = _blend(out[f], layer[n, :3], alpha)
+        out[f] = masked_blend(out[f][None], layer[n, None, :3], layer[n, None, 3:4], weight[f, None])[0]
     return out
 
 
@@ -563,7 +560,7 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
     k = 2 * int(3 * sigma) + 1
     blur = lambda t: kornia.filters.gaussian_blur2d(t, (k, k), (sigma, sigma), border_type="constant")  # noqa: E731
     fill_rgb = blur(x * keep) / blur(keep).clamp(min=1e-4)
-    out = _blend(x, fill_rgb, holes * on)
+    out = masked_blend(x, fill_rgb, holes, on.view(-1))
     zero = torch.zeros(1, dtype=torch.long, device=x.device)
     draws = uniform(ctx.key, zero, (len(parts), 3))[0]                                  # (P, 3): dx, dy, angle
     angles = torch.tensor([float(a) for a in rotations], device=x.device)
@@ -581,7 +578,7 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
         moved = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         for n in range(len(faces)):  # faces in order (frames with several faces get each in turn)
             f = faces.frame[n]
-            out[f] = _blend(out[f], moved[n, :3], moved[n, 3:4] * on[f])
+            out[f] = masked_blend(out[f][None], moved[n, None, :3], moved[n, None, 3:4], on[f].view(1))[0]
     return out
 
 

@@ -1,0 +1,90 @@
+"""kernels/: each Triton kernel equals its torch reference on real frames (TRITON_INTERPRET=1 on CPU)."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpuface import kernels
+from gpuface.errors import InvalidOptionError
+from gpuface.manipulate.ops import OPS, Context
+from gpuface.regions import get_region, region_masks
+
+pytestmark = pytest.mark.skipif(not kernels.triton_available(), reason="Triton is not installed")
+
+
+@pytest.fixture(scope="module")
+def small(clip):
+    """Two real frames at quarter size (180 x 320, small enough for Triton's interpreter) with their landmarks
+    and a feathered face-oval mask."""
+    from gpuface.landmarks import FaceLandmarker
+
+    lm = FaceLandmarker("blazeface-short", max_faces=1)
+    faces = lm(clip.frames[:2], lm.new_state())
+    x = F.interpolate(clip.frames[:2].float() / 255, scale_factor=0.25, mode="area")
+    faces.landmarks = faces.landmarks * torch.tensor([0.25, 0.25, 1.0])
+    mask = region_masks(faces.landmarks, faces.frame, "face_oval", 2, x.shape[-2:], feather=1.5)
+    assert 0.05 < float((mask > 0).float().mean()) < 0.5
+    return x, mask, faces
+
+
+def test_masked_blend_equals_reference(small):
+    x, mask, _ = small
+    win = x[:, :, 20:160, 60:260]                     # a strided window, as LayerStack passes
+    m = mask[:, :, 20:160, 60:260]
+    y = (win.flip(-1) * 0.7 + 0.1)
+    weight = torch.tensor([0.4, 1.0])
+    colour = torch.tensor([0.9, 0.1, 0.2]).view(1, 3, 1, 1)
+    for target in (y, colour):
+        got = kernels.masked_blend(win, target, m, weight, backend="triton")
+        ref = kernels.masked_blend_reference(win, target, m, weight)
+        assert got.shape == win.shape and got.is_contiguous()
+        assert float((got - ref).abs().max()) <= 1e-6
+        outside = (m == 0).expand_as(win)
+        assert torch.equal(got[outside], win[outside])
+        inside = (m > 0.99).expand_as(win)
+        assert float((got[inside] - win[inside]).abs().mean()) > 0.05
+    zero = kernels.masked_blend(win, y, m, torch.zeros(2), backend="triton")
+    assert torch.equal(zero, win.contiguous())
+
+
+def test_masked_gaussian_blur_equals_kornia_and_stays_in_the_mask(small):
+    x, mask, _ = small
+    win, m = x[:, :, 10:170, 50:270], mask[:, :, 10:170, 50:270]
+    for k, sigma in ((3, 0.8), (15, 2.6)):
+        got = kernels.masked_gaussian_blur(win, m, k, sigma, backend="triton")
+        ref = kernels.masked_gaussian_blur_reference(win, m, k, sigma)
+        assert float((got - ref).abs().max()) <= 1e-5, k
+        outside = (m == 0).expand_as(win)
+        assert torch.equal(got[outside], win[outside])
+    inside = (m > 0.99).expand_as(win)
+    lap = lambda t: (t[..., 1:-1, 1:-1] * 4 - t[..., :-2, 1:-1] - t[..., 2:, 1:-1]  # noqa: E731
+                     - t[..., 1:-1, :-2] - t[..., 1:-1, 2:])
+    hf_before = lap(win).abs()[inside[..., 1:-1, 1:-1]].mean()
+    hf_after = lap(got).abs()[inside[..., 1:-1, 1:-1]].mean()
+    assert hf_after < 0.5 * hf_before
+
+
+def test_blur_op_uses_the_kernel_and_matches_torch(small, monkeypatch):
+    x, mask, faces = small
+    ctx = Context(faces=faces, frames=torch.arange(2), pts=torch.zeros(2, dtype=torch.float64),
+                  state={"region": get_region("face_oval")})
+    weight = torch.tensor([0.5, 1.0])
+    out = {}
+    for backend in ("torch", "triton"):
+        monkeypatch.setenv("GPUFACE_KERNELS", backend)
+        out[backend] = OPS["blur"](x, mask, weight, ctx, max_kernel_size=11)
+    assert float((out["triton"] - out["torch"]).abs().max()) <= 1e-5
+    assert not torch.equal(out["torch"], x)
+
+
+def test_kernel_errors(small):
+    x, mask, _ = small
+    with pytest.raises(InvalidOptionError):
+        kernels.masked_blend(x, x, mask, backend="cuda-please")
+    with pytest.raises(InvalidOptionError):
+        kernels.masked_gaussian_blur(x, mask, 4, 1.0)
+    with pytest.raises(InvalidOptionError):
+        kernels.masked_gaussian_blur(x, mask, 401, 1.0)
+    with pytest.raises(InvalidOptionError):
+        kernels.masked_blend(x, x, mask[:, :, :10], backend="torch")
+    with pytest.raises(InvalidOptionError):
+        kernels.masked_blend(x.to(torch.float64), x, mask, backend="triton")
