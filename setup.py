@@ -29,8 +29,9 @@ setup(
         "pyyaml",
     ],
     extras_require={
-        # reference runtimes: LiteRT for the TFLite ports, dlib for the face-recognition ResNet port
-        "test": ["pytest>=7", "ai-edge-litert==2.3.0", "dlib-bin==20.0.1.post1; platform_system == 'Linux'"],
+        # reference runtimes: LiteRT for the TFLite ports, dlib for the face-recognition ResNet port; submitit for
+        # the SLURM backend test
+        "test": ["pytest>=7", "ai-edge-litert==2.3.0", "dlib-bin==20.0.1.post1; platform_system == 'Linux'", "submitit"],
         "torchcodec": ["torchcodec"],
         "feat": ["py-feat"],
         "slurm": ["submitit"],

@@ -227,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--parallel", type=_positive_int, help="most array tasks at once (%%N)")
     c.add_argument("--retries", type=int, default=1)
     c.add_argument("--dry-run", action="store_true", help="write the scripts, print them, submit nothing")
+    c.add_argument("--backend", choices=["sbatch", "submitit"], default="sbatch",
+                   help="plain sbatch scripts (default) or submitit ([slurm] extra; needs sacct for failure states)")
 
     m = sub.add_parser("demo", help="fetch the PyFAME sample videos, anonymise and landmark them (a first run)")
     m.add_argument("-o", "--output", default="gpuface-demo", help="output folder (default ./gpuface-demo)")
@@ -486,8 +488,17 @@ def cmd_corpus(args) -> int:
 
 
 def cmd_slurm(args) -> int:
-    from .corpus.slurm import submit
+    from .corpus.slurm import submit, submitit_submit
 
+    if args.backend == "submitit":
+        if args.dry_run:
+            raise InvalidOptionError("--dry-run writes sbatch scripts: use it with --backend sbatch")
+        out = submitit_submit(args.corpus, args.spec, args.num_shards, partition=args.partition,
+                              gpus_per_task=args.gpus_per_task, cpus_per_task=args.cpus_per_task, mem=args.mem,
+                              time_limit=args.time, parallel=args.parallel, retries=args.retries)
+        print(f"shards {out['shards']}: array {out.get('array_job', '-')}, merge {out['merge_job']} (submitit; "
+              f"logs in {Path(args.corpus) / 'slurm' / 'submitit'})")
+        return 0
     out = submit(args.corpus, args.spec, args.num_shards, partition=args.partition, gpus_per_task=args.gpus_per_task,
                  cpus_per_task=args.cpus_per_task, mem=args.mem, time_limit=args.time, parallel=args.parallel,
                  retries=args.retries, dry_run=args.dry_run)

@@ -13,7 +13,7 @@ import pytest
 
 from gpuface import corpus
 from gpuface.corpus.runner import load_job_spec
-from gpuface.corpus.slurm import _ranges, submit
+from gpuface.corpus.slurm import _gigabytes, _minutes, _ranges, submit, submitit_submit
 from gpuface.errors import InvalidOptionError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -202,6 +202,30 @@ def test_slurm_array_cancel_resubmit_merge(slurm_cluster, videos, tmp_path):
     assert summary["done"] == 4 and summary["pending"] == 0 and summary["failed"] == 0
     assert sorted(_rows_per_video(c).values()) == [60, 60, 60, 60]    # every video once, none lost or doubled
     assert len((c / "slurm" / "submissions.jsonl").read_text().splitlines()) == 2
+
+
+def test_submitit_backend_runs_the_array_and_the_merge(slurm_cluster, videos, tmp_path):
+    pytest.importorskip("submitit", reason="submitit is the optional [slurm] backend")
+    c = tmp_path / "corpus"
+    corpus.plan([str(videos / "sample_01.mp4"), str(videos / "sample_02.mp4")], c)
+    out = submitit_submit(c, _spec_file(tmp_path), 2, mem="1G", time_limit="00:10:00")
+    stats = [job.result() for job in out["jobs"]]                 # the happy path needs no sacct
+    assert sum(s["done"] for s in stats) == 2
+    summary = out["merge"].result()
+    assert summary["done"] == 2 and summary["failed"] == 0 and summary["pending"] == 0
+    assert sorted(_rows_per_video(c).values()) == [15, 15]         # 0.5 s of 30 fps each
+    again = submitit_submit(c, _spec_file(tmp_path), 2)             # nothing left: only a merge
+    assert again["shards"] == [] and "jobs" not in again
+    again["merge"].result()
+
+
+def test_slurm_unit_conversions():
+    assert _minutes("04:00:00") == 240 and _minutes("1-00:30:01") == 24 * 60 + 31 and _minutes("45") == 45
+    assert _gigabytes("16G") == 16 and _gigabytes("512M") == 0.5 and _gigabytes("2048") == 2
+    with pytest.raises(InvalidOptionError):
+        _minutes("soon")
+    with pytest.raises(InvalidOptionError):
+        _gigabytes("lots")
 
 
 def test_oom_guard_halves_the_chunk_until_it_fits():

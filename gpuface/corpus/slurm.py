@@ -135,22 +135,74 @@ def submit(corpus: str | os.PathLike, spec: str | os.PathLike, num_shards: int, 
     return out
 
 
-def submitit_submit(corpus: str | os.PathLike, spec: str | os.PathLike, num_shards: int, folder: str | None = None,
-                    **slurm_parameters):
-    """The same incomplete shards through submitit's ``map_array`` (optional backend, ``[slurm]`` extra).
-    Returns the submitit jobs; their results are :func:`~gpuface.corpus.runner.run_shard` stats."""
+def _minutes(time_limit: str) -> int:
+    """SLURM time ``[D-]HH:MM:SS`` / ``HH:MM`` / ``MM`` → whole minutes (rounded up)."""
+    days, _, rest = time_limit.rpartition("-")
+    try:
+        parts, days = [int(p) for p in rest.split(":")], int(days or 0)
+    except ValueError:
+        parts = []
+    if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts):
+        raise InvalidOptionError(f"time limit must be [D-]HH:MM:SS, got {time_limit!r}")
+    h, m, sec = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
+    return (days * 24 + h) * 60 + m + (1 if sec else 0)
+
+
+def _gigabytes(mem: str) -> float:
+    units = {"K": 1 / 1024 ** 2, "M": 1 / 1024, "G": 1.0, "T": 1024.0}
+    try:
+        return float(mem[:-1]) * units[mem[-1].upper()] if mem[-1].isalpha() else float(mem) / 1024
+    except (KeyError, ValueError) as e:
+        raise InvalidOptionError(f"memory must look like 16G or 512M, got {mem!r}") from e
+
+
+def submitit_submit(corpus: str | os.PathLike, spec: str | os.PathLike, num_shards: int, partition: str | None = None,
+                    gpus_per_task: int | None = None, cpus_per_task: int | None = None, mem: str | None = None,
+                    time_limit: str = "04:00:00", parallel: int | None = None, retries: int = 1) -> dict:
+    """The same job as :func:`submit` through submitit (optional backend, ``[slurm]`` extra): one
+    ``map_array`` over the incomplete shards (each task runs :func:`~gpuface.corpus.runner.run_shard`) and a
+    :func:`~gpuface.corpus.runner.merge` job with an ``afterok`` dependency on the array. submitit writes its
+    scripts and logs under ``corpus/slurm/submitit/``. Note that submitit needs ``sacct`` (SLURM accounting) to
+    notice tasks that were cancelled or killed; completeness itself is read from the corpus folder, as always.
+
+    Returns:
+        ``{"shards", "jobs" (submitit jobs; ``job.result()`` is a shard's stats), "merge" (its submitit job),
+        "array_job", "merge_job"}`` (job ids; the array keys are absent when every shard is complete).
+
+    Raises:
+        GpufaceError: submitit is not installed. InvalidOptionError: bad options or spec.
+    """
     try:
         import submitit
     except ImportError as e:
         raise GpufaceError("submitit is not installed (pip install 'gpuface[slurm]')") from e
-    from .runner import run_shard
+    from .runner import merge, run_shard
 
     corpus = Path(corpus).resolve()
-    shards = status(corpus, num_shards)["incomplete_shards"]
-    executor = submitit.AutoExecutor(folder=folder or str(corpus / "slurm" / "submitit" / "%j"))
-    executor.update_parameters(**slurm_parameters)
-    return executor.map_array(run_shard, [str(corpus)] * len(shards), [str(Path(spec).resolve())] * len(shards),
-                              shards, [num_shards] * len(shards))
+    spec_path = Path(spec).resolve()
+    load_job_spec(spec_path)
+    if num_shards < 1:
+        raise InvalidOptionError("num_shards >= 1")
+    shards = status(corpus, num_shards, retries)["incomplete_shards"]
+    executor = submitit.AutoExecutor(folder=str(corpus / "slurm" / "submitit" / "%j"))
+    params = {"timeout_min": _minutes(time_limit), "slurm_partition": partition, "gpus_per_node": gpus_per_task,
+              "cpus_per_task": cpus_per_task, "mem_gb": _gigabytes(mem) if mem else None,
+              "slurm_array_parallelism": parallel, "name": f"gpuface-{corpus.name}"}
+    executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    out: dict = {"shards": shards}
+    if shards:
+        out["jobs"] = executor.map_array(run_shard, [str(corpus)] * len(shards), [str(spec_path)] * len(shards),
+                                         shards, [num_shards] * len(shards), [retries] * len(shards))
+        out["array_job"] = str(out["jobs"][0].job_id).split("_")[0]
+        executor.update_parameters(slurm_additional_parameters={"dependency": f"afterok:{out['array_job']}"})
+    if gpus_per_task:
+        executor.update_parameters(gpus_per_node=0)  # the merge needs no GPU
+    out["merge"] = executor.submit(merge, str(corpus))
+    out["merge_job"] = str(out["merge"].job_id)
+    with open(corpus / "slurm" / "submissions.jsonl", "a") as fh:
+        fh.write(json.dumps({"time": time.time(), "num_shards": num_shards, "backend": "submitit",
+                             **{k: v for k, v in out.items() if k not in ("jobs", "merge")}}) + "\n")
+    return out
 
 
 __all__ = ["submit", "submitit_submit"]
