@@ -162,6 +162,37 @@ def test_grid_shuffle_is_a_permutation_of_cells(scene):
     assert torch.equal(u, x)
 
 
+def _same_pixels(x, y):
+    key = lambda t: ((t * 255).round().reshape(3, -1).T * torch.tensor([65536.0, 256.0, 1.0])).sum(1)  # noqa: E731
+    return all(torch.equal(torch.sort(key(x[i])).values, torch.sort(key(y[i])).values) for i in range(len(x)))
+
+
+def test_grid_shuffle_dimensions_and_neighbour_swaps(scene):
+    clip, faces, x = scene
+    # a 6 x 8 grid centred on the face: whole cells move, the changed area lies within 6 x 8 cells of one size
+    state = {"region": get_region("face_oval")}
+    g, _ = _run(scene, "grid_shuffle", "face_oval", state=state, grid_dimensions=(6, 8), overlap_threshold=0.3)
+    assert _same_pixels(x, g) and not torch.equal(g, x)
+    cw, ch = state["cell"]
+    lm = faces.landmarks[0, :, :2]
+    assert abs(cw * 6 - float(lm[:, 0].max() - lm[:, 0].min())) <= 6 and abs(ch * 8 - float(lm[:, 1].max() - lm[:, 1].min())) <= 8
+    rows, cols = torch.nonzero((g[0] != x[0]).any(0), as_tuple=True)
+    assert int(rows.max() - rows.min()) < 8 * ch and int(cols.max() - cols.min()) < 6 * cw
+    # neighbour (low-level) scramble: pairs of cells at most `neighbourhood` cells apart swap places
+    state = {"region": get_region("face_oval")}
+    nb, _ = _run(scene, "grid_shuffle", "face_oval", state=state, method="neighbour", square_size=24, neighbourhood=1)
+    assert _same_pixels(x, nb) and not torch.equal(nb, x)
+    partner = state["partner"]
+    assert torch.equal(partner[partner], torch.arange(partner.numel()))            # an involution: swaps
+    r, c = torch.arange(partner.numel()) // 64, torch.arange(partner.numel()) % 64
+    assert int((partner // 64 - r).abs().max()) <= 1 and int((partner % 64 - c).abs().max()) <= 1
+    assert float((partner != torch.arange(partner.numel())).float().mean()) > 0.9
+    with pytest.raises(InvalidOptionError):
+        _run(scene, "grid_shuffle", grid_dimensions=(0, 3))
+    with pytest.raises(InvalidOptionError):
+        _run(scene, "grid_shuffle", method="shuffle")
+
+
 def test_layer_stack_is_batch_size_independent_and_handles_faceless_frames(scene):
     clip, faces, _ = scene
     spec = load_spec([{"op": "recolour", "region": "face_skin", "params": {"colour": "green"}},
@@ -193,11 +224,13 @@ LOCAL_LAYERS = [
     ("blur", "nose", {"method": "median", "max_kernel_size": 9}), ("noise", "face_oval", {"method": "pixelate"}),
     ("noise", "face_oval", {"method": "gaussian"}), ("noise", "lips", {"method": "salt_and_pepper"}),
     ("bubbles", "face_oval", {}), ("grid_shuffle", "face_oval", {}), ("pencil_sketch", "face_oval", {}),
+    ("grid_shuffle", "face_oval", {"method": "neighbour", "square_size": 24}),
     ("relocate", "face_oval", {}),
 ]
 # parameters that reach far from the face: the window may be the whole frame, the pixels must still match
 WIDE_LAYERS = [("relocate", "face_oval", {"rotations": [90.0, 180.0], "max_offset": 0.3}),
-               ("bar", "eyes", {"thickness": 2.5, "margin": 0.3})]
+               ("bar", "eyes", {"thickness": 2.5, "margin": 0.3}),
+               ("grid_shuffle", "face_oval", {"grid_dimensions": [5, 7]})]
 
 
 @pytest.mark.parametrize("feather", [0.0, 3.0])

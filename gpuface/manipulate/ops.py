@@ -314,70 +314,129 @@ def bubbles(x, mask, weight, ctx, count: int = 10, sigma: float = 0.05, backgrou
     return masked_blend(x, hidden, mask, weight)
 
 
-def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int = 40,
-                 overlap_threshold: float = 0.5, shift: int = 1):
-    """Cut each face's landmark bounding box into squares of ``square_size`` px; the squares whose overlap with
-    the region is at least ``overlap_threshold`` exchange places — ``random`` (squares sorted by a random
-    priority fixed per square position for the whole video, from the layer's stream, so a square keeps its
-    destination while the face moves), ``cyclic`` (each moves ``shift`` places along the row-major order of
-    the moving squares), ``unchanged``. Whole squares move, so the shuffled pixels are a permutation of the
-    original ones (PyFAME ``layer_spatial_grid_shuffle``, which
-    clips to the face oval instead). The weight switches the shuffle on (> 0.5) or off."""
-    if method not in ("random", "cyclic", "unchanged") or square_size < 2 or not 0 <= overlap_threshold <= 1:
-        raise InvalidOptionError("grid_shuffle: method random|cyclic|unchanged, square_size >= 2, "
-                                 "0 <= overlap_threshold <= 1")
+def _neighbour_swaps(key: int, size: int, reach: int, device) -> torch.Tensor:
+    """PyFAME 0.7's low-level grid scramble as a lattice of ``size`` × ``size`` cell positions: visiting the
+    cells in row-major order, each unvisited cell swaps with a random unvisited cell within ± ``reach`` rows and
+    columns (itself if none is left). Returns int64 (size·size,) partner indices (an involution), drawn from the
+    layer's stream once per video."""
+    draws = uniform(key, torch.zeros(1, dtype=torch.long), (size * size,))[0].tolist()
+    partner = list(range(size * size))
+    visited = [False] * (size * size)
+    for i in range(size * size):
+        if visited[i]:
+            continue
+        r, c = divmod(i, size)
+        options = [rr * size + cc for rr in range(max(r - reach, 0), min(r + reach + 1, size))
+                   for cc in range(max(c - reach, 0), min(c + reach + 1, size))
+                   if not visited[rr * size + cc] and rr * size + cc != i]
+        j = options[min(int(draws[i] * len(options)), len(options) - 1)] if options else i
+        partner[i], partner[j] = j, i
+        visited[i] = visited[j] = True
+    return torch.tensor(partner, dtype=torch.long, device=device)
+
+
+_LATTICE = 64  # the neighbour lattice covers grids of up to 64 x 64 cells
+
+
+def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int = 40, grid_dimensions=None,
+                 overlap_threshold: float = 0.5, shift: int = 1, neighbourhood: int = 2):
+    """Cut each face into a grid of cells; the cells whose overlap with the region is at least
+    ``overlap_threshold`` exchange places (PyFAME ``layer_spatial_grid_shuffle`` and 0.7's
+    ``facial_scramble``). Whole cells move, so the shuffled pixels are a permutation of the original ones
+    (PyFAME clips to the face oval instead).
+
+    The grid: squares of ``square_size`` px from the corner of each face's landmark bounding box, or with
+    ``grid_dimensions`` (columns, rows) that many cells of a size fixed per video (the first face's bounding
+    box divided by them), centred on each face's bounding box.
+
+    ``method``: ``random`` (the high-level scramble: cells sorted by a random priority fixed per cell position
+    for the whole video, so a cell keeps its destination while the face moves), ``neighbour`` (the low-level
+    scramble: each cell swaps with a random cell within ± ``neighbourhood`` rows and columns, pairs drawn once
+    per video), ``cyclic`` (each moves ``shift`` places along the row-major order of the moving cells),
+    ``unchanged``. Random draws: the layer's stream. The weight switches the shuffle on (> 0.5) or off.
+
+    Raises:
+        InvalidOptionError: unknown method, square_size < 2, grid dimensions not two integers ≥ 1 (≤ 64),
+            threshold outside [0, 1], neighbourhood < 1.
+    """
+    if (method not in ("random", "neighbour", "cyclic", "unchanged") or square_size < 2
+            or not 0 <= overlap_threshold <= 1 or neighbourhood < 1):
+        raise InvalidOptionError("grid_shuffle: method random|neighbour|cyclic|unchanged, square_size >= 2, "
+                                 "0 <= overlap_threshold <= 1, neighbourhood >= 1")
+    if grid_dimensions is not None and (len(grid_dimensions) != 2
+                                        or not all(1 <= int(g) <= _LATTICE for g in grid_dimensions)):
+        raise InvalidOptionError(f"grid_shuffle: grid_dimensions is (columns, rows), each 1..{_LATTICE}")
     faces = ctx.faces
     if len(faces) == 0 or method == "unchanged":
         return x
     b, c, h, w = x.shape
-    s = square_size
     lm = faces.landmarks[..., :2]
-    origin = lm.amin(1).floor().long()
-    extent = lm.amax(1).ceil().long() - origin
-    ncell = (extent + s - 1) // s                                           # (N, 2): columns, rows
+    lo, hi = lm.amin(1), lm.amax(1)
+    if grid_dimensions is None:
+        sw = sh = square_size
+        origin = lo.floor().long()
+        ncell = ((hi.ceil().long() - origin) + square_size - 1) // square_size    # (N, 2): columns, rows
+    else:
+        dims = torch.tensor([int(g) for g in grid_dimensions], device=x.device)
+        if "cell" not in ctx.state:  # cell size fixed for the video from its first face
+            ctx.state["cell"] = ((hi[0] - lo[0]) / dims).ceil().clamp(min=1).long().tolist()
+        sw, sh = ctx.state["cell"]
+        size = dims * torch.tensor([sw, sh], device=x.device)
+        origin = ((lo + hi) / 2 - size / 2).floor().long()
+        ncell = dims.expand(len(faces), 2)
     gx, gy = int(ncell[:, 0].max()), int(ncell[:, 1].max())
     n = len(faces)
     cx = torch.arange(gx, device=x.device)
     cy = torch.arange(gy, device=x.device)
-    x0 = origin[:, 0, None, None] + cx[None, None, :] * s                   # (N, 1, gx)
-    y0 = origin[:, 1, None, None] + cy[None, :, None] * s                   # (N, gy, 1)
-    inside = ((x0 >= 0) & (x0 + s <= w) & (y0 >= 0) & (y0 + s <= h)
+    x0 = origin[:, 0, None, None] + cx[None, None, :] * sw                  # (N, 1, gx)
+    y0 = origin[:, 1, None, None] + cy[None, :, None] * sh                  # (N, gy, 1)
+    inside = ((x0 >= 0) & (x0 + sw <= w) & (y0 >= 0) & (y0 + sh <= h)
               & (cx[None, None, :] < ncell[:, 0, None, None]) & (cy[None, :, None] < ncell[:, 1, None, None]))
     # overlap of every cell with the region mask of its face's frame (mean of the mask over the cell)
-    pooled = F.pad(mask, (0, s, 0, s))  # padded so that every cell lies within the tensor
-    ar = torch.arange(s, device=x.device)
-    ys = y0.clamp(0, h)[..., None, None] + ar[:, None]                      # (N, gy, 1, s, 1)
-    xs = x0.clamp(0, w)[..., None, None] + ar[None, :]                      # (N, 1, gx, 1, s)
+    pooled = F.pad(mask, (0, sw, 0, sh))  # padded so that every cell lies within the tensor
+    ys = y0.clamp(0, h)[..., None, None] + torch.arange(sh, device=x.device)[:, None]      # (N, gy, 1, sh, 1)
+    xs = x0.clamp(0, w)[..., None, None] + torch.arange(sw, device=x.device)[None, :]      # (N, 1, gx, 1, sw)
     fr = faces.frame[:, None, None, None, None]
     cover = pooled[fr, 0, ys, xs].mean(dim=(-1, -2))                                       # (N, gy, gx)
     active = inside & (cover >= overlap_threshold) & (weight[faces.frame] > 0.5)[:, None, None]
     flat_active = active.reshape(n, -1)
     cells = gx * gy
     ids = torch.arange(cells, device=x.device).expand(n, -1)
-    big = cells + 1
-    if method == "random":  # a fixed random priority per cell position (row, column) for the whole video
-        pos_id = (cy[:, None] * 65536 + cx[None, :]).reshape(-1)
-        priority = uniform(ctx.key, torch.zeros(1, dtype=torch.long, device=x.device), pos_id)[0]
-        order_src = torch.argsort(torch.where(flat_active, priority.expand(n, -1), 2.0), dim=1)
-    order_dst = torch.argsort(torch.where(flat_active, ids, big), dim=1, stable=True)       # active cells first
-    if method == "cyclic":
-        k = flat_active.sum(dim=1, keepdim=True).clamp(min=1)
-        pos = torch.arange(cells, device=x.device).expand(n, -1)
-        order_src = torch.gather(order_dst, 1, torch.where(pos < k, (pos - shift) % k, pos))
-    src_of = torch.empty_like(ids)
-    src_of.scatter_(1, order_dst, order_src)                      # destination cell -> source cell
-    src_of = torch.where(flat_active, src_of, ids)
+    if method == "neighbour":
+        if "partner" not in ctx.state:
+            ctx.state["partner"] = _neighbour_swaps(ctx.key, _LATTICE, neighbourhood, x.device)
+        lattice = (cy[:, None] * _LATTICE + cx[None, :]).reshape(-1)
+        p = ctx.state["partner"][lattice]                                   # partner lattice position per cell
+        pr, pc = torch.div(p, _LATTICE, rounding_mode="floor"), p % _LATTICE
+        ok = (pr < gy) & (pc < gx)
+        partner = torch.where(ok, pr * gx + pc, ids[0])                     # (cells,) in this grid's numbering
+        both = flat_active & torch.gather(flat_active, 1, partner.expand(n, -1)) & ok
+        src_of = torch.where(both, partner.expand(n, -1), ids)              # swaps only between moving cells
+    else:
+        order_dst = torch.argsort(torch.where(flat_active, ids, cells + 1), dim=1, stable=True)  # active first
+        if method == "random":  # a fixed random priority per cell position (row, column) for the whole video
+            pos_id = (cy[:, None] * 65536 + cx[None, :]).reshape(-1)
+            priority = uniform(ctx.key, torch.zeros(1, dtype=torch.long, device=x.device), pos_id)[0]
+            order_src = torch.argsort(torch.where(flat_active, priority.expand(n, -1), 2.0), dim=1)
+        else:
+            k = flat_active.sum(dim=1, keepdim=True).clamp(min=1)
+            pos = torch.arange(cells, device=x.device).expand(n, -1)
+            order_src = torch.gather(order_dst, 1, torch.where(pos < k, (pos - shift) % k, pos))
+        src_of = torch.empty_like(ids)
+        src_of.scatter_(1, order_dst, order_src)                  # destination cell -> source cell
+        src_of = torch.where(flat_active, src_of, ids)
     # move pixels: every active destination cell takes the pixels of its source cell
-    dst = torch.nonzero(flat_active)                              # (M, 2): face, cell
+    dst = torch.nonzero(flat_active & (src_of != ids))            # (M, 2): face, cell
     if dst.numel() == 0:
         return x
     f_idx, d_cell = dst[:, 0], dst[:, 1]
     s_cell = src_of[f_idx, d_cell]
-    off = torch.arange(s, device=x.device)
+    oy, ox = torch.arange(sh, device=x.device), torch.arange(sw, device=x.device)
+
     def pixel(cell):
-        px = origin[f_idx, 0] + (cell % gx) * s
-        py = origin[f_idx, 1] + torch.div(cell, gx, rounding_mode="floor") * s
-        return py[:, None, None] + off[None, :, None], px[:, None, None] + off[None, None, :]
+        px = origin[f_idx, 0] + (cell % gx) * sw
+        py = origin[f_idx, 1] + torch.div(cell, gx, rounding_mode="floor") * sh
+        return py[:, None, None] + oy[None, :, None], px[:, None, None] + ox[None, None, :]
     dy, dx = pixel(d_cell)
     sy, sx = pixel(s_cell)
     frame = faces.frame[f_idx][:, None, None]
@@ -591,7 +650,7 @@ REACH = {
     "bar": lambda p: (p.get("margin", 0.12) + 0.7 * max(p.get("thickness", 1.0) - 1, 0) + 0.2, 2),
     "blur": lambda p: (0.0, p.get("max_kernel_size", 29)),
     "noise": lambda p: (0.0, p.get("pixel_size", 32) if p.get("method") == "pixelate" else 0),
-    "grid_shuffle": lambda p: (0.0, p.get("square_size", 40)),
+    "grid_shuffle": lambda p: (0.0, p.get("square_size", 40)) if p.get("grid_dimensions") is None else (0.5, 2),
     "relocate": lambda p: (p.get("max_offset", 0.15) + 0.1, 4 + 3 * p.get("feather", 2.0)),
     "mask": None, "point_light": None, "overlay": None,
 }
