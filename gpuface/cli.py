@@ -135,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--no-flow", action="store_true", help="skip the Lucas-Kanade flow of the landmarks")
     an.add_argument("--dense", action="store_true",
                     help="also dense optical flow of every pixel, summarised in the face oval (dense_flow.parquet)")
+    an.add_argument("--flow-video", action="store_true",
+                    help="also write <stem>_flow.mp4 per video: landmark vectors (and the dense colour code with "
+                         "--dense) over the frame")
     an.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"])
     _selection_options(an)
     _common(an)
@@ -364,8 +367,14 @@ def cmd_analyse(args) -> int:
     colours, flows, denses = [], [], []
 
     def job(path: str):
+        from .io.encode import free_path
+        from .io.images import is_image
+
+        video = free_path(out / f"{Path(path).stem}_flow.mp4") if args.flow_video and not is_image(path) else None
+        if video is not None:
+            out.mkdir(parents=True, exist_ok=True)
         c, f, result = analyse_source(path, landmarker, args.batch_size, _selection(args), tuple(args.regions),
-                                      args.space, not args.no_flow, args.backend, args.quiet, args.dense)
+                                      args.space, not args.no_flow, args.backend, args.quiet, args.dense, video)
         colours.append(c)
         if f is not None and len(f):
             flows.append(f.assign(video=path))

@@ -257,10 +257,15 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
 
 def analyse_source(path: str, landmarker, batch_size: int = 32, selection: Selection | None = None,
                    colour_regions: tuple[str, ...] = ("face_skin", "cheeks", "nose", "chin"), space: str = "rgb",
-                   flow: bool = True, backend: str = "auto", quiet: bool = True, dense: bool = False):
+                   flow: bool = True, backend: str = "auto", quiet: bool = True, dense: bool = False,
+                   flow_video: str | os.PathLike | None = None, crf: int = 18, preset: str = "medium"):
     """Per-frame measurements of one video: region colour means (every face) and the Lucas–Kanade flow of the
     first face's landmarks between consecutive selected frames (pairs across batch borders included); with
     ``dense``, also the dense flow of every pixel summarised inside the face ovals.
+
+    ``flow_video``: also write the flow visualisation there (:func:`gpuface.analysis.draw_flow`: each frame
+    shows the flow from the previous selected frame — the dense colour code with ``dense``, the landmarks'
+    vectors with ``flow``), written atomically.
 
     Returns:
         ``(colour_table, flow_table, result)`` (pandas DataFrames; ``flow_table`` is None without ``flow``;
@@ -268,40 +273,63 @@ def analyse_source(path: str, landmarker, batch_size: int = 32, selection: Selec
     """
     import kornia
 
-    from .analysis import dense_flow, dense_flow_summary, landmark_flow, region_colour_means
+    from .analysis import dense_flow, dense_flow_summary, draw_flow, landmark_flow, region_colour_means
     from .regions import region_masks
 
     t0 = time.perf_counter()
     guard = OomGuard()
     reader = open_source(path, backend=backend, device=landmarker.device)
     state = None if isinstance(reader, ImageReader) else landmarker.new_state()
+    if flow_video is not None and state is None:
+        raise InvalidOptionError("a flow video needs a video input")
+    sink = _Sink(flow_video, False, reader.info.fps, crf, preset) if flow_video is not None else None
     colours, flows, denses, result, carry, dense_carry = [], [], [], JobResult(path), None, None
-    with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
-        for batch in reader.batches(batch_size, selection, device=landmarker.device):
-            faces = guard(landmarker, batch.frames, state)
-            colours.append(region_colour_means(batch, faces, colour_regions, space, video=path))
-            if dense and state is not None:
-                grey = kornia.color.rgb_to_grayscale(batch.frames.float() / 255)
-                masks = region_masks(faces.landmarks, faces.frame, "face_oval", len(batch), tuple(grey.shape[-2:]))
-                seq = _after(dense_carry, [grey, masks, batch.index, batch.pts])
-                if seq[0].shape[0] > 1:
-                    px = dense_flow(seq[0][:-1], seq[0][1:])
-                    denses.append(dense_flow_summary(px, seq[1][:-1], seq[2][:-1], seq[3][:-1]))
-                dense_carry = [t[-1:] for t in seq]
-            if flow and state is not None:
-                first = torch.ones(len(faces), dtype=torch.bool, device=faces.frame.device)
-                first[1:] = faces.frame[1:] != faces.frame[:-1]          # the first face of each frame
-                f = faces.select(first)
-                if len(f):  # pairs of consecutive rows: frames without a face are skipped
-                    seq = _after(carry, [batch.frames[f.frame], f.landmarks, batch.index[f.frame.cpu()],
-                                         batch.pts[f.frame.cpu()]])
-                    flows.append(landmark_flow(*seq))
-                    carry = [t[-1:] for t in seq]
-                else:
-                    carry = None
-            result.frames += len(batch)
-            result.faces += len(faces)
-            bar.update(len(batch))
+    try:
+        with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
+            for batch in reader.batches(batch_size, selection, device=landmarker.device):
+                faces = guard(landmarker, batch.frames, state)
+                colours.append(region_colour_means(batch, faces, colour_regions, space, video=path))
+                vis_dense = vis_points = None
+                if dense and state is not None:
+                    grey = kornia.color.rgb_to_grayscale(batch.frames.float() / 255)
+                    masks = region_masks(faces.landmarks, faces.frame, "face_oval", len(batch),
+                                         tuple(grey.shape[-2:]))
+                    seq = _after(dense_carry, [grey, masks, batch.index, batch.pts])
+                    if seq[0].shape[0] > 1:
+                        px = dense_flow(seq[0][:-1], seq[0][1:])
+                        denses.append(dense_flow_summary(px, seq[1][:-1], seq[2][:-1], seq[3][:-1]))
+                        # frame i shows the flow from the frame before it (none for a video's first frame)
+                        vis_dense = torch.cat([px.new_zeros(len(batch) - px.shape[0], *px.shape[1:]), px])
+                    dense_carry = [t[-1:] for t in seq]
+                if flow and state is not None:
+                    first = torch.ones(len(faces), dtype=torch.bool, device=faces.frame.device)
+                    first[1:] = faces.frame[1:] != faces.frame[:-1]          # the first face of each frame
+                    f = faces.select(first)
+                    if len(f):  # pairs of consecutive rows: frames without a face are skipped
+                        seq = _after(carry, [batch.frames[f.frame], f.landmarks, batch.index[f.frame.cpu()],
+                                             batch.pts[f.frame.cpu()]])
+                        table, start, move, ok = landmark_flow(*seq, return_points=True)
+                        flows.append(table)
+                        later = f.frame[len(f) - start.shape[0]:]             # the frame each pair ends on
+                        keep = ok.reshape(-1)
+                        vis_points = (start.reshape(-1, 2)[keep], move.reshape(-1, 2)[keep],
+                                      later[:, None].expand(-1, start.shape[1]).reshape(-1)[keep])
+                        carry = [t[-1:] for t in seq]
+                    else:
+                        carry = None
+                if sink is not None:
+                    pts_, vec, fr = vis_points if vis_points is not None else (None, None, None)
+                    sink.write(draw_flow(batch.frames, vis_dense, pts_, vec, fr))
+                result.frames += len(batch)
+                result.faces += len(faces)
+                bar.update(len(batch))
+        if sink is not None:
+            sink.close()
+            result.outputs.append(str(flow_video))
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
     result.seconds = time.perf_counter() - t0
     flow_table = pd.concat(flows, ignore_index=True) if flows else (pd.DataFrame() if flow else None)
     if dense:

@@ -1,4 +1,6 @@
-"""Sparse optical flow (batched pyramidal Lucas–Kanade) on real frames."""
+"""Optical flow (batched pyramidal Lucas–Kanade, sparse and dense) and its visualisation on real frames."""
+import math
+
 import kornia
 import pytest
 import torch
@@ -49,7 +51,7 @@ def test_analyse_cli(samples, tmp_path):
     from gpuface.cli import main
 
     assert main(["analyse", samples["sample_01.mp4"], samples["no_face.mp4"], "-o", str(tmp_path), "--end", "1.5",
-                 "--batch-size", "16", "--space", "lab", "--regions", "face_skin", "chin", "--dense", "--quiet"]) == 0
+                 "--batch-size", "16", "--space", "lab", "--regions", "face_skin", "chin", "--dense", "--flow-video", "--quiet"]) == 0
     colours = pd.read_parquet(tmp_path / "colour_means.parquet")
     assert {"face_skin_L", "face_skin_a", "chin_b"} <= set(colours.columns)
     assert (colours["video"] == samples["sample_01.mp4"]).all() and len(colours) == 45
@@ -58,6 +60,38 @@ def test_analyse_cli(samples, tmp_path):
     dense = pd.read_parquet(tmp_path / "dense_flow.parquet")
     s1 = dense[dense["video"] == samples["sample_01.mp4"]]
     assert len(s1) == 44 and (s1["face_magnitude"] < 5).all() and s1["frame"].is_monotonic_increasing
+    from gpuface.io.decode import probe
+
+    for stem in ("sample_01", "no_face"):                      # one visualisation per video, every frame
+        info, source = probe(str(tmp_path / f"{stem}_flow.mp4")), probe(samples[f"{stem}.mp4"])
+        assert info.fps == source.fps and info.num_frames == math.ceil(1.5 * source.fps)    # frames before 1.5 s
+
+
+def test_draw_flow_codes_direction_and_draws_vectors(tracked_clip):
+    from gpuface.analysis import draw_flow, flow_to_rgb
+
+    clip, faces = tracked_clip
+    frames = clip.frames[:2]
+    plain = draw_flow(frames)
+    assert torch.equal(plain, (frames.float() * 0.5).round().byte())             # half brightness, nothing else
+    right = torch.zeros(2, 2, *frames.shape[-2:])
+    right[:, 0] = 8.0                                                            # 8 px to the right: pure red
+    assert torch.equal(draw_flow(frames, right)[:, :, 0, 0], torch.tensor([[255, 0, 0]] * 2, dtype=torch.uint8))
+    down = torch.zeros(1, 2, 1, 1)
+    down[:, 1] = 4.0                                                             # 90 deg (down), half length
+    hsv = kornia.color.rgb_to_hsv(flow_to_rgb(down).float() / 255)
+    assert abs(float(hsv[0, 0]) - torch.pi / 2) < 0.02 and abs(float(hsv[0, 2]) - 0.5) < 0.01
+    points = faces.landmarks[0, :50, :2]
+    vectors = torch.tensor([[5.0, 0.0]]).expand(50, 2)
+    out = draw_flow(frames, points=points, vectors=vectors, frame=torch.zeros(50, dtype=torch.long), scale=2.0)
+    px = points.floor().long()
+    assert (out[0, :, px[:, 1], px[:, 0]] == 255).all()                           # white dots on the points
+    tip = (points + torch.tensor([8.0, 0.0])).floor().long()                     # on the red segment, not a dot
+    red = out[0, :, tip[:, 1], tip[:, 0]]
+    assert ((red[0] == 255) & (red[1] == 40)).float().mean() > 0.5
+    assert torch.equal(out[1], plain[1])                                          # frame 1 has no points
+    with pytest.raises(InvalidOptionError):
+        flow_to_rgb(right, max_magnitude=0)
 
 
 def test_dense_flow_recovers_a_known_translation(tracked_clip):

@@ -158,7 +158,7 @@ def dense_flow_summary(flow: torch.Tensor, mask: torch.Tensor, frame_index: torc
 
 
 def landmark_flow(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: torch.Tensor, times: torch.Tensor,
-                  indices=None, **lk) -> pd.DataFrame:
+                  indices=None, return_points: bool = False, **lk):
     """Lucas–Kanade flow of landmarks between consecutive frames of a batch (one face per frame), with a summary.
 
     Args:
@@ -169,10 +169,14 @@ def landmark_flow(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: to
     Returns:
         One row per pair of consecutive rows: ``frame, next_frame, time_s, points, tracked, mean_dx, mean_dy, mean_magnitude,
         max_magnitude, mean_angle_deg`` (circular mean of the tracked points' directions, image axes).
+        With ``return_points``: ``(table, points, flow, tracked)``, the per-point start positions (B−1, P, 2) in
+        continuous pixel coordinates, displacements (B−1, P, 2) px and tracked flags (B−1, P) bool.
     """
     if frames.shape[0] < 2:
-        return pd.DataFrame(columns=["frame", "next_frame", "time_s", "points", "tracked", "mean_dx", "mean_dy",
-                                     "mean_magnitude", "max_magnitude", "mean_angle_deg"])
+        table = pd.DataFrame(columns=["frame", "next_frame", "time_s", "points", "tracked", "mean_dx", "mean_dy",
+                                      "mean_magnitude", "max_magnitude", "mean_angle_deg"])
+        empty = landmarks.new_zeros(0, landmarks.shape[1] if indices is None else len(indices), 2)
+        return (table, empty, empty, empty[..., 0].bool()) if return_points else table
     grey = kornia.color.rgb_to_grayscale(frames.float() / 255)
     idx = list(range(landmarks.shape[1])) if indices is None else list(indices)
     pts = landmarks[:-1, idx, :2] - 0.5                      # continuous → pixel-index coordinates
@@ -182,7 +186,7 @@ def landmark_flow(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: to
     mag = flow.norm(dim=-1)
     ang = torch.atan2((torch.sin(torch.atan2(flow[..., 1], flow[..., 0])) * okf).sum(1),
                       (torch.cos(torch.atan2(flow[..., 1], flow[..., 0])) * okf).sum(1))
-    return pd.DataFrame({
+    table = pd.DataFrame({
         "frame": frame_index[:-1].cpu().numpy(), "next_frame": frame_index[1:].cpu().numpy(),
         "time_s": times[:-1].cpu().numpy(),
         "points": len(idx), "tracked": ok.sum(1).cpu().numpy(),
@@ -192,6 +196,54 @@ def landmark_flow(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: to
         "max_magnitude": (mag * okf).amax(1).cpu().numpy(),
         "mean_angle_deg": (ang * 180 / math.pi).cpu().numpy(),
     })
+    return (table, pts + 0.5, flow, ok) if return_points else table
 
 
-__all__ = ["lucas_kanade", "dense_flow", "dense_flow_summary", "landmark_flow"]
+def flow_to_rgb(flow: torch.Tensor, max_magnitude: float = 8.0) -> torch.Tensor:
+    """Colour-code a dense flow field the usual way (OpenCV's Farnebäck sample, PyFAME's dense visualisation):
+    hue = direction (0° = +x, image axes), saturation 1, value = magnitude / ``max_magnitude`` clipped to 1 —
+    a fixed scale, so colours compare across frames and videos (PyFAME rescales each frame).
+
+    Args:
+        flow: float (B, 2, H, W) displacements (dx, dy) px. max_magnitude: px shown at full brightness (> 0).
+
+    Returns:
+        uint8 (B, 3, H, W) RGB.
+    """
+    if max_magnitude <= 0:
+        raise InvalidOptionError("max_magnitude must be > 0 px")
+    hue = torch.atan2(flow[:, 1:2], flow[:, 0:1]) % (2 * math.pi)
+    value = (flow.norm(dim=1, keepdim=True) / max_magnitude).clamp(0, 1)
+    hsv = torch.cat([hue, torch.ones_like(hue), value], dim=1)
+    return (kornia.color.hsv_to_rgb(hsv) * 255).round().clamp(0, 255).to(torch.uint8)
+
+
+def draw_flow(frames: torch.Tensor, dense: torch.Tensor | None = None, points: torch.Tensor | None = None,
+              vectors: torch.Tensor | None = None, frame: torch.Tensor | None = None, scale: float = 4.0,
+              max_magnitude: float = 8.0) -> torch.Tensor:
+    """Flow visualisation frames (PyFAME's ``output_visualization``): the frame at half brightness, the dense
+    flow's colour code (:func:`flow_to_rgb`) blended over it by its brightness, and each point drawn as a white
+    dot with its displacement × ``scale`` as a red segment.
+
+    Args:
+        frames: uint8 (B, 3, H, W). dense: float (B, 2, H, W) or None. points, vectors: float (M, 2) px (start
+            positions and displacements) with frame: int64 (M,) their frames in the batch, or None.
+
+    Returns:
+        uint8 (B, 3, H, W).
+    """
+    from ..draw import discs, segments
+
+    out = frames.float() * 0.5
+    if dense is not None:
+        code = flow_to_rgb(dense, max_magnitude).float()
+        alpha = (dense.norm(dim=1, keepdim=True) / max_magnitude).clamp(0, 1)
+        out = out + (code - out) * alpha
+    if points is not None and points.numel():
+        red, white = (torch.tensor(c, dtype=out.dtype, device=out.device) for c in ((255, 40, 40), (255, 255, 255)))
+        segments(out, frame, points, points + vectors * scale, 0, red)
+        discs(out, frame, points, 1, white)
+    return out.round().clamp(0, 255).to(torch.uint8)
+
+
+__all__ = ["lucas_kanade", "dense_flow", "dense_flow_summary", "landmark_flow", "flow_to_rgb", "draw_flow"]

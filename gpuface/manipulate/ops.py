@@ -26,6 +26,7 @@ import kornia
 import torch
 import torch.nn.functional as F
 
+from ..draw import discs, segments
 from ..errors import InvalidOptionError
 from ..kernels import masked_blend, masked_gaussian_blur
 from ..regions import Region, region_masks
@@ -446,23 +447,6 @@ def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int 
 
 
 # --- stylise and overlay -----------------------------------------------------------------------------------------
-def _splat(out: torch.Tensor, frame: torch.Tensor, xy: torch.Tensor, radius: int, colour: torch.Tensor) -> None:
-    """Draw filled discs of ``radius`` px at points xy (M, 2) of frames (M,) into out (B, 3, H, W), in place."""
-    if xy.numel() == 0:
-        return
-    b, _, h, w = out.shape
-    r = max(int(radius), 0)
-    d = torch.arange(-r, r + 1, device=out.device)
-    dy, dx = torch.meshgrid(d, d, indexing="ij")
-    disc = (dx ** 2 + dy ** 2) <= r * r + r       # a round disc for small radii too
-    dx, dy = dx[disc], dy[disc]
-    px = (xy[:, 0].floor().long()[:, None] + dx[None]).reshape(-1)
-    py = (xy[:, 1].floor().long()[:, None] + dy[None]).reshape(-1)
-    f = frame[:, None].expand(-1, dx.numel()).reshape(-1)
-    ok = (px >= 0) & (px < w) & (py >= 0) & (py < h)
-    out[f[ok], :, py[ok], px[ok]] = colour.view(1, 3).expand(int(ok.sum()), 3)
-
-
 def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 255), radius: int = 3,
                 history: str | None = None, history_window: float = 0.5, history_colour=(255, 0, 0),
                 keep_background: bool = False, invert: bool = False):
@@ -503,13 +487,13 @@ def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 25
             past = [p for (tt, p) in trail if history == "origin" or t - tt <= history_window]
             if history == "origin":
                 past = [trail[0][1]]
-            segs = [torch.lerp(p, pts[n], a) for p in past for a in torch.linspace(0, 1, 12).tolist()]
-            if segs:
-                seg = torch.cat(segs)
-                _splat(bg, faces.frame[n].expand(seg.shape[0]), seg, max(radius // 2, 0), hist_rgb)
+            if past:
+                start = torch.cat(past)
+                segments(bg, faces.frame[n].expand(start.shape[0]), start, pts[n].repeat(len(past), 1),
+                         max(radius // 2, 0), hist_rgb)
         cutoff = float(times.max()) - history_window
         ctx.state["trail"] = trail[:1] + [(tt, p) for (tt, p) in trail[1:] if tt >= cutoff]
-    _splat(bg, frame_of, pts.reshape(-1, 2), radius, point_rgb)
+    discs(bg, frame_of, pts.reshape(-1, 2), radius, point_rgb)
     has = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     has[faces.frame] = 1.0
     return masked_blend(x, bg, torch.ones_like(x[:1, :1, :1, :1]), weight * has)
