@@ -354,6 +354,13 @@ def test_pencil_sketch_and_overlay(scene, samples):
     cols = torch.nonzero(changed[0])[:, 1].float()
     assert changed.sum() > 2000 and cols.min() < lo and cols.max() > hi    # wider than the eyes
     assert abs(torch.nonzero(changed[0])[:, 0].float().mean().item() - eyes[0, 1].item()) < 40
+    red = torch.zeros(4, 10, 40)
+    red[0], red[3] = 1.0, 1.0                                                   # an opaque red band
+    clipped, eye_mask = _run(scene, "overlay", "eyes", image=red, clip=True)
+    _outside_unchanged(x, clipped, eye_mask)                                    # only inside the open eyes
+    inside = (eye_mask[:, 0] > 0.99) & ((clipped - x).abs().amax(dim=1) > 0.1)
+    is_red = (clipped.permute(0, 2, 3, 1)[inside] - torch.tensor([1.0, 0, 0])).abs().amax(-1) < 0.02
+    assert inside.sum() > 100 and is_red.float().mean() > 0.8                  # band edges are bilinear blends
 
 
 def test_moviefy(samples, tmp_path):

@@ -524,12 +524,13 @@ def pencil_sketch(x, mask, weight, ctx, detail: float = 0.35, bias: float = 7.0)
 
 
 def overlay(x, mask, weight, ctx, image=None, anchors=(33, 263), centre: int = 168, scale: float = 1.6,
-            y_offset: float = 0.0):
+            y_offset: float = 0.0, clip: bool = False):
     """Alpha-blend an RGBA image (a path, or a float (4, h, w) tensor in [0, 1]) on every face, scaled so its
     width is ``scale`` × the distance between landmarks ``anchors`` (default the outer eye corners), rotated with
     the line through them (head roll), centred on landmark ``centre`` (default 168, between the eyes) moved by
     ``y_offset`` × its height along the face's vertical (PyFAME ``layer_overlay``, any image, any anchors).
-    ``mask`` is ignored; the weight is the opacity."""
+    ``clip``: show the image only inside the layer's region (PyFAME's pupils drawn only where the eye is open:
+    e.g. region ``eyes``, anchors 468/473); otherwise ``mask`` is ignored. The weight is the opacity."""
     faces = ctx.faces
     if len(faces) == 0:
         return x
@@ -565,7 +566,8 @@ def overlay(x, mask, weight, ctx, image=None, anchors=(33, 263), centre: int = 1
     out = x.clone()
     for n in range(len(faces)):  # faces in order; a frame with several faces gets each overlay in turn
         f = faces.frame[n]
-        out[f] = masked_blend(out[f][None], layer[n, None, :3], layer[n, None, 3:4], weight[f, None])[0]
+        alpha = layer[n, None, 3:4] * mask[f, None] if clip else layer[n, None, 3:4]
+        out[f] = masked_blend(out[f][None], layer[n, None, :3], alpha, weight[f, None])[0]
     return out
 
 
