@@ -28,6 +28,7 @@ import torch.nn.functional as F
 
 from ..draw import discs, segments
 from ..errors import InvalidOptionError
+from ..outputs import rank_in_frame
 from ..kernels import masked_blend, masked_gaussian_blur
 from ..regions import Region, region_masks
 from ..types import Faces
@@ -563,20 +564,8 @@ def overlay(x, mask, weight, ctx, image=None, anchors=(33, 263), centre: int = 1
     grid = F.affine_grid(theta, [len(faces), 4, h, w], align_corners=False)
     layer = F.grid_sample(rgba[None].expand(len(faces), -1, -1, -1), grid, mode="bilinear",
                           padding_mode="zeros", align_corners=False)          # (N, 4, H, W)
-    out = x.clone()
-    for n in range(len(faces)):  # faces in order; a frame with several faces gets each overlay in turn
-        f = faces.frame[n]
-        alpha = layer[n, None, 3:4] * mask[f, None] if clip else layer[n, None, 3:4]
-        out[f] = masked_blend(out[f][None], layer[n, None, :3], alpha, weight[f, None])[0]
-    return out
-
-
-def _pixel_affine_theta(a: torch.Tensor, b: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``affine_grid`` matrices (N, 2, 3) for the pixel map ``src = a @ dst + b`` on (h, w) frames (continuous
-    pixel coordinates, ``align_corners=False``)."""
-    t0 = torch.stack([a[:, 0, 0], a[:, 0, 1] * h / w, a[:, 0, 0] + a[:, 0, 1] * h / w + 2 * b[:, 0] / w - 1], 1)
-    t1 = torch.stack([a[:, 1, 0] * w / h, a[:, 1, 1], a[:, 1, 0] * w / h + a[:, 1, 1] + 2 * b[:, 1] / h - 1], 1)
-    return torch.stack([t0, t1], 1)
+    alpha = layer[:, 3:4] * mask[faces.frame] if clip else layer[:, 3:4]
+    return _per_face_blend(x.clone(), faces.frame, layer[:, :3], alpha, weight)
 
 
 def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region", "nose", "mouth"),
@@ -601,29 +590,68 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
     holes = torch.stack(masks).amax(0)
     skin = region_masks(faces.landmarks, faces.frame, "face_oval", b, (h, w))
     keep = skin * (1 - holes)
-    sigma = max(float(face_w.mean()) * 0.08, 2.0)
-    k = 2 * int(3 * sigma) + 1
-    blur = lambda t: kornia.filters.gaussian_blur2d(t, (k, k), (sigma, sigma), border_type="constant")  # noqa: E731
-    fill_rgb = blur(x * keep) / blur(keep).clamp(min=1e-4)
+    fill_rgb = _smooth_fill(x, keep, max(float(face_w.mean()) * 0.08, 2.0), ctx.origin)
     out = masked_blend(x, fill_rgb, holes, on.view(-1))
     zero = torch.zeros(1, dtype=torch.long, device=x.device)
     draws = uniform(ctx.key, zero, (len(parts), 3))[0]                                  # (P, 3): dx, dy, angle
     angles = torch.tensor([float(a) for a in rotations], device=x.device)
+    pad = 3 * feather + 2
+    x_faces = x[faces.frame]
     for j, (region, m) in enumerate(zip(regions, masks)):
         dx, dy = (draws[j, :2] * 2 - 1) * max_offset
         ang = angles[min(int(draws[j, 2] * len(angles)), len(angles) - 1)] * math.pi / 180
-        centre = lm[:, list(region.indices())].mean(1)                                 # (N, 2)
+        part = lm[:, list(region.indices())]                                          # (N, P, 2)
+        centre = part.mean(1)                                                         # (N, 2)
         shift = torch.stack([dx * face_w, dy * face_w], dim=1)
         cos, sin = torch.cos(ang), torch.sin(ang)
-        rot_inv = torch.stack([torch.stack([cos, sin]), torch.stack([-sin, cos])]).expand(len(faces), 2, 2)
-        # destination pixel d comes from source s = R^-1 (d - c - t) + c
-        bvec = centre - torch.einsum("nij,nj->ni", rot_inv, centre + shift)
-        grid = F.affine_grid(_pixel_affine_theta(rot_inv, bvec, h, w), [len(faces), 4, h, w], align_corners=False)
-        src = torch.cat([x[faces.frame], m[faces.frame]], dim=1)
-        moved = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        for n in range(len(faces)):  # faces in order (frames with several faces get each in turn)
-            f = faces.frame[n]
-            out[f] = masked_blend(out[f][None], moved[n, None, :3], moved[n, None, 3:4], on[f].view(1))[0]
+        rot = torch.stack([torch.stack([cos, -sin]), torch.stack([sin, cos])])
+        # where the part lands: d = R (s - c) + c + t; compute only in the box around that, for all faces
+        dest = (part - centre[:, None]) @ rot.T + (centre + shift)[:, None]
+        x0, y0 = (dest.amin((0, 1)) - pad).floor().clamp(min=0).long().tolist()
+        x1, y1 = (dest.amax((0, 1)) + pad).ceil().long().tolist()
+        x1, y1 = min(max(x1, x0), w), min(max(y1, y0), h)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        gy, gx = torch.meshgrid(torch.arange(y0, y1, device=x.device, dtype=x.dtype) + 0.5,
+                                torch.arange(x0, x1, device=x.device, dtype=x.dtype) + 0.5, indexing="ij")
+        d = torch.stack([gx, gy], -1)[None] - (centre + shift)[:, None, None]        # (N, hc, wc, 2)
+        src = d @ rot + centre[:, None, None]                                        # s = R^-1 (d - c - t) + c
+        grid = src / torch.tensor([w / 2, h / 2], device=x.device, dtype=x.dtype) - 1
+        sample = functools.partial(F.grid_sample, grid=grid, mode="bilinear", padding_mode="zeros",
+                                   align_corners=False)
+        out[:, :, y0:y1, x0:x1] = _per_face_blend(out[:, :, y0:y1, x0:x1], faces.frame, sample(x_faces),
+                                                  sample(m[faces.frame]), on.view(-1))
+    return out
+
+
+_FILL_SCALE = 4  # the skin fill is smooth: computed on a 4x coarser grid
+
+
+def _smooth_fill(x: torch.Tensor, keep: torch.Tensor, sigma: float, origin: tuple[int, int]) -> torch.Tensor:
+    """Normalised-convolution fill: Gaussian(x · keep) / Gaussian(keep), σ px, computed on a grid 4× coarser
+    aligned to the frame (``origin``: x's top-left corner in the frame), so that a window gives the frame's
+    values."""
+    s = _FILL_SCALE
+    h, w = x.shape[-2:]
+    px, py = origin[0] % s, origin[1] % s
+    pad = (px, -(w + px) % s, py, -(h + py) % s)
+    both = F.avg_pool2d(F.pad(torch.cat([x * keep, keep], dim=1), pad), s)
+    sc = max(sigma / s, 0.5)
+    k = 2 * int(3 * sc) + 1
+    both = kornia.filters.gaussian_blur2d(both, (k, k), (sc, sc), border_type="constant")
+    fill = both[:, :3] / both[:, 3:].clamp(min=1e-4)
+    return F.interpolate(fill, scale_factor=s, mode="bilinear", align_corners=False)[..., py:py + h, px:px + w]
+
+
+def _per_face_blend(out: torch.Tensor, frame: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor,
+                    weight: torch.Tensor) -> torch.Tensor:
+    """Blend per-face layers y (N, 3, H, W) with alpha (N, 1, H, W) into their frames, faces of a frame in order:
+    one batched blend per rank within the frame (every frame's first face, then every second face, …)."""
+    rank = torch.tensor(rank_in_frame(frame.cpu()), device=frame.device)
+    for r in range(int(rank.max()) + 1 if len(rank) else 0):
+        sel = torch.nonzero(rank == r).flatten()
+        f = frame[sel]
+        out[f] = masked_blend(out[f], y[sel], alpha[sel], weight[f])
     return out
 
 
