@@ -32,6 +32,8 @@ CASES = {
     "grid shuffle, face oval": ({"op": "grid_shuffle", "region": "face_oval", "params": {"square_size": 40}},
                                 "pf.layer_spatial_grid_shuffle(landmark_paths=LANDMARK_FACE_OVAL, random_seed=1, "
                                 "grid_square_size=40)"),
+    "relocate eyes, nose, mouth": ({"op": "relocate", "region": "face_oval", "params": {"max_offset": 0.15}},
+                                   "pf.layer_spatial_landmark_relocate(random_seed=1, max_random_offset=0.15)"),
 }
 
 PYFAME_SCRIPT = """
@@ -81,6 +83,8 @@ def main() -> None:
     ap.add_argument("--pyfame-python", default=None, help="a python with pyfame==1.0.10 (its own venv)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--cases", nargs="+", choices=list(CASES), default=list(CASES), metavar="CASE",
+                    help=f"which manipulations (default all: {', '.join(CASES)})")
     args = ap.parse_args()
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -106,7 +110,8 @@ def main() -> None:
           f"{os.cpu_count()} CPU cores, batch {args.batch_size}, torch {torch.__version__}")
     print(f"| {'manipulation':<26} | {'input':<6} | {'gpuface fps':>11} | {'PyFAME fps':>10} | {'ratio':>7} |")
     print(f"|{'-' * 28}|{'-' * 8}|{'-' * 13}|{'-' * 12}|{'-' * 9}|")
-    for case, (layer, call) in CASES.items():
+    for case in args.cases:
+        layer, call = CASES[case]
         ref = pyfame_seconds(args.pyfame_python, video, call) if args.pyfame_python else None
         for res, path in videos.items():
             ours = frames / gpuface_seconds(path, layer, device, args.batch_size)

@@ -78,6 +78,10 @@ def _strides4(t: torch.Tensor) -> tuple[int, int, int, int]:
     return tuple(t.stride())  # type: ignore[return-value]
 
 
+def _cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
 def _check(x: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
     if x.ndim != 4 or not x.is_floating_point():
         raise InvalidOptionError(f"x must be float (B, C, H, W), got {tuple(x.shape)} {x.dtype}")
@@ -124,7 +128,7 @@ def masked_blend(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, weight: t
         yy = y.to(x.dtype).expand_as(x)
         b, c, h, w = x.shape
         out = torch.empty(b, c, h, w, dtype=x.dtype, device=x.device)
-        grid = (b * c, triton_cdiv(h * w, BLOCK))
+        grid = (b * c, _cdiv(h * w, BLOCK))
         _triton.masked_blend_kernel[grid](x, yy, m, wt, out, c, h, w, *_strides4(x), *_strides4(yy),
                                           m.stride(0), m.stride(2), m.stride(3), BLOCK=BLOCK)
         return out
@@ -177,7 +181,7 @@ def masked_gaussian_blur(x: torch.Tensor, mask: torch.Tensor, kernel_size: int, 
         m, wt = _check(x, mask, weight)
         b, c = x.shape[:2]
         taps = gaussian_taps(kernel_size, sigma, x.device)
-        grid = (b * c, triton_cdiv(h * w, BLOCK))
+        grid = (b * c, _cdiv(h * w, BLOCK))
         rows = torch.empty(b, c, h, w, dtype=x.dtype, device=x.device)
         _triton.blur_rows_kernel[grid](x, taps, rows, c, h, w, kernel_size, *_strides4(x), BLOCK=BLOCK)
         out = torch.empty_like(rows)
@@ -187,10 +191,6 @@ def masked_gaussian_blur(x: torch.Tensor, mask: torch.Tensor, kernel_size: int, 
 
     return _pick("masked_gaussian_blur", backend, x, run_triton,
                  lambda: masked_gaussian_blur_reference(x, mask, kernel_size, sigma, weight))
-
-
-def triton_cdiv(a: int, b: int) -> int:
-    return -(-a // b)
 
 
 __all__ = ["BACKENDS", "masked_blend", "masked_blend_reference", "masked_gaussian_blur",

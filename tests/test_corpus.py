@@ -221,6 +221,7 @@ def test_submitit_backend_runs_the_array_and_the_merge(slurm_cluster, videos, tm
 
 def test_slurm_unit_conversions():
     assert _minutes("04:00:00") == 240 and _minutes("1-00:30:01") == 24 * 60 + 31 and _minutes("45") == 45
+    assert _minutes("10:30") == 11 and _minutes("2-12") == 2 * 1440 + 720 and _minutes("1-2:30") == 1590
     assert _gigabytes("16G") == 16 and _gigabytes("512M") == 0.5 and _gigabytes("2048") == 2
     with pytest.raises(InvalidOptionError):
         _minutes("soon")

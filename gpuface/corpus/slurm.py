@@ -136,16 +136,20 @@ def submit(corpus: str | os.PathLike, spec: str | os.PathLike, num_shards: int, 
 
 
 def _minutes(time_limit: str) -> int:
-    """SLURM time ``[D-]HH:MM:SS`` / ``HH:MM`` / ``MM`` → whole minutes (rounded up)."""
-    days, _, rest = time_limit.rpartition("-")
+    """A SLURM time limit as whole minutes (rounded up). Formats as sbatch's ``--time``: ``M``, ``M:S``,
+    ``H:M:S``, ``D-H``, ``D-H:M``, ``D-H:M:S``."""
+    days, dash, rest = time_limit.rpartition("-")
     try:
-        parts, days = [int(p) for p in rest.split(":")], int(days or 0)
+        parts, d = [int(p) for p in rest.split(":")], int(days) if dash else 0
     except ValueError:
-        parts = []
-    if not 1 <= len(parts) <= 3 or any(p < 0 for p in parts):
-        raise InvalidOptionError(f"time limit must be [D-]HH:MM:SS, got {time_limit!r}")
-    h, m, sec = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
-    return (days * 24 + h) * 60 + m + (1 if sec else 0)
+        parts, d = [], 0
+    if not 1 <= len(parts) <= 3 or min(parts + [d]) < 0:
+        raise InvalidOptionError(f"time limit must be M, M:S, H:M:S, D-H, D-H:M or D-H:M:S, got {time_limit!r}")
+    if dash:
+        h, m, sec = (parts + [0, 0])[:3]
+    else:
+        h, m, sec = parts if len(parts) == 3 else [0] + (parts + [0])[:2]
+    return (d * 24 + h) * 60 + m + (1 if sec else 0)
 
 
 def _gigabytes(mem: str) -> float:

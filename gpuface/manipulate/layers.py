@@ -124,7 +124,8 @@ class LayerStack:
     batch; index int64 (B,) frame numbers; pts float64 (B,) seconds; duration of the video (s) or None.
     Returns uint8 (B, 3, H, W): frames without faces and layers with weight 0 leave pixels bit-identical.
     Only the :meth:`window` around the batch's faces is converted to float and computed (the whole frame
-    when a layer paints outside the faces): same pixels, a fraction of the memory traffic.
+    when a layer paints outside the faces): the whole-frame pixels (a test holds every op to them; relocate's
+    resampling and the mean fill may round one level apart) at a fraction of the memory traffic.
     """
 
     def __init__(self, spec: Spec):
@@ -184,5 +185,6 @@ class LayerStack:
         out = frames.clone()
         out[:, :, rows, cols] = y
         return out
+
 
 __all__ = ["Layer", "Spec", "LayerStack", "load_spec"]

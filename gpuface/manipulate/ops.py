@@ -407,10 +407,11 @@ def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int 
     if method == "neighbour":
         if "partner" not in ctx.state:
             ctx.state["partner"] = _neighbour_swaps(ctx.key, _LATTICE, neighbourhood, x.device)
-        lattice = (cy[:, None] * _LATTICE + cx[None, :]).reshape(-1)
+        on_lattice = ((cy[:, None] < _LATTICE) & (cx[None, :] < _LATTICE)).reshape(-1)  # larger grids: the rest stay
+        lattice = (cy[:, None].clamp(max=_LATTICE - 1) * _LATTICE + cx[None, :].clamp(max=_LATTICE - 1)).reshape(-1)
         p = ctx.state["partner"][lattice]                                   # partner lattice position per cell
         pr, pc = torch.div(p, _LATTICE, rounding_mode="floor"), p % _LATTICE
-        ok = (pr < gy) & (pc < gx)
+        ok = (pr < gy) & (pc < gx) & on_lattice
         partner = torch.where(ok, pr * gx + pc, ids[0])                     # (cells,) in this grid's numbering
         both = flat_active & torch.gather(flat_active, 1, partner.expand(n, -1)) & ok
         src_of = torch.where(both, partner.expand(n, -1), ids)              # swaps only between moving cells
