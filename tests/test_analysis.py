@@ -111,3 +111,10 @@ def test_dense_flow_recovers_a_known_translation(tracked_clip):
     table = dense_flow_summary(flow, mask, clip.index[:2], clip.pts[:2])
     assert (table["face_dx"] - dx).abs().max() < 0.15 and (table["face_dy"] - dy).abs().max() < 0.15
     assert (table["face_magnitude"] - (dx ** 2 + dy ** 2) ** 0.5).abs().max() < 0.3
+    # real motion between consecutive frames: the eigenvalue test silences untextured background (wall, blur)
+    # and leaves the face's flow as it was
+    real = {e: dense_flow(grey[:1], kornia.color.rgb_to_grayscale(clip.frames[1:2].float() / 255),
+                          min_eigenvalue=e).norm(dim=1, keepdim=True) for e in (0.0, 1e-4)}
+    face, background = mask[:1] > 0, mask[:1] == 0
+    assert float(real[1e-4][background].mean()) < 0.5 * float(real[0.0][background].mean())
+    assert abs(float(real[1e-4][face].mean()) / float(real[0.0][face].mean()) - 1) < 0.05

@@ -71,6 +71,10 @@ def lucas_kanade(prev: torch.Tensor, nxt: torch.Tensor, points: torch.Tensor, wi
         ix, iy = g[:, 0], g[:, 1]
         gxx, gxy, gyy = (ix * ix).sum(-1), (ix * iy).sum(-1), (iy * iy).sum(-1)
         det = gxx * gyy - gxy * gxy
+        half_trace = (gxx + gyy) / 2
+        min_eig = half_trace - (half_trace ** 2 - det).clamp(min=0).sqrt()
+        ok = (min_eig > min_eigenvalue) & (det > 1e-12)
+        safe = torch.where(ok, det, torch.ones_like(det))
         d = torch.zeros_like(points)
         for _ in range(iterations):
             t1 = _sample(i1, patch + (guess + d)[:, :, None, :])[:, 0]
@@ -93,23 +97,26 @@ def lucas_kanade(prev: torch.Tensor, nxt: torch.Tensor, points: torch.Tensor, wi
 
 
 def dense_flow(prev: torch.Tensor, nxt: torch.Tensor, window: int = 15, levels: int = 4,
-               iterations: int = 3) -> torch.Tensor:
+               iterations: int = 3, min_eigenvalue: float = 1e-4) -> torch.Tensor:
     """Dense optical flow for every pixel: pyramidal Lucas–Kanade with box-filtered structure tensors (the
     classic dense LK), coarse to fine, ``iterations`` warps per level, all frame pairs of a batch at once.
 
     Args:
         prev, nxt: grey frames float (B, 1, H, W) in [0, 1]. window: averaging window (odd, px at each level).
         levels: pyramid levels. iterations: Gauss–Newton warps per level.
+        min_eigenvalue: a pixel is updated at a level only where the smaller eigenvalue of its window-averaged
+            structure tensor (gradients of [0, 1] intensities) exceeds this — the test of Shi & Tomasi (1994)
+            and of OpenCV's ``minEigThreshold`` (same default, 1e-4); elsewhere it keeps the coarser level's
+            flow. Untextured areas (a plain wall under compression noise) so get 0 instead of noise.
 
     Returns:
-        float (B, 2, H, W): displacement (dx, dy) in pixels of each pixel of ``prev``. Flat regions (singular
-        structure tensor) get 0.
+        float (B, 2, H, W): displacement (dx, dy) in pixels of each pixel of ``prev``.
 
     Raises:
         InvalidOptionError: bad window, levels or iterations.
     """
-    if window < 3 or window % 2 == 0 or levels < 1 or iterations < 1:
-        raise InvalidOptionError("dense_flow: odd window >= 3, levels >= 1, iterations >= 1")
+    if window < 3 or window % 2 == 0 or levels < 1 or iterations < 1 or min_eigenvalue < 0:
+        raise InvalidOptionError("dense_flow: odd window >= 3, levels >= 1, iterations >= 1, min_eigenvalue >= 0")
     pyr0, pyr1 = [prev], [nxt]
     for _ in range(levels - 1):
         pyr0.append(kornia.geometry.transform.pyrdown(pyr0[-1]))
@@ -125,6 +132,10 @@ def dense_flow(prev: torch.Tensor, nxt: torch.Tensor, window: int = 15, levels: 
         ix, iy = g[:, :1], g[:, 1:]
         gxx, gxy, gyy = box(ix * ix), box(ix * iy), box(iy * iy)
         det = gxx * gyy - gxy * gxy
+        half_trace = (gxx + gyy) / 2
+        min_eig = half_trace - (half_trace ** 2 - det).clamp(min=0).sqrt()
+        ok = (min_eig > min_eigenvalue) & (det > 1e-12)
+        safe = torch.where(ok, det, torch.ones_like(det))
         ys, xs = torch.meshgrid(torch.arange(h, device=prev.device, dtype=prev.dtype),
                                 torch.arange(w, device=prev.device, dtype=prev.dtype), indexing="ij")
         for _ in range(iterations):
@@ -134,8 +145,6 @@ def dense_flow(prev: torch.Tensor, nxt: torch.Tensor, window: int = 15, levels: 
                                    align_corners=False)
             diff = i0 - warped
             bx, by = box(diff * ix), box(diff * iy)
-            ok = det > 1e-9
-            safe = torch.where(ok, det, torch.ones_like(det))
             step = torch.cat([(gyy * bx - gxy * by) / safe, (gxx * by - gxy * bx) / safe], dim=1)
             flow = flow + torch.where(ok, step, torch.zeros_like(step))
     return flow
