@@ -16,16 +16,18 @@ def _reflect(i, n):
 
 
 @triton.jit
+def _block(C, H, W, BLOCK: tl.constexpr):
+    # this program's plane (b * C + c) and its block of BLOCK pixel offsets within the plane, with (h, w)
+    plane = tl.program_id(0).to(tl.int64)
+    offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    return plane, plane // C, plane % C, offs, offs < H * W, offs // W, offs % W
+
+
+@triton.jit
 def masked_blend_kernel(x_ptr, y_ptr, m_ptr, w_ptr, out_ptr, C, H, W,
                         sxb, sxc, sxh, sxw, syb, syc, syh, syw, smb, smh, smw,
                         BLOCK: tl.constexpr):
-    plane = tl.program_id(0).to(tl.int64)
-    b = plane // C
-    c = plane % C
-    offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < H * W
-    h = offs // W
-    w = offs % W
+    plane, b, c, offs, valid, h, w = _block(C, H, W, BLOCK)
     x = tl.load(x_ptr + b * sxb + c * sxc + h * sxh + w * sxw, mask=valid, other=0.0)
     a = tl.load(m_ptr + b * smb + h * smh + w * smw, mask=valid, other=0.0) * tl.load(w_ptr + b)
     y = tl.load(y_ptr + b * syb + c * syc + h * syh + w * syw, mask=valid & (a != 0.0), other=0.0)
@@ -34,13 +36,7 @@ def masked_blend_kernel(x_ptr, y_ptr, m_ptr, w_ptr, out_ptr, C, H, W,
 
 @triton.jit
 def blur_rows_kernel(x_ptr, taps_ptr, out_ptr, C, H, W, K, sxb, sxc, sxh, sxw, BLOCK: tl.constexpr):
-    plane = tl.program_id(0).to(tl.int64)
-    b = plane // C
-    c = plane % C
-    offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < H * W
-    h = offs // W
-    w = offs % W
+    plane, b, c, offs, valid, h, w = _block(C, H, W, BLOCK)
     base = x_ptr + b * sxb + c * sxc + h * sxh
     r = K // 2
     acc = tl.zeros([BLOCK], dtype=tl.float32)
@@ -53,13 +49,7 @@ def blur_rows_kernel(x_ptr, taps_ptr, out_ptr, C, H, W, K, sxb, sxc, sxh, sxw, B
 @triton.jit
 def blur_cols_blend_kernel(x_ptr, rows_ptr, taps_ptr, m_ptr, w_ptr, out_ptr, C, H, W, K,
                            sxb, sxc, sxh, sxw, smb, smh, smw, BLOCK: tl.constexpr):
-    plane = tl.program_id(0).to(tl.int64)
-    b = plane // C
-    c = plane % C
-    offs = tl.program_id(1).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    valid = offs < H * W
-    h = offs // W
-    w = offs % W
+    plane, b, c, offs, valid, h, w = _block(C, H, W, BLOCK)
     x = tl.load(x_ptr + b * sxb + c * sxc + h * sxh + w * sxw, mask=valid, other=0.0)
     a = tl.load(m_ptr + b * smb + h * smh + w * smw, mask=valid, other=0.0) * tl.load(w_ptr + b)
     out = x
