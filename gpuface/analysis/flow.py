@@ -71,10 +71,6 @@ def lucas_kanade(prev: torch.Tensor, nxt: torch.Tensor, points: torch.Tensor, wi
         ix, iy = g[:, 0], g[:, 1]
         gxx, gxy, gyy = (ix * ix).sum(-1), (ix * iy).sum(-1), (iy * iy).sum(-1)
         det = gxx * gyy - gxy * gxy
-        half_trace = (gxx + gyy) / 2
-        min_eig = half_trace - (half_trace ** 2 - det).clamp(min=0).sqrt()
-        ok = (min_eig > min_eigenvalue) & (det > 1e-12)
-        safe = torch.where(ok, det, torch.ones_like(det))
         d = torch.zeros_like(points)
         for _ in range(iterations):
             t1 = _sample(i1, patch + (guess + d)[:, :, None, :])[:, 0]
