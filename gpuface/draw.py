@@ -1,5 +1,5 @@
 """Drawing into batches of frames with tensor ops (no per-frame loops): discs and line segments at points of any
-frames of a batch. Used by the point-light display, the landmark overlay and the optical-flow visualisation."""
+frames of a batch. Used by the point-light display and the optical-flow visualisation."""
 from __future__ import annotations
 
 import torch

@@ -298,8 +298,8 @@ def analyse_source(path: str, landmarker, batch_size: int = 32, selection: Selec
                     if seq[0].shape[0] > 1:
                         px = dense_flow(seq[0][:-1], seq[0][1:])
                         denses.append(dense_flow_summary(px, seq[1][:-1], seq[2][:-1], seq[3][:-1]))
-                        # frame i shows the flow from the frame before it (none for a video's first frame)
-                        vis_dense = torch.cat([px.new_zeros(len(batch) - px.shape[0], *px.shape[1:]), px])
+                        if sink is not None:  # frame i shows the flow from the frame before it (none for frame 0)
+                            vis_dense = torch.cat([px.new_zeros(len(batch) - px.shape[0], *px.shape[1:]), px])
                     dense_carry = [t[-1:] for t in seq]
                 if flow and state is not None:
                     first = torch.ones(len(faces), dtype=torch.bool, device=faces.frame.device)
@@ -310,16 +310,16 @@ def analyse_source(path: str, landmarker, batch_size: int = 32, selection: Selec
                                              batch.pts[f.frame.cpu()]])
                         table, start, move, ok = landmark_flow(*seq, return_points=True)
                         flows.append(table)
-                        later = f.frame[len(f) - start.shape[0]:]             # the frame each pair ends on
-                        keep = ok.reshape(-1)
-                        vis_points = (start.reshape(-1, 2)[keep], move.reshape(-1, 2)[keep],
-                                      later[:, None].expand(-1, start.shape[1]).reshape(-1)[keep])
+                        if sink is not None:
+                            later = f.frame[len(f) - start.shape[0]:]         # the frame each pair ends on
+                            keep = ok.reshape(-1)
+                            vis_points = (start.reshape(-1, 2)[keep], move.reshape(-1, 2)[keep],
+                                          later[:, None].expand(-1, start.shape[1]).reshape(-1)[keep])
                         carry = [t[-1:] for t in seq]
                     else:
                         carry = None
                 if sink is not None:
-                    pts_, vec, fr = vis_points if vis_points is not None else (None, None, None)
-                    sink.write(draw_flow(batch.frames, vis_dense, pts_, vec, fr))
+                    sink.write(draw_flow(batch.frames, vis_dense, *(vis_points or (None, None, None))))
                 result.frames += len(batch)
                 result.faces += len(faces)
                 bar.update(len(batch))
