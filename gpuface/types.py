@@ -77,6 +77,9 @@ class Faces:
         track_id: optional int64 (N,) track ids within the video.
         embedding: optional float32 (N, D) identity embeddings.
         blendshapes: optional float32 (N, 52) blendshape coefficients in [0, 1].
+        aus: optional float32 (N, K) action-unit intensities in [0, 1] (:data:`gpuface.affect.AU_NAMES`).
+        emotions: optional float32 (N, 7) emotion probabilities (:data:`gpuface.affect.EMOTIONS`).
+        valence, arousal: optional float32 (N,) in [-1, 1].
 
     An empty batch is N = 0, never an exception; frames without faces are simply absent from ``frame``.
     """
@@ -90,6 +93,10 @@ class Faces:
     track_id: torch.Tensor | None = None
     embedding: torch.Tensor | None = None
     blendshapes: torch.Tensor | None = None
+    aus: torch.Tensor | None = None
+    emotions: torch.Tensor | None = None
+    valence: torch.Tensor | None = None
+    arousal: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])

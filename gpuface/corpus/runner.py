@@ -2,7 +2,7 @@
 
 A *job spec* (YAML/JSON) names a job and its options, e.g.::
 
-    job: landmarks            # detect | landmarks | anonymize | manipulate | analyse | annotate
+    job: landmarks            # detect | landmarks | anonymize | manipulate | analyse | annotate | affect
     batch_size: 16
     device: auto              # auto | cpu | cuda | cuda:1
     options: {detector: blazeface-full, max_faces: 2, end: 10.0}
@@ -31,7 +31,7 @@ from ..errors import GpufaceError, InvalidOptionError
 from ..outputs import write_table
 from .manifest import load_manifest
 
-JOBS = ("detect", "landmarks", "anonymize", "manipulate", "analyse", "annotate")
+JOBS = ("detect", "landmarks", "anonymize", "manipulate", "analyse", "annotate", "affect")
 _SELECTION_KEYS = {"step", "step_seconds", "start", "end"}
 
 
@@ -123,6 +123,13 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
                                             k if isinstance(k, int) else tuple(k), bool(opts.get("per_face", False)),
                                             opts.get("too_few", "error"), bool(opts.get("embeddings", False)))
             result.outputs.append(str(write_table(table, out / "annotation.parquet")))
+        elif spec.job == "affect":
+            from ..affect import AffectAnalyzer
+            from ..affect.source import affect_job
+            if "affect" not in cache:
+                cache["affect"] = AffectAnalyzer(device=device, au_threshold=opts.get("au_threshold", 0.25))
+            result = affect_job(path, landmarker(), cache["affect"], out, spec.batch_size, selection,
+                                report=bool(opts.get("report", True)), overwrite=True)
         elif spec.job == "anonymize":
             from ..manipulate.anonymize import AnonymizeOptions
             keys = {"mode", "ellipse", "mask_scale", "color"}

@@ -34,7 +34,7 @@ def shot_cuts(frames: torch.Tensor, previous: torch.Tensor | None = None, thresh
 
 def annotate_source(path: str, landmarker, embedder, batch_size: int = 32, selection=None, num_faces=(2, 9),
                     per_face: bool = False, too_few: str = "error", embeddings: bool = False,
-                    backend: str = "auto", quiet: bool = True):
+                    backend: str = "auto", quiet: bool = True, affect=None):
     """Annotate one video: returns ``(table, result)``.
 
     The table has one row per (frame, face): ``video, frame, time_s, face, x1, y1, x2, y2, score, presence,
@@ -46,6 +46,8 @@ def annotate_source(path: str, landmarker, embedder, batch_size: int = 32, selec
         num_faces: identities: an int, a (min, max) range, as :func:`cluster_embeddings`.
         per_face: cluster single faces instead of tracks.
         too_few: ``error`` or ``each`` when there are fewer tracks/faces than identities.
+        affect: a :class:`gpuface.affect.AffectAnalyzer` to add the affect columns
+            (:func:`gpuface.affect.source.affect_columns`: AUs, emotions, valence/arousal) to every face.
 
     Raises:
         GpufaceError subclasses (NotEnoughFacesError included) for unreadable input or bad options.
@@ -78,6 +80,10 @@ def annotate_source(path: str, landmarker, embedder, batch_size: int = 32, selec
             f = faces.to("cpu")
             table.insert(9, "presence", f.presence.numpy())
             table.insert(10, "track", f.track_id.numpy())
+            if affect is not None:
+                from ..affect.source import affect_columns
+                affect(batch.frames, faces)
+                table = pd.concat([table, affect_columns(faces, affect.au_threshold)], axis=1)
             rows.append(table)
             embs.append(f.embedding)
             frames_seen.append(pd.DataFrame({"frame": batch.index.numpy(), "time_s": batch.pts.numpy()}))

@@ -1,0 +1,144 @@
+"""The affect job over one video or image: landmarks + blendshapes → AUs, emotions, valence/arousal per face."""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..io.decode import Selection
+from ..io.images import ImageReader
+from ..io.sources import open_source
+from ..outputs import faces_rows
+from ..types import Faces, FrameBatch
+from .aus import AU_NAMES
+from .emotions import EMOTIONS, QUADRANTS, quadrant_index
+
+THUMBNAIL_SIZE = 96
+
+
+def affect_columns(faces: Faces, au_threshold: float) -> pd.DataFrame:
+    """The affect columns of every face (row order of ``faces``): AU intensities ``AU01 …``, flags
+    ``AU01_active …``, the 7 emotion probabilities (py-feat's names ``anger … neutral``), ``emotion`` (the top
+    one), ``valence``, ``arousal`` and ``quadrant``."""
+    f = faces.to("cpu")
+    aus = f.aus.numpy()
+    cols = {**{a: aus[:, i] for i, a in enumerate(AU_NAMES)},
+            **{f"{a}_active": aus[:, i] >= au_threshold for i, a in enumerate(AU_NAMES)},
+            **{e: f.emotions[:, i].numpy() for i, e in enumerate(EMOTIONS)},
+            "emotion": [EMOTIONS[i] for i in f.emotions.argmax(1).tolist()] if len(f) else [],
+            "valence": f.valence.numpy(), "arousal": f.arousal.numpy(),
+            "quadrant": [QUADRANTS[i] for i in quadrant_index(f.valence, f.arousal).tolist()]}
+    return pd.DataFrame(cols)
+
+
+def affect_rows(faces: Faces, batch: FrameBatch, video: str, au_threshold: float) -> pd.DataFrame:
+    """One row per face: ``video, frame, time_s, face, x1, y1, x2, y2, score, presence, track`` and the
+    :func:`affect_columns`; plus one row with nulls (``face`` missing) for every frame of the batch without a
+    face."""
+    f = faces.to("cpu")
+    table = faces_rows(f, batch, video, keypoints=False)
+    table["presence"] = f.presence.numpy() if f.presence is not None else np.nan
+    table["track"] = f.track_id.numpy() if f.track_id is not None else -1
+    table = pd.concat([table, affect_columns(f, au_threshold)], axis=1)
+    seen = torch.zeros(len(batch), dtype=torch.bool)
+    seen[f.frame] = True
+    missing = (~seen).nonzero().flatten()
+    if len(missing):
+        empty = pd.DataFrame({"video": video, "frame": batch.index[missing].numpy(),
+                              "time_s": batch.pts[missing].numpy()})
+        table = pd.concat([table, empty], ignore_index=True) if len(table) else empty.reindex(columns=table.columns)
+    table["face"] = table["face"].astype("Int64")
+    table["track"] = table["track"].astype("Int64")
+    return table
+
+
+def affect_source(path: str, landmarker, analyzer, batch_size: int = 32, selection: Selection | None = None,
+                  backend: str = "auto", quiet: bool = True, thumbnails: bool = True):
+    """Affect of every face in every selected frame of one video or image.
+
+    Args:
+        landmarker: a :class:`gpuface.landmarks.FaceLandmarker` with blendshapes (tracking state per video).
+        analyzer: a :class:`gpuface.affect.AffectAnalyzer`.
+        selection: frames to analyse (``Selection(step_seconds=0.5)``: one frame every 0.5 s, etc.).
+        thumbnails: keep, per track, the highest-scoring face crop (uint8 (3, 96, 96)) in
+            ``result.tables["thumbnails"]`` (a dict track → crop) for the report.
+
+    Returns:
+        ``(table, result)``: rows as :func:`affect_rows` sorted by frame, and the :class:`JobResult`
+        (``result.tables["info"]`` is the source's :class:`~gpuface.types.VideoInfo`).
+
+    Raises:
+        GpufaceError subclasses for unreadable input or bad options.
+    """
+    from ..geometry import crop_rois
+    from ..pipeline import JobResult, OomGuard, _progress
+
+    t0 = time.perf_counter()
+    guard = OomGuard()
+    reader = open_source(path, backend=backend, device=landmarker.device)
+    state = None if isinstance(reader, ImageReader) else landmarker.new_state()
+    parts, result, best = [], JobResult(path), {}
+    with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
+        for batch in reader.batches(batch_size, selection, device=landmarker.device):
+            faces = analyzer(batch.frames, guard(landmarker, batch.frames, state))
+            parts.append(affect_rows(faces, batch, path, analyzer.au_threshold))
+            if thumbnails and len(faces):
+                _keep_best(best, faces, batch.frames, crop_rois)
+            result.frames += len(batch)
+            result.faces += len(faces)
+            bar.update(len(batch))
+    result.seconds = time.perf_counter() - t0
+    result.tables["info"] = reader.info
+    result.tables["thumbnails"] = {k: v[1] for k, v in sorted(best.items())}
+    table = pd.concat(parts, ignore_index=True).sort_values(["frame", "face"], na_position="first", kind="stable")
+    return table.reset_index(drop=True), result
+
+
+def affect_job(path: str, landmarker, analyzer, out_dir: str | os.PathLike, batch_size: int = 32,
+               selection: Selection | None = None, backend: str = "auto", quiet: bool = True,
+               table_ext: str = ".parquet", report: bool = True, overwrite: bool = False):
+    """:func:`affect_source` on one input, then every output file of
+    :func:`gpuface.affect.report.write_affect_outputs` in ``out_dir`` (named after the input's stem).
+
+    Returns:
+        The :class:`~gpuface.pipeline.JobResult` with the paths written.
+    """
+    from pathlib import Path
+
+    from .. import __version__
+    from .report import write_affect_outputs
+
+    table, result = affect_source(path, landmarker, analyzer, batch_size, selection, backend, quiet,
+                                  thumbnails=report)
+    sel = selection or Selection()
+    meta = {"gpuface_version": __version__, "device": str(analyzer.device), "detector": landmarker.detector.model,
+            "step": sel.step, "step_seconds": sel.step_seconds, "au_threshold": analyzer.au_threshold,
+            "models": {"action_units": "MediaPipe blendshapes -> FACS table (gpuface.affect.aus)",
+                       "expression": "mini-Xception (fer 25.10.3, FER2013)",
+                       "valence_arousal": "derived: emotion probabilities on Russell's circumplex"},
+            "frames_processed": result.frames, "processing_duration_seconds": result.seconds}
+    result.outputs += write_affect_outputs(table, result.tables["info"], out_dir, Path(path).stem, meta, table_ext,
+                                           result.tables["thumbnails"], report, overwrite)
+    return result
+
+
+def _keep_best(best: dict, faces: Faces, frames: torch.Tensor, crop_rois) -> None:
+    """Update ``best`` (track → (score, uint8 crop)) with this batch's highest-scoring face of each track."""
+    tracks = faces.track_id if faces.track_id is not None else torch.zeros(len(faces), dtype=torch.long)
+    scores = faces.scores.cpu()
+    for t in torch.unique(tracks).tolist():
+        rows = (tracks.cpu() == t).nonzero().flatten()
+        i = int(rows[scores[rows].argmax()])
+        if t in best and best[t][0] >= float(scores[i]):
+            continue
+        box = faces.boxes[i:i + 1]
+        centre = (box[:, :2] + box[:, 2:]) / 2
+        side = (box[:, 2:] - box[:, :2]).amax(1) * 1.2
+        crop = crop_rois(frames, faces.frame[i:i + 1], centre, side, torch.zeros_like(side), THUMBNAIL_SIZE)
+        best[t] = (float(scores[i]), crop[0].mul(255).round().byte().cpu())
+
+
+__all__ = ["affect_columns", "affect_rows", "affect_source", "affect_job"]
