@@ -179,6 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
     af.add_argument("--au-threshold", type=float, default=0.25,
                     help="AU intensity at which an AU counts as active (default 0.25)")
+    af.add_argument("--baseline", default="none", choices=["none", "person"],
+                    help="person: subtract each face track's median AU intensities (OpenFace-style) before "
+                         "thresholding; for videos of mostly neutral faces")
     af.add_argument("--no-report", action="store_true", help="skip the HTML report with pictures")
     af.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: numbered names)")
     _selection_options(af)
@@ -457,7 +460,7 @@ def cmd_affect(args) -> int:
 
     def job(path: str):
         return affect_job(path, landmarker, analyzer, args.output, args.batch_size, sel, args.backend, args.quiet,
-                          f".{args.format}", not args.no_report, args.overwrite)
+                          f".{args.format}", not args.no_report, args.overwrite, args.baseline)
 
     return _summary(run_many(expand_inputs(args.inputs, args.ext), job, _error), args.quiet)
 

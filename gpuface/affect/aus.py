@@ -11,6 +11,9 @@ System*), the ARKit/MediaPipe blendshapes that express it and the source of the 
   closure of the lips independent of jaw position, so the difference is the lip aperture that jaw opening leaves.
   Lips parted by AU10 + AU16 alone, with the jaw closed, are not seen.
 
+py-feat's map gives eyeBlink as AU45 (blink); a single frame can only show the eye closed, FACS AU43, which is
+also py-feat's Detector column name, so the row is named AU43.
+
 Bilateral blendshapes (Left/Right, the subject's sides) are combined with the maximum: FACS scores an AU that
 occurs on one side (unilateral) as present. Intensities stay in the blendshapes' [0, 1] range. An AU is
 *active* when its intensity is ≥ :data:`AU_THRESHOLD` (0.25, a "trace" level on the coefficient scale chosen

@@ -175,8 +175,12 @@ def report_figures(table: pd.DataFrame, duration: float, thumbnails: dict | None
             ax[0].imshow(thumb.permute(1, 2, 0).numpy())
         ax[0].set_axis_off()
         ax[0].set_title(f"{ident} {int(who)}\n{len(rows)} frames")
-        ax[1].imshow(rows[list(AU_NAMES)].to_numpy().T, aspect="auto", vmin=0, vmax=1, cmap="magma",
-                     interpolation="nearest", extent=(0, end, len(AU_NAMES) - 0.5, -0.5))
+        # cells span from each analysed time to the next (the last one as long as the median step)
+        step = float(np.median(np.diff(t))) if len(t) > 1 else end
+        edges = np.append(t, t[-1] + step)
+        ax[1].pcolormesh(edges, np.arange(len(AU_NAMES) + 1) - 0.5, rows[list(AU_NAMES)].to_numpy().T, vmin=0,
+                         vmax=1, cmap="magma")
+        ax[1].invert_yaxis()
         ax[1].set_yticks(range(len(AU_NAMES)), AU_NAMES, fontsize=6)
         ax[1].set_xlim(0, end)
         ax[1].set_xlabel("time (s)")

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..errors import InvalidOptionError
 from ..io.decode import Selection
 from ..io.images import ImageReader
 from ..io.sources import open_source
@@ -55,6 +56,30 @@ def affect_rows(faces: Faces, batch: FrameBatch, video: str, au_threshold: float
     return table
 
 
+def subtract_person_baseline(table: pd.DataFrame, au_threshold: float, by: str = "track") -> pd.DataFrame:
+    """Person-specific AU normalisation: each AU intensity minus that person's median over the video, clamped to
+    [0, 1], and the ``_active`` flags recomputed (OpenFace's median subtraction: Baltrušaitis, Mahmoud & Robinson
+    (2015), "Cross-dataset learning and person-specific normalisation for automatic Action Unit detection",
+    IEEE FG). It removes a face's resting appearance (a brow that always looks lowered reads as AU04 on every
+    frame otherwise); it assumes the person is mostly neutral over the video.
+
+    Args:
+        table: an affect table (:func:`affect_rows`). by: the person column (``track``, or ``label`` when
+            identities are known).
+
+    Returns:
+        A new table; rows without a face are unchanged.
+    """
+    out = table.copy()
+    faces = out["face"].notna() & out[by].notna()
+    aus = out.loc[faces, list(AU_NAMES)].astype(float)
+    base = aus.groupby(out.loc[faces, by]).transform("median")
+    out.loc[faces, list(AU_NAMES)] = (aus - base).clip(0, 1).to_numpy(np.float32)
+    for a in AU_NAMES:
+        out.loc[faces, f"{a}_active"] = out.loc[faces, a] >= au_threshold
+    return out
+
+
 def affect_source(path: str, landmarker, analyzer, batch_size: int = 32, selection: Selection | None = None,
                   backend: str = "auto", quiet: bool = True, thumbnails: bool = True):
     """Affect of every face in every selected frame of one video or image.
@@ -99,9 +124,10 @@ def affect_source(path: str, landmarker, analyzer, batch_size: int = 32, selecti
 
 def affect_job(path: str, landmarker, analyzer, out_dir: str | os.PathLike, batch_size: int = 32,
                selection: Selection | None = None, backend: str = "auto", quiet: bool = True,
-               table_ext: str = ".parquet", report: bool = True, overwrite: bool = False):
-    """:func:`affect_source` on one input, then every output file of
-    :func:`gpuface.affect.report.write_affect_outputs` in ``out_dir`` (named after the input's stem).
+               table_ext: str = ".parquet", report: bool = True, overwrite: bool = False, baseline: str = "none"):
+    """:func:`affect_source` on one input (with ``baseline="person"``, then :func:`subtract_person_baseline`),
+    then every output file of :func:`gpuface.affect.report.write_affect_outputs` in ``out_dir`` (named after the
+    input's stem).
 
     Returns:
         The :class:`~gpuface.pipeline.JobResult` with the paths written.
@@ -111,11 +137,16 @@ def affect_job(path: str, landmarker, analyzer, out_dir: str | os.PathLike, batc
     from .. import __version__
     from .report import write_affect_outputs
 
+    if baseline not in ("none", "person"):
+        raise InvalidOptionError(f"baseline must be none or person, got {baseline!r}")
     table, result = affect_source(path, landmarker, analyzer, batch_size, selection, backend, quiet,
                                   thumbnails=report)
+    if baseline == "person":
+        table = subtract_person_baseline(table, analyzer.au_threshold)
     sel = selection or Selection()
     meta = {"gpuface_version": __version__, "device": str(analyzer.device), "detector": landmarker.detector.model,
             "step": sel.step, "step_seconds": sel.step_seconds, "au_threshold": analyzer.au_threshold,
+            "au_baseline": baseline,
             "models": {"action_units": "MediaPipe blendshapes -> FACS table (gpuface.affect.aus)",
                        "expression": "mini-Xception (fer 25.10.3, FER2013)",
                        "valence_arousal": "derived: emotion probabilities on Russell's circumplex"},
@@ -141,4 +172,4 @@ def _keep_best(best: dict, faces: Faces, frames: torch.Tensor, crop_rois) -> Non
         best[t] = (float(scores[i]), crop[0].mul(255).round().byte().cpu())
 
 
-__all__ = ["affect_columns", "affect_rows", "affect_source", "affect_job"]
+__all__ = ["affect_columns", "affect_rows", "subtract_person_baseline", "affect_source", "affect_job"]

@@ -129,7 +129,8 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
             if "affect" not in cache:
                 cache["affect"] = AffectAnalyzer(device=device, au_threshold=opts.get("au_threshold", 0.25))
             result = affect_job(path, landmarker(), cache["affect"], out, spec.batch_size, selection,
-                                report=bool(opts.get("report", True)), overwrite=True)
+                                report=bool(opts.get("report", True)), overwrite=True,
+                                baseline=opts.get("baseline", "none"))
         elif spec.job == "anonymize":
             from ..manipulate.anonymize import AnonymizeOptions
             keys = {"mode", "ellipse", "mask_scale", "color"}
