@@ -22,13 +22,16 @@ def roi_theta(centres: torch.Tensor, sides: torch.Tensor, angles: torch.Tensor, 
 
 
 def crop_rois(frames: torch.Tensor, frame_index: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor,
-              angles: torch.Tensor, size: int) -> torch.Tensor:
+              angles: torch.Tensor, size: int, antialias: bool = False) -> torch.Tensor:
     """Crop N rotated square ROIs from a batch of frames in one bilinear ``grid_sample`` (zeros outside).
 
     Args:
         frames: uint8 (B, 3, H, W) RGB, or float in [0, 1].
         frame_index: int64 (N,) frame of each ROI. centres: float (N, 2) px. sides: float (N,) px.
         angles: float (N,) radians. size: output side S in pixels.
+        antialias: when the smallest ROI is over twice the output size, first shrink the frames' window with one
+            anti-aliased bilinear resize (uint8, PIL-style) to about S pixels per ROI side, so that downscaled
+            crops do not alias (and the float conversion touches fewer pixels). MediaPipe's crops do not do this.
 
     Returns:
         float32 (N, 3, S, S) crops in [0, 1] (MediaPipe's FaceMesh input range; float16 when ``frames`` is
@@ -48,6 +51,11 @@ def crop_rois(frames: torch.Tensor, frame_index: torch.Tensor, centres: torch.Te
     window = frames[:, :, y0:y1, x0:x1]
     if used.numel() < frames.shape[0]:
         window = window[used]
+    if antialias:
+        factor = float(size / sides.min())
+        if factor < 0.5:   # normalised coordinates (theta below) are unchanged by resizing the window
+            window = F.interpolate(window, size=(max(round((y1 - y0) * factor), 1), max(round((x1 - x0) * factor), 1)),
+                                   mode="bilinear", antialias=True, align_corners=False)
     window = window.float().div_(255.0) if window.dtype == torch.uint8 else window
     offset = torch.tensor([x0, y0], dtype=window.dtype, device=window.device)
     theta = roi_theta(centres.to(window.dtype) - offset, sides.to(window.dtype), angles.to(window.dtype),

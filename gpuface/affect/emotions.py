@@ -1,8 +1,8 @@
 """Emotion probabilities from aligned grey face chips, and valence/arousal derived from them on the circumplex.
 
 Chips: every face of every frame is cut in one bilinear ``grid_sample`` (:func:`gpuface.identity.embed.face_chips`:
-dlib's 5-point similarity alignment from FaceMesh points, eyes level) at twice the chip size and averaged 2×2
-(anti-aliasing), then turned grey with ITU-R BT.601 weights (0.299 R + 0.587 G + 0.114 B, OpenCV's and fer's
+dlib's 5-point similarity alignment from FaceMesh points, eyes level) after one anti-aliased shrink of the
+frames' window around the faces (faces larger than twice the chip; like OpenCV's ``INTER_AREA``), then turned grey with ITU-R BT.601 weights (0.299 R + 0.587 G + 0.114 B, OpenCV's and fer's
 ``COLOR_BGR2GRAY``) and scaled to [-1, 1] as fer does (``(x / 255 − 0.5) · 2``). The padding (0.45 of dlib's
 template) frames the face from the forehead to below the chin, like the Haar-cascade box + 10 px fer crops.
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
 from ..identity.embed import face_chips
 
@@ -45,8 +44,7 @@ def emotion_chips(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: to
     Returns:
         float32 (N, 1, size, size) in [-1, 1] on the frames' device (N = 0 gives an empty tensor).
     """
-    rgb = face_chips(frames, landmarks, frame_index, 2 * size, padding)               # (N, 3, 2S, 2S) 0-255
-    rgb = F.avg_pool2d(rgb, 2)
+    rgb = face_chips(frames, landmarks, frame_index, size, padding, antialias=True)     # (N, 3, S, S) 0-255
     weights = torch.tensor([0.299, 0.587, 0.114], device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
     grey = (rgb * weights).sum(1, keepdim=True)
     return (grey / 255.0 - 0.5) * 2.0
