@@ -29,9 +29,11 @@ def crop_rois(frames: torch.Tensor, frame_index: torch.Tensor, centres: torch.Te
         frames: uint8 (B, 3, H, W) RGB, or float in [0, 1].
         frame_index: int64 (N,) frame of each ROI. centres: float (N, 2) px. sides: float (N,) px.
         angles: float (N,) radians. size: output side S in pixels.
-        antialias: when the smallest ROI is over twice the output size, first shrink the frames' window with one
-            anti-aliased bilinear resize (uint8, PIL-style) to about S pixels per ROI side, so that downscaled
-            crops do not alias (and the float conversion touches fewer pixels). MediaPipe's crops do not do this.
+        antialias: (uint8 frames) an ROI with a side of 2^k·S px or more (k ≥ 1) is sampled from the frames shrunk
+            by 2^k with an anti-aliased (PIL-style) bilinear resize, so that downscaled crops do not alias and the
+            float conversion touches 4^k times fewer pixels. The shrink is aligned to the frame's 2^k-pixel grid,
+            so each crop depends only on its own ROI, never on the other ROIs of the batch (batch-size invariant).
+            MediaPipe's crops do not do this (off by default).
 
     Returns:
         float32 (N, 3, S, S) crops in [0, 1] (MediaPipe's FaceMesh input range; float16 when ``frames`` is
@@ -40,22 +42,37 @@ def crop_rois(frames: torch.Tensor, frame_index: torch.Tensor, centres: torch.Te
     n = frame_index.numel()
     if n == 0:
         return frames.new_zeros((0, 3, size, size), dtype=torch.float32)
-    # Convert to float only the window of the frames that the ROIs can touch (their joint bounding box).
-    reach = sides * (angles.cos().abs() + angles.sin().abs()) / 2 + 2
+    if not (antialias and frames.dtype == torch.uint8):
+        return _crop(frames, frame_index, centres, sides, angles, size, 1)
+    levels = torch.log2(sides / size).floor().clamp(min=0).long()
+    out = frames.new_empty((n, 3, size, size), dtype=torch.float32)
+    for k in torch.unique(levels).tolist():     # usually one level per batch
+        sel = levels == k
+        out[sel] = _crop(frames, frame_index[sel], centres[sel], sides[sel], angles[sel], size, 2 ** k)
+    return out
+
+
+def _crop(frames, frame_index, centres, sides, angles, size: int, shrink: int) -> torch.Tensor:
+    """:func:`crop_rois` from the window of the frames the ROIs can touch (their joint bounding box), converted
+    to float; with ``shrink`` > 1 the window (aligned to multiples of ``shrink``, with a margin for the filter)
+    is first resized by 1/shrink."""
+    n = frame_index.numel()
+    reach = sides * (angles.cos().abs() + angles.sin().abs()) / 2 + 2 + 2 * (shrink > 1) * shrink
     h, w = frames.shape[-2:]
-    x0 = int((centres[:, 0] - reach).min().floor().clamp(0, w - 1))
-    y0 = int((centres[:, 1] - reach).min().floor().clamp(0, h - 1))
+    x0 = int((centres[:, 0] - reach).min().floor().clamp(0, w - 1)) // shrink * shrink
+    y0 = int((centres[:, 1] - reach).min().floor().clamp(0, h - 1)) // shrink * shrink
     x1 = int((centres[:, 0] + reach).max().ceil().clamp(x0 + 1, w))
     y1 = int((centres[:, 1] + reach).max().ceil().clamp(y0 + 1, h))
+    if shrink > 1:   # whole 2^k blocks (the last partial block at the frame's edge is dropped)
+        x1 = x0 + max((min(-(-(x1 - x0) // shrink) * shrink, w - x0)) // shrink, 1) * shrink
+        y1 = y0 + max((min(-(-(y1 - y0) // shrink) * shrink, h - y0)) // shrink, 1) * shrink
     used, inverse = torch.unique(frame_index, return_inverse=True)
     window = frames[:, :, y0:y1, x0:x1]
     if used.numel() < frames.shape[0]:
         window = window[used]
-    if antialias:
-        factor = float(size / sides.min())
-        if factor < 0.5:   # normalised coordinates (theta below) are unchanged by resizing the window
-            window = F.interpolate(window, size=(max(round((y1 - y0) * factor), 1), max(round((x1 - x0) * factor), 1)),
-                                   mode="bilinear", antialias=True, align_corners=False)
+    if shrink > 1:   # normalised coordinates (theta below) are unchanged by resizing the window
+        window = F.interpolate(window, size=((y1 - y0) // shrink, (x1 - x0) // shrink), mode="bilinear",
+                               antialias=True, align_corners=False)
     window = window.float().div_(255.0) if window.dtype == torch.uint8 else window
     offset = torch.tensor([x0, y0], dtype=window.dtype, device=window.device)
     theta = roi_theta(centres.to(window.dtype) - offset, sides.to(window.dtype), angles.to(window.dtype),
