@@ -31,9 +31,10 @@ setup(
         "matplotlib",  # affect reports
     ],
     extras_require={
-        # reference runtimes: LiteRT for the TFLite ports, dlib for the face-recognition ResNet port; submitit for
+        # reference runtimes: LiteRT for the TFLite ports (and fer's quantised model), dlib for the face-recognition
+        # ResNet port, timm for the HSEmotion EfficientNet mapping; submitit for
         # the SLURM backend test
-        "test": ["pytest>=7", "ai-edge-litert==2.3.0", "dlib-bin==20.0.1.post1; platform_system == 'Linux'", "submitit"],
+        "test": ["pytest>=7", "ai-edge-litert==2.3.0", "timm", "dlib-bin==20.0.1.post1; platform_system == 'Linux'", "submitit"],
         "torchcodec": ["torchcodec"],
         "feat": ["py-feat"],
         "slurm": ["submitit"],

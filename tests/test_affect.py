@@ -218,3 +218,54 @@ def test_outputs_all_or_nothing(samples, analyzer, tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         write_affect_outputs(table, result.tables["info"], tmp_path, "x", {})
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture(scope="module")
+def fake_hsemotion(tmp_path_factory):
+    """A timm EfficientNet-B0 with HSEmotion's head (Linear 1280 → 8 emotions + valence + arousal, in a
+    Sequential), random weights and batch-norm statistics, saved whole with torch.save as HSEmotion's file is."""
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    model = timm.create_model("efficientnet_b0", num_classes=10)
+    model.classifier = torch.nn.Sequential(torch.nn.Linear(1280, 10))
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+    path = tmp_path_factory.mktemp("hse") / "enet_b0_8_va_mtl.pt"
+    torch.save(model.eval(), path)
+    return model, path
+
+
+def test_hsemotion_port_matches_timm(fake_hsemotion, samples, landmarker, tmp_path, monkeypatch):
+    """The pickled timm model read without running it, on torchvision's EfficientNet-B0: the same outputs as
+    timm itself on real face chips; the analyser keeps py-feat's 7 emotions and the regressed valence/arousal."""
+    from gpuface.affect.emotions import imagenet_chips
+    from gpuface.affect.models import HSEMOTION_CLASSES
+
+    monkeypatch.setenv("GPUFACE_WEIGHTS", str(tmp_path))
+    model, path = fake_hsemotion
+    analyzer = AffectAnalyzer(emotion_model="hsemotion", weights={"hsemotion": str(path)})
+    img = read_image(samples["multi_face.jpg"])[None]
+    faces = analyzer(img, landmarker(img))
+    chips = imagenet_chips(img, faces.landmarks, faces.frame)
+    with torch.no_grad():
+        ref = model(chips)
+    probs = torch.softmax(ref[:, :8], 1)[:, [HSEMOTION_CLASSES.index(e) for e in EMOTIONS]]
+    assert len(faces) == 5
+    assert torch.allclose(faces.emotions, probs / probs.sum(1, keepdim=True), atol=1e-5)
+    assert torch.allclose(faces.valence, ref[:, 8].clamp(-1, 1), atol=1e-5)
+    assert torch.allclose(faces.arousal, ref[:, 9].clamp(-1, 1), atol=1e-5)
+    record = json.loads((tmp_path / "hsemotion.json").read_text())
+    assert record["license"] == "Apache-2.0" and len(record["sha256"]) == 64
+
+
+def test_online_model_missing_is_one_line(samples, tmp_path):
+    env = {**__import__("os").environ, "GPUFACE_OFFLINE": "1", "GPUFACE_WEIGHTS": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "gpuface.cli", "affect", samples["expression_anger.jpg"], "-o",
+                        str(tmp_path / "o"), "--emotion-model", "hsemotion", "--quiet"], capture_output=True, text=True,
+                       env=env)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "enet_b0_8_va_mtl.pt" in r.stderr and "--weights hsemotion=PATH" in r.stderr and "https://" in r.stderr
+    assert not (tmp_path / "o").exists()

@@ -18,6 +18,9 @@ class AffectAnalyzer:
       one forward pass.
     - Valence/arousal: derived from the emotion probabilities on Russell's circumplex
       (:func:`gpuface.affect.emotions.circumplex_valence_arousal`), labelled as derived, not measured.
+    - ``emotion_model="hsemotion"`` (online weights, :mod:`gpuface.affect.models`): HSEmotion's EfficientNet-B0
+      on aligned 224² RGB chips gives the emotions (its contempt class dropped and the other 7 renormalised, to
+      keep py-feat's 7 columns) and *measured* valence/arousal from its regression heads.
 
     Every face is processed independently of the others in its batch, so the outputs do not depend on the batch
     size (up to float32 rounding of batched convolutions, ≤ 1e-5 measured).
@@ -25,6 +28,12 @@ class AffectAnalyzer:
     Args:
         device: torch device for the models.
         au_threshold: intensity at which an AU counts as active (default :data:`gpuface.affect.aus.AU_THRESHOLD`).
+        emotion_model: ``mini-xception`` (offline, default) or ``hsemotion`` (online weights).
+        weights: ``{model name: local file}`` for online models (``--weights NAME=PATH``).
+
+    Raises:
+        InvalidOptionError: bad threshold or model name. WeightsError: online weights not available (one line
+        saying what to download and where to put it).
 
     Example::
 
@@ -32,16 +41,23 @@ class AffectAnalyzer:
         faces = affect(batch.frames, lm(batch.frames, state))   # faces.aus (N, 22), emotions (N, 7), valence (N,)
     """
 
-    def __init__(self, device: torch.device | str = "cpu", au_threshold: float = AU_THRESHOLD):
-        from ..models.mini_xception import MiniXception
-        from ..weights import load_state_dict
-
+    def __init__(self, device: torch.device | str = "cpu", au_threshold: float = AU_THRESHOLD,
+                 emotion_model: str = "mini-xception", weights: dict[str, str] | None = None):
         if not 0 < au_threshold <= 1:
             raise InvalidOptionError(f"au_threshold must be in (0, 1], got {au_threshold}")
+        if emotion_model not in ("mini-xception", "hsemotion"):
+            raise InvalidOptionError(f"emotion_model must be mini-xception or hsemotion, got {emotion_model!r}")
         self.device = torch.device(device)
         self.au_threshold = au_threshold
-        self.emotion_net = MiniXception().eval()
-        self.emotion_net.load_state_dict(load_state_dict("mini-xception"))
+        self.emotion_model = emotion_model
+        if emotion_model == "hsemotion":
+            from .models import HSEmotionNet, affect_weights_file
+            self.emotion_net = HSEmotionNet.from_file(affect_weights_file("hsemotion", (weights or {}).get("hsemotion")))
+        else:
+            from ..models.mini_xception import MiniXception
+            from ..weights import load_state_dict
+            self.emotion_net = MiniXception().eval()
+            self.emotion_net.load_state_dict(load_state_dict("mini-xception"))
         self.emotion_net.to(self.device)
 
     @torch.inference_mode()
@@ -62,9 +78,16 @@ class AffectAnalyzer:
         if faces.landmarks is None or faces.blendshapes is None:
             raise InvalidOptionError("affect needs FaceMesh landmarks and blendshapes (FaceLandmarker(blendshapes=True))")
         faces.aus = blendshapes_to_aus(faces.blendshapes.to(self.device))
-        chips = emotion_chips(frames.to(self.device), faces.landmarks.to(self.device), faces.frame.to(self.device))
-        faces.emotions = self.emotion_net(chips)
-        faces.valence, faces.arousal = circumplex_valence_arousal(faces.emotions)
+        frames, landmarks, rows = frames.to(self.device), faces.landmarks.to(self.device), faces.frame.to(self.device)
+        if self.emotion_model == "hsemotion":
+            from .models import HSEMOTION_CLASSES
+            from .emotions import EMOTIONS, imagenet_chips
+            probs, faces.valence, faces.arousal = self.emotion_net(imagenet_chips(frames, landmarks, rows))
+            seven = probs[:, [HSEMOTION_CLASSES.index(e) for e in EMOTIONS]]
+            faces.emotions = seven / seven.sum(1, keepdim=True)
+        else:
+            faces.emotions = self.emotion_net(emotion_chips(frames, landmarks, rows))
+            faces.valence, faces.arousal = circumplex_valence_arousal(faces.emotions)
         return faces
 
 

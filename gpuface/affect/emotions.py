@@ -50,6 +50,19 @@ def emotion_chips(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: to
     return (grey / 255.0 - 0.5) * 2.0
 
 
+def imagenet_chips(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: torch.Tensor, size: int = 224,
+                   padding: float = 0.35) -> torch.Tensor:
+    """Aligned RGB face chips normalised with ImageNet's mean and std (HSEmotion's input, 224² for B0).
+
+    Returns:
+        float32 (N, 3, size, size) on the frames' device.
+    """
+    rgb = face_chips(frames, landmarks, frame_index, size, padding, antialias=True) / 255.0
+    mean = torch.tensor([0.485, 0.456, 0.406], device=rgb.device).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225], device=rgb.device).view(1, 3, 1, 1)
+    return (rgb - mean) / std
+
+
 def _unit_vectors(device) -> torch.Tensor:
     rows = [(0.0, 0.0) if CIRCUMPLEX_DEGREES[e] is None else
             (math.cos(math.radians(CIRCUMPLEX_DEGREES[e])), math.sin(math.radians(CIRCUMPLEX_DEGREES[e])))
@@ -75,5 +88,5 @@ def quadrant_index(valence: torch.Tensor, arousal: torch.Tensor) -> torch.Tensor
     return (valence >= 0).long() + 2 * (arousal >= 0).long()
 
 
-__all__ = ["EMOTIONS", "CIRCUMPLEX_DEGREES", "QUADRANTS", "emotion_chips", "circumplex_valence_arousal",
+__all__ = ["EMOTIONS", "CIRCUMPLEX_DEGREES", "QUADRANTS", "emotion_chips", "imagenet_chips", "circumplex_valence_arousal",
            "quadrant_index"]

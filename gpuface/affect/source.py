@@ -148,8 +148,10 @@ def affect_job(path: str, landmarker, analyzer, out_dir: str | os.PathLike, batc
             "step": sel.step, "step_seconds": sel.step_seconds, "au_threshold": analyzer.au_threshold,
             "au_baseline": baseline,
             "models": {"action_units": "MediaPipe blendshapes -> FACS table (gpuface.affect.aus)",
-                       "expression": "mini-Xception (fer 25.10.3, FER2013)",
-                       "valence_arousal": "derived: emotion probabilities on Russell's circumplex"},
+                       **({"expression": "HSEmotion enet_b0_8_va_mtl (AffectNet)",
+                           "valence_arousal": "HSEmotion regression heads"} if analyzer.emotion_model == "hsemotion"
+                          else {"expression": "mini-Xception (fer 25.10.3, FER2013)",
+                                "valence_arousal": "derived: emotion probabilities on Russell's circumplex"})},
             "frames_processed": result.frames, "processing_duration_seconds": result.seconds}
     result.outputs += write_affect_outputs(table, result.tables["info"], out_dir, Path(path).stem, meta, table_ext,
                                            result.tables["thumbnails"], report, overwrite)
