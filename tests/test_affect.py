@@ -269,3 +269,68 @@ def test_online_model_missing_is_one_line(samples, tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "enet_b0_8_va_mtl.pt" in r.stderr and "--weights hsemotion=PATH" in r.stderr and "https://" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def mexca_mefarg(tmp_path_factory):
+    """mexca 1.0.4's own MEFARG classes (its wheel's mexca/video/{helper_classes,mefl,mefarg}.py, imported
+    without the rest of mexca), with random weights and batch-norm statistics, saved as mexca's hub file is."""
+    import importlib.util
+    import types
+
+    import torchvision
+    from safetensors.torch import save_file
+
+    from gpuface.fetch import extract_pypi_members
+
+    pytest.importorskip("huggingface_hub")
+    root = tmp_path_factory.mktemp("mexca")
+    files = ("helper_classes", "mefl", "mefarg")
+    extract_pypi_members("mexca", "1.0.4", {f"mexca/video/{f}.py": root / f"{f}.py" for f in files},
+                         pip_args=("--only-binary=:all:", "--python-version", "3.9"))
+    saved = {k: v for k, v in sys.modules.items() if k == "mexca" or k.startswith("mexca.")}
+    try:
+        for name, path in (("mexca", []), ("mexca.video", [str(root)])):
+            sys.modules[name] = types.ModuleType(name)
+            sys.modules[name].__path__ = path
+        for f in files:
+            spec = importlib.util.spec_from_file_location(f"mexca.video.{f}", root / f"{f}.py")
+            sys.modules[spec.name] = module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+        module.resnet50 = lambda weights=None: torchvision.models.resnet50()   # no ImageNet download
+        torch.manual_seed(0)
+        ref = module.MEFARG({"n_main_aus": 27, "n_sub_aus": 14})
+    finally:
+        for k in [k for k in sys.modules if k == "mexca" or k.startswith("mexca.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+    for m in ref.modules():
+        if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
+    path = root / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(path))
+    return ref.eval(), path
+
+
+def test_opengraphau_port_matches_mexca(mexca_mefarg, samples, landmarker, tmp_path, monkeypatch):
+    """Our batched MEFARG (one einsum for the 27 AU blocks, grid mean before the edge projection) against mexca's
+    MEFARG on the same weights and real face chips; the analyser's table gets OpenGraphAU's 41 AU columns."""
+    from gpuface.affect.emotions import imagenet_chips
+    from gpuface.affect.source import affect_columns
+    from gpuface.models.opengraphau import OPENGRAPHAU_AUS
+
+    monkeypatch.setenv("GPUFACE_WEIGHTS", str(tmp_path))
+    ref, path = mexca_mefarg
+    analyzer = AffectAnalyzer(au_model="opengraphau", weights={"opengraphau": str(path)})
+    img = read_image(samples["multi_face.jpg"])[None]
+    faces = analyzer(img, landmarker(img))
+    with torch.no_grad():
+        expected = ref(imagenet_chips(img, faces.landmarks, faces.frame))
+    assert faces.aus.shape == (5, 41)
+    assert (faces.aus - expected).abs().max() <= 1e-4
+    cols = affect_columns(faces, analyzer.au_threshold, analyzer.au_names)
+    assert list(cols.columns[:41]) == list(OPENGRAPHAU_AUS) and "AUR14_active" in cols.columns
+    assert analyzer.au_threshold == 0.5

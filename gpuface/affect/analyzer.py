@@ -5,14 +5,15 @@ import torch
 
 from ..errors import InvalidOptionError
 from ..types import Faces
-from .aus import AU_THRESHOLD, blendshapes_to_aus
+from .aus import AU_NAMES, AU_THRESHOLD, blendshapes_to_aus
 from .emotions import circumplex_valence_arousal, emotion_chips
 
 
 class AffectAnalyzer:
     """Action units, 7 emotion probabilities and valence/arousal for all faces of a batch, on one device.
 
-    - AUs: :func:`gpuface.affect.aus.blendshapes_to_aus` (the cited blendshape → FACS table).
+    - AUs: :func:`gpuface.affect.aus.blendshapes_to_aus` (the cited blendshape → FACS table), or with
+      ``au_model="opengraphau"`` OpenGraphAU's network (online weights) on aligned 224² RGB chips.
     - Emotions: fer's mini-Xception (:class:`gpuface.models.mini_xception.MiniXception`, weights ``mini-xception``
       of the registry) on aligned 64×64 grey chips (:func:`gpuface.affect.emotions.emotion_chips`), all faces in
       one forward pass.
@@ -27,7 +28,11 @@ class AffectAnalyzer:
 
     Args:
         device: torch device for the models.
-        au_threshold: intensity at which an AU counts as active (default :data:`gpuface.affect.aus.AU_THRESHOLD`).
+        au_threshold: intensity at which an AU counts as active (default: :data:`gpuface.affect.aus.AU_THRESHOLD`
+            for blendshapes, OpenGraphAU's 0.5 for opengraphau).
+        au_model: ``blendshapes`` (offline, default: :data:`gpuface.affect.aus.AU_TABLE`, 22 AUs) or
+            ``opengraphau`` (online weights: OpenGraphAU's 41 AUs, :data:`gpuface.models.opengraphau.OPENGRAPHAU_AUS`;
+            ``self.au_names`` says which).
         emotion_model: ``mini-xception`` (offline, default) or ``hsemotion`` (online weights).
         weights: ``{model name: local file}`` for online models (``--weights NAME=PATH``).
 
@@ -41,15 +46,28 @@ class AffectAnalyzer:
         faces = affect(batch.frames, lm(batch.frames, state))   # faces.aus (N, 22), emotions (N, 7), valence (N,)
     """
 
-    def __init__(self, device: torch.device | str = "cpu", au_threshold: float = AU_THRESHOLD,
-                 emotion_model: str = "mini-xception", weights: dict[str, str] | None = None):
+    def __init__(self, device: torch.device | str = "cpu", au_threshold: float | None = None,
+                 emotion_model: str = "mini-xception", weights: dict[str, str] | None = None,
+                 au_model: str = "blendshapes"):
+        if au_model not in ("blendshapes", "opengraphau"):
+            raise InvalidOptionError(f"au_model must be blendshapes or opengraphau, got {au_model!r}")
+        if au_threshold is None:
+            au_threshold = AU_THRESHOLD if au_model == "blendshapes" else 0.5
         if not 0 < au_threshold <= 1:
             raise InvalidOptionError(f"au_threshold must be in (0, 1], got {au_threshold}")
         if emotion_model not in ("mini-xception", "hsemotion"):
             raise InvalidOptionError(f"emotion_model must be mini-xception or hsemotion, got {emotion_model!r}")
         self.device = torch.device(device)
         self.au_threshold = au_threshold
-        self.emotion_model = emotion_model
+        self.emotion_model, self.au_model = emotion_model, au_model
+        self.au_names = AU_NAMES
+        self.au_net = None
+        if au_model == "opengraphau":
+            from ..models.opengraphau import OPENGRAPHAU_AUS
+            from .models import affect_weights_file, load_opengraphau
+            self.au_net = load_opengraphau(affect_weights_file("opengraphau", (weights or {}).get("opengraphau")))
+            self.au_net.to(self.device)
+            self.au_names = OPENGRAPHAU_AUS
         if emotion_model == "hsemotion":
             from .models import HSEmotionNet, affect_weights_file
             self.emotion_net = HSEmotionNet.from_file(affect_weights_file("hsemotion", (weights or {}).get("hsemotion")))
@@ -77,8 +95,12 @@ class AffectAnalyzer:
         """
         if faces.landmarks is None or faces.blendshapes is None:
             raise InvalidOptionError("affect needs FaceMesh landmarks and blendshapes (FaceLandmarker(blendshapes=True))")
-        faces.aus = blendshapes_to_aus(faces.blendshapes.to(self.device))
         frames, landmarks, rows = frames.to(self.device), faces.landmarks.to(self.device), faces.frame.to(self.device)
+        if self.au_net is not None:
+            from .emotions import imagenet_chips
+            faces.aus = self.au_net(imagenet_chips(frames, landmarks, rows))
+        else:
+            faces.aus = blendshapes_to_aus(faces.blendshapes.to(self.device))
         if self.emotion_model == "hsemotion":
             from .models import HSEMOTION_CLASSES
             from .emotions import EMOTIONS, imagenet_chips

@@ -32,6 +32,7 @@ blendshape table is kept.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -86,6 +87,22 @@ AU_NAMES: tuple[str, ...] = tuple(r.au for r in AU_TABLE)
 AU_DESCRIPTIONS: dict[str, str] = {r.au: r.name for r in AU_TABLE}
 #: Default intensity at which an AU counts as active.
 AU_THRESHOLD = 0.25
+#: FACS names of every AU code an AU source here reports (Ekman, Friesen & Hager 2002).
+FACS_NAMES = {**AU_DESCRIPTIONS, "AU11": "Nasolabial deepener", "AU13": "Sharp lip puller", "AU19": "Tongue show",
+              "AU23": "Lip tightener", "AU27": "Mouth stretch", "AU32": "Lip bite", "AU38": "Nostril dilator",
+              "AU39": "Nostril compressor"}
+
+
+def au_description(code: str) -> str:
+    """FACS name of an AU column (``AU12``; ``AUL12``/``AUR12`` for the subject's left/right side)."""
+    side = {"L": "left ", "R": "right "}.get(code[2:3], "")
+    return side + FACS_NAMES.get(code[:2] + code[-2:], code) if side else FACS_NAMES.get(code, code)
+
+
+def au_columns(columns) -> list[str]:
+    """The AU intensity columns of an affect table (those with an ``<AU>_active`` partner), in table order."""
+    cols = list(columns)
+    return [c for c in cols if re.fullmatch(r"A[UD][LR]?\d\d", c) and f"{c}_active" in cols]
 
 
 def _index(names_per_rule: list[tuple[str, ...]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,4 +141,5 @@ def blendshapes_to_aus(blendshapes: torch.Tensor) -> torch.Tensor:
     return (plus - minus).clamp_(0, 1)
 
 
-__all__ = ["AURule", "AU_TABLE", "AU_NAMES", "AU_DESCRIPTIONS", "AU_THRESHOLD", "blendshapes_to_aus"]
+__all__ = ["AURule", "AU_TABLE", "AU_NAMES", "AU_DESCRIPTIONS", "AU_THRESHOLD", "FACS_NAMES", "au_description",
+           "au_columns", "blendshapes_to_aus"]

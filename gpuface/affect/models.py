@@ -6,6 +6,9 @@ recorded (trust on first use) in ``<weights dir>/<name>.json`` with its sha256, 
 digest is refused unless it is named explicitly again. Offline and without a file, loading fails with one line
 that says what to download and where to put it.
 
+- ``opengraphau``: OpenGraphAU MEFARG ResNet-50 stage 2 (:mod:`gpuface.models.opengraphau`), the weights mexca
+  publishes on the HuggingFace hub (``model.safetensors`` with mexca's parameter names; a ``.pth``/``.bin`` of the
+  same state dict is read too): 41 AU scores in [0, 1] from 224² ImageNet-normalised faces.
 - ``hsemotion``: HSEmotion ``enet_b0_8_va_mtl`` (A. V. Savchenko (2022), "Video-based frame-level facial analysis
   of affective behavior on mobile devices using EfficientNets", CVPR Workshops; "HSEmotion: High-speed emotion
   recognition library", Software Impacts 14; code Apache-2.0): EfficientNet-B0 (timm, saved whole with
@@ -47,6 +50,14 @@ AFFECT_MODELS: dict[str, AffectModel] = {
         citation="A. V. Savchenko (2022), Video-based frame-level facial analysis of affective behavior on mobile "
                  "devices using EfficientNets, CVPR Workshops (ABAW); HSEmotion enet_b0_8_va_mtl.",
         outputs="8 emotions + valence/arousal"),
+    "opengraphau": AffectModel(
+        name="opengraphau", file="model.safetensors",
+        url="https://huggingface.co/mexca/mefarg-open-graph-au-resnet50-stage-2/resolve/main/model.safetensors",
+        license="Apache-2.0",
+        citation="Luo, Song, Xie, Shen, Gunes (2022), Learning Multi-dimensional Edge Feature-based AU Relation "
+                 "Graph for Facial Action Unit Recognition, IJCAI; OpenGraphAU ResNet-50 stage 2 as published by "
+                 "mexca (HuggingFace mexca/mefarg-open-graph-au-resnet50-stage-2).",
+        outputs="41 AUs (27 + 14 left/right)"),
 }
 
 
@@ -143,5 +154,29 @@ class HSEmotionNet(nn.Module):
         return model.eval()
 
 
+def load_opengraphau(path: str | os.PathLike):
+    """:class:`gpuface.models.opengraphau.OpenGraphAU` in eval mode from mexca's weights file (safetensors, or a
+    torch-saved state dict read with ``weights_only=True``).
+
+    Raises:
+        WeightsError: the file does not hold that model.
+    """
+    from ..models.opengraphau import OpenGraphAU, convert_mexca_state
+
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = state.get("state_dict", state)
+        model = OpenGraphAU()
+        model.load_state_dict(convert_mexca_state({k.removeprefix("module."): v for k, v in state.items()}))
+    except (KeyError, RuntimeError, OSError, ValueError) as e:
+        raise WeightsError(f"{path}: not OpenGraphAU/MEFARG weights in mexca's layout ({e.__class__.__name__}: "
+                           f"{str(e)[:200]})") from None
+    return model.eval()
+
+
 __all__ = ["AffectModel", "AFFECT_MODELS", "parse_weights_option", "affect_weights_file", "HSEmotionNet",
-           "HSEMOTION_CLASSES"]
+           "HSEMOTION_CLASSES", "load_opengraphau"]

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..io.encode import free_path, temporary_path
-from .aus import AU_DESCRIPTIONS, AU_NAMES
+from .aus import au_columns, au_description
 from .emotions import EMOTIONS
 
 #: Display bins of AU intensity (FACS letters A–E as a reading aid; the intensities are not FACS-coded).
@@ -45,11 +45,12 @@ def affect_json(table: pd.DataFrame, info, meta: dict) -> dict:
         meta: extra ``analysis_metadata`` (device, step, seconds, models …).
     """
     ident = _identity_column(table)
+    names = au_columns(table.columns)
     frames = []
     for (frame, t), rows in table.groupby(["frame", "time_s"], sort=True):
         faces = []
         for _, r in rows[rows["face"].notna()].iterrows():
-            active = [a for a in AU_NAMES if bool(r[f"{a}_active"])]
+            active = [a for a in names if bool(r[f"{a}_active"])]
             faces.append({
                 "face_id": int(r["face"]), "track_id": int(r["track"]),
                 "identity": None if pd.isna(r[ident]) else int(r[ident]),
@@ -60,9 +61,9 @@ def affect_json(table: pd.DataFrame, info, meta: dict) -> dict:
                 "valence_arousal": {"valence": float(r["valence"]), "arousal": float(r["arousal"]),
                                     "emotional_quadrant": r["quadrant"], "derived_from": "emotion probabilities"},
                 "action_units": {"active_action_units": active, "total_active": len(active),
-                                 "interpretations": {a: {"description": AU_DESCRIPTIONS[a], "score": float(r[a]),
+                                 "interpretations": {a: {"description": au_description(a), "score": float(r[a]),
                                                          "active": bool(r[f"{a}_active"]),
-                                                         "intensity": _letter(float(r[a]))} for a in AU_NAMES}},
+                                                         "intensity": _letter(float(r[a]))} for a in names}},
             })
         frames.append({"frame_index": int(frame), "timestamp_seconds": float(t), "faces_detected": len(faces),
                        "faces": faces})
@@ -80,7 +81,7 @@ def summary_statistics(table: pd.DataFrame) -> dict:
     valence/arousal and the five most often active AUs (``[[AU, count], …]``)."""
     faces = table[table["face"].notna()]
     with_faces = faces["frame"].nunique()
-    counts = {a: int(faces[f"{a}_active"].astype(bool).sum()) for a in AU_NAMES}
+    counts = {a: int(faces[f"{a}_active"].astype(bool).sum()) for a in au_columns(table.columns)}
     top = sorted(((a, c) for a, c in counts.items() if c), key=lambda x: -x[1])[:5]
     return {
         "total_frames": int(table["frame"].nunique()), "frames_with_faces": int(with_faces),
@@ -96,9 +97,10 @@ def summary_statistics(table: pd.DataFrame) -> dict:
 def summary_csv(table: pd.DataFrame) -> pd.DataFrame:
     """Per frame and face: frame_index, timestamp_seconds, faces_detected, face_id, detection_confidence,
     emotion, emotion_confidence, valence, arousal, emotional_quadrant, active_aus_count, active_aus."""
+    names = au_columns(table.columns)
     per_frame = table.groupby("frame")["face"].count()
     faces = table["face"].notna()
-    active = table[[f"{a}_active" for a in AU_NAMES]].fillna(False).astype(bool).to_numpy()
+    active = table[[f"{a}_active" for a in names]].fillna(False).astype(bool).to_numpy()
     conf = [float(r[r["emotion"]]) if isinstance(r["emotion"], str) else np.nan
             for _, r in table[["emotion", *EMOTIONS]].iterrows()]
     return pd.DataFrame({
@@ -107,19 +109,20 @@ def summary_csv(table: pd.DataFrame) -> pd.DataFrame:
         "detection_confidence": table["score"], "emotion": table["emotion"], "emotion_confidence": conf,
         "valence": table["valence"], "arousal": table["arousal"], "emotional_quadrant": table["quadrant"],
         "active_aus_count": np.where(faces, active.sum(1), 0),
-        "active_aus": [",".join(a for a, on in zip(AU_NAMES, row) if on) for row in active],
+        "active_aus": [",".join(a for a, on in zip(names, row) if on) for row in active],
     })
 
 
 def au_timeline(table: pd.DataFrame) -> pd.DataFrame:
     """Long table: one row per (frame, face, AU): frame_index, timestamp_seconds, face_id, action_unit,
     description, score, active, intensity (display letter)."""
-    faces = table.loc[table["face"].notna(), ["frame", "time_s", "face", *AU_NAMES, *(f"{a}_active" for a in AU_NAMES)]]
-    long = faces.melt(id_vars=["frame", "time_s", "face"], value_vars=list(AU_NAMES), var_name="action_unit",
+    names = au_columns(table.columns)
+    faces = table.loc[table["face"].notna(), ["frame", "time_s", "face", *names, *(f"{a}_active" for a in names)]]
+    long = faces.melt(id_vars=["frame", "time_s", "face"], value_vars=names, var_name="action_unit",
                       value_name="score")
-    flags = faces.melt(id_vars=["frame", "face"], value_vars=[f"{a}_active" for a in AU_NAMES], value_name="active")
+    flags = faces.melt(id_vars=["frame", "face"], value_vars=[f"{a}_active" for a in names], value_name="active")
     long["active"] = flags["active"].astype(bool).to_numpy()
-    long["description"] = long["action_unit"].map(AU_DESCRIPTIONS)
+    long["description"] = long["action_unit"].map(au_description)
     long["intensity"] = long["score"].map(_letter)
     long = long.rename(columns={"frame": "frame_index", "time_s": "timestamp_seconds", "face": "face_id"})
     return long.sort_values(["frame_index", "face_id"], kind="stable")[
@@ -141,7 +144,7 @@ def text_report(doc: dict) -> str:
                   "(derived from the emotion probabilities on Russell's circumplex)"]
     if s["most_active_action_units"]:
         lines += ["", "MOST ACTIVE ACTION UNITS (frames x faces):"]
-        lines += [f"{a} ({AU_DESCRIPTIONS[a]}): {c}" for a, c in s["most_active_action_units"]]
+        lines += [f"{a} ({au_description(a)}): {c}" for a, c in s["most_active_action_units"]]
     lines += ["", "AUs come from MediaPipe blendshapes through a cited mapping table and are not validated against "
               "human FACS coders; AU05, AU06 and AU09 are unreliable (see gpuface.affect.aus).",
               f"Analysis took {m.get('processing_duration_seconds', 0):.1f} s."]
@@ -162,6 +165,7 @@ def report_figures(table: pd.DataFrame, duration: float, thumbnails: dict | None
     import matplotlib.pyplot as plt
 
     ident = _identity_column(table)
+    names = au_columns(table.columns)
     faces = table[table["face"].notna() & table[ident].notna()]
     order = faces[ident].value_counts().index[:max_identities]
     figures = {}
@@ -178,10 +182,10 @@ def report_figures(table: pd.DataFrame, duration: float, thumbnails: dict | None
         # cells span from each analysed time to the next (the last one as long as the median step)
         step = float(np.median(np.diff(t))) if len(t) > 1 else end
         edges = np.append(t, t[-1] + step)
-        ax[1].pcolormesh(edges, np.arange(len(AU_NAMES) + 1) - 0.5, rows[list(AU_NAMES)].to_numpy().T, vmin=0,
+        ax[1].pcolormesh(edges, np.arange(len(names) + 1) - 0.5, rows[names].to_numpy().T, vmin=0,
                          vmax=1, cmap="magma")
         ax[1].invert_yaxis()
-        ax[1].set_yticks(range(len(AU_NAMES)), AU_NAMES, fontsize=6)
+        ax[1].set_yticks(range(len(names)), names, fontsize=6 if len(names) < 30 else 4)
         ax[1].set_xlim(0, end)
         ax[1].set_xlabel("time (s)")
         ax[1].set_title("action units (intensity)")

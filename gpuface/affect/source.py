@@ -14,20 +14,20 @@ from ..io.images import ImageReader
 from ..io.sources import open_source
 from ..outputs import faces_rows
 from ..types import Faces, FrameBatch
-from .aus import AU_NAMES
+from .aus import AU_NAMES, au_columns
 from .emotions import EMOTIONS, QUADRANTS, quadrant_index
 
 THUMBNAIL_SIZE = 96
 
 
-def affect_columns(faces: Faces, au_threshold: float) -> pd.DataFrame:
-    """The affect columns of every face (row order of ``faces``): AU intensities ``AU01 …``, flags
-    ``AU01_active …``, the 7 emotion probabilities (py-feat's names ``anger … neutral``), ``emotion`` (the top
+def affect_columns(faces: Faces, au_threshold: float, au_names: tuple[str, ...] = AU_NAMES) -> pd.DataFrame:
+    """The affect columns of every face (row order of ``faces``): AU intensities ``AU01 …`` (``au_names``, the
+    analyser's), flags ``AU01_active …``, the 7 emotion probabilities (py-feat's names ``anger … neutral``), ``emotion`` (the top
     one), ``valence``, ``arousal`` and ``quadrant``."""
     f = faces.to("cpu")
     aus = f.aus.numpy()
-    cols = {**{a: aus[:, i] for i, a in enumerate(AU_NAMES)},
-            **{f"{a}_active": aus[:, i] >= au_threshold for i, a in enumerate(AU_NAMES)},
+    cols = {**{a: aus[:, i] for i, a in enumerate(au_names)},
+            **{f"{a}_active": aus[:, i] >= au_threshold for i, a in enumerate(au_names)},
             **{e: f.emotions[:, i].numpy() for i, e in enumerate(EMOTIONS)},
             "emotion": [EMOTIONS[i] for i in f.emotions.argmax(1).tolist()] if len(f) else [],
             "valence": f.valence.numpy(), "arousal": f.arousal.numpy(),
@@ -35,7 +35,8 @@ def affect_columns(faces: Faces, au_threshold: float) -> pd.DataFrame:
     return pd.DataFrame(cols)
 
 
-def affect_rows(faces: Faces, batch: FrameBatch, video: str, au_threshold: float) -> pd.DataFrame:
+def affect_rows(faces: Faces, batch: FrameBatch, video: str, au_threshold: float,
+                au_names: tuple[str, ...] = AU_NAMES) -> pd.DataFrame:
     """One row per face: ``video, frame, time_s, face, x1, y1, x2, y2, score, presence, track`` and the
     :func:`affect_columns`; plus one row with nulls (``face`` missing) for every frame of the batch without a
     face."""
@@ -43,7 +44,7 @@ def affect_rows(faces: Faces, batch: FrameBatch, video: str, au_threshold: float
     table = faces_rows(f, batch, video, keypoints=False)
     table["presence"] = f.presence.numpy() if f.presence is not None else np.nan
     table["track"] = f.track_id.numpy() if f.track_id is not None else -1
-    table = pd.concat([table, affect_columns(f, au_threshold)], axis=1)
+    table = pd.concat([table, affect_columns(f, au_threshold, au_names)], axis=1)
     seen = torch.zeros(len(batch), dtype=torch.bool)
     seen[f.frame] = True
     missing = (~seen).nonzero().flatten()
@@ -71,11 +72,12 @@ def subtract_person_baseline(table: pd.DataFrame, au_threshold: float, by: str =
         A new table; rows without a face are unchanged.
     """
     out = table.copy()
+    names = au_columns(out.columns)
     faces = out["face"].notna() & out[by].notna()
-    aus = out.loc[faces, list(AU_NAMES)].astype(float)
+    aus = out.loc[faces, names].astype(float)
     base = aus.groupby(out.loc[faces, by]).transform("median")
-    out.loc[faces, list(AU_NAMES)] = (aus - base).clip(0, 1).to_numpy(np.float32)
-    for a in AU_NAMES:
+    out.loc[faces, names] = (aus - base).clip(0, 1).to_numpy(np.float32)
+    for a in names:
         out.loc[faces, f"{a}_active"] = out.loc[faces, a] >= au_threshold
     return out
 
@@ -109,7 +111,7 @@ def affect_source(path: str, landmarker, analyzer, batch_size: int = 32, selecti
     with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
         for batch in reader.batches(batch_size, selection, device=landmarker.device):
             faces = analyzer(batch.frames, guard(landmarker, batch.frames, state))
-            parts.append(affect_rows(faces, batch, path, analyzer.au_threshold))
+            parts.append(affect_rows(faces, batch, path, analyzer.au_threshold, analyzer.au_names))
             if thumbnails and len(faces):
                 _keep_best(best, faces, batch.frames, crop_rois)
             result.frames += len(batch)
@@ -147,7 +149,8 @@ def affect_job(path: str, landmarker, analyzer, out_dir: str | os.PathLike, batc
     meta = {"gpuface_version": __version__, "device": str(analyzer.device), "detector": landmarker.detector.model,
             "step": sel.step, "step_seconds": sel.step_seconds, "au_threshold": analyzer.au_threshold,
             "au_baseline": baseline,
-            "models": {"action_units": "MediaPipe blendshapes -> FACS table (gpuface.affect.aus)",
+            "models": {"action_units": ("OpenGraphAU MEFARG ResNet-50 (41 AUs)" if analyzer.au_model == "opengraphau"
+                                        else "MediaPipe blendshapes -> FACS table (gpuface.affect.aus)"),
                        **({"expression": "HSEmotion enet_b0_8_va_mtl (AffectNet)",
                            "valence_arousal": "HSEmotion regression heads"} if analyzer.emotion_model == "hsemotion"
                           else {"expression": "mini-Xception (fer 25.10.3, FER2013)",

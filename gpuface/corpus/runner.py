@@ -128,9 +128,10 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
             from ..affect.source import affect_job
             if "affect" not in cache:
                 from ..affect.models import parse_weights_option
-                cache["affect"] = AffectAnalyzer(device=device, au_threshold=opts.get("au_threshold", 0.25),
+                cache["affect"] = AffectAnalyzer(device=device, au_threshold=opts.get("au_threshold"),
                                                  emotion_model=opts.get("emotion_model", "mini-xception"),
-                                                 weights=parse_weights_option(opts.get("weights")))
+                                                 weights=parse_weights_option(opts.get("weights")),
+                                                 au_model=opts.get("au_model", "blendshapes"))
             result = affect_job(path, landmarker(), cache["affect"], out, spec.batch_size, selection,
                                 report=bool(opts.get("report", True)), overwrite=True,
                                 baseline=opts.get("baseline", "none"))

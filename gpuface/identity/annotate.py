@@ -83,7 +83,7 @@ def annotate_source(path: str, landmarker, embedder, batch_size: int = 32, selec
             if affect is not None:
                 from ..affect.source import affect_columns
                 affect(batch.frames, faces)
-                table = pd.concat([table, affect_columns(faces, affect.au_threshold)], axis=1)
+                table = pd.concat([table, affect_columns(faces, affect.au_threshold, affect.au_names)], axis=1)
             rows.append(table)
             embs.append(f.embedding)
             frames_seen.append(pd.DataFrame({"frame": batch.index.numpy(), "time_s": batch.pts.numpy()}))
