@@ -81,7 +81,12 @@ def _wrap(a: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class TrackState:
-    """Per-video tracking state carried from one batch to the next."""
+    """Per-video tracking state carried from one batch to the next.
+
+    ``centres``/``sides``/``angles`` are each track's ROI from its landmarks at the last key frame; ``position``
+    counts the frames landmarked so far (key frames and detections are scheduled on it, never on batch
+    positions); ``next_detection`` is the position from which the detector looks for new faces again.
+    """
 
     centres: torch.Tensor = field(default_factory=lambda: torch.zeros(0, 2))
     sides: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
@@ -89,17 +94,22 @@ class TrackState:
     ids: torch.Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     scores: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
     next_id: int = 0
-    since_detection: int = 0
+    position: int = 0
+    next_detection: int = 0
     lost: bool = False
 
     def __len__(self) -> int:
         return int(self.ids.numel())
 
     def end_tracks(self) -> None:
-        """End every track (e.g. at a shot cut); new detections get new ids (ids stay unique in the video)."""
-        self.centres, self.sides, self.angles = self.centres[:0], self.sides[:0], self.angles[:0]
-        self.ids, self.scores = self.ids[:0], self.scores[:0]
+        """End every track (e.g. at a shot cut); the next frame is a key frame with detection, and new detections
+        get new ids (ids stay unique in the video)."""
+        self._keep(torch.zeros(len(self), dtype=torch.bool, device=self.ids.device))
         self.lost = True
+
+    def _keep(self, alive: torch.Tensor) -> None:
+        self.centres, self.sides, self.angles = self.centres[alive], self.sides[alive], self.angles[alive]
+        self.ids, self.scores = self.ids[alive], self.scores[alive]
 
 
 class FaceLandmarker:
@@ -110,11 +120,16 @@ class FaceLandmarker:
         device: torch device. half: run FaceMesh in float16 (CUDA only).
         max_faces: most faces per frame (None: all). min_score: detection score threshold.
         min_presence: drop a face below this presence (MediaPipe ``min_face_presence_confidence`` 0.5).
-        redetect_every: also run the detector every this many frames (None: only when needed).
+        redetect_every: also run the detector every this many frames while ``max_faces`` tracks are alive
+            (None: only when a track is lost).
+        detect_every: while fewer than ``max_faces`` faces are tracked (always, without ``max_faces``), the
+            detector looks for new faces every this many frames (default 16, about half a second).
         refine_tolerance: re-run FaceMesh on a frame when its own landmarks' ROI differs from the first ROI by
             more than this (fraction of the side; radians for rotation). 0 always refines.
-        keyframe_step: within a batch, every this many frames (and the last) is landmarked first from the
-            tracks' ROIs; the frames between start from ROIs interpolated between those key frames.
+        keyframe_step: every this many frames of the video is a key frame: landmarked from the previous key
+            frame's landmark ROIs (a chain), and the only place where tracks end and the detector runs; the frames
+            between start from their key frame's ROIs. The schedule follows the frame's position in the video
+            (``TrackState.position``), never the batch, so outputs do not depend on the batch size.
         blendshapes: compute the 52 blendshape coefficients.
         compile: run FaceMesh through ``torch.compile`` (Inductor) in fixed chunks of 8 crops (zero-padded, so one
             compiled graph serves every batch). FaceMesh alone is ~3x faster on a 2-core CPU at batch 32, but end
@@ -133,15 +148,15 @@ class FaceLandmarker:
     def __init__(self, detector: str = "blazeface-short", device: torch.device | str = "cpu",
                  max_faces: int | None = None, min_score: float | None = None, min_presence: float = 0.5,
                  redetect_every: int | None = None, refine_tolerance: float = 0.04, keyframe_step: int = 4,
-                 blendshapes: bool = True, half: bool = False, compile: bool = False):
+                 blendshapes: bool = True, half: bool = False, compile: bool = False, detect_every: int = 16):
         from .weights import load_graph
 
         if max_faces is not None and max_faces < 1:
             raise InvalidOptionError("max_faces must be >= 1 (or None for all faces)")
-        if (not 0 <= min_presence <= 1 or refine_tolerance < 0 or keyframe_step < 1
+        if (not 0 <= min_presence <= 1 or refine_tolerance < 0 or keyframe_step < 1 or detect_every < 1
                 or (redetect_every is not None and redetect_every < 1)):
             raise InvalidOptionError("min_presence in [0, 1], refine_tolerance >= 0, keyframe_step >= 1, "
-                                     "redetect_every >= 1")
+                                     "detect_every >= 1, redetect_every >= 1")
         self.device = torch.device(device)
         kwargs = {} if min_score is None or detector == "mtcnn" else {"score_threshold": min_score}
         self.detector = FaceDetector(detector, self.device, min_score=min_score or 0.0, **kwargs)
@@ -150,7 +165,7 @@ class FaceLandmarker:
         self.blend = Blendshapes(load_graph("blendshapes", self.device)) if blendshapes else None
         self.max_faces, self.min_presence = max_faces, min_presence
         self.redetect_every, self.refine_tolerance = redetect_every, refine_tolerance
-        self.keyframe_step = keyframe_step
+        self.keyframe_step, self.detect_every = keyframe_step, detect_every
         self.compile_chunk = 8
         self._compiled = torch.compile(self.mesh, dynamic=False) if compile else None
         self.detector_frames = 0  # frames the detector ran on (for reports)
@@ -191,29 +206,34 @@ class FaceLandmarker:
         landmarks[slots], presence[slots] = lm, pr
         return c2, s2, a2
 
-    def _needs_detection(self, state: TrackState) -> bool:
-        if len(state) == 0 or state.lost:
-            return True
+    def _detection_due(self, state: TrackState, ended: bool) -> bool:
+        """Whether the key frame at ``state.position`` runs the detector (a function of positions only)."""
+        if len(state) == 0 or ended or state.lost:
+            return state.lost or ended or state.position >= state.next_detection
         if self.max_faces is None or len(state) < self.max_faces:
-            return True
-        return self.redetect_every is not None and state.since_detection >= self.redetect_every
+            return state.position >= state.next_detection
+        return self.redetect_every is not None and state.position >= state.next_detection
 
-    def _detect_into(self, frame: torch.Tensor, state: TrackState) -> None:
-        faces = self.detector(frame[None])
+    def _detect_into(self, frames: torch.Tensor, row: int, state: TrackState) -> torch.Tensor:
+        """Detect in ``frames[row]`` and append the faces that no track covers (up to ``max_faces``) to the state,
+        with ROIs from the detections. Returns the indices of the new tracks in the state."""
+        faces = self.detector(frames[row:row + 1])
         self.detector_frames += 1
-        state.since_detection, state.lost = 0, False
+        state.lost = False
+        every = self.detect_every if self.max_faces is None or len(state) < self.max_faces else self.redetect_every
+        state.next_detection = (state.position // (every or 1) + 1) * (every or 1) if every else 1 << 62
+        n_old = len(state)
         if len(faces) == 0:
-            return
-        order = torch.argsort(faces.scores, descending=True)
-        faces = faces.select(order)
+            return torch.arange(n_old, n_old, device=self.device)
+        faces = faces.select(torch.argsort(faces.scores, descending=True))
         c, s, a = rois_from_detections(faces.boxes, faces.keypoints)
-        if len(state):
+        if n_old:
             half = state.sides[:, None] / 3  # a track's ROI is 1.5x the face: compare face-sized boxes
             track_boxes = torch.cat([state.centres - half, state.centres + half], dim=1)
             new = (box_iou(faces.boxes, track_boxes) <= 0.3).all(dim=1)
         else:
             new = torch.ones(len(faces), dtype=torch.bool, device=faces.boxes.device)
-        room = None if self.max_faces is None else max(self.max_faces - len(state), 0)
+        room = None if self.max_faces is None else max(self.max_faces - n_old, 0)
         idx = torch.nonzero(new).flatten()[:room]
         n = idx.numel()
         state.centres = torch.cat([state.centres.to(c), c[idx]])
@@ -222,10 +242,18 @@ class FaceLandmarker:
         state.scores = torch.cat([state.scores.to(s), faces.scores[idx]])
         state.ids = torch.cat([state.ids.to(c.device), torch.arange(state.next_id, state.next_id + n, device=c.device)])
         state.next_id += n
+        return torch.arange(n_old, n_old + n, device=self.device)
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, state: TrackState | None = None) -> Faces:
         """Landmark every face in a batch of consecutive frames of one video.
+
+        Key frames (every ``keyframe_step``-th frame of the video, and the first frame after
+        :meth:`TrackState.end_tracks`) are landmarked in order, each from the previous key frame's landmark ROIs
+        (refined from its own landmarks when they moved); tracks end there when their presence drops below
+        ``min_presence``, and the detector runs there when due. All other frames of the batch are then landmarked
+        at once from their key frame's ROIs (refined likewise). Every decision depends on the frame's position in
+        the video, so any batch size (and any split by :class:`~gpuface.pipeline.OomGuard`) gives the same output.
 
         Args:
             frames: uint8 (B, 3, H, W) RGB.
@@ -233,9 +261,10 @@ class FaceLandmarker:
                 (detector on every frame, track_id -1).
 
         Returns:
-            :class:`Faces` sorted by frame: boxes (landmarks' bounding box, xyxy px), scores (score of the
-            detection that started the track), keypoints (N, 6, 2) from :data:`KEYPOINTS_FROM_MESH`, landmarks
-            (N, 478, 3) px (z in the same units, relative), presence (N,), track_id (N,), blendshapes (N, 52).
+            :class:`Faces` sorted by frame, then track: boxes (landmarks' bounding box, xyxy px), scores (score of
+            the detection that started the track), keypoints (N, 6, 2) from :data:`KEYPOINTS_FROM_MESH`,
+            landmarks (N, 478, 3) px (z in the same units, relative), presence (N,), track_id (N,),
+            blendshapes (N, 52).
         """
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
             raise InvalidOptionError(f"frames must be uint8 (B, 3, H, W), got {tuple(frames.shape)} {frames.dtype}")
@@ -243,50 +272,65 @@ class FaceLandmarker:
         if state is None:
             return self._stills(frames)
         b = frames.shape[0]
-        if self._needs_detection(state):
-            self._detect_into(frames[0], state)
-        if len(state) == 0:
-            state.since_detection += b
+        state.centres, state.sides, state.angles = (t.to(self.device) for t in (state.centres, state.sides,
+                                                                                 state.angles))
+        state.ids, state.scores = state.ids.to(self.device), state.scores.to(self.device)
+        parts = []        # (rows, landmarks, presence, ids, scores) of key frames
+        between = []      # (row, ROIs, ids, scores) of the other frames, landmarked together at the end
+        for row in range(b):
+            if state.position % self.keyframe_step == 0 or state.lost:
+                ended = False
+                if len(state):
+                    lm, pr, rois = self._key_mesh(frames, row, (state.centres, state.sides, state.angles))
+                    alive = pr >= self.min_presence
+                    ended = bool((~alive).any())
+                    parts.append((self._rows(row, alive), lm[alive], pr[alive], state.ids[alive],
+                                  state.scores[alive]))
+                    state._keep(alive)
+                    state.centres, state.sides, state.angles = (r[alive] for r in rois)
+                if self._detection_due(state, ended):
+                    new = self._detect_into(frames, row, state)
+                    if new.numel():
+                        lm, pr, rois = self._key_mesh(frames, row, (state.centres[new], state.sides[new],
+                                                                     state.angles[new]))
+                        keep = torch.ones(len(state), dtype=torch.bool, device=self.device)
+                        keep[new] = pr >= self.min_presence
+                        ok = keep[new]
+                        parts.append((self._rows(row, ok), lm[ok], pr[ok], state.ids[new][ok], state.scores[new][ok]))
+                        for t, r in zip((state.centres, state.sides, state.angles), rois):
+                            t[new] = r
+                        state._keep(keep)
+            elif len(state):
+                between.append((row, (state.centres, state.sides, state.angles), state.ids, state.scores))
+            state.position += 1
+        if between:
+            k = torch.tensor([len(ids) for _, _, ids, _ in between], device=self.device)
+            rows = torch.repeat_interleave(torch.tensor([r for r, *_ in between], device=self.device), k)
+            rois = tuple(torch.cat([r[i] for _, r, _, _ in between]) for i in range(3))
+            n = rows.numel()
+            landmarks = torch.empty(n, 478, 3, device=self.device)
+            presence = torch.empty(n, device=self.device)
+            self._mesh_refined(frames, rows, torch.arange(n, device=self.device), rois, landmarks, presence)
+            keep = presence >= self.min_presence
+            parts.append((rows[keep], landmarks[keep], presence[keep], torch.cat([i for *_, i, _ in between])[keep],
+                          torch.cat([sc for *_, sc in between])[keep]))
+        if not parts:
             return _empty(self.device)
-        k = len(state)
-        frame_index = torch.arange(b, device=self.device).repeat_interleave(k)   # slot = frame * k + track
-        track = torch.arange(k, device=self.device).repeat(b)
-        landmarks = torch.empty(b * k, 478, 3, device=self.device)
-        presence = torch.empty(b * k, device=self.device)
-        # 1. key frames (every keyframe_step-th and the last) from the ROIs the tracks had at the batch start
-        step = self.keyframe_step
-        is_key = (frame_index % step == 0) | (frame_index == b - 1)
-        key = torch.nonzero(is_key).flatten()
-        start = (state.centres.to(self.device)[track[key]], state.sides.to(self.device)[track[key]],
-                 state.angles.to(self.device)[track[key]])
-        key_rois = self._mesh_refined(frames, frame_index, key, start, landmarks, presence)
-        # 2. the frames between: ROIs interpolated between the neighbouring key frames' landmark ROIs
-        other = torch.nonzero(~is_key).flatten()
-        if other.numel():
-            slot_of_key = torch.full((b * k,), -1, dtype=torch.long, device=self.device)
-            slot_of_key[key] = torch.arange(key.numel(), device=self.device)
-            f = frame_index[other]
-            prev = torch.div(f, step, rounding_mode="floor") * step
-            nxt = torch.clamp(prev + step, max=b - 1)
-            p, q = slot_of_key[prev * k + track[other]], slot_of_key[nxt * k + track[other]]
-            wgt = ((f - prev) / (nxt - prev)).float()
-            c = torch.lerp(key_rois[0][p], key_rois[0][q], wgt[:, None])
-            sd = torch.lerp(key_rois[1][p], key_rois[1][q], wgt)
-            a = key_rois[2][p] + wgt * _wrap(key_rois[2][q] - key_rois[2][p])
-            self._mesh_refined(frames, frame_index, other, (c, sd, a), landmarks, presence)
-        keep = presence >= self.min_presence
-        track_ids = state.ids.to(self.device).repeat(b)
-        track_scores = state.scores.to(self.device).repeat(b)
-        # carry each track's last ROI (from its last frame's landmarks) into the next batch; drop lost tracks
-        last = torch.arange((b - 1) * k, b * k, device=self.device)
-        alive = keep[last]
-        cl, sl, al = rois_from_landmarks(landmarks[last])
-        state.lost = bool((~alive).any())
-        state.centres, state.sides, state.angles = cl[alive], sl[alive], al[alive]
-        state.ids, state.scores = state.ids.to(self.device)[alive], state.scores.to(self.device)[alive]
-        state.since_detection += b
+        rows, landmarks, presence, ids, scores = (torch.cat([p[i] for p in parts]) for i in range(5))
+        order = torch.argsort(rows * (state.next_id + 1) + ids, stable=True)   # by frame, then track id
+        return self._faces(landmarks[order], presence[order], rows[order], scores[order], ids[order])
 
-        return self._faces(landmarks[keep], presence[keep], frame_index[keep], track_scores[keep], track_ids[keep])
+    def _rows(self, row: int, mask: torch.Tensor) -> torch.Tensor:
+        return torch.full((int(mask.sum()),), row, dtype=torch.long, device=self.device)
+
+    def _key_mesh(self, frames, row: int, rois):
+        """FaceMesh of every ROI on frame ``row`` (refined); returns landmarks, presence and their own ROIs."""
+        n = rois[0].shape[0]
+        landmarks = torch.empty(n, 478, 3, device=self.device)
+        presence = torch.empty(n, device=self.device)
+        rows = torch.full((n,), row, dtype=torch.long, device=self.device)
+        own = self._mesh_refined(frames, rows, torch.arange(n, device=self.device), rois, landmarks, presence)
+        return landmarks, presence, own
 
     def _stills(self, frames: torch.Tensor) -> Faces:
         """Unrelated frames: detect in all at once, landmark every detection (refined once), no tracking."""
