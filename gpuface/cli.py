@@ -50,6 +50,11 @@ def _selection_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--area", type=int, nargs=4, metavar=("X1", "Y1", "X2", "Y2"), help="crop before processing")
 
 
+def _overwrite_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing outputs (default: a numbered name, e.g. faces_1.csv)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="frames per batch (default 16)")
@@ -70,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
     d.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
     d.add_argument("--threshold", type=float, default=0.0, help="keep faces with score >= this (default 0)")
+    _overwrite_option(d)
     _selection_options(d)
     _detector_options(d)
     _common(d)
@@ -92,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--draw-scores", action="store_true", help="draw each face's box and score")
     a.add_argument("--crf", type=int, default=18, help="x264 CRF (default 18)")
     a.add_argument("--preset", default="medium", help="x264 preset (default medium)")
-    a.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: numbered name)")
+    _overwrite_option(a)
     _detector_options(a)
     _common(a)
 
@@ -110,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write <stem>_landmarks.mp4 (or .png) with the mesh and --regions drawn")
     lm.add_argument("--regions", nargs="*", default=["face_oval", "eyes", "brows", "lips"],
                     help="regions tinted by --draw (names or expressions like 'face_oval-eyes')")
-    lm.add_argument("--overwrite", action="store_true", help="replace existing drawn videos")
+    _overwrite_option(lm)
     _selection_options(lm)
     _common(lm)
 
@@ -123,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
     mp.add_argument("--crf", type=int, default=18, help="x264 CRF (default 18)")
     mp.add_argument("--preset", default="medium", help="x264 preset (default medium)")
-    mp.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: numbered name)")
+    _overwrite_option(mp)
     _common(mp)
 
     an = sub.add_parser("analyse", help="per-frame region colour means and landmark optical flow → tables")
@@ -139,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also write <stem>_flow.mp4 per video: landmark vectors (and the dense colour code with "
                          "--dense) over the frame")
     an.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"])
+    _overwrite_option(an)
     _selection_options(an)
     _common(an)
 
@@ -150,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     mv.add_argument("--blend", type=float, default=0.2, help="fraction of each image's time spent blending (0.2)")
     mv.add_argument("--size", default="crop", choices=["crop", "pad"], help="equalise sizes by crop or pad")
     mv.add_argument("--pad-colour", type=int, nargs=3, default=(255, 255, 255), metavar=("R", "G", "B"))
-    mv.add_argument("--overwrite", action="store_true")
+    _overwrite_option(mv)
 
     at = sub.add_parser("annotate", help="every face of every frame with an identity label (mexca-style) → table")
     at.add_argument("inputs", nargs="+", help="video files, folders, or .txt lists of paths")
@@ -163,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"],
                     help="blazeface-short (default; faces within ~2 m), blazeface-full (small faces), mtcnn")
     at.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
+    _overwrite_option(at)
     at.add_argument("--affect", action="store_true",
                     help="add action units, emotion probabilities, valence/arousal (see gpuface affect)")
     _selection_options(at)
@@ -191,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="person: subtract each face track's median AU intensities (OpenFace-style) before "
                          "thresholding; for videos of mostly neutral faces")
     af.add_argument("--no-report", action="store_true", help="skip the HTML report with pictures")
-    af.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: numbered names)")
+    _overwrite_option(af)
     _selection_options(af)
     _common(af)
 
@@ -299,24 +307,26 @@ def _summary(results, quiet: bool) -> int:
 
 def _tables_over_inputs(args, run_one) -> int:
     """Run ``run_one(path) -> (table, JobResult)`` on every input (a broken one is reported, the others go on)
-    and write all tables as one to ``args.output``."""
+    and write all tables as one to ``args.output`` (a numbered name if it exists, unless ``--overwrite``)."""
     import pandas as pd
 
+    from .io.encode import free_path
     from .io.sources import expand_inputs
     from .outputs import write_table
     from .pipeline import run_many
 
     tables = []
+    output = str(free_path(args.output, args.overwrite))
 
     def job(path: str):
         table, result = run_one(path)
         tables.append(table)
-        result.outputs.insert(0, args.output)
+        result.outputs.insert(0, output)
         return result
 
     results = run_many(expand_inputs(args.inputs, args.ext), job, _error)
     if tables:
-        write_table(pd.concat(tables, ignore_index=True), args.output)
+        write_table(pd.concat(tables, ignore_index=True), output)
     return _summary(results, args.quiet) if tables else 2
 
 
@@ -399,7 +409,8 @@ def cmd_analyse(args) -> int:
         from .io.encode import free_path
         from .io.images import is_image
 
-        video = free_path(out / f"{Path(path).stem}_flow.mp4") if args.flow_video and not is_image(path) else None
+        video = (free_path(out / f"{Path(path).stem}_flow.mp4", args.overwrite)
+                 if args.flow_video and not is_image(path) else None)
         if video is not None:
             out.mkdir(parents=True, exist_ok=True)
         c, f, result = analyse_source(path, landmarker, args.batch_size, _selection(args), tuple(args.regions),
@@ -412,14 +423,12 @@ def cmd_analyse(args) -> int:
         return result
 
     results = run_many(expand_inputs(args.inputs, args.ext), job, _error)
-    if colours:
-        path = write_table(pd.concat(colours, ignore_index=True), out / "colour_means.parquet")
-        for r in results:
-            r.outputs.append(str(path))
-    if flows:
-        write_table(pd.concat(flows, ignore_index=True), out / "landmark_flow.parquet")
-    if denses:
-        write_table(pd.concat(denses, ignore_index=True), out / "dense_flow.parquet")
+    from .io.encode import free_path
+    for name, parts in (("colour_means", colours), ("landmark_flow", flows), ("dense_flow", denses)):
+        if parts:
+            path = write_table(pd.concat(parts, ignore_index=True), free_path(out / f"{name}.parquet", args.overwrite))
+            for r in results:
+                r.outputs.append(str(path))
     return _summary(results, args.quiet) if colours else 2
 
 

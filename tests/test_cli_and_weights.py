@@ -47,6 +47,20 @@ def test_anonymize_cli_never_overwrites(samples, tmp_path):
     assert not (tmp_path / "face_anonymized_2.jpg").exists()
 
 
+@pytest.mark.parametrize("command", ["detect", "landmarks", "annotate"])
+def test_tables_are_never_overwritten(samples, tmp_path, command):
+    """A table that exists gets a numbered sibling; --overwrite replaces it (the issue's data-loss defect)."""
+    out = tmp_path / "faces.csv"
+    out.write_text("precious\n")
+    args = [command, samples["sample_01.mp4"], "-o", str(out), "--end", "0.3", "--device", "cpu", "--quiet"]
+    if command == "annotate":
+        args += ["--num-faces", "1", "--too-few", "each"]
+    assert main(args) == 0
+    assert out.read_text() == "precious\n" and len(pd.read_csv(tmp_path / "faces_1.csv")) > 0
+    assert main(args + ["--overwrite"]) == 0
+    assert out.read_text() != "precious\n" and not (tmp_path / "faces_2.csv").exists()
+
+
 def test_bad_options_are_one_line_errors(samples, tmp_path, capsys):
     assert main(["detect", samples["single_face.jpg"], "-o", str(tmp_path / "x.xlsx")]) == 2
     assert main(["anonymize", samples["single_face.jpg"], "--mask-scale", "0", "--quiet"]) == 2
