@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     at = sub.add_parser("annotate", help="every face of every frame with an identity label (mexca-style) → table")
     at.add_argument("inputs", nargs="+", help="video files, folders, or .txt lists of paths")
     at.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
-    at.add_argument("--num-faces", default="2-9", help="identities per video: K, or a range MIN-MAX (default 2-9)")
+    at.add_argument("--num-faces", default="1-9",
+                    help="identities per video: K, or a range MIN-MAX to estimate it from (default 1-9)")
     at.add_argument("--per-face", action="store_true", help="cluster single faces instead of tracks")
     at.add_argument("--too-few", default="error", choices=["error", "each"],
                     help="fewer tracks than identities: an error, or one label each")
@@ -289,7 +290,8 @@ def _say(quiet: bool, text: str) -> None:
 
 
 def _error(item: str, e: Exception) -> None:
-    print(f"gpuface: error: {e}", file=sys.stderr, flush=True)
+    text = str(e)
+    print(f"gpuface: error: {text if item in text else f'{item}: {text}'}", file=sys.stderr, flush=True)
 
 
 def _summary(results, quiet: bool) -> int:

@@ -62,7 +62,12 @@ def test_clustering_actors_and_confidence(actors):
     labels = cluster_embeddings(emb, 2)
     conf = label_confidence(emb, labels)
     assert np.all((conf >= 0) & (conf <= 1)) and conf.mean() > 0.8
-    assert np.isnan(label_confidence(emb, np.zeros(len(emb), dtype=int))).all()
+    one = label_confidence(emb[who == 0], np.zeros(int((who == 0).sum()), dtype=int))   # one actor, one label
+    assert np.all((one > 0.3) & (one <= 1))
+    assert np.isnan(label_confidence(emb, np.full(len(emb), -1))).all()
+    for k in ((1, 9), (2, 9)):
+        assert adjusted_rand_score(who, cluster_embeddings(emb, k)) == 1.0        # two actors stay two
+    assert (cluster_embeddings(emb[who == 1], (1, 9)) == 0).all()                # one actor is one identity
     assert adjusted_rand_score(who, cluster_embeddings(emb, None, method="agglomerative")) == 1
     with pytest.raises(NotEnoughFacesError):
         cluster_embeddings(emb[:2], 3)
@@ -101,20 +106,37 @@ def test_annotate_people_in_sequence_and_in_a_mosaic(samples, tmp_path):
         w.write(grid[None].expand(10, -1, -1, -1))
     lm = FaceLandmarker("blazeface-short")  # faces fill these frames: MediaPipe's short-range detector
     emb = Embedder("dlib")
-    for k in (5, (2, 9)):
+    for k in (5, (1, 9)):
         table, _ = annotate_source(str(seq), lm, emb, 16, num_faces=k)
         faces = table.dropna(subset=["label"])
         assert len(faces) >= 45 and faces["frame"].nunique() >= 45
         truth = (faces["frame"] // 10).to_numpy()
         assert adjusted_rand_score(truth, faces["label"].to_numpy(int)) >= 0.95
         assert faces["track"].nunique() >= 5                       # tracks end at the cuts
-    for k in (4, (2, 9)):
+    for k in (4, (1, 9)):
         table, _ = annotate_source(str(mosaic), lm, emb, 16, num_faces=k)
         faces = table.dropna(subset=["label"])
         assert len(faces) == 40
         cx, cy = (faces["x1"] + faces["x2"]) / 2, (faces["y1"] + faces["y2"]) / 2
         truth = ((cy > 240).astype(int) * 2 + (cx > 240).astype(int)).to_numpy()
         assert adjusted_rand_score(truth, faces["label"].to_numpy(int)) >= 0.95
+
+
+def test_annotate_one_person_by_default(samples, tmp_path, capsys):
+    """The default identity range (1-9) takes a one-person video: one label, a real confidence; an error names
+    its file."""
+    import pandas as pd
+
+    from gpuface.cli import main
+
+    out = tmp_path / "ann.csv"
+    assert main(["annotate", samples["sample_01.mp4"], "-o", str(out), "--end", "1", "--quiet"]) == 0
+    t = pd.read_csv(out)
+    assert (t["label"] == 0).all() and t["confidence"].between(0.3, 1).all()
+    assert main(["annotate", samples["sample_01.mp4"], "-o", str(tmp_path / "x.csv"), "--end", "1", "--quiet",
+                 "--num-faces", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and samples["sample_01.mp4"] in err[0] and "identities" in err[0]
 
 
 def test_annotate_rows_for_faceless_frames(samples, tmp_path):

@@ -118,7 +118,7 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
             from ..identity.annotate import annotate_source
             if "emb" not in cache:
                 cache["emb"] = Embedder("dlib", device=device)
-            k = opts.get("num_faces", [2, 9])
+            k = opts.get("num_faces", [1, 9])
             table, result = annotate_source(path, landmarker(), cache["emb"], spec.batch_size, selection,
                                             k if isinstance(k, int) else tuple(k), bool(opts.get("per_face", False)),
                                             opts.get("too_few", "error"), bool(opts.get("embeddings", False)))

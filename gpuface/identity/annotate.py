@@ -32,7 +32,7 @@ def shot_cuts(frames: torch.Tensor, previous: torch.Tensor | None = None, thresh
     return cuts if previous is not None else torch.cat([torch.zeros(1, dtype=torch.bool, device=cuts.device), cuts])
 
 
-def annotate_source(path: str, landmarker, embedder, batch_size: int = 32, selection=None, num_faces=(2, 9),
+def annotate_source(path: str, landmarker, embedder, batch_size: int = 32, selection=None, num_faces=(1, 9),
                     per_face: bool = False, too_few: str = "error", embeddings: bool = False,
                     backend: str = "auto", quiet: bool = True, affect=None):
     """Annotate one video: returns ``(table, result)``.
