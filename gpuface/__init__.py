@@ -13,7 +13,7 @@ Public API (re-exports only)::
 from . import analysis
 from .affect import AffectAnalyzer, affect_source
 from .detect import FaceDetector, expand_boxes, filter_faces
-from .errors import (ChecksumError, EmptyVideoError, GpufaceError, ImageDecodeError, InputNotFoundError,
+from .errors import (ChecksumError, DeviceUnavailableError, EmptyVideoError, GpufaceError, ImageDecodeError, InputNotFoundError,
                      InvalidOptionError, OutputExistsError, UnsupportedInputError, VideoDecodeError,
                      VideoEncodeError, WeightsError)
 from .io.decode import Selection, VideoReader, probe
@@ -29,7 +29,7 @@ from .types import Faces, FrameBatch, VideoInfo
 __version__ = "0.1.0"
 
 __all__ = [
-    "FaceDetector", "expand_boxes", "filter_faces", "ChecksumError", "EmptyVideoError", "GpufaceError",
+    "FaceDetector", "expand_boxes", "filter_faces", "ChecksumError", "DeviceUnavailableError", "EmptyVideoError", "GpufaceError",
     "ImageDecodeError", "InputNotFoundError", "InvalidOptionError", "OutputExistsError", "UnsupportedInputError",
     "VideoDecodeError", "VideoEncodeError", "WeightsError", "Selection", "VideoReader", "probe", "VideoWriter",
     "ImageReader", "read_image", "expand_inputs", "open_source", "AnonymizeOptions", "anonymize",

@@ -15,17 +15,9 @@ from .errors import GpufaceError, InvalidOptionError
 
 
 def _device(name: str):
-    import torch
+    from .errors import resolve_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError as e:
-        raise InvalidOptionError(f"unknown device {name!r} ({e})") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise InvalidOptionError(f"device {name!r} asked for, but CUDA is not available here")
-    return dev
+    return resolve_device(name)
 
 
 def _positive_int(text: str) -> int:
@@ -679,15 +671,19 @@ def cmd_weights(args) -> int:
         if args.action == "list":
             e = weights.entry(name)
             ok = weights.verify(name, raise_error=False)
-            print(f"{name:<10} {'cached' if ok else 'not fetched':<12} {e.license:<8} {e.citation}")
+            print(f"{name:<13} {'cached' if ok else 'not cached':<11} {e.license:<10} {e.citation}")
             for f in e.files:
                 print(f"    {f.name:<12} sha256 {f.sha256}  sources: {', '.join(s.describe() for s in f.sources)}")
         elif args.action == "fetch":
-            print(f"{name}: {weights.fetch(name)}")
+            try:
+                print(f"{name}: {weights.fetch(name, upstream_files=True)}")
+            except GpufaceError as e:
+                print(f"{name}: {e}")
+                status = 1
         else:
             try:
-                weights.verify(name)
-                print(f"{name}: ok")
+                weights.verify(name, upstream_files=True)
+                print(f"{name}: ok (converted file and upstream files match their sha256)")
             except GpufaceError as e:
                 print(f"{name}: {e}")
                 status = 1

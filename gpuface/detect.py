@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, box_iou
 
-from .errors import InvalidOptionError
+from .errors import InvalidOptionError, resolve_device
 from .models.blazeface import BlazeFace
 from .models.mtcnn import MTCNN
 from .types import Faces
@@ -440,7 +440,7 @@ class FaceDetector:
             raise InvalidOptionError(f"unknown detector {model!r}; choose one of {', '.join(DETECTORS)}")
         if not 0 <= min_score <= 1 or min_size < 0 or min_border < 0:
             raise InvalidOptionError("min_score must be in [0, 1]; min_size and min_border >= 0")
-        self.model, self.device = model, torch.device(device)
+        self.model, self.device = model, resolve_device(device)
         self.min_score, self.min_size, self.min_border = min_score, min_size, min_border
         try:
             if model == "mtcnn":

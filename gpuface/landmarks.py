@@ -32,7 +32,7 @@ import torch
 from torchvision.ops import box_iou
 
 from .detect import FaceDetector
-from .errors import InvalidOptionError
+from .errors import InvalidOptionError, resolve_device
 from .geometry import crop_rois, rois_to_frame
 from .outputs import rank_in_frame
 from .models.facemesh import MESH_INPUT, Blendshapes, FaceMesh
@@ -157,7 +157,7 @@ class FaceLandmarker:
                 or (redetect_every is not None and redetect_every < 1)):
             raise InvalidOptionError("min_presence in [0, 1], refine_tolerance >= 0, keyframe_step >= 1, "
                                      "detect_every >= 1, redetect_every >= 1")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         kwargs = {} if min_score is None or detector == "mtcnn" else {"score_threshold": min_score}
         self.detector = FaceDetector(detector, self.device, min_score=min_score or 0.0, **kwargs)
         self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import zipfile
 from dataclasses import dataclass
@@ -213,8 +214,9 @@ def _paths(name: str) -> tuple[Path, Path, Path]:
     return root / "upstream", root / f"{name}.safetensors", root / f"{name}.json"
 
 
-def fetch(name: str, online: bool | None = None) -> Path:
-    """Fetch, verify and convert a model's weights into the cache (no-op when the cache is valid).
+def fetch(name: str, online: bool | None = None, upstream_files: bool = False) -> Path:
+    """Fetch, verify and convert a model's weights into the cache (no-op when the cache is valid; with
+    ``upstream_files`` the cached upstream files must be intact too, else they are fetched again).
 
     Returns:
         Path of the converted ``.safetensors`` file.
@@ -228,8 +230,12 @@ def fetch(name: str, online: bool | None = None) -> Path:
 
     spec = entry(name)
     upstream, converted, record = _paths(name)
-    if verify(name, raise_error=False):
+    problem = _problem(name, upstream_files)
+    if problem is None:
         return converted
+    if converted.exists() or record.exists():   # a damaged cache is rebuilt, and said so
+        logging.getLogger("gpuface").warning("gpuface: weights %s: %s; rebuilding it from the pinned upstream files",
+                                             name, problem)
     files = {f.name: fetch_file(list(f.sources), f.sha256, upstream / f.name, online=online) for f in spec.files}
     state, metadata = spec.convert(files)
     tmp = converted.with_name(f".{converted.name}.{os.getpid()}.part")
@@ -246,23 +252,41 @@ def fetch(name: str, online: bool | None = None) -> Path:
     return converted
 
 
-def verify(name: str, raise_error: bool = True) -> bool:
-    """Whether the cached converted weights exist, were made from the pinned upstream files and are intact.
+def _problem(name: str, upstream_files: bool = False) -> str | None:
+    """What is wrong with a model's cache (None: intact): missing, damaged record, stale, corrupt; with
+    ``upstream_files`` also the cached upstream files against their pinned sha256."""
+    spec = entry(name)
+    upstream, converted, record = _paths(name)
+    if not converted.exists() or not record.exists():
+        return f"not fetched yet (run: gpuface weights fetch {name})"
+    try:
+        meta = json.loads(record.read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            raise ValueError("not a JSON object")
+    except (UnicodeDecodeError, ValueError) as e:
+        return f"its record {record.name} is damaged ({e.__class__.__name__}; run: gpuface weights fetch {name})"
+    if meta.get("upstream") != {f.name: f.sha256 for f in spec.files}:
+        return "made from other upstream files than the pinned ones"
+    if sha256_file(converted) != meta.get("sha256"):
+        return "converted file does not match its recorded sha256 (corrupt)"
+    if upstream_files:
+        for f in spec.files:
+            path = upstream / f.name
+            if not path.exists():
+                return f"upstream file {f.name} is not in the cache (run: gpuface weights fetch {name})"
+            if sha256_file(path) != f.sha256:
+                return f"upstream file {f.name} does not have its pinned sha256 {f.sha256[:12]}…"
+    return None
+
+
+def verify(name: str, raise_error: bool = True, upstream_files: bool = False) -> bool:
+    """Whether the cached converted weights exist, were made from the pinned upstream files and are intact (and,
+    with ``upstream_files``, whether the cached upstream files still have their pinned sha256).
 
     Raises:
-        ChecksumError: (with ``raise_error``) the cache is missing, stale or corrupt.
+        ChecksumError: (with ``raise_error``) the cache is missing, damaged, stale or corrupt.
     """
-    spec = entry(name)
-    _, converted, record = _paths(name)
-    problem = None
-    if not converted.exists() or not record.exists():
-        problem = "not fetched yet (run: gpuface weights fetch %s)" % name
-    else:
-        meta = json.loads(record.read_text())
-        if meta.get("upstream") != {f.name: f.sha256 for f in spec.files}:
-            problem = "made from other upstream files than the pinned ones"
-        elif sha256_file(converted) != meta.get("sha256"):
-            problem = "converted file does not match its recorded sha256 (corrupt)"
+    problem = _problem(name, upstream_files)
     if problem and raise_error:
         raise ChecksumError(f"weights {name}: {problem}")
     return problem is None

@@ -82,3 +82,40 @@ def test_weights_registry_verifies_and_rejects_wrong_sha(tmp_path):
     assert not (tmp_path / "bad.pt").exists()
     with pytest.raises(gf.InvalidOptionError):
         weights.entry("no-such-model")
+
+
+@pytest.mark.parametrize("damage", [b"\xff\xfe\x00garbage", b"", b"[1, 2]"])
+def test_damaged_weights_record_is_a_named_error_and_fetch_repairs(tmp_path, monkeypatch, capsys, caplog, damage):
+    """A weights record with flipped bytes, emptied or of the wrong shape: `weights verify` names it per model
+    and goes on to the others (exit 1), a model load rebuilds the cache and says so, `weights fetch` repairs."""
+    name = "mini-xception"
+    weights.fetch(name)                                    # the shared cache, then a private copy of it
+    src = weights.weights_dir()
+    (tmp_path / "upstream").mkdir()
+    shutil.copy(src / "upstream" / "emotion_model.hdf5", tmp_path / "upstream")
+    for ext in (".safetensors", ".json"):
+        shutil.copy(src / f"{name}{ext}", tmp_path)
+    monkeypatch.setenv("GPUFACE_WEIGHTS", str(tmp_path))
+    (tmp_path / f"{name}.json").write_bytes(damage)
+    assert main(["weights", "verify", name, "mtcnn"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(f"{name}: weights {name}: its record") and "damaged" in out[0]
+    assert out[1].startswith("mtcnn: ")                      # the next model is still checked
+    with caplog.at_level("WARNING", logger="gpuface"):
+        weights.load_state_dict(name)
+    assert "rebuilding" in caplog.text
+    assert main(["weights", "verify", name]) == 0
+    (tmp_path / "upstream" / "emotion_model.hdf5").write_bytes(b"tampered")
+    assert main(["weights", "verify", name]) == 1 and "pinned sha256" in capsys.readouterr().out
+    assert main(["weights", "fetch", name]) == 0 and main(["weights", "verify", name]) == 0
+
+
+def test_unavailable_device_is_a_named_error(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(gf.DeviceUnavailableError, match="CUDA is not available"):
+        gf.FaceLandmarker(device="cuda")
+    assert main(["detect", "x.mp4", "-o", "x.csv", "--device", "cuda:1"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

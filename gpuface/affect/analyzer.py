@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InvalidOptionError
+from ..errors import InvalidOptionError, resolve_device
 from ..types import Faces
 from .aus import AU_NAMES, AU_THRESHOLD, blendshapes_to_aus
 from .emotions import circumplex_valence_arousal, emotion_chips
@@ -57,7 +57,7 @@ class AffectAnalyzer:
             raise InvalidOptionError(f"au_threshold must be in (0, 1], got {au_threshold}")
         if emotion_model not in ("mini-xception", "hsemotion"):
             raise InvalidOptionError(f"emotion_model must be mini-xception or hsemotion, got {emotion_model!r}")
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         self.au_threshold = au_threshold
         self.emotion_model, self.au_model = emotion_model, au_model
         self.au_names = AU_NAMES

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import InvalidOptionError
+from ..errors import InvalidOptionError, resolve_device
 from ..geometry import crop_rois
 
 #: dlib's 5-point template (``get_face_chip_details``, unit square) in its point order.
@@ -76,7 +76,7 @@ class Embedder:
     """
 
     def __init__(self, model: str = "dlib", device: torch.device | str = "cpu"):
-        self.model, self.device = model, torch.device(device)
+        self.model, self.device = model, resolve_device(device)
         if model == "dlib":
             from ..models.dlib_resnet import DlibResNet
             from ..weights import load_state_dict

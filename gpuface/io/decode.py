@@ -25,7 +25,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..errors import EmptyVideoError, InputNotFoundError, InvalidOptionError, UnsupportedInputError, VideoDecodeError
+from ..errors import (EmptyVideoError, InputNotFoundError, InvalidOptionError, UnsupportedInputError, VideoDecodeError,
+                      resolve_device)
 from ..types import FrameBatch, VideoInfo
 
 BACKENDS = ("decord", "pyav", "torchcodec")
@@ -168,7 +169,7 @@ class VideoReader:
     def __init__(self, path: str | os.PathLike, backend: str = "auto", device: torch.device | str = "cpu"):
         self.path = os.fspath(path)
         self.info = probe(self.path)
-        self.backend = _choose_backend(backend, torch.device(device))
+        self.backend = _choose_backend(backend, resolve_device(device))
 
     def __repr__(self) -> str:
         i = self.info
