@@ -53,6 +53,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", help="decoder: auto, decord, pyav, torchcodec")
     p.add_argument("--ext", nargs="*", help="extensions to take from input folders (default: videos and images)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    p.add_argument("--threads", type=_positive_int,
+                   help="CPU threads for torch, decoding and encoding (default: the CPUs this process may use: "
+                        "affinity, SLURM_CPUS_PER_TASK, cgroup quota)")
 
 
 def _detector_options(p: argparse.ArgumentParser) -> None:
@@ -695,6 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy, "analyse": cmd_analyse, "run": cmd_run, "annotate": cmd_annotate, "affect": cmd_affect, "faces": cmd_faces, "corpus": cmd_corpus, "slurm": cmd_slurm, "anonymize": cmd_anonymize, "demo": cmd_demo, "weights": cmd_weights}
     try:
+        from . import threads
+        threads.apply(getattr(args, "threads", None))
         return handlers[args.command](args)
     except GpufaceError as e:
         print(f"gpuface: error: {e}", file=sys.stderr)

@@ -109,3 +109,29 @@ def test_bad_inputs_raise_named_errors(samples, tmp_path):
         list(r.batches(4, gf.Selection(start=100.0, end=101.0)))
     with pytest.raises(gf.InvalidOptionError):
         gf.VideoReader(samples["single_face.mp4"], backend="opencv")
+
+
+def test_thread_budget_follows_affinity_slurm_and_option():
+    """gpuface takes the CPUs it was given: the affinity mask, SLURM_CPUS_PER_TASK, --threads (never more than
+    the machine allows); torch, the decoders and x264 read the budget; OpenMP threads sleep when idle."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys; os.sched_setaffinity(0, {0}) if sys.argv[1] == 'pin' else None; "
+            "import gpuface, torch; from gpuface import threads; "
+            "n = threads.apply(int(sys.argv[2]) if sys.argv[2] != '-' else None); "
+            "print(n, torch.get_num_threads(), threads.budget(), os.environ['OMP_WAIT_POLICY'])")
+    env = {k: v for k, v in os.environ.items() if k not in ("SLURM_CPUS_PER_TASK", "GPUFACE_THREADS",
+                                                               "OMP_WAIT_POLICY")}
+
+    def run(pin: str, threads: str, **extra) -> list[str]:
+        out = subprocess.run([sys.executable, "-c", code, pin, threads], env={**env, **extra}, capture_output=True,
+                             text=True, check=True)
+        return out.stdout.split()
+
+    cpus = len(os.sched_getaffinity(0))
+    assert run("pin", "-") == ["1", "1", "1", "PASSIVE"]
+    assert run("-", "-", SLURM_CPUS_PER_TASK="1")[:3] == ["1", "1", "1"]
+    assert run("-", "64")[:3] == [str(cpus)] * 3                      # never more than this process may use
+    assert run("-", "-", GPUFACE_THREADS="1", OMP_WAIT_POLICY="ACTIVE") == ["1", "1", "1", "ACTIVE"]

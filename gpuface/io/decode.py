@@ -27,6 +27,7 @@ import torch
 
 from ..errors import (EmptyVideoError, InputNotFoundError, InvalidOptionError, UnsupportedInputError, VideoDecodeError,
                       resolve_device)
+from .. import threads
 from ..types import FrameBatch, VideoInfo
 
 BACKENDS = ("decord", "pyav", "torchcodec")
@@ -213,7 +214,7 @@ class VideoReader:
         import decord
 
         try:
-            vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=0)
+            vr = decord.VideoReader(self.path, ctx=decord.cpu(0), num_threads=threads.budget())
         except decord.DECORDError as e:
             raise VideoDecodeError(f"{self.path}: decord cannot open it ({str(e).splitlines()[0]})") from e
         idx = idx[idx < len(vr)]
@@ -261,6 +262,7 @@ class VideoReader:
             with av.open(self.path) as container:
                 stream = container.streams.video[0]
                 stream.thread_type = "AUTO"
+                stream.thread_count = threads.budget()
                 t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
                 first = int(idx[0])
                 if first > 0:  # seek to the keyframe before the first wanted frame

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import threads
 from ..errors import InvalidOptionError, OutputExistsError, VideoEncodeError
 
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
@@ -83,7 +84,7 @@ class VideoWriter:
             self._stream = self._out.add_stream("libx264", rate=Fraction(fps))
             self._stream.width, self._stream.height = self.width, self.height
             self._stream.pix_fmt = "yuv420p"
-            self._stream.options = {"crf": str(crf), "preset": preset}
+            self._stream.options = {"crf": str(crf), "preset": preset, "threads": str(threads.budget())}
             self._audio = self._add_audio()
         except (av.FFmpegError, ValueError) as e:
             self.abort()
