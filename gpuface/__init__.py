@@ -17,29 +17,50 @@ together as one after the other (``benchmarks/two_processes.py``: anonymize 0.35
 import os as _os
 
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-from . import analysis
-from .affect import AffectAnalyzer, affect_source
-from .detect import FaceDetector, expand_boxes, filter_faces
-from .errors import (ChecksumError, DeviceUnavailableError, EmptyVideoError, GpufaceError, ImageDecodeError, InputNotFoundError,
-                     InvalidOptionError, OutputExistsError, UnsupportedInputError, VideoDecodeError,
-                     VideoEncodeError, WeightsError)
-from .io.decode import Selection, VideoReader, probe
-from .io.encode import VideoWriter
-from .io.images import ImageReader, read_image
-from .io.sources import expand_inputs, open_source
-from .landmarks import FaceLandmarker, to_ibug68
-from .manipulate.anonymize import AnonymizeOptions, anonymize
-from .pipeline import anonymize_source, detect_source, landmarks_source
-from .regions import REGIONS, Region, get_region, region_masks
-from .types import Faces, FrameBatch, VideoInfo
+
+from .errors import (ChecksumError, DeviceUnavailableError, EmptyVideoError, GpufaceError, ImageDecodeError,  # noqa: E402
+                     InputNotFoundError, InvalidOptionError, OutputExistsError, UnsupportedInputError,
+                     VideoDecodeError, VideoEncodeError, WeightsError)
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "FaceDetector", "expand_boxes", "filter_faces", "ChecksumError", "DeviceUnavailableError", "EmptyVideoError", "GpufaceError",
-    "ImageDecodeError", "InputNotFoundError", "InvalidOptionError", "OutputExistsError", "UnsupportedInputError",
-    "VideoDecodeError", "VideoEncodeError", "WeightsError", "Selection", "VideoReader", "probe", "VideoWriter",
-    "ImageReader", "read_image", "expand_inputs", "open_source", "AnonymizeOptions", "anonymize",
-    "analysis", "FaceLandmarker", "to_ibug68", "landmarks_source", "REGIONS", "Region", "get_region", "region_masks",
-    "anonymize_source", "detect_source", "AffectAnalyzer", "affect_source", "Faces", "FrameBatch", "VideoInfo", "__version__",
-]
+# Everything else loads on first use (PEP 562), so that `import gpuface` and `gpuface --help` do not import torch.
+_LAZY = {
+    "analysis": (".analysis", None),
+    "AffectAnalyzer": (".affect", "AffectAnalyzer"), "affect_source": (".affect", "affect_source"),
+    "FaceDetector": (".detect", "FaceDetector"), "expand_boxes": (".detect", "expand_boxes"),
+    "filter_faces": (".detect", "filter_faces"),
+    "Selection": (".io.decode", "Selection"), "VideoReader": (".io.decode", "VideoReader"),
+    "probe": (".io.decode", "probe"), "VideoWriter": (".io.encode", "VideoWriter"),
+    "ImageReader": (".io.images", "ImageReader"), "read_image": (".io.images", "read_image"),
+    "expand_inputs": (".io.sources", "expand_inputs"), "open_source": (".io.sources", "open_source"),
+    "FaceLandmarker": (".landmarks", "FaceLandmarker"), "to_ibug68": (".landmarks", "to_ibug68"),
+    "AnonymizeOptions": (".manipulate.anonymize", "AnonymizeOptions"),
+    "anonymize": (".manipulate.anonymize", "anonymize"),
+    "anonymize_source": (".pipeline", "anonymize_source"), "detect_source": (".pipeline", "detect_source"),
+    "landmarks_source": (".pipeline", "landmarks_source"),
+    "REGIONS": (".regions", "REGIONS"), "Region": (".regions", "Region"), "get_region": (".regions", "get_region"),
+    "region_masks": (".regions", "region_masks"),
+    "Faces": (".types", "Faces"), "FrameBatch": (".types", "FrameBatch"), "VideoInfo": (".types", "VideoInfo"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'gpuface' has no attribute {name!r}")
+    import importlib
+
+    module, attr = _LAZY[name]
+    value = importlib.import_module(module, __name__)
+    value = value if attr is None else getattr(value, attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = ["ChecksumError", "DeviceUnavailableError", "EmptyVideoError", "GpufaceError", "ImageDecodeError",
+           "InputNotFoundError", "InvalidOptionError", "OutputExistsError", "UnsupportedInputError",
+           "VideoDecodeError", "VideoEncodeError", "WeightsError", "__version__", *_LAZY]

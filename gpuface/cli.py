@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
     d.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
     d.add_argument("--threshold", type=float, default=0.0, help="keep faces with score >= this (default 0)")
+    d.add_argument("--detector", default="mtcnn", choices=["mtcnn", "blazeface-full", "blazeface-short"],
+                   help="mtcnn (default; faces from --min-face-size px), blazeface-full, blazeface-short")
     _overwrite_option(d)
     _selection_options(d)
     _detector_options(d)
@@ -333,8 +335,8 @@ def cmd_detect(args) -> int:
     from .pipeline import detect_source
 
     table_format(args.output)  # a bad extension fails before any work
-    detector = FaceDetector("mtcnn", device=_device(args.device), min_score=args.threshold,
-                            min_face_size=args.min_face_size)
+    kwargs = {"min_face_size": args.min_face_size} if args.detector == "mtcnn" else {}
+    detector = FaceDetector(args.detector, device=_device(args.device), min_score=args.threshold, **kwargs)
     sel = _selection(args)
     return _tables_over_inputs(args, lambda path: detect_source(path, detector, args.batch_size, sel, args.backend,
                                                                 args.quiet))

@@ -27,7 +27,7 @@ def faces_rows(faces: Faces, batch: FrameBatch, video: str, keypoints: bool = Tr
     cols = {
         "video": [video] * n,
         "frame": frame_idx.numpy(),
-        "time_s": batch.pts[f.frame].numpy(),
+        "time_s": batch.pts[f.frame].numpy().round(6),   # µs: container timestamps, not float noise
         "face": rank,
         "x1": f.boxes[:, 0].numpy(), "y1": f.boxes[:, 1].numpy(),
         "x2": f.boxes[:, 2].numpy(), "y2": f.boxes[:, 3].numpy(),

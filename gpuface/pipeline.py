@@ -153,7 +153,9 @@ def landmarks_source(path: str, landmarker, batch_size: int = 32, selection: Sel
     is_image = isinstance(reader, ImageReader)
     state = None if is_image else landmarker.new_state()
     parts, result = [], JobResult(path)
-    sink = None if draw is None else _Sink(free_path(draw, overwrite), is_image, reader.info.fps, preset="veryfast")
+    whole = selection is None or selection == Selection()   # audio only fits the whole video, frame for frame
+    sink = None if draw is None else _Sink(free_path(draw, overwrite), is_image, reader.info.fps, preset="veryfast",
+                                           audio_from=path if whole and not is_image else None)
     try:
         with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
             for batch in reader.batches(batch_size, selection, device=landmarker.device):

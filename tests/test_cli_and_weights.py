@@ -119,3 +119,24 @@ def test_unavailable_device_is_a_named_error(capsys):
         gf.FaceLandmarker(device="cuda")
     assert main(["detect", "x.mp4", "-o", "x.csv", "--device", "cuda:1"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_help_is_fast_and_imports_no_torch():
+    import subprocess
+    import sys
+    import time
+
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", "import sys, gpuface.cli as c; "
+                          "c.build_parser().format_help(); print('torch' in sys.modules)"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False" and time.perf_counter() - t0 < 3    # measured 0.1 s (was 6 s)
+
+
+def test_landmarks_draw_keeps_audio(samples, tmp_path):
+    import av
+
+    assert main(["landmarks", samples["sample_01.mp4"], "-o", str(tmp_path / "lm.parquet"), "--draw", "--quiet"]) == 0
+    decoded = sum(len(b) for b in gf.VideoReader(samples["sample_01.mp4"]).batches(32))   # 99 of 100 announced
+    with av.open(str(tmp_path / "sample_01_landmarks.mp4")) as c:
+        assert len(c.streams.audio) == 1 and c.streams.video[0].frames == decoded
