@@ -222,10 +222,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(fc)
 
     rn = sub.add_parser("run", help="run a job spec (YAML/JSON) on files: the same code as a corpus run")
-    rn.add_argument("inputs", nargs="+", help="video files, folders, or .txt lists of paths")
-    rn.add_argument("--spec", required=True, help="job spec: job (detect|landmarks|anonymize|manipulate|analyse), "
-                                                  "options, batch_size, device")
-    rn.add_argument("-o", "--output", required=True, help="output folder (one sub-folder per input)")
+    rn.add_argument("inputs", nargs="*", help="video files, folders, or .txt lists of paths")
+    rn.add_argument("--spec", required=True, help="job spec: job (detect|landmarks|anonymize|manipulate|analyse|"
+                                                  "annotate|affect), options, batch_size, device")
+    rn.add_argument("-o", "--output", help="output folder (one sub-folder per input)")
+    rn.add_argument("--check", action="store_true", help="only validate the spec (names, types, ranges) and exit")
     rn.add_argument("--quiet", action="store_true")
 
     cp = sub.add_parser("corpus", help="manifest, resumable sharded runs, status, retry, merge")
@@ -512,6 +513,11 @@ def cmd_run(args) -> int:
     from .pipeline import run_many
 
     spec = load_job_spec(args.spec)
+    if args.check:
+        print(f"{args.spec}: ok ({spec.job}, options {sorted(spec.options)})")
+        return 0
+    if not args.inputs or not args.output:
+        raise InvalidOptionError("gpuface run needs inputs and -o/--output (or --check)")
     job = build_job(spec)
     root = Path(args.output)
 

@@ -276,3 +276,32 @@ def test_annotate_job_spec(videos, tmp_path):
                  "--quiet"]) == 0
     table = pd.read_parquet(tmp_path / "out" / "sample_03" / "annotation.parquet")
     assert len(table) == 15 and (table["label"] == 0).all() and table["confidence"].between(0.3, 1).all()
+
+
+@pytest.mark.parametrize("options, says", [({"dense": True, "blur_cells": 3}, "has no option 'blur_cells'"),
+                                           ({"max_faces": 0}, "max_faces must be an integer >= 1"),
+                                           ({"space": "cmyk"}, "space must be one of rgb")])
+def test_bad_job_spec_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, options, says):
+    """A misspelt or out-of-range option: one line naming it, exit 2, nothing written, no model loaded."""
+    import gpuface.landmarks
+    from gpuface.cli import main
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(gpuface.landmarks.FaceLandmarker, "__init__", no_model)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"job": "analyse", "options": options}))
+    assert main(["run", "missing.mp4", "--spec", str(spec), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err
+    assert not (tmp_path / "out").exists()
+    assert main(["run", "--spec", str(spec), "--check"]) == 2
+
+
+def test_readme_spec_reference_is_generated_from_the_schema():
+    from pathlib import Path
+
+    from gpuface.corpus.runner import spec_reference
+
+    assert spec_reference() in (Path(__file__).parent.parent / "README.md").read_text()

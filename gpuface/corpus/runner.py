@@ -35,6 +35,85 @@ JOBS = ("detect", "landmarks", "anonymize", "manipulate", "analyse", "annotate",
 _SELECTION_KEYS = {"step", "step_seconds", "start", "end"}
 
 
+def _int(lo: int = 1):
+    return lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= lo else f"an integer >= {lo}"
+
+
+def _num(lo: float = 0.0, hi: float | None = None, open_lo: bool = False):
+    def check(v):
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v > lo if open_lo else v >= lo)
+        ok = ok and (hi is None or v <= hi)
+        return None if ok else f"a number {'>' if open_lo else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
+    return check
+
+
+def _choice(*values):
+    return lambda v: None if v in values else f"one of {', '.join(map(str, values))}"
+
+
+def _bool(v):
+    return None if isinstance(v, bool) else "true or false"
+
+
+def _count(v):   # identities: K or [MIN, MAX]
+    if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
+        return None
+    ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and x >= 1 for x in v) and v[0] <= v[1]
+    return None if ok else "an integer >= 1 or [MIN, MAX]"
+
+
+_DETECTORS = ("mtcnn", "blazeface-full", "blazeface-short")
+_SELECTION = {"step": _int(), "step_seconds": _num(0, open_lo=True), "start": _num(0), "end": _num(0, open_lo=True)}
+_LANDMARKER = {"detector": _choice(*_DETECTORS), "max_faces": _int(), "min_presence": _num(0, 1),
+               "redetect_every": _int()}
+#: The options each job takes, and what each value may be (checked before any video is opened or model loaded).
+JOB_OPTIONS: dict[str, dict] = {
+    "detect": {**_SELECTION, "detector": _choice(*_DETECTORS), "min_face_size": _int()},
+    "landmarks": {**_SELECTION, **_LANDMARKER},
+    "analyse": {**_SELECTION, **_LANDMARKER, "regions": lambda v: None if isinstance(v, list) else "a list of regions",
+                "space": _choice("rgb", "hsv", "lab", "grey"), "flow": _bool, "dense": _bool},
+    "annotate": {**_SELECTION, **_LANDMARKER, "num_faces": _count, "per_face": _bool,
+                 "too_few": _choice("error", "each"), "embeddings": _bool},
+    "anonymize": {**_SELECTION, "detector": _choice(*_DETECTORS), "min_face_size": _int(),
+                  "mode": _choice("blur", "rectangle", "mosaic", "image", "none"), "ellipse": _bool,
+                  "mask_scale": _num(0, open_lo=True), "color": lambda v: None if isinstance(v, list) and len(v) == 3
+                  else "[R, G, B]", "threshold": _num(0, 1), "preset": _choice("ultrafast", "superfast", "veryfast",
+                  "faster", "fast", "medium", "slow", "slower", "veryslow")},
+    "manipulate": {**_LANDMARKER, "preset": _choice("ultrafast", "superfast", "veryfast", "faster", "fast",
+                                                     "medium", "slow", "slower", "veryslow")},
+    "affect": {**_SELECTION, **_LANDMARKER, "au_threshold": _num(0, 1, open_lo=True),
+               "emotion_model": _choice("mini-xception", "hsemotion"), "au_model": _choice("blendshapes", "opengraphau"),
+               "weights": lambda v: None if isinstance(v, list) else "a list of NAME=PATH", "report": _bool,
+               "baseline": _choice("none", "person")},
+}
+
+
+def spec_reference() -> str:
+    """The job-spec reference as a Markdown table, made from :data:`JOB_OPTIONS` (the README's copy is checked
+    against it by the tests)."""
+    lines = ["| job | option | value |", "|---|---|---|"]
+    for job, options in JOB_OPTIONS.items():
+        for key, check in sorted(options.items()):
+            lines.append(f"| {job} | `{key}` | {check(object())} |")
+    return "\n".join(lines)
+
+
+def validate_options(job: str, options: dict) -> None:
+    """Check a job's options against :data:`JOB_OPTIONS`: an unknown key names itself and the allowed ones, a bad
+    value says what it may be.
+
+    Raises:
+        InvalidOptionError: the first problem found.
+    """
+    allowed = JOB_OPTIONS[job]
+    for key, value in options.items():
+        if key not in allowed:
+            raise InvalidOptionError(f"job spec: {job} has no option {key!r}; allowed: {', '.join(sorted(allowed))}")
+        problem = allowed[key](value)
+        if problem:
+            raise InvalidOptionError(f"job spec: {job} option {key} must be {problem}, got {value!r}")
+
+
 @dataclass
 class JobSpec:
     """A job and its options (see the module docstring)."""
@@ -53,16 +132,24 @@ def load_job_spec(source: str | os.PathLike | dict) -> JobSpec:
     data: Any = source if isinstance(source, dict) else read_spec_file(source, "job spec")
     if not isinstance(data, dict) or data.get("job") not in JOBS:
         raise InvalidOptionError(f"a job spec needs job: one of {', '.join(JOBS)}")
-    unknown = set(data) - {"job", "options", "batch_size", "device", "layers", "temporal", "seed"}
+    keys = {"job", "options", "batch_size", "device", "layers", "temporal", "seed"}
+    unknown = set(data) - keys
     if unknown:
-        raise InvalidOptionError(f"job spec: unknown keys {sorted(unknown)}")
+        raise InvalidOptionError(f"job spec: unknown keys {sorted(unknown)}; allowed: {', '.join(sorted(keys))}")
+    if not isinstance(data.get("options") or {}, dict):
+        raise InvalidOptionError("job spec: options must be a mapping of option: value")
+    validate_options(data["job"], dict(data.get("options") or {}))
+    if data["job"] == "manipulate" and ("layers" in data or "temporal" in data):
+        from ..manipulate.layers import load_spec
+        load_spec({k: data[k] for k in ("layers", "temporal", "seed") if k in data})   # layer names and params
     extra = {k: data[k] for k in ("layers", "temporal", "seed") if k in data}
     if data["job"] == "manipulate" and not extra.get("layers") and not extra.get("temporal"):
         raise InvalidOptionError("a manipulate job needs layers (and/or temporal)")
-    spec = JobSpec(job=data["job"], options=dict(data.get("options") or {}), batch_size=int(data.get("batch_size", 16)),
+    batch = data.get("batch_size", 16)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise InvalidOptionError(f"job spec: batch_size must be an integer >= 1, got {batch!r}")
+    spec = JobSpec(job=data["job"], options=dict(data.get("options") or {}), batch_size=batch,
                    device=str(data.get("device", "auto")), extra=extra)
-    if spec.batch_size < 1:
-        raise InvalidOptionError("batch_size must be >= 1")
     return spec
 
 
@@ -109,10 +196,12 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
             colours, flow, result = pipeline.analyse_source(
                 path, landmarker(), spec.batch_size, selection,
                 tuple(opts.get("regions", ("face_skin", "cheeks", "nose", "chin"))), opts.get("space", "rgb"),
-                bool(opts.get("flow", True)))
+                bool(opts.get("flow", True)), dense=bool(opts.get("dense", False)))
             result.outputs.append(str(write_table(colours, out / "colour_means.parquet")))
             if flow is not None:
                 result.outputs.append(str(write_table(flow, out / "landmark_flow.parquet")))
+            if "dense_flow" in result.tables:
+                result.outputs.append(str(write_table(result.tables["dense_flow"], out / "dense_flow.parquet")))
         elif spec.job == "annotate":
             from ..identity import Embedder
             from ..identity.annotate import annotate_source
@@ -394,4 +483,4 @@ def merge(corpus: str | os.PathLike) -> dict:
     return summary
 
 
-__all__ = ["JOBS", "JobSpec", "load_job_spec", "build_job", "run_shard", "run_devices", "status", "retry", "merge", "shard_of"]
+__all__ = ["JOBS", "JOB_OPTIONS", "validate_options", "JobSpec", "load_job_spec", "build_job", "run_shard", "run_devices", "status", "retry", "merge", "shard_of"]
