@@ -206,19 +206,24 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("-o", "--output", default="faces", help="output folder (default ./faces)")
     fc.add_argument("--step", type=float, default=1.0, help="seconds between sampled frames (default 1)")
     fc.add_argument("--fragment", type=float, nargs=2, metavar=("START", "END"), help="only this part, seconds")
-    fc.add_argument("--area", type=int, nargs=4, metavar=("X1", "Y1", "X2", "Y2"))
-    fc.add_argument("--min-score", type=float, default=0.9)
-    fc.add_argument("--min-size", type=float, default=50.0, help="px")
-    fc.add_argument("--min-border", type=float, default=0.0, help="px")
-    fc.add_argument("--scale", type=float, nargs=4, default=(1.0, 1.0, 1.0, 1.0), metavar=("L", "R", "U", "D"))
-    fc.add_argument("--square", action="store_true")
-    fc.add_argument("--group", default="clustering", choices=["clustering", "classification"])
-    fc.add_argument("--clusters", default="2-9", help="K or MIN-MAX (default 2-9)")
+    fc.add_argument("--area", type=int, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
+                    help="only faces inside this rectangle of the frame, px")
+    fc.add_argument("--min-score", type=float,
+                    help="detection score a face needs (default per detector: mtcnn 0.9, blazeface 0.5)")
+    fc.add_argument("--min-size", type=float, default=50.0, help="smallest face side kept, px (default 50)")
+    fc.add_argument("--min-border", type=float, default=0.0, help="least distance from the frame edge, px")
+    fc.add_argument("--scale", type=float, nargs=4, default=(1.0, 1.0, 1.0, 1.0), metavar=("L", "R", "U", "D"),
+                    help="grow the crop box left, right, up, down by these factors of its size")
+    fc.add_argument("--square", action="store_true", help="square crops")
+    fc.add_argument("--group", default="clustering", choices=["clustering", "classification"],
+                    help="clustering (unknown people) or classification against --ref-dir")
+    fc.add_argument("--clusters", default="1-9", help="people: K or MIN-MAX to estimate (default 1-9)")
     fc.add_argument("--ref-dir", help="classification: one sub-folder of images per person")
-    fc.add_argument("--prefix", default="")
-    fc.add_argument("--save-rejects", action="store_true")
-    fc.add_argument("--save-dupes", action="store_true")
-    fc.add_argument("--detector", default="blazeface-full", choices=["blazeface-short", "blazeface-full", "mtcnn"])
+    fc.add_argument("--prefix", default="", help="prefix of every crop's file name")
+    fc.add_argument("--save-rejects", action="store_true", help="also save rejected crops in rejects/")
+    fc.add_argument("--save-dupes", action="store_true", help="also save duplicate crops in dupes/")
+    fc.add_argument("--detector", default="blazeface-full", choices=["blazeface-short", "blazeface-full", "mtcnn"],
+                    help="face detector (default blazeface-full)")
     _common(fc)
 
     rn = sub.add_parser("run", help="run a job spec (YAML/JSON) on files: the same code as a corpus run")
@@ -500,10 +505,11 @@ def cmd_faces(args) -> int:
     device = _device(args.device)
     landmarker = FaceLandmarker(args.detector, device=device)
     table = extract_faces(expand_inputs(args.inputs, args.ext), args.output, landmarker, Embedder("dlib", device),
-                          options, args.batch_size)
+                          options, args.batch_size, args.backend)
     counts = table[table["status"] == "kept"].groupby("group").size().to_dict()
-    _say(args.quiet, f"{args.output}/: {counts}; rejected {int((table['status'] == 'rejected').sum())}, "
-                     f"duplicates {int((table['status'] == 'duplicate').sum())}; log {args.output}/faces.csv")
+    out = Path(args.output)
+    _say(args.quiet, f"{out}: {counts}; rejected {int((table['status'] == 'rejected').sum())}, "
+                     f"duplicates {int((table['status'] == 'duplicate').sum())}; log {out / 'faces.csv'}")
     return 0
 
 

@@ -25,6 +25,12 @@ import torch.nn.functional as F
 from ..errors import InvalidOptionError
 
 
+#: Default detection score a face needs, per detector, calibrated for recall: MTCNN's scores of real faces sit
+#: above 0.9 (video-to-faces' det_min_score); BlazeFace's are lower (0.82–0.89 on the PyFAME samples), so its
+#: default is MediaPipe's own min_detection_confidence, 0.5.
+MIN_SCORE = {"mtcnn": 0.9, "blazeface-full": 0.5, "blazeface-short": 0.5}
+
+
 @dataclass
 class FacesOptions:
     """Options of :func:`extract_faces` (video-to-faces names in brackets)."""
@@ -33,13 +39,13 @@ class FacesOptions:
     start: float = 0.0
     end: float | None = None
     area: tuple[int, int, int, int] | None = None
-    min_score: float = 0.9                # [det_min_score]
+    min_score: float | None = None        # [det_min_score]; None: the detector's (MIN_SCORE)
     min_size: float = 50.0                # px [det_min_size]
     min_border: float = 0.0               # px [det_min_border]
     scale: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)   # left, right, up, down [det_scale]
     square: bool = True
     group: str = "clustering"             # clustering | classification
-    clusters: int | tuple[int, int] = (2, 9)
+    clusters: int | tuple[int, int] = (1, 9)
     ref_dir: str | None = None
     max_distance: float = 0.6             # classification: beyond this a face is "other"
     hash_threshold: int = 5               # [dup_max_hash_diff] bits of 64
@@ -53,7 +59,8 @@ class FacesOptions:
             raise InvalidOptionError("group must be clustering or classification")
         if self.group == "classification" and not (self.ref_dir and Path(self.ref_dir).is_dir()):
             raise InvalidOptionError("classification needs --ref-dir with one sub-folder of images per person")
-        if self.step <= 0 or not 0 <= self.min_score <= 1 or self.min_size < 0 or self.min_border < 0:
+        if (self.step <= 0 or (self.min_score is not None and not 0 <= self.min_score <= 1) or self.min_size < 0
+                or self.min_border < 0):
             raise InvalidOptionError("step > 0, 0 <= min_score <= 1, min_size and min_border >= 0")
 
 
@@ -87,8 +94,10 @@ def _reference_embeddings(ref_dir: str, landmarker, embedder) -> dict[str, np.nd
 
 
 def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, embedder,
-                  options: FacesOptions | None = None, batch_size: int = 16) -> pd.DataFrame:
-    """Run the whole job; returns the log table (also written to ``out_dir/faces.csv``).
+                  options: FacesOptions | None = None, batch_size: int = 16, backend: str = "auto") -> pd.DataFrame:
+    """Run the whole job; returns the log table (also written to ``out_dir/faces.csv``): one row per face with
+    ``status`` kept | rejected | duplicate and, for the others, the ``reason`` (which threshold it failed, with
+    its value, or the kept face it duplicates).
 
     Raises:
         InvalidOptionError: bad options. NotEnoughFacesError: fewer faces than clusters requested.
@@ -101,13 +110,14 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
 
     opt = options or FacesOptions()
     opt.validate()
+    min_score = opt.min_score if opt.min_score is not None else MIN_SCORE.get(landmarker.detector.model, 0.5)
     out = Path(out_dir)
     kept, rows = [], []
     for path in inputs:
-        reader = open_source(path, device=landmarker.device)
+        reader = open_source(path, backend=backend, device=landmarker.device)
         sel = Selection(step_seconds=opt.step, start=opt.start, end=opt.end, area=opt.area)
         video = Path(path).stem
-        hashes, embs = [], []
+        hashes, embs, kept_names = [], [], []
         for batch in reader.batches(batch_size, sel if reader.info.num_frames > 1 else None,
                                     device=landmarker.device):
             faces = landmarker(batch.frames)  # sampled frames are unrelated: no tracking
@@ -125,25 +135,32 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
                 frame_no = int(batch.index[faces.frame[n].cpu()])
                 name = f"{opt.prefix}{video}_{frame_no}_{n}.jpg"
                 row = {"file": None, "video": path, "frame": frame_no, "face": n, "x1": x1, "y1": y1, "x2": x2,
-                       "y2": y2, "score": float(faces.scores[n]), "status": "kept", "group": None, "distance": None}
-                if (faces.scores[n] < opt.min_score or min(bw[n], bh[n]) < opt.min_size
-                        or edge[n] < opt.min_border):
-                    row["status"] = "rejected"
+                       "y2": y2, "score": float(faces.scores[n]), "status": "kept", "reason": None, "group": None,
+                       "distance": None}
+                size, score = float(min(bw[n], bh[n])), float(faces.scores[n])
+                reasons = ([f"score {score:.3f} < {min_score}"] if score < min_score else []) + \
+                    ([f"size {size:.0f} px < {opt.min_size:g}"] if size < opt.min_size else []) + \
+                    ([f"border {float(edge[n]):.0f} px < {opt.min_border:g}"] if edge[n] < opt.min_border else [])
+                if reasons:
+                    row["status"], row["reason"] = "rejected", "; ".join(reasons)
                     if opt.save_rejects:
                         row["file"] = str(write_image(out / "rejects" / name, crop))
                     rows.append(row)
                     continue
                 hsh = average_hash([crop])[0]
-                dup = any((hsh != h0).sum() <= opt.hash_threshold and np.linalg.norm(emb[n] - e0) <= opt.dup_distance
-                          for h0, e0 in zip(hashes, embs))
-                if dup:
+                dup = next((j for j, (h0, e0) in enumerate(zip(hashes, embs))
+                            if (hsh != h0).sum() <= opt.hash_threshold
+                            and np.linalg.norm(emb[n] - e0) <= opt.dup_distance), None)
+                if dup is not None:
                     row["status"] = "duplicate"
+                    row["reason"] = f"same as {kept_names[dup]} (average hash and embedding)"
                     if opt.save_dupes:
                         row["file"] = str(write_image(out / "dupes" / name, crop))
                     rows.append(row)
                     continue
                 hashes.append(hsh)
                 embs.append(emb[n])
+                kept_names.append(name)
                 kept.append((len(rows), crop, emb[n], name))
                 rows.append(row)
     if kept:
@@ -163,11 +180,11 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
             rows[i]["group"], rows[i]["distance"] = g, dist
             rows[i]["file"] = str(write_image(out / g / name, crop))
     table = pd.DataFrame(rows, columns=["file", "video", "frame", "face", "x1", "y1", "x2", "y2", "score", "status",
-                                        "group", "distance"])
+                                        "reason", "group", "distance"])
     out.mkdir(parents=True, exist_ok=True)
     from ..outputs import write_table
     write_table(table, out / "faces.csv")
     return table
 
 
-__all__ = ["FacesOptions", "extract_faces", "average_hash"]
+__all__ = ["FacesOptions", "MIN_SCORE", "extract_faces", "average_hash"]
