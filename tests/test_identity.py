@@ -180,7 +180,7 @@ def test_faces_grouped_by_clustering_and_by_reference_images(samples, tmp_path):
     log = pd.read_csv(out / "faces.csv")
     kept = log[log["status"] == "kept"]
     assert set(log["status"]) <= {"kept", "duplicate"} and len(kept) >= 4     # BlazeFace's own threshold: none lost
-    assert log.loc[log["status"] == "duplicate", "reason"].str.startswith("same as sample_0").all()
+    assert log.loc[log["status"] == "duplicate", "reason"].astype(str).str.startswith("same as sample_0").all()
     actor = kept["video"].str.contains("sample_0[12]")
     assert kept.groupby(actor)["group"].nunique().tolist() == [1, 1] and kept["group"].nunique() == 2
     for f in kept["file"]:
@@ -195,7 +195,7 @@ def test_faces_grouped_by_clustering_and_by_reference_images(samples, tmp_path):
     log = pd.read_csv(out2 / "faces.csv")
     kept = log[log["status"] == "kept"]
     rejected = log[log["status"] == "rejected"]
-    assert rejected["reason"].str.match(r"(score|size|border) ").all()
+    assert rejected["reason"].astype(str).str.match(r"(score|size|border) ").all()
     by_video = kept.groupby(kept["video"].map(lambda p: Path(p).stem))["group"].agg(set).to_dict()
     assert by_video["sample_02"] == {"actor_a"} and by_video["sample_04"] == {"actor_b"}
     assert by_video["multi_face"] == {"other"}
