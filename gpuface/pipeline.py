@@ -198,7 +198,7 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
     from .fetch import sha256_file
     from .io.encode import temporary_path
     from .manipulate.layers import LayerStack
-    from .manipulate.temporal import frame_order, shuffled_block_array
+    from .manipulate.temporal import frame_order, frames_left_out, shuffled_block_array
 
     t0 = time.perf_counter()
     guard = OomGuard()
@@ -213,9 +213,15 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
         order = frame_order(info.num_frames, float(info.fps), t["method"], t["block_duration"], spec.seed, path,
                             t["drop_last"])
         selection = Selection(frames=tuple(order.tolist()))
+        dropped = frames_left_out(info.num_frames, float(info.fps), t["method"], t["block_duration"], t["drop_last"])
         log_order = {"blocks": shuffled_block_array(info.num_frames, float(info.fps), t["method"],
                                                     t["block_duration"], spec.seed, path, t["drop_last"]).tolist(),
-                     "frames": order.tolist()}
+                     "frames": order.tolist(), "frames_dropped": dropped}
+        if dropped > 0:
+            import logging
+            logging.getLogger("gpuface").warning(
+                "gpuface: %s: the temporal shuffle leaves out %d frame(s) (%s; a partial last block with "
+                "drop_last); set temporal drop_last: false to keep them", path, dropped, t["method"])
     output = free_path(output, overwrite)
     log_path = Path(output).with_suffix(".json")
     state = None if is_image else landmarker.new_state()

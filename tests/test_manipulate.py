@@ -10,7 +10,7 @@ from gpuface.errors import InvalidOptionError
 from gpuface.landmarks import FaceLandmarker
 from gpuface.manipulate.layers import LayerStack, load_spec
 from gpuface.manipulate.ops import OPS, Context
-from gpuface.manipulate.temporal import frame_order, shuffled_block_array
+from gpuface.manipulate.temporal import frame_order, frames_left_out, shuffled_block_array
 from gpuface.manipulate.timing import Timing
 from gpuface.regions import get_region, region_masks
 from gpuface.types import Faces
@@ -282,7 +282,7 @@ def test_temporal_orders():
     assert len(rep) == 100 and len(set(rep.tolist())) < 100
 
 
-def test_manipulate_cli_writes_videos_and_logs(samples, tmp_path):
+def test_manipulate_cli_writes_videos_and_logs(samples, tmp_path, caplog):
     from gpuface.cli import main
     from gpuface.io.decode import VideoReader, probe
 
@@ -296,6 +296,9 @@ def test_manipulate_cli_writes_videos_and_logs(samples, tmp_path):
     log = json.loads((tmp_path / "sample_01_manipulated.json").read_text())
     assert log["seed"] == 3 and log["layers"][1]["params"] == {"colour": "yellow", "magnitude": 15}
     assert log["temporal_order"]["blocks"] == [2, 1, 0] and log["audio_copied"] is False
+    assert log["temporal_order"]["frames_dropped"] == 10          # said in the log and on stderr
+    assert "leaves out 10 frame(s)" in caplog.text and "drop_last: false" in caplog.text
+    assert frames_left_out(100, 29.97, "reverse", 1.0, drop_last=False) == 0
     out = probe(tmp_path / "sample_01_manipulated.mp4")
     assert out.num_frames == len(log["temporal_order"]["frames"]) == 90 and out.fps == probe(samples["sample_01.mp4"]).fps
     first = next(iter(VideoReader(tmp_path / "sample_01_manipulated.mp4").batches(1))).frames[0].float()

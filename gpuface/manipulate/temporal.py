@@ -56,6 +56,12 @@ def _blocks(num_frames: int, fps: float, method: str, block_duration: float, dro
     return blocks
 
 
+def frames_left_out(num_frames: int, fps: float, method: str = "random", block_duration: float = 1.0,
+                    drop_last: bool = True) -> int:
+    """How many of the video's frames no block holds (the partial last block that ``drop_last`` drops)."""
+    return num_frames - sum(len(b) for b in _blocks(num_frames, fps, method, block_duration, drop_last))
+
+
 def frame_order(num_frames: int, fps: float, method: str = "random", block_duration: float = 1.0,
                 seed: int | None = None, video: str = "", drop_last: bool = True) -> np.ndarray:
     """int64 frame numbers of the shuffled video in output order (read them with ``Selection(frames=...)``)."""
@@ -74,4 +80,4 @@ def frame_order(num_frames: int, fps: float, method: str = "random", block_durat
     return np.concatenate(parts).astype(np.int64)
 
 
-__all__ = ["METHODS", "shuffled_block_array", "frame_order"]
+__all__ = ["METHODS", "shuffled_block_array", "frame_order", "frames_left_out"]
