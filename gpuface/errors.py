@@ -54,7 +54,7 @@ class DeviceUnavailableError(InvalidOptionError):
     """A torch device was asked for that this machine does not have (CUDA without a driver, cuda:3 of two GPUs)."""
 
 
-def resolve_device(device) -> "torch.device":  # noqa: F821
+def resolve_device(device):
     """``auto`` (CUDA when available, else CPU), a device name or a ``torch.device``, checked against this machine.
 
     Raises:

@@ -18,7 +18,6 @@ from gpuface.io.decode import Selection, VideoReader
 from gpuface.io.images import read_image
 from gpuface.landmarks import FaceLandmarker
 from gpuface.models.facemesh import BLENDSHAPE_NAMES
-from gpuface.models.mini_xception import MiniXception
 from gpuface.types import Faces
 
 REFERENCE = Path(__file__).parent / "data" / "fer_reference.npz"
