@@ -267,6 +267,14 @@ def test_spec_errors():
         load_spec({"layers": [], "temporal": {"method": "sideways"}})
 
 
+def test_bad_layer_values_fail_when_the_spec_loads():
+    """A bad value fails at load (the op runs once on a blank frame), not mid-video."""
+    with pytest.raises(InvalidOptionError, match="^noise: method pixelate"):
+        load_spec({"layers": [{"op": "noise", "region": "face_oval", "params": {"method": "sideways"}}]})
+    with pytest.raises(InvalidOptionError, match="^blur"):
+        load_spec({"layers": [{"op": "blur", "region": "face_oval", "params": {"method": "smudge"}}]})
+
+
 def test_temporal_orders():
     assert frame_order(10, 3, "reverse").tolist() == [6, 7, 8, 3, 4, 5, 0, 1, 2]
     assert frame_order(10, 3, "left_cyclic_shift").tolist() == [1, 2, 0, 4, 5, 3, 7, 8, 6]

@@ -53,6 +53,27 @@ class Layer:
             raise InvalidOptionError(f"{self.op}: unknown parameters {sorted(unknown)}; allowed: {sorted(allowed)}")
         if self.feather < 0:
             raise InvalidOptionError("feather must be >= 0 px")
+        self._dry_run()
+
+    def _dry_run(self) -> None:
+        """Run the op once on a blank 16×16 frame without faces, so that a bad parameter value fails when the spec
+        loads, not in the middle of a video (each op checks its values first)."""
+        import torch
+
+        from ..types import Faces
+        from .ops import Context
+
+        faces = Faces.empty(6)
+        faces.landmarks, faces.presence = torch.zeros(0, 478, 3), torch.zeros(0)
+        faces.track_id = torch.zeros(0, dtype=torch.long)
+        ctx = Context(faces=faces, frames=torch.zeros(1, dtype=torch.long), pts=torch.zeros(1, dtype=torch.float64),
+                      size=(16, 16))
+        try:
+            OPS[self.op](torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16), torch.zeros(1), ctx, **self.params)
+        except InvalidOptionError as e:
+            raise InvalidOptionError(str(e) if str(e).startswith(self.op) else f"{self.op}: {e}") from None
+        except (TypeError, ValueError) as e:
+            raise InvalidOptionError(f"{self.op}: a parameter has a value of the wrong kind ({e})") from None
 
     def describe(self) -> dict:
         d = asdict(self)
