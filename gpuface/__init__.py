@@ -18,8 +18,8 @@ import os as _os
 
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .errors import (ChecksumError, DeviceUnavailableError, EmptyVideoError, GpufaceError, ImageDecodeError,  # noqa: E402
-                     InputNotFoundError, InvalidOptionError, OutputExistsError, UnsupportedInputError,
+from .errors import (ChecksumError, DeviceUnavailableError, EmptyVideoError, GpufaceError,  # noqa: E402
+                     ImageDecodeError, InputNotFoundError, InvalidOptionError, OutputExistsError, UnsupportedInputError,
                      VideoDecodeError, VideoEncodeError, WeightsError)
 
 __version__ = "0.1.0"

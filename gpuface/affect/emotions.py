@@ -2,7 +2,8 @@
 
 Chips: every face of every frame is cut in one bilinear ``grid_sample`` (:func:`gpuface.identity.embed.face_chips`:
 dlib's 5-point similarity alignment from FaceMesh points, eyes level) after one anti-aliased shrink of the
-frames' window around the faces (faces larger than twice the chip; like OpenCV's ``INTER_AREA``), then turned grey with ITU-R BT.601 weights (0.299 R + 0.587 G + 0.114 B, OpenCV's and fer's
+frames' window around the faces (faces larger than twice the chip; like OpenCV's ``INTER_AREA``), then turned
+grey with ITU-R BT.601 weights (0.299 R + 0.587 G + 0.114 B, OpenCV's and fer's
 ``COLOR_BGR2GRAY``) and scaled to [-1, 1] as fer does (``(x / 255 − 0.5) · 2``). The padding (0.45 of dlib's
 template) frames the face from the forehead to below the chin, like the Haar-cascade box + 10 px fer crops.
 
@@ -88,5 +89,6 @@ def quadrant_index(valence: torch.Tensor, arousal: torch.Tensor) -> torch.Tensor
     return (valence >= 0).long() + 2 * (arousal >= 0).long()
 
 
-__all__ = ["EMOTIONS", "CIRCUMPLEX_DEGREES", "QUADRANTS", "emotion_chips", "imagenet_chips", "circumplex_valence_arousal",
+__all__ = ["EMOTIONS", "CIRCUMPLEX_DEGREES", "QUADRANTS", "emotion_chips", "imagenet_chips",
+           "circumplex_valence_arousal",
            "quadrant_index"]

@@ -22,8 +22,8 @@ THUMBNAIL_SIZE = 96
 
 def affect_columns(faces: Faces, au_threshold: float, au_names: tuple[str, ...] = AU_NAMES) -> pd.DataFrame:
     """The affect columns of every face (row order of ``faces``): AU intensities ``AU01 …`` (``au_names``, the
-    analyser's), flags ``AU01_active …``, the 7 emotion probabilities (py-feat's names ``anger … neutral``), ``emotion`` (the top
-    one), ``valence``, ``arousal`` and ``quadrant``."""
+    analyser's), flags ``AU01_active …``, the 7 emotion probabilities (py-feat's names ``anger … neutral``),
+    ``emotion`` (the top one), ``valence``, ``arousal`` and ``quadrant``."""
     f = faces.to("cpu")
     aus = f.aus.numpy()
     cols = {**{a: aus[:, i] for i, a in enumerate(au_names)},
@@ -50,7 +50,7 @@ def affect_rows(faces: Faces, batch: FrameBatch, video: str, au_threshold: float
     missing = (~seen).nonzero().flatten()
     if len(missing):
         empty = pd.DataFrame({"video": video, "frame": batch.index[missing].numpy(),
-                              "time_s": batch.pts[missing].numpy()})
+                              "time_s": batch.pts[missing].numpy().round(6)})
         table = pd.concat([table, empty], ignore_index=True) if len(table) else empty.reindex(columns=table.columns)
     table["face"] = table["face"].astype("Int64")
     table["track"] = table["track"].astype("Int64")
