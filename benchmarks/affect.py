@@ -8,12 +8,11 @@ whose networks come from the HuggingFace hub at run time (measured only where it
 """
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import time
 
 import torch
+from common import landmarked_sample, machine, parse_args
 
 
 def _timed(fn, repeat: int = 3) -> float:
@@ -27,24 +26,16 @@ def _timed(fn, repeat: int = 3) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=96)
-    ap.add_argument("--device", default="auto")
-    args = ap.parse_args()
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    args, device = parse_args(__doc__)
 
     import gpuface as gf
     from gpuface.io.decode import Selection
     from gpuface.pipeline import landmarks_source
-    from gpuface.samples import fetch_samples
 
-    video = str(fetch_samples(["sample_01.mp4"])["sample_01.mp4"])
-    frames = torch.cat([b.frames for b in gf.VideoReader(video).batches(32)])[:32].to(device)
-    lm = gf.FaceLandmarker(device=device, max_faces=1)
-    faces = lm(frames, lm.new_state())
+    video, frames, faces = landmarked_sample(device, 32)
+    frames = frames.to(device)
     affect = gf.AffectAnalyzer(device=device)
-    name = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
-    print(f"# affect: sample_01 (1280x720), device {device} ({name}), {os.cpu_count()} CPU cores, "
+    print(f"# affect: sample_01 (1280x720), device {device} ({machine(device)}), {os.cpu_count()} CPU cores, "
           f"torch {torch.__version__}")
     print("| what | batch | faces/s or frames/s | ms per face or frame |\n|---|---|---|---|")
     with torch.inference_mode():

@@ -6,34 +6,26 @@ where facenet-pytorch's pretrained weights can be downloaded (they come from its
 """
 from __future__ import annotations
 
-import argparse
 import os
-import platform
 import time
 
 import torch
+from common import landmarked_sample, machine, parse_args
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=96)
-    ap.add_argument("--device", default="auto")
-    args = ap.parse_args()
-    device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    args, device = parse_args(__doc__)
 
     import gpuface as gf
     from gpuface.identity import Embedder, face_chips
     from gpuface.identity.annotate import annotate_source
-    from gpuface.samples import fetch_samples
 
-    video = str(fetch_samples(["sample_01.mp4"])["sample_01.mp4"])
-    frames = torch.cat([b.frames for b in gf.VideoReader(video).batches(32)])[:args.frames]
+    video, frames, faces = landmarked_sample(device, args.frames)
     lm = gf.FaceLandmarker(device=device, max_faces=1)
-    faces = lm(frames.to(device), lm.new_state())
     chips = face_chips(frames.to(device), faces.landmarks, faces.frame)
     emb = Embedder("dlib", device=device)
-    name = torch.cuda.get_device_name() if device == "cuda" else (platform.processor() or platform.machine())
-    print(f"# identity: {len(chips)} faces of sample_01, device {device} ({name}), {os.cpu_count()} CPU cores")
+    print(f"# identity: {len(chips)} faces of sample_01, device {device} ({machine(device)}), {os.cpu_count()} "
+          "CPU cores")
     print("| what | batch | faces/s or frames/s |\n|---|---|---|")
     with torch.inference_mode():
         for bs in (1, 8, 32):

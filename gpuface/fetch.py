@@ -68,6 +68,11 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def online_by_default() -> bool:
+    """Whether official URLs may be tried: unless ``GPUFACE_OFFLINE`` is 1, true or yes."""
+    return os.environ.get("GPUFACE_OFFLINE", "0") not in ("1", "true", "yes")
+
+
 def fetch_file(sources: list[Source], sha256: str, dest: str | os.PathLike, online: bool | None = None,
                timeout: float = 10.0) -> Path:
     """Make ``dest`` a verified copy of a pinned file, trying ``sources`` in order.
@@ -90,7 +95,7 @@ def fetch_file(sources: list[Source], sha256: str, dest: str | os.PathLike, onli
     if dest.exists() and sha256_file(dest) == sha256:
         return dest
     if online is None:
-        online = os.environ.get("GPUFACE_OFFLINE", "0") not in ("1", "true", "yes")
+        online = online_by_default()
     dest.parent.mkdir(parents=True, exist_ok=True)
     reasons, bad_digest = [], False
     for src in sources:

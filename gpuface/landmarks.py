@@ -208,11 +208,10 @@ class FaceLandmarker:
 
     def _detection_due(self, state: TrackState, ended: bool) -> bool:
         """Whether the key frame at ``state.position`` runs the detector (a function of positions only)."""
-        if len(state) == 0 or ended or state.lost:
-            return state.lost or ended or state.position >= state.next_detection
-        if self.max_faces is None or len(state) < self.max_faces:
-            return state.position >= state.next_detection
-        return self.redetect_every is not None and state.position >= state.next_detection
+        if state.lost or ended:
+            return True
+        full = self.max_faces is not None and len(state) >= self.max_faces
+        return not (full and self.redetect_every is None) and state.position >= state.next_detection
 
     def _detect_into(self, frames: torch.Tensor, row: int, state: TrackState) -> torch.Tensor:
         """Detect in ``frames[row]`` and append the faces that no track covers (up to ``max_faces``) to the state,
@@ -221,7 +220,7 @@ class FaceLandmarker:
         self.detector_frames += 1
         state.lost = False
         every = self.detect_every if self.max_faces is None or len(state) < self.max_faces else self.redetect_every
-        state.next_detection = (state.position // (every or 1) + 1) * (every or 1) if every else 1 << 62
+        state.next_detection = (state.position // every + 1) * every if every else 1 << 62
         n_old = len(state)
         if len(faces) == 0:
             return torch.arange(n_old, n_old, device=self.device)

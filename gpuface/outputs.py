@@ -76,6 +76,19 @@ def table_format(path: str | os.PathLike) -> str:
     return TABLE_FORMATS[ext]
 
 
+def write_text(text: str, path: str | os.PathLike) -> Path:
+    """Write a text file (JSON logs, reports) atomically: a temporary sibling, then a rename."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(p)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a table atomically; the format follows the extension (.parquet, .csv, .tsv, .json records)."""
     fmt = table_format(path)

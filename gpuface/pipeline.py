@@ -22,7 +22,7 @@ from .io.encode import PRESETS, VideoWriter, free_path, write_image
 from .io.images import ImageReader
 from .io.sources import open_source
 from .manipulate.anonymize import AnonymizeOptions, anonymize
-from .outputs import faces_rows, landmarks_rows, write_table
+from .outputs import faces_rows, landmarks_rows, write_table, write_text
 
 
 @dataclass
@@ -196,7 +196,6 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
 
     from . import __version__
     from .fetch import sha256_file
-    from .io.encode import temporary_path
     from .manipulate.layers import LayerStack
     from .manipulate.temporal import frame_order, frames_left_out, shuffled_block_array
 
@@ -251,10 +250,7 @@ def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, ba
                "faces": result.faces, "audio_copied": bool(not is_image and selection is None),
                "detector": landmarker.detector.model, "device": str(landmarker.device), "seconds": result.seconds,
                "versions": {"gpuface": __version__, "torch": torch.__version__, "kornia": kornia.__version__}}
-        tmp = temporary_path(log_path)
-        tmp.write_text(json.dumps(log, indent=1))
-        os.replace(tmp, log_path)
-        result.outputs.append(str(log_path))
+        result.outputs.append(str(write_text(json.dumps(log, indent=1), log_path)))
     except BaseException:
         sink.abort()
         for p in result.outputs:

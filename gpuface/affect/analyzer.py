@@ -6,7 +6,7 @@ import torch
 from ..errors import InvalidOptionError, resolve_device
 from ..types import Faces
 from .aus import AU_NAMES, AU_THRESHOLD, blendshapes_to_aus
-from .emotions import circumplex_valence_arousal, emotion_chips
+from .emotions import EMOTIONS, circumplex_valence_arousal, emotion_chips, imagenet_chips
 
 
 class AffectAnalyzer:
@@ -98,15 +98,16 @@ class AffectAnalyzer:
             raise InvalidOptionError("affect needs FaceMesh landmarks and blendshapes "
                                      "(FaceLandmarker(blendshapes=True))")
         frames, landmarks, rows = frames.to(self.device), faces.landmarks.to(self.device), faces.frame.to(self.device)
+        rgb = None   # the 224² ImageNet chips, cut once for OpenGraphAU and HSEmotion alike
+        if self.au_net is not None or self.emotion_model == "hsemotion":
+            rgb = imagenet_chips(frames, landmarks, rows)
         if self.au_net is not None:
-            from .emotions import imagenet_chips
-            faces.aus = self.au_net(imagenet_chips(frames, landmarks, rows))
+            faces.aus = self.au_net(rgb)
         else:
             faces.aus = blendshapes_to_aus(faces.blendshapes.to(self.device))
         if self.emotion_model == "hsemotion":
             from .models import HSEMOTION_CLASSES
-            from .emotions import EMOTIONS, imagenet_chips
-            probs, faces.valence, faces.arousal = self.emotion_net(imagenet_chips(frames, landmarks, rows))
+            probs, faces.valence, faces.arousal = self.emotion_net(rgb)
             seven = probs[:, [HSEMOTION_CLASSES.index(e) for e in EMOTIONS]]
             faces.emotions = seven / seven.sum(1, keepdim=True)
         else:

@@ -87,7 +87,7 @@ def affect_weights_file(name: str, path: str | os.PathLike | None = None, online
         InvalidOptionError: unknown model. WeightsError: not available (the message says what to download and
         where to put it). ChecksumError: the cached file changed since it was first recorded.
     """
-    from ..fetch import download_url, sha256_file
+    from ..fetch import download_url, online_by_default, sha256_file
     from ..weights import weights_dir
 
     if name not in AFFECT_MODELS:
@@ -96,10 +96,8 @@ def affect_weights_file(name: str, path: str | os.PathLike | None = None, online
     root = weights_dir()
     cached, record = root / "upstream" / model.file, root / f"{name}.json"
     if path is None and not cached.exists():
-        if online is None:
-            online = os.environ.get("GPUFACE_OFFLINE", "0") not in ("1", "true", "yes")
         error = "offline"
-        if online:
+        if online if online is not None else online_by_default():
             try:
                 download_url(model.url, cached)
             except OSError as e:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..io.encode import free_path, temporary_path
+from ..io.encode import free_path
 from .aus import au_columns, au_description
 from .emotions import EMOTIONS
 
@@ -241,7 +241,7 @@ def write_affect_outputs(table: pd.DataFrame, info, out_dir: str | os.PathLike, 
     Returns:
         The paths written.
     """
-    from ..outputs import write_table
+    from ..outputs import write_table, write_text
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -249,11 +249,7 @@ def write_affect_outputs(table: pd.DataFrame, info, out_dir: str | os.PathLike, 
     written: list[str] = []
 
     def text(name: str, content: str) -> None:
-        path = free_path(out / name, overwrite)
-        tmp = temporary_path(path)
-        tmp.write_text(content, encoding="utf-8")
-        os.replace(tmp, path)
-        written.append(str(path))
+        written.append(str(write_text(content, free_path(out / name, overwrite))))
 
     try:
         for name, df in ((f"{stem}_affect{table_ext}", table), (f"{stem}_affect_summary.csv", summary_csv(table)),
