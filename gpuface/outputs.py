@@ -11,7 +11,7 @@ from .errors import InvalidOptionError
 from .io.encode import temporary_path
 from .types import Faces, FrameBatch
 
-TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".json": "json"}
+TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".txt": "txt", ".json": "json"}
 
 
 def faces_rows(faces: Faces, batch: FrameBatch, video: str, keypoints: bool = True) -> pd.DataFrame:
@@ -90,7 +90,8 @@ def write_text(text: str, path: str | os.PathLike) -> Path:
 
 
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a table atomically; the format follows the extension (.parquet, .csv, .tsv, .json records)."""
+    """Write a table atomically; the format follows the extension (.parquet, .csv, .tsv, .txt space-separated as MGT's
+    ``blur_faces`` data, .json records)."""
     fmt = table_format(path)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
@@ -98,8 +99,8 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     try:
         if fmt == "parquet":
             df.to_parquet(tmp, index=False)
-        elif fmt in ("csv", "tsv"):
-            df.to_csv(tmp, index=False, sep="," if fmt == "csv" else "\t")
+        elif fmt in ("csv", "tsv", "txt"):
+            df.to_csv(tmp, index=False, sep={"csv": ",", "tsv": "\t", "txt": " "}[fmt])
         else:
             df.to_json(tmp, orient="records", indent=1)
         os.replace(tmp, p)

@@ -21,8 +21,7 @@ from .io.decode import Selection
 from .io.encode import PRESETS, VideoWriter, free_path, write_image
 from .io.images import ImageReader
 from .io.sources import open_source
-from .manipulate.anonymize import AnonymizeOptions, anonymize
-from .outputs import faces_rows, landmarks_rows, write_table, write_text
+from .outputs import faces_rows, landmarks_rows, write_text
 
 
 @dataclass
@@ -75,16 +74,23 @@ class _Sink:
     batch's frame size, both written atomically; :meth:`abort` removes whatever was started."""
 
     def __init__(self, path: str | os.PathLike, is_image: bool, fps, crf: int = 18, preset: str = "medium",
-                 audio_from: str | None = None):
+                 audio_from: str | None = None, x264_options: dict | None = None, metadata_from: str | None = None):
         if not 0 <= crf <= 51 or preset not in PRESETS:
             raise InvalidOptionError(f"crf must be in 0..51 and preset one of {', '.join(PRESETS)}")
-        self.path, self.is_image, self.fps = Path(path), is_image, fps
-        self.options = {"crf": crf, "preset": preset, "audio_from": audio_from}
+        self.path, self.is_image, self.fps, self.metadata_from = Path(path), is_image, fps, metadata_from
+        metadata = None
+        if metadata_from is not None and not is_image:
+            import av
+
+            with av.open(str(metadata_from)) as src:
+                metadata = dict(src.metadata)
+        self.options = {"crf": crf, "preset": preset, "audio_from": audio_from, "x264_options": x264_options,
+                        "metadata": metadata}
         self.writer = None
 
     def write(self, frames: torch.Tensor) -> None:
         if self.is_image:
-            write_image(self.path, frames[0])
+            write_image(self.path, frames[0], exif_from=self.metadata_from)
             return
         if self.writer is None:
             self.writer = VideoWriter(self.path, self.fps, frames.shape[-1], frames.shape[-2], overwrite=True,
@@ -382,69 +388,6 @@ def default_output(path: str, out: str | None, suffix: str, ext: str | None = No
     if o.suffix and not o.is_dir():
         return o
     return o / name
-
-
-def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLike, options: AnonymizeOptions,
-                     threshold: float = 0.9, batch_size: int = 32, boxes_format: str | None = "csv",
-                     selection: Selection | None = None, crf: int = 18, preset: str = "medium",
-                     overwrite: bool = False, backend: str = "auto", draw_scores: bool = False,
-                     quiet: bool = True) -> JobResult:
-    """Anonymise every face of one video (or image) and write it with its boxes table.
-
-    Args:
-        output: the video (or image) file to write; an existing file gets a numbered name unless ``overwrite``.
-        options: mode, mask shape and scale (:class:`AnonymizeOptions`).
-        threshold: detection score threshold (0–1) for a face to be masked.
-        boxes_format: 'csv' | 'tsv' | 'json' for ``<output stem>_boxes.<fmt>`` with columns ``frame, time_ms,
-            face, x1, y1, x2, y2, score`` (every detection masked), or None for no table.
-        selection: frames to process (a fragment or area crop; anonymised videos normally keep every frame).
-        crf, preset: x264 settings. draw_scores: write each face's score above its box.
-
-    Returns:
-        :class:`JobResult` with the paths written. Nothing is left behind on failure.
-    """
-    options.validate()
-    if not 0 <= threshold <= 1:
-        raise InvalidOptionError(f"threshold must be in [0, 1], got {threshold}")
-    if boxes_format not in (None, "csv", "tsv", "json"):
-        raise InvalidOptionError(f"boxes format must be csv, tsv or json, got {boxes_format!r}")
-    t0 = time.perf_counter()
-    guard = OomGuard()
-    reader = open_source(path, backend=backend, device=detector.device)
-    output = free_path(output, overwrite)
-    result, rows = JobResult(path), []
-    is_image = isinstance(reader, ImageReader)
-    whole = selection is None or (selection.start == 0 and selection.end is None)  # audio only fits a whole video
-    sink = _Sink(output, is_image, reader.info.fps, crf, preset, audio_from=path if whole else None)
-    try:
-        with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
-            for batch in reader.batches(batch_size, selection, device=detector.device):
-                faces = guard(detector, batch.frames)
-                faces = faces.select(faces.scores >= threshold)
-                out = anonymize(batch.frames, faces, options)
-                if draw_scores and len(faces):
-                    out = draw_boxes(out, faces)
-                sink.write(out)
-                rows.append(faces_rows(faces, batch, path, keypoints=False))
-                result.frames += len(batch)
-                result.faces += len(faces)
-                bar.update(len(batch))
-        sink.close()
-        result.outputs.append(str(output))
-        if boxes_format:
-            table = pd.concat(rows, ignore_index=True)
-            table = pd.DataFrame({"frame": table["frame"], "time_ms": (table["time_s"] * 1000).round(3),
-                                  "face": table["face"], "x1": table["x1"], "y1": table["y1"], "x2": table["x2"],
-                                  "y2": table["y2"], "score": table["score"]})
-            boxes_path = Path(output).with_name(f"{Path(output).stem}_boxes.{boxes_format}")
-            result.outputs.append(str(write_table(table, boxes_path)))
-    except BaseException:
-        sink.abort()
-        for p in result.outputs:
-            Path(p).unlink(missing_ok=True)
-        raise
-    result.seconds = time.perf_counter() - t0
-    return result
 
 
 def draw_boxes(frames: torch.Tensor, faces, color: str = "lime") -> torch.Tensor:

@@ -68,15 +68,17 @@ _LANDMARKER = {"detector": _choice(*_DETECTORS), "max_faces": _int(), "min_prese
                "redetect_every": _int()}
 #: The options each job takes, and what each value may be (checked before any video is opened or model loaded).
 JOB_OPTIONS: dict[str, dict] = {
-    "detect": {**_SELECTION, "detector": _choice(*_DETECTORS), "min_face_size": _int()},
+    "detect": {**_SELECTION, "detector": _choice("centerface", *_DETECTORS), "min_face_size": _int()},
     "landmarks": {**_SELECTION, **_LANDMARKER},
     "analyse": {**_SELECTION, **_LANDMARKER, "regions": lambda v: None if isinstance(v, list) else "a list of regions",
                 "space": _choice("rgb", "hsv", "lab", "grey"), "flow": _bool, "dense": _bool},
     "annotate": {**_SELECTION, **_LANDMARKER, "num_faces": _count, "per_face": _bool,
                  "too_few": _choice("error", "each"), "embeddings": _bool},
-    "anonymize": {**_SELECTION, "detector": _choice(*_DETECTORS), "min_face_size": _int(),
-                  "mode": _choice("blur", "rectangle", "mosaic", "image", "none"), "ellipse": _bool,
-                  "mask_scale": _num(0, open_lo=True), "color": lambda v: None if isinstance(v, list) and len(v) == 3
+    "anonymize": {**_SELECTION, "detector": _choice("centerface", *_DETECTORS), "min_face_size": _int(),
+                  "scale": _num(0, 4, open_lo=True), "max_gap": _int(0), "temporal_pad": _int(0),
+                  "drop_isolated": _bool, "mosaic_size": _int(),
+                  "mode": _choice("blur", "solid", "mosaic", "img", "none", "rectangle", "image"), "ellipse": _bool,
+                  "mask_scale": _num(0.5, open_lo=True), "color": lambda v: None if isinstance(v, list) and len(v) == 3
                   else "[R, G, B]", "threshold": _num(0, 1), "preset": _choice("ultrafast", "superfast", "veryfast",
                   "faster", "fast", "medium", "slow", "slower", "veryslow")},
     "manipulate": {**_LANDMARKER, "preset": _choice("ultrafast", "superfast", "veryfast", "faster", "fast",
@@ -226,12 +228,23 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
                                 baseline=opts.get("baseline", "none"))
         elif spec.job == "anonymize":
             from ..manipulate.anonymize import AnonymizeOptions
-            keys = {"mode", "ellipse", "mask_scale", "color"}
+            from ..manipulate.fill import FillOptions
+            from ..privacy import DEFAULT, anonymization_detector, anonymize_source
+            keys = {"mode", "ellipse", "mask_scale", "color", "mosaic_size"}
             options = AnonymizeOptions(**{k: (tuple(v) if k == "color" else v) for k, v in opts.items() if k in keys})
-            result = pipeline.anonymize_source(path, detector("mtcnn"), out / f"{stem}_anonymized.mp4", options,
-                                               threshold=opts.get("threshold", 0.9), batch_size=spec.batch_size,
-                                               selection=selection, boxes_format="csv", overwrite=True,
-                                               preset=opts.get("preset", "medium"))
+            if "anon" not in cache:
+                name = opts.get("detector", DEFAULT["detector"])
+                kwargs = {"min_face_size": opts.get("min_face_size", 20)} if name == "mtcnn" else {}
+                if name == "centerface":
+                    kwargs = {"input_scale": opts["scale"]} if "scale" in opts else DEFAULT["scale"]
+                cache["anon"] = anonymization_detector(name, device=device, **kwargs)
+            fill = FillOptions(max_gap=opts.get("max_gap", DEFAULT["max_gap"]),
+                               pad=opts.get("temporal_pad", DEFAULT["temporal_pad"]),
+                               drop_isolated=bool(opts.get("drop_isolated", False)))
+            result = anonymize_source(path, cache["anon"], out / f"{stem}_anonymized.mp4", options,
+                                      threshold=opts.get("threshold"), batch_size=spec.batch_size,
+                                      selection=selection, boxes_format="csv", overwrite=True, fill=fill,
+                                      preset=opts.get("preset", "veryfast"))
         else:
             from ..manipulate.layers import load_spec
             if "layer_spec" not in cache:

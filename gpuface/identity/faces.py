@@ -28,7 +28,7 @@ from ..errors import InvalidOptionError
 #: Default detection score a face needs, per detector, calibrated for recall: MTCNN's scores of real faces sit
 #: above 0.9 (video-to-faces' det_min_score); BlazeFace's are lower (0.82–0.89 on the PyFAME samples), so its
 #: default is MediaPipe's own min_detection_confidence, 0.5.
-MIN_SCORE = {"mtcnn": 0.9, "blazeface-full": 0.5, "blazeface-short": 0.5}
+MIN_SCORE = {"mtcnn": 0.9, "blazeface-full": 0.5, "blazeface-short": 0.5, "centerface": 0.5}
 
 
 @dataclass

