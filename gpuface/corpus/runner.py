@@ -76,7 +76,7 @@ JOB_OPTIONS: dict[str, dict] = {
                  "too_few": _choice("error", "each"), "embeddings": _bool},
     "anonymize": {**_SELECTION, "detector": _choice("centerface", *_DETECTORS), "min_face_size": _int(),
                   "scale": _num(0, 4, open_lo=True), "max_gap": _int(0), "temporal_pad": _int(0),
-                  "drop_isolated": _bool, "mosaic_size": _int(),
+                  "drop_isolated": _bool, "mosaic_size": _int(), "detect_every": _int(),
                   "mode": _choice("blur", "solid", "mosaic", "img", "none", "rectangle", "image"), "ellipse": _bool,
                   "mask_scale": _num(0.5, open_lo=True), "color": lambda v: None if isinstance(v, list) and len(v) == 3
                   else "[R, G, B]", "threshold": _num(0, 1), "preset": _choice("ultrafast", "superfast", "veryfast",
@@ -244,7 +244,8 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
             result = anonymize_source(path, cache["anon"], out / f"{stem}_anonymized.mp4", options,
                                       threshold=opts.get("threshold"), batch_size=spec.batch_size,
                                       selection=selection, boxes_format="csv", overwrite=True, fill=fill,
-                                      preset=opts.get("preset", "veryfast"))
+                                      preset=opts.get("preset", "veryfast"),
+                                      detect_every=opts.get("detect_every", DEFAULT["detect_every"]))
         else:
             from ..manipulate.layers import load_spec
             if "layer_spec" not in cache:
