@@ -1,0 +1,106 @@
+"""Every network runs on CUDA, proven without a GPU: each model's real weights are lifted into
+``torch._subclasses.fake_tensor.FakeTensorMode`` on ``device="cuda"`` and run forward. Fake tensors carry shapes,
+dtypes and devices through every real op: a tensor created on the CPU inside the forward raises
+``FakeTensorDeviceMismatchError`` when it meets CUDA data, and a host sync (``.item()``, ``.tolist()``, a
+data-dependent shape) raises ``DataDependentOutputException`` / ``DynamicOutputShapeException``. So a pass
+means: every output is on CUDA and the forward never waits for the device."""
+import pytest
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from gpuface.weights import load_graph, load_state_dict
+
+
+def lift(module: nn.Module, mode: FakeTensorMode, device: str = "cuda:0") -> nn.Module:
+    """Replace every parameter and buffer of a (real, CPU) module by a fake tensor on ``device`` (in place)."""
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is not None:
+                real = p.detach()
+                with mode:
+                    sub._parameters[name] = nn.Parameter(mode.from_tensor(real).to(device), requires_grad=False)
+        for name, b in list(sub._buffers.items()):
+            if b is not None:
+                with mode:
+                    sub._buffers[name] = mode.from_tensor(b).to(device)
+    return module
+
+
+def _mtcnn(part):
+    from gpuface.models.mtcnn import MTCNN
+
+    m = MTCNN()
+    m.load_state_dict(load_state_dict("mtcnn"))
+    return getattr(m, part)
+
+
+def _blazeface(variant):
+    from gpuface.models.blazeface import BlazeFace
+
+    return BlazeFace(load_graph(f"blazeface-{variant}"), variant)
+
+
+def _facemesh():
+    from gpuface.models.facemesh import FaceMesh
+
+    return FaceMesh(load_graph("facemesh"))
+
+
+def _blendshapes():
+    from gpuface.models.facemesh import Blendshapes
+
+    return Blendshapes(load_graph("blendshapes"))
+
+
+def _loaded(cls_path: str, weights: str | None):
+    import importlib
+
+    module, name = cls_path.rsplit(".", 1)
+    m = getattr(importlib.import_module(module), name)()
+    if weights:
+        m.load_state_dict(load_state_dict(weights))
+    return m
+
+
+# (id, factory, input shapes): every network gpuface runs; OpenGraphAU and HSEmotion have online-only weights, so
+# they run with their architecture's random initialisation (what is checked is device flow, not values).
+MODELS = [
+    ("mtcnn-pnet", lambda: _mtcnn("pnet"), [(2, 3, 180, 320)]),
+    ("mtcnn-rnet", lambda: _mtcnn("rnet"), [(7, 3, 24, 24)]),
+    ("mtcnn-onet", lambda: _mtcnn("onet"), [(7, 3, 48, 48)]),
+    ("blazeface-short", lambda: _blazeface("short"), [(2, 3, 128, 128)]),
+    ("blazeface-full", lambda: _blazeface("full"), [(2, 3, 192, 192)]),
+    ("facemesh", _facemesh, [(3, 3, 256, 256)]),
+    ("blendshapes", _blendshapes, [(3, 146, 2)]),
+    ("centerface", lambda: _loaded("gpuface.models.centerface.CenterFace", "centerface"), [(2, 3, 192, 320)]),
+    ("dlib-resnet", lambda: _loaded("gpuface.models.dlib_resnet.DlibResNet", "dlib-resnet"), [(3, 3, 150, 150)]),
+    ("mini-xception", lambda: _loaded("gpuface.models.mini_xception.MiniXception", "mini-xception"),
+     [(3, 1, 64, 64)]),
+    ("opengraphau", lambda: _loaded("gpuface.models.opengraphau.OpenGraphAU", None), [(2, 3, 224, 224)]),
+    ("hsemotion", lambda: _loaded("gpuface.affect.models.HSEmotionNet", None), [(2, 3, 224, 224)]),
+]
+
+
+@pytest.mark.parametrize("factory, shapes", [m[1:] for m in MODELS], ids=[m[0] for m in MODELS])
+def test_model_runs_on_fake_cuda_without_host_sync(factory, shapes):
+    mode = FakeTensorMode()
+    model = lift(factory().eval(), mode)
+    with mode, torch.inference_mode():
+        inputs = [torch.empty(s, device="cuda:0") for s in shapes]
+        out = model(*inputs)
+    outs = out if isinstance(out, (tuple, list)) else (out,)
+    assert outs and all(o.device == torch.device("cuda:0") for o in outs), [o.device for o in outs]
+
+
+def test_fake_cuda_catches_what_it_should():
+    """The tier's premise, checked: a CPU tensor meeting CUDA data and a host sync both raise."""
+    from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorDeviceMismatchError
+
+    mode = FakeTensorMode()
+    with mode:
+        x = torch.empty(4, device="cuda:0")
+        with pytest.raises(FakeTensorDeviceMismatchError):
+            x + torch.ones(4)
+        with pytest.raises(DataDependentOutputException):
+            x.sum().item()
