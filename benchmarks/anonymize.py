@@ -13,6 +13,10 @@ MGT's dancer (518×496, ~30 px face) and pianist (640×480, ~45 px face), the fi
 
 The default of ``gpuface anonymize`` (:data:`gpuface.privacy.DEFAULT`) is the fastest row whose leak rate is no
 higher than deface's on every clip, for both references; the script prints which row that is.
+
+``--whole``: the issue's end-to-end comparison instead — ``gpuface anonymize`` with its defaults and ``deface`` as
+whole processes (start-up, model load, decode, detect, blur, encode, audio) on the three full 720p samples (325
+frames), one after the other, each run twice, best time kept.
 """
 from __future__ import annotations
 
@@ -76,6 +80,32 @@ def audit(original: str, output: str, refs: dict, step: int) -> dict[str, tuple[
     return out
 
 
+def whole_process(args) -> None:
+    """gpuface anonymize (defaults) vs deface, whole processes, same three 720p files, best of two runs each."""
+    src = fetch_samples(["sample_01.mp4", "sample_02.mp4", "sample_03.mp4"])
+    gpuface = [os.path.join(os.path.dirname(sys.executable), "gpuface")]
+    times = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [shutil.copy(p, tmp) for p in src.values()]  # deface writes beside its inputs
+        frames = sum(gf.probe(p).num_frames for p in paths)
+        commands = {"gpuface anonymize (defaults)": [*gpuface, "anonymize", *paths, "-o", os.path.join(tmp, "out"),
+                                                   "--overwrite", "--quiet"]}
+        if args.deface:
+            commands["deface 1.5.0"] = [args.deface, *paths, "--keep-audio"]
+        for _ in range(2):
+            for name, cmd in commands.items():
+                t = time.perf_counter()
+                subprocess.run(cmd, check=True, capture_output=True, cwd=tmp)
+                times[name] = min(times.get(name, float("inf")), time.perf_counter() - t)
+    print(f"\nmachine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch {torch.__version__}; {len(paths)} files, {frames} frames of 1280x720; default {DEFAULT}\n")
+    print("| whole process | seconds | frames/s | ratio |\n|---|---|---|---|")
+    base = times.get("deface 1.5.0")
+    for name, t in times.items():
+        ratio = f"{base / t:.2f}x deface" if base else ""
+        print(f"| {name} | {t:.1f} | {frames / t:.1f} | {ratio} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=120, help="frames of each clip")
@@ -85,7 +115,10 @@ def main() -> None:
     ap.add_argument("--deface", default=shutil.which("deface"), help="deface executable")
     ap.add_argument("--only", nargs="*", help="labels of the settings to run (default: all)")
     ap.add_argument("--json", help="also write the table as JSON")
+    ap.add_argument("--whole", action="store_true", help="whole-process gpuface vs deface on the 720p samples only")
     args = ap.parse_args()
+    if args.whole:
+        return whole_process(args)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else (
         "cpu" if args.device == "auto" else args.device)
     refs = {"MTCNN": gf.FaceDetector("mtcnn", device=device), "CenterFace": gf.FaceDetector("centerface", device=device)}

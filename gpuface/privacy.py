@@ -16,6 +16,7 @@ tuned for another; the audit counts a face at the detector's identity-pipeline s
 from __future__ import annotations
 
 import heapq
+import json
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -33,7 +34,7 @@ from .io.images import ImageReader
 from .io.sources import open_source
 from .manipulate.anonymize import AnonymizeOptions, anonymize
 from .manipulate.fill import FILLED, PADDED, FillOptions, TemporalFill
-from .outputs import rank_in_frame, write_table
+from .outputs import rank_in_frame, write_table, write_text
 from .pipeline import JobResult, OomGuard, _progress, _Sink, draw_boxes
 from .types import Faces
 
@@ -275,8 +276,9 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
         detector: the audit detector; must differ from ``masking_detector`` (the one that drove the masks).
         threshold: score at which a face counts; None: :data:`AUDIT_THRESHOLDS`.
         iou: overlap at which a face in the output is the same as a face of the original.
-        table_path: write the found faces there (csv/tsv/json/parquet). sheet_path: a PNG contact sheet of the
-            ``worst`` frames (most leaked faces, highest scores), boxes drawn in red.
+        table_path: write the found faces there (csv/tsv/json/parquet), and the counts and leak rate beside it as
+            ``<table stem>_summary.json``. sheet_path: a PNG contact sheet of the ``worst`` frames (most leaked faces,
+            highest scores), boxes drawn in red.
         step: audit every step-th frame pair only (a sampled audit; 1: every frame).
         reference_cache: a dict that keeps the original's detections between calls (keyed by original, detector,
             threshold, step and batch), for audits of several outputs of one original.
@@ -347,6 +349,12 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
         columns=["frame", "time_s", "x1", "y1", "x2", "y2", "score", "leak"])
     if table_path is not None:
         res.outputs.append(str(write_table(res.table, table_path)))
+        summary = {"original": str(original), "anonymised": str(anonymised), "detector": detector.model,
+                   "threshold": threshold, "iou": iou, "step": step, "frames": res.frames,
+                   "reference_faces": res.reference_faces, "leaked": res.leaked, "leak_rate": res.leak_rate,
+                   "unmatched": res.unmatched}
+        summary_path = Path(table_path).with_name(f"{Path(table_path).stem}_summary.json")
+        res.outputs.append(str(write_text(json.dumps(summary, indent=1), summary_path)))
     if sheet_path is not None:
         res.outputs.append(str(_contact_sheet(sorted(heap, reverse=True), sheet_path)))
     return res

