@@ -64,7 +64,7 @@ def anonymization_detector(model: str = "centerface", device: torch.device | str
     return FaceDetector(model, device=device, **kwargs)
 
 
-def default_anonymizer(device: torch.device | str = "cpu") -> tuple[FaceDetector, FillOptions]:
+def default_anonymizer(device: torch.device | str = "cpu") -> tuple[FaceDetector, FillOptions, int]:
     """The measured default (:data:`DEFAULT`): its detector, its temporal filling and its detection stride (pass
     the last as ``detect_every`` to :func:`anonymize_source`)."""
     detector = anonymization_detector(DEFAULT["detector"], device=device, **DEFAULT["scale"])

@@ -38,12 +38,12 @@ def _stream(dets: dict[int, list[list[float]]], n: int, batch: int, opt: FillOpt
 
 
 def test_gap_is_filled_by_interpolation():
-    # a face at frames 0..3 and 7..9 moving right by 10 px per frame, missed at 4, 5, 6
-    dets = {t: [[10.0 * t, 0, 10.0 * t + 50, 50]] for t in [0, 1, 2, 3, 7, 8, 9]}
+    # a face at frames 0..3 and 7..9 moving right by 5 px per frame, missed at 4, 5, 6
+    dets = {t: [[5.0 * t, 0, 5.0 * t + 50, 50]] for t in [0, 1, 2, 3, 7, 8, 9]}
     out = _stream(dets, 10, 4, FillOptions(max_gap=3))
     for t in (4, 5, 6):
-        assert out[t] == [(10.0 * t, 0.0, 10.0 * t + 50, 50.0, FILLED)]
-    assert out[3] == [(30.0, 0.0, 80.0, 50.0, DETECTED)]
+        assert out[t] == [(5.0 * t, 0.0, 5.0 * t + 50, 50.0, FILLED)]
+    assert out[3] == [(15.0, 0.0, 65.0, 50.0, DETECTED)]
     # a gap longer than max_gap is not filled
     assert _stream(dets, 10, 4, FillOptions(max_gap=2))[5] == []
 

@@ -8,11 +8,11 @@ A detector that finds a face at frames t1 and t2 but misses it in between leaves
   its box linearly interpolated from t1's to t2's;
 - **temporal padding** (``pad`` = P): every detection also masks the P frames before and after it with its box
   (dilation in time, for faces entering or leaving a shot or moving fast);
-- **isolated-detection suppression** (``drop_isolated``): a detection with no match within ±max(G, 1) frames is
-  dropped (a one-frame false positive that would flicker as an overlay).
+- **isolated-detection suppression** (``drop_isolated``): a detection with no match within ±(G + 1) frames (the
+  reach of gap filling) is dropped (a one-frame false positive that would flicker as an overlay).
 
-Frame u's boxes depend only on detections in frames u - L … u + L, L = max(G, P) + (max(G, 1) if
-``drop_isolated``), so output is
+Frame u's boxes depend only on detections in frames u - L … u + L, L = max(G, P) + (G + 1 if ``drop_isolated``),
+so output is
 released L frames after it arrives, is identical at any batch size, and memory holds L frames plus a batch.
 Linking is per frame in source order on the host (a handful of boxes per frame; one device→host copy of the
 boxes per batch), which is what makes the result independent of batch boundaries.
@@ -38,7 +38,7 @@ class FillOptions:
     Attributes:
         max_gap: most consecutive frames a face may be missed and still be masked between two detections.
         pad: frames before and after every detection that are masked with its box.
-        drop_isolated: drop detections with no matching detection within ±max(max_gap, 1) frames.
+        drop_isolated: drop detections with no matching detection within ±(max_gap + 1) frames.
         iou: IoU at which two detections in nearby frames are the same face (0–1).
     """
 
@@ -56,7 +56,7 @@ class FillOptions:
     @property
     def reach(self) -> int:
         """Frames either side searched for a match of a detection (isolated-detection suppression)."""
-        return max(self.max_gap, 1) if self.drop_isolated else 0
+        return self.max_gap + 1 if self.drop_isolated else 0
 
     @property
     def lookahead(self) -> int:
