@@ -87,6 +87,9 @@ def _detector_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-face-size", type=int, default=20, help="MTCNN smallest face, px (default 20)")
 
 
+LANDMARK_DETECTORS = ["blazeface-short", "blazeface-full", "mtcnn", "centerface"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpuface", description="Batched face analysis and manipulation of video.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -175,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm = sub.add_parser("landmarks", help="478 FaceMesh landmarks, presence and 52 blendshapes per face → table")
     lm.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
     lm.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
-    lm.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"],
+    lm.add_argument("--detector", default="blazeface-short", choices=LANDMARK_DETECTORS,
                     help="face detector (default blazeface-short, MediaPipe's; blazeface-full for small faces)")
     lm.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
     lm.add_argument("--threshold", type=float, help="detection score threshold (default: the detector's)")
@@ -195,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--layers", required=True, help="layer spec, YAML or JSON (see gpuface.manipulate.layers)")
     mp.add_argument("-o", "--output", help="output folder (default: beside each input)")
     mp.add_argument("--seed", type=int, help="seed of every random draw (overrides the spec's)")
-    mp.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"])
+    mp.add_argument("--detector", default="blazeface-short", choices=LANDMARK_DETECTORS)
     mp.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
     mp.add_argument("--crf", type=int, default=18, help="x264 CRF (default 18)")
     mp.add_argument("--preset", default="medium", help="x264 preset (default medium)")
@@ -214,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--flow-video", action="store_true",
                     help="also write <stem>_flow.mp4 per video: landmark vectors (and the dense colour code with "
                          "--dense) over the frame")
-    an.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"])
+    an.add_argument("--detector", default="blazeface-short", choices=LANDMARK_DETECTORS)
     _overwrite_option(an)
     _selection_options(an)
     _common(an)
@@ -238,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     at.add_argument("--too-few", default="error", choices=["error", "each"],
                     help="fewer tracks than identities: an error, or one label each")
     at.add_argument("--embeddings", action="store_true", help="add the 128 embedding columns")
-    at.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"],
+    at.add_argument("--detector", default="blazeface-short", choices=LANDMARK_DETECTORS,
                     help="blazeface-short (default; faces within ~2 m), blazeface-full (small faces), mtcnn")
     at.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
     _overwrite_option(at)
@@ -253,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("-o", "--output", required=True, help="output folder (one set of files per input)")
     af.add_argument("--format", default="parquet", choices=["parquet", "csv", "tsv", "json"],
                     help="format of the per-face table (default parquet)")
-    af.add_argument("--detector", default="blazeface-short", choices=["blazeface-short", "blazeface-full", "mtcnn"],
+    af.add_argument("--detector", default="blazeface-short", choices=LANDMARK_DETECTORS,
                     help="face detector (default blazeface-short; blazeface-full for small faces)")
     af.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
     af.add_argument("--au-threshold", type=float,
@@ -295,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--prefix", default="", help="prefix of every crop's file name")
     fc.add_argument("--save-rejects", action="store_true", help="also save rejected crops in rejects/")
     fc.add_argument("--save-dupes", action="store_true", help="also save duplicate crops in dupes/")
-    fc.add_argument("--detector", default="blazeface-full", choices=["blazeface-short", "blazeface-full", "mtcnn"],
+    fc.add_argument("--detector", default="blazeface-full", choices=LANDMARK_DETECTORS,
                     help="face detector (default blazeface-full)")
     _common(fc)
 
@@ -857,10 +860,10 @@ def cmd_weights(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate, "moviefy": cmd_moviefy,
-                "analyse": cmd_analyse, "run": cmd_run, "annotate": cmd_annotate, "affect": cmd_affect,
-                "faces": cmd_faces, "corpus": cmd_corpus, "slurm": cmd_slurm, "anonymize": cmd_anonymize, "audit": cmd_audit,
-                "demo": cmd_demo, "weights": cmd_weights}
+    handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate,
+                "moviefy": cmd_moviefy, "analyse": cmd_analyse, "run": cmd_run, "annotate": cmd_annotate,
+                "affect": cmd_affect, "faces": cmd_faces, "corpus": cmd_corpus, "slurm": cmd_slurm,
+                "anonymize": cmd_anonymize, "audit": cmd_audit, "demo": cmd_demo, "weights": cmd_weights}
     try:
         from . import threads
         threads.apply(getattr(args, "threads", None))

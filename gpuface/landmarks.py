@@ -116,7 +116,8 @@ class FaceLandmarker:
     """Batched FaceMesh landmarks, presence and blendshapes with tracking.
 
     Args:
-        detector: ``blazeface-short`` (default, MediaPipe's), ``blazeface-full`` or ``mtcnn``.
+        detector: ``blazeface-short`` (default, MediaPipe's), ``blazeface-full``, ``mtcnn`` or ``centerface``
+            (5 keypoints in MTCNN's order: the eyes set the first region of interest).
         device: torch device. half: run FaceMesh in float16 (CUDA only).
         max_faces: most faces per frame (None: all). min_score: detection score threshold.
         min_presence: drop a face below this presence (MediaPipe ``min_face_presence_confidence`` 0.5).

@@ -290,7 +290,8 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
         InvalidOptionError: the audit detector is the masking detector, or a bad threshold.
     """
     if masking_detector is not None and detector.model == masking_detector:
-        raise InvalidOptionError(f"the audit detector must differ from the one that drove the masks ({masking_detector})")
+        raise InvalidOptionError(f"the audit detector must differ from the one that drove the masks "
+                                 f"({masking_detector})")
     threshold = AUDIT_THRESHOLDS.get(detector.model, 0.5) if threshold is None else threshold
     if not 0 <= threshold <= 1:
         raise InvalidOptionError(f"audit threshold must be in [0, 1], got {threshold}")
@@ -320,7 +321,8 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
                 if reference_cache is not None:
                     reference_cache[key] = ref.to("cpu")
             found = detector(b.frames)
-            ref, found = ref.select(ref.scores >= threshold).to("cpu"), found.select(found.scores >= threshold).to("cpu")
+            ref = ref.select(ref.scores >= threshold).to("cpu")
+            found = found.select(found.scores >= threshold).to("cpu")
             leak = torch.zeros(len(found), dtype=torch.bool)
             if len(ref) and len(found):
                 same = (box_iou(found.boxes, ref.boxes) >= iou) & (found.frame[:, None] == ref.frame[None, :])
@@ -378,5 +380,6 @@ def _contact_sheet(items, path: str | os.PathLike, width: int = 320) -> Path:
     return write_image(path, grid)
 
 
-__all__ = ["ANONYMIZE_THRESHOLDS", "AUDIT_THRESHOLDS", "DEFAULT", "default_anonymizer", "anonymization_detector", "anonymize_source", "audit_source",
+__all__ = ["ANONYMIZE_THRESHOLDS", "AUDIT_THRESHOLDS", "DEFAULT", "default_anonymizer", "anonymization_detector",
+           "anonymize_source", "audit_source",
            "audit_detector_for", "AuditResult", "write_face_heatmap", "DATA_FORMATS"]

@@ -62,19 +62,19 @@ def _count(v):   # identities: K or [MIN, MAX]
     return None if ok else "an integer >= 1 or [MIN, MAX]"
 
 
-_DETECTORS = ("mtcnn", "blazeface-full", "blazeface-short")
+_DETECTORS = ("mtcnn", "blazeface-full", "blazeface-short", "centerface")
 _SELECTION = {"step": _int(), "step_seconds": _num(0, open_lo=True), "start": _num(0), "end": _num(0, open_lo=True)}
 _LANDMARKER = {"detector": _choice(*_DETECTORS), "max_faces": _int(), "min_presence": _num(0, 1),
                "redetect_every": _int()}
 #: The options each job takes, and what each value may be (checked before any video is opened or model loaded).
 JOB_OPTIONS: dict[str, dict] = {
-    "detect": {**_SELECTION, "detector": _choice("centerface", *_DETECTORS), "min_face_size": _int()},
+    "detect": {**_SELECTION, "detector": _choice(*_DETECTORS), "min_face_size": _int()},
     "landmarks": {**_SELECTION, **_LANDMARKER},
     "analyse": {**_SELECTION, **_LANDMARKER, "regions": lambda v: None if isinstance(v, list) else "a list of regions",
                 "space": _choice("rgb", "hsv", "lab", "grey"), "flow": _bool, "dense": _bool},
     "annotate": {**_SELECTION, **_LANDMARKER, "num_faces": _count, "per_face": _bool,
                  "too_few": _choice("error", "each"), "embeddings": _bool},
-    "anonymize": {**_SELECTION, "detector": _choice("centerface", *_DETECTORS), "min_face_size": _int(),
+    "anonymize": {**_SELECTION, "detector": _choice(*_DETECTORS), "min_face_size": _int(),
                   "scale": _num(0, 4, open_lo=True), "max_gap": _int(0), "temporal_pad": _int(0),
                   "drop_isolated": _bool, "mosaic_size": _int(), "detect_every": _int(),
                   "mode": _choice("blur", "solid", "mosaic", "img", "none", "rectangle", "image"), "ellipse": _bool,
