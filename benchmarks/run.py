@@ -27,7 +27,7 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PIPELINES = ("decode only", "detect mtcnn", "detect blazeface-full", "landmarks + blendshapes",
-             "anonymize mtcnn", "anonymize blazeface-short", "manipulate blur (face oval)")
+             "anonymize default", "anonymize mtcnn", "manipulate blur (face oval)")
 
 
 def _module(name: str):
@@ -64,7 +64,8 @@ def worker(name: str, video: str, device: str, batch: int) -> dict:
     """Run one pipeline twice (warm-up, timed) in this process; frames/s and peak memory."""
     import gpuface as gf
     from gpuface.manipulate.layers import load_spec
-    from gpuface.pipeline import anonymize_source, detect_source, landmarks_source, manipulate_source
+    from gpuface.pipeline import detect_source, landmarks_source, manipulate_source
+    from gpuface.privacy import anonymization_detector, anonymize_source, default_anonymizer
 
     out = os.path.join(tempfile.mkdtemp(), "out.mp4")
     if name == "decode only":
@@ -79,10 +80,11 @@ def worker(name: str, video: str, device: str, batch: int) -> dict:
         def run():
             return landmarks_source(video, lm, batch)[1].frames
     elif name.startswith("anonymize"):
-        det = gf.FaceDetector(name.split()[1], device=device)
+        det, fill, every = (default_anonymizer(device) if name.endswith("default")
+                            else (anonymization_detector(name.split()[1], device=device), None, 1))
         def run():
             return anonymize_source(video, det, out, gf.AnonymizeOptions(), batch_size=batch, preset="veryfast",
-                                    overwrite=True).frames
+                                    overwrite=True, fill=fill, detect_every=every).frames
     else:
         lm = gf.FaceLandmarker(device=device)
         spec = load_spec([{"op": "blur", "region": "face_oval"}])
@@ -128,7 +130,7 @@ def peers(args, video: str, frames: int) -> dict:
             t = time.perf_counter()
             subprocess.run([args.deface, video, "-o", os.path.join(tmp, "d.mp4")], check=True, capture_output=True)
             fps = frames / (time.perf_counter() - t)
-        out["anonymize mtcnn"] = out["anonymize blazeface-short"] = ("deface 1.5 (CenterFace, onnxruntime)", fps)
+        out["anonymize mtcnn"] = out["anonymize default"] = ("deface 1.5 (CenterFace, onnxruntime)", fps)
     if args.mediapipe_python:
         from gpuface import weights
         weights.fetch("facemesh")
