@@ -122,7 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="detection score to mask a face (default: the detector's recall-calibrated one: "
                         "centerface 0.2 as deface, blazeface 0.3, mtcnn 0.7)")
     a.add_argument("--scale", "-s", help="CenterFace input: WxH as deface (e.g. 640x360) or a factor of the frame "
-                                         "size (e.g. 0.5); rounded up to multiples of 32 (default: the measured one)")
+                                         "size (e.g. 0.5); rounded up to multiples of 32 (default: 0.5 with the "
+                                         "default detector; 1, as deface, with --detector centerface)")
     a.add_argument("--boxes", "--box", dest="box", action="store_true",
                    help="mask the whole box instead of the inscribed ellipse (MGT: ellipse=False)")
     a.add_argument("--mask-scale", type=float, default=1.3,
@@ -139,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also mask N frames before and after every detection (default: measured)")
     a.add_argument("--detect-every", type=_positive_int, default=None,
                    help="run the detector on every N-th frame only; gap filling masks the frames between "
-                        "(default: measured)")
+                        "(default: 3 with the default detector, else 1)")
     a.add_argument("--drop-isolated", action="store_true",
                    help="drop detections with no match in nearby frames (for overlays that must not flicker)")
     a.add_argument("--data-format", "--boxes-format", dest="data_format", default="csv",
@@ -713,6 +714,8 @@ def cmd_anonymize(args) -> int:
                        pad=DEFAULT["temporal_pad"] if args.temporal_pad is None else args.temporal_pad,
                        drop_isolated=args.drop_isolated)
     fill.validate()
+    # the measured default runs the detector on every 3rd frame; a detector chosen by hand runs on every frame
+    every = args.detect_every or (DEFAULT["detect_every"] if args.detector is None else 1)
     device = _device(args.device)
     detector = anonymization_detector(name, device=device, **kwargs)
     leaks = []
@@ -725,8 +728,7 @@ def cmd_anonymize(args) -> int:
                                   crf=args.crf, preset=args.preset, overwrite=args.overwrite, backend=args.backend,
                                   draw_scores=args.draw_scores, fill=fill, x264_options=args.ffmpeg_config,
                                   keep_metadata=args.keep_metadata, heatmap=args.heatmap, quiet=args.quiet,
-                                  detect_every=DEFAULT["detect_every"] if args.detect_every is None
-                                  else args.detect_every)
+                                  detect_every=every)
         if args.audit:
             audit = _audit(path, result.outputs[0], name, device, None, None, args)
             result.outputs.extend(audit.outputs)
