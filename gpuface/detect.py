@@ -56,7 +56,7 @@ def _integral(frames: torch.Tensor) -> torch.Tensor:
     if frames.device.type != "cpu":
         table[1:, 1:] = x.to(dtype).cumsum(0).cumsum(1)
         return table
-    rows = torch.empty(h + 1, w, b, c, dtype=dtype)
+    rows = torch.empty(h + 1, w, b, c, dtype=dtype, device="cpu")
     rows[0] = 0
     for i in range(h):
         torch.add(rows[i], x[i], out=rows[i + 1])

@@ -181,7 +181,7 @@ def _detect_every(guard: OomGuard, detector: FaceDetector, frames: torch.Tensor,
     """Detect on the frames of a batch whose stream number (``first`` + position) is a multiple of ``k``."""
     if k == 1:
         return guard(detector, frames)
-    pick = torch.arange((-first) % k, len(frames), k)
+    pick = torch.arange((-first) % k, len(frames), k, device=frames.device)
     if len(pick) == 0:
         return Faces.empty(device=frames.device)
     faces = guard(detector, frames[pick.to(frames.device)])
@@ -211,13 +211,13 @@ def write_face_heatmap(boxes: pd.DataFrame, frame_size: tuple[int, int], path: s
     h, w = frame_size
     long = max(h, w)
     gh, gw = max(round(resolution * h / long), 1), max(round(resolution * w / long), 1)
-    grid = torch.zeros(gh * gw)
+    grid = torch.zeros(gh * gw, device="cpu")
     if len(boxes):
-        cx = torch.tensor(((boxes["x1"] + boxes["x2"]) / 2).to_numpy(), dtype=torch.float32)
-        cy = torch.tensor(((boxes["y1"] + boxes["y2"]) / 2).to_numpy(), dtype=torch.float32)
+        cx = torch.tensor(((boxes["x1"] + boxes["x2"]) / 2).to_numpy(), dtype=torch.float32, device="cpu")
+        cy = torch.tensor(((boxes["y1"] + boxes["y2"]) / 2).to_numpy(), dtype=torch.float32, device="cpu")
         ix = (cx / w * gw).long().clamp(0, gw - 1)
         iy = (cy / h * gh).long().clamp(0, gh - 1)
-        grid.index_add_(0, iy * gw + ix, torch.ones(len(ix)))
+        grid.index_add_(0, iy * gw + ix, torch.ones(len(ix), device="cpu"))
     s = max(sigma * resolution, 0.5)
     k = int(s * 3) * 2 + 1
     density = kornia.filters.gaussian_blur2d(grid.view(1, 1, gh, gw), (k, k), (s, s), border_type="constant")[0, 0]
@@ -309,7 +309,7 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
         for a, b in zip(a_reader.batches(batch_size, device=detector.device),
                         b_reader.batches(batch_size, device=detector.device)):
             n = min(len(a), len(b))
-            pick = torch.arange((-seen) % step, n, step)
+            pick = torch.arange((-seen) % step, n, step, device="cpu")  # indexes index/pts (host) and frames
             seen += n
             bar.update(n)
             if len(pick) == 0:
@@ -327,7 +327,7 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
             found = detector(b.frames)
             ref = ref.select(ref.scores >= threshold).to("cpu")
             found = found.select(found.scores >= threshold).to("cpu")
-            leak = torch.zeros(len(found), dtype=torch.bool)
+            leak = torch.zeros(len(found), dtype=torch.bool, device="cpu")
             if len(ref) and len(found):
                 same = (box_iou(found.boxes, ref.boxes) >= iou) & (found.frame[:, None] == ref.frame[None, :])
                 leak = same.any(1)
@@ -372,7 +372,7 @@ def _contact_sheet(items, path: str | os.PathLike, width: int = 320) -> Path:
     from torchvision.utils import make_grid
 
     if not items:
-        tiles = torch.zeros(1, 3, 90, 160, dtype=torch.uint8)  # an empty sheet: nothing leaked
+        tiles = torch.zeros(1, 3, 90, 160, dtype=torch.uint8, device="cpu")  # an empty sheet: nothing leaked
     else:
         thumbs = []
         for *_, frame in items:

@@ -90,7 +90,7 @@ class TemporalFill:
 
     def push(self, batch: FrameBatch, faces: Faces):
         if not self.opt.active:  # pass-through: no delay, no copies
-            return batch, faces, torch.zeros(len(faces), dtype=torch.int64)
+            return batch, faces, torch.zeros(len(faces), dtype=torch.int64, device="cpu")
         self.meta = (batch.source, batch.fps)
         f = faces.to("cpu")
         rows = torch.cat([f.boxes.float(), f.scores.float()[:, None]], 1)
@@ -115,12 +115,12 @@ class TemporalFill:
     def _kept(self, t: int) -> torch.Tensor:
         """Detections of frame t after isolated-detection suppression (final: frames up to t + reach are in)."""
         if t not in self.kept:
-            rows = self.boxes.get(t, torch.zeros(0, 5))
+            rows = self.boxes.get(t, torch.zeros(0, 5, device="cpu"))
             if self.opt.drop_isolated and len(rows):
                 reach = self.opt.reach
                 keep = [any(self._match(r, s) is not None for s in range(t - reach, t + reach + 1) if s != t)
                         for r in rows]
-                rows = rows[torch.tensor(keep, dtype=torch.bool)]
+                rows = rows[torch.tensor(keep, dtype=torch.bool, device="cpu")]
             self.kept[t] = rows
         return self.kept[t]
 
@@ -144,7 +144,7 @@ class TemporalFill:
             if t != u and t < self.seen:
                 parts.append(self._kept(t))
                 src.append(PADDED)
-        codes = torch.cat([torch.full((len(x),), s, dtype=torch.int64) for x, s in zip(parts, src)])
+        codes = torch.cat([torch.full((len(x),), s, dtype=torch.int64, device="cpu") for x, s in zip(parts, src)])
         return torch.cat(parts), codes
 
     def _release(self, upto: int):
@@ -161,7 +161,7 @@ class TemporalFill:
             r, c = self._boxes_at(self.released + k)
             rows.append(r)
             codes.append(c)
-            owner.append(torch.full((len(r),), k, dtype=torch.int64))
+            owner.append(torch.full((len(r),), k, dtype=torch.int64, device="cpu"))
         self.released = upto
         horizon = self.released - self.opt.lookahead - self.opt.max_gap - self.opt.reach - 1
         for table in (self.boxes, self.kept):
