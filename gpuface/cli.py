@@ -730,7 +730,7 @@ def cmd_anonymize(args) -> int:
                                   keep_metadata=args.keep_metadata, heatmap=args.heatmap, quiet=args.quiet,
                                   detect_every=every)
         if args.audit:
-            audit = _audit(path, result.outputs[0], name, device, None, None, args)
+            audit = _audit(path, result.outputs[0], name, device, None, None, None, args)
             result.outputs.extend(audit.outputs)
             leaks.append(audit)
         return result
@@ -740,7 +740,7 @@ def cmd_anonymize(args) -> int:
 
 
 def _audit(original: str, anonymised: str, masked_with: str | None, device, detector_name: str | None,
-           output: str | None, args):
+           output: str | None, threshold: float | None, args):
     from .detect import FaceDetector
     from .io.encode import free_path
     from .privacy import audit_detector_for, audit_source
@@ -751,7 +751,7 @@ def _audit(original: str, anonymised: str, masked_with: str | None, device, dete
     table = Path(output) if output else stem.with_name(f"{stem.stem}_audit.csv")
     table = free_path(table, args.overwrite)
     res = audit_source(original, anonymised, detector, masking_detector=masked_with,
-                       threshold=getattr(args, "audit_threshold", None), table_path=table,
+                       threshold=threshold, table_path=table,
                        sheet_path=free_path(table.with_suffix(".png"), args.overwrite), backend=args.backend,
                        quiet=args.quiet)
     _say(args.quiet, f"audit of {anonymised} with {name}: {res.leaked} of {res.reference_faces} faces of the "
@@ -772,9 +772,8 @@ def _leak_status(audits, max_leak: float | None, status: int) -> int:
 def cmd_audit(args) -> int:
     if args.max_leak is not None and not 0 <= args.max_leak <= 1:
         raise InvalidOptionError(f"--max-leak must be in [0, 1], got {args.max_leak}")
-    args.audit_threshold = args.threshold
     res = _audit(args.original, args.anonymised, args.masked_with, _device(args.device), args.detector,
-                 args.output, args)
+                 args.output, args.threshold, args)
     if args.quiet:
         print(f"{res.leak_rate:.6f}")
     return _leak_status([res], args.max_leak, 0)

