@@ -18,7 +18,6 @@ from __future__ import annotations
 import heapq
 import json
 import os
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -30,12 +29,11 @@ from .detect import FaceDetector
 from .errors import InvalidOptionError
 from .io.decode import Selection
 from .io.encode import free_path, temporary_path, write_image
-from .io.images import ImageReader
 from .io.sources import open_source
 from .manipulate.anonymize import AnonymizeOptions, anonymize
 from .manipulate.fill import FILLED, PADDED, FillOptions, TemporalFill
 from .outputs import faces_rows, write_table, write_text
-from .pipeline import JobResult, OomGuard, _progress, _Sink, draw_boxes
+from .pipeline import Job, JobResult, Run, Sink, draw_boxes, progress, run_source
 from .types import Faces
 
 #: Score at or above which each detector's face is masked. Calibrated for recall on the samples (four 720p
@@ -76,6 +74,79 @@ def default_anonymizer(device: torch.device | str = "cpu") -> tuple[FaceDetector
     return detector, FillOptions(max_gap=DEFAULT["max_gap"], pad=DEFAULT["temporal_pad"]), DEFAULT["detect_every"]
 
 
+class AnonymizeJob(Job):
+    """Every face masked (detector → temporal hole-filling → mask → encode), with the boxes table ``boxes``, MGT's
+    heat map and the container metadata on request; see :func:`anonymize_source` for the options. Counts faces
+    masked (detected, or filled across a gap) as the result's ``faces``."""
+
+    faces = "detections"
+
+    def __init__(self, output: str | os.PathLike, options: AnonymizeOptions, threshold: float | None = None,
+                 boxes_format: str | None = "csv", crf: int = 18, preset: str = "medium", overwrite: bool = False,
+                 draw_scores: bool = False, fill: FillOptions | None = None, x264_options: dict | None = None,
+                 keep_metadata: bool = False, heatmap: bool = False, detect_every: int = 1):
+        options.validate()
+        if threshold is not None and not 0 <= threshold <= 1:
+            raise InvalidOptionError(f"threshold must be in [0, 1], got {threshold}")
+        if boxes_format not in (None, *DATA_FORMATS):
+            raise InvalidOptionError(f"boxes format must be one of {', '.join(DATA_FORMATS)}, got {boxes_format!r}")
+        if detect_every < 1:
+            raise InvalidOptionError(f"detect_every must be >= 1, got {detect_every}")
+        fill = fill or FillOptions()
+        if fill.max_gap < detect_every - 1:
+            fill = replace(fill, max_gap=detect_every - 1)
+        self.output, self.options, self.threshold, self.boxes_format = output, options, threshold, boxes_format
+        self.crf, self.preset, self.overwrite, self.draw_scores = crf, preset, overwrite, draw_scores
+        self.fill, self.x264_options, self.keep_metadata = fill, x264_options, keep_metadata
+        self.heatmap, self.detect_every, self.sink = heatmap, detect_every, None
+
+    def start(self, run: Run) -> None:
+        model = run.model.model
+        self.min_score = ANONYMIZE_THRESHOLDS.get(model, 0.5) if self.threshold is None else self.threshold
+        self.filler, self.rows, self.masked = TemporalFill(self.fill), [], 0
+        self.path = free_path(self.output, self.overwrite)
+        self.sink = Sink(self.path, run.is_image, run.info.fps, self.crf, self.preset,
+                         audio_from=run.path if run.whole else None, x264_options=self.x264_options,
+                         metadata_from=run.path if self.keep_metadata else None)
+
+    def _emit(self, run: Run, ready) -> None:
+        if ready is None:
+            return
+        batch, faces, source = ready
+        out = anonymize(batch.frames, faces, self.options)
+        if self.draw_scores and len(faces):
+            out = draw_boxes(out, faces.select(source.to(faces.frame.device) == 0))
+        self.sink.write(out)
+        if len(faces):
+            t = faces_rows(faces, batch, run.path, keypoints=False)
+            t["time_ms"] = (t["time_s"] * 1000).round(3)
+            t["source"] = [SOURCE_NAMES[int(s)] for s in source]
+            self.rows.append(t[BOXES_COLUMNS])
+        self.masked += int((source != PADDED).sum())  # faces masked: detected, or filled across a gap
+
+    def step(self, run: Run, batch, faces: Faces) -> None:
+        self._emit(run, self.filler.push(batch, faces.select(faces.scores >= self.min_score)))
+
+    def finish(self, run: Run) -> None:
+        self._emit(run, self.filler.flush())
+        self.sink.close()
+        res = run.result
+        res.outputs.append(str(self.path))
+        res.faces = self.masked
+        table = pd.concat(self.rows, ignore_index=True) if self.rows else pd.DataFrame(columns=BOXES_COLUMNS)
+        res.tables["boxes"] = table
+        stem = Path(self.path).stem
+        if self.boxes_format:
+            res.outputs.append(str(write_table(table, Path(self.path).with_name(f"{stem}_boxes.{self.boxes_format}"))))
+        if self.heatmap:
+            heat = Path(self.path).with_name(f"{stem}_heatmap.png")
+            res.outputs.append(str(write_face_heatmap(table, (run.info.height, run.info.width), heat)))
+
+    def abort(self, run: Run) -> None:
+        if self.sink is not None:
+            self.sink.abort()
+
+
 def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLike, options: AnonymizeOptions,
                      threshold: float | None = None, batch_size: int = 32, boxes_format: str | None = "csv",
                      selection: Selection | None = None, crf: int = 18, preset: str = "medium",
@@ -111,79 +182,9 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
     Raises:
         InvalidOptionError: bad options. VideoDecodeError / VideoEncodeError: unreadable input, failed output.
     """
-    options.validate()
-    threshold = ANONYMIZE_THRESHOLDS.get(detector.model, 0.5) if threshold is None else threshold
-    if not 0 <= threshold <= 1:
-        raise InvalidOptionError(f"threshold must be in [0, 1], got {threshold}")
-    if boxes_format not in (None, *DATA_FORMATS):
-        raise InvalidOptionError(f"boxes format must be one of {', '.join(DATA_FORMATS)}, got {boxes_format!r}")
-    if detect_every < 1:
-        raise InvalidOptionError(f"detect_every must be >= 1, got {detect_every}")
-    fill = fill or FillOptions()
-    if fill.max_gap < detect_every - 1:
-        fill = replace(fill, max_gap=detect_every - 1)
-    filler = TemporalFill(fill)
-    t0 = time.perf_counter()
-    guard = OomGuard()
-    reader = open_source(path, backend=backend, device=detector.device)
-    output = free_path(output, overwrite)
-    result, rows = JobResult(path), []
-    is_image = isinstance(reader, ImageReader)
-    whole = selection is None or (selection.start == 0 and selection.end is None)  # audio only fits a whole video
-    sink = _Sink(output, is_image, reader.info.fps, crf, preset, audio_from=path if whole else None,
-                 x264_options=x264_options, metadata_from=path if keep_metadata else None)
-
-    def emit(ready) -> None:
-        if ready is None:
-            return
-        batch, faces, source = ready
-        out = anonymize(batch.frames, faces, options)
-        if draw_scores and len(faces):
-            out = draw_boxes(out, faces.select(source.to(faces.frame.device) == 0))
-        sink.write(out)
-        if len(faces):
-            t = faces_rows(faces, batch, path, keypoints=False)
-            t["time_ms"] = (t["time_s"] * 1000).round(3)
-            t["source"] = [SOURCE_NAMES[int(s)] for s in source]
-            rows.append(t[BOXES_COLUMNS])
-        result.faces += int((source != PADDED).sum())  # faces masked: detected, or filled across a gap
-
-    try:
-        with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
-            for batch in reader.batches(batch_size, selection, device=detector.device):
-                faces = _detect_every(guard, detector, batch.frames, result.frames, detect_every)
-                emit(filler.push(batch, faces.select(faces.scores >= threshold)))
-                result.frames += len(batch)
-                bar.update(len(batch))
-            emit(filler.flush())
-        sink.close()
-        result.outputs.append(str(output))
-        table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=BOXES_COLUMNS)
-        result.tables["boxes"] = table
-        if boxes_format:
-            boxes_path = Path(output).with_name(f"{Path(output).stem}_boxes.{boxes_format}")
-            result.outputs.append(str(write_table(table, boxes_path)))
-        if heatmap:
-            heat_path = Path(output).with_name(f"{Path(output).stem}_heatmap.png")
-            result.outputs.append(str(write_face_heatmap(table, (reader.info.height, reader.info.width), heat_path)))
-    except BaseException:
-        sink.abort()
-        for p in result.outputs:
-            Path(p).unlink(missing_ok=True)
-        raise
-    result.seconds = time.perf_counter() - t0
-    return result
-
-
-def _detect_every(guard: OomGuard, detector: FaceDetector, frames: torch.Tensor, first: int, k: int):
-    """Detect on the frames of a batch whose stream number (``first`` + position) is a multiple of ``k``."""
-    if k == 1:
-        return guard(detector, frames)
-    pick = torch.arange((-first) % k, len(frames), k, device=frames.device)
-    if len(pick) == 0:
-        return Faces.empty(device=frames.device)
-    faces = guard(detector, frames[pick.to(frames.device)])
-    return replace(faces, frame=pick.to(faces.frame.device)[faces.frame])
+    job = AnonymizeJob(output, options, threshold, boxes_format, crf, preset, overwrite, draw_scores, fill,
+                       x264_options, keep_metadata, heatmap, detect_every)
+    return run_source(path, job, detector, batch_size, selection, backend, quiet)
 
 
 def write_face_heatmap(boxes: pd.DataFrame, frame_size: tuple[int, int], path: str | os.PathLike,
@@ -303,7 +304,7 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
     rows, heap, seen = [], [], 0  # heap of (leaks, best score, frame, thumbnail) for the contact sheet
     a_reader = open_source(original, backend=backend, device=detector.device)
     b_reader = open_source(anonymised, backend=backend, device=detector.device)
-    with _progress(b_reader.info.num_frames, f"audit {os.path.basename(anonymised)}", quiet) as bar:
+    with progress(b_reader.info.num_frames, f"audit {os.path.basename(anonymised)}", quiet) as bar:
         for a, b in zip(a_reader.batches(batch_size, device=detector.device),
                         b_reader.batches(batch_size, device=detector.device)):
             n = min(len(a), len(b))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import time
 
 import numpy as np
 import pandas as pd
@@ -10,9 +9,8 @@ import torch
 
 from ..errors import InvalidOptionError
 from ..io.decode import Selection
-from ..io.images import ImageReader
-from ..io.sources import open_source
 from ..outputs import faces_rows
+from ..pipeline import Job, run_source
 from ..types import Faces, FrameBatch
 from .aus import AU_NAMES, au_columns
 from .emotions import EMOTIONS, QUADRANTS, quadrant_index
@@ -82,16 +80,75 @@ def subtract_person_baseline(table: pd.DataFrame, au_threshold: float, by: str =
     return out
 
 
+class AffectJob(Job):
+    """AUs, emotions and valence/arousal of every face (table ``affect``, rows as :func:`affect_rows` sorted by
+    frame); with ``thumbnails``, per track the highest-scoring face crop (uint8 (3, 96, 96)) in
+    ``tables["thumbnails"]`` (track → crop); with ``out_dir``, every output of
+    :func:`gpuface.affect.report.write_affect_outputs` (table, JSON, summaries, reports) named after the input.
+
+    Args:
+        analyzer: a :class:`gpuface.affect.AffectAnalyzer`. baseline: ``none`` | ``person``
+            (:func:`subtract_person_baseline`).
+    """
+
+    def __init__(self, analyzer, thumbnails: bool = True, out_dir: str | os.PathLike | None = None,
+                 table_ext: str = ".parquet", report: bool = True, overwrite: bool = False, baseline: str = "none"):
+        if baseline not in ("none", "person"):
+            raise InvalidOptionError(f"baseline must be none or person, got {baseline!r}")
+        self.analyzer, self.thumbnails, self.out_dir = analyzer, thumbnails, out_dir
+        self.table_ext, self.report, self.overwrite, self.baseline = table_ext, report, overwrite, baseline
+
+    def start(self, run) -> None:
+        self.parts, self.best = [], {}
+
+    def step(self, run, batch: FrameBatch, faces: Faces) -> None:
+        from ..geometry import crop_rois
+
+        a = self.analyzer
+        faces = a(batch.frames, faces)
+        self.parts.append(affect_rows(faces, batch, run.path, a.au_threshold, a.au_names))
+        if self.thumbnails and len(faces):
+            _keep_best(self.best, faces, batch.frames, crop_rois)
+
+    def finish(self, run) -> None:
+        from pathlib import Path
+
+        res, a = run.result, self.analyzer
+        table = pd.concat(self.parts, ignore_index=True).sort_values(["frame", "face"], na_position="first",
+                                                                      kind="stable").reset_index(drop=True)
+        if self.baseline == "person":
+            table = subtract_person_baseline(table, a.au_threshold)
+        thumbs = {k: v[1] for k, v in sorted(self.best.items())}
+        res.tables.update(affect=table, info=run.info, thumbnails=thumbs)
+        if self.out_dir is None:
+            return
+        from .. import __version__
+        from .report import write_affect_outputs
+
+        sel = run.selection or Selection()
+        models = {"action_units": ("OpenGraphAU MEFARG ResNet-50 (41 AUs)" if a.au_model == "opengraphau"
+                                   else "MediaPipe blendshapes -> FACS table (gpuface.affect.aus)"),
+                  **({"expression": "HSEmotion enet_b0_8_va_mtl (AffectNet)",
+                      "valence_arousal": "HSEmotion regression heads"} if a.emotion_model == "hsemotion"
+                     else {"expression": "mini-Xception (fer 25.10.3, FER2013)",
+                           "valence_arousal": "derived: emotion probabilities on Russell's circumplex"})}
+        meta = {"gpuface_version": __version__, "device": str(a.device), "detector": run.model.detector.model,
+                "step": sel.step, "step_seconds": sel.step_seconds, "au_threshold": a.au_threshold,
+                "au_baseline": self.baseline, "models": models, "frames_processed": res.frames,
+                "processing_duration_seconds": res.seconds}
+        res.outputs += write_affect_outputs(table, run.info, self.out_dir, Path(run.path).stem, meta, self.table_ext,
+                                            thumbs, self.report, self.overwrite)
+
+
 def affect_source(path: str, landmarker, analyzer, batch_size: int = 32, selection: Selection | None = None,
                   backend: str = "auto", quiet: bool = True, thumbnails: bool = True):
-    """Affect of every face in every selected frame of one video or image.
+    """Affect of every face in every selected frame of one video or image (:class:`AffectJob`).
 
     Args:
         landmarker: a :class:`gpuface.landmarks.FaceLandmarker` with blendshapes (tracking state per video).
         analyzer: a :class:`gpuface.affect.AffectAnalyzer`.
         selection: frames to analyse (``Selection(step_seconds=0.5)``: one frame every 0.5 s, etc.).
-        thumbnails: keep, per track, the highest-scoring face crop (uint8 (3, 96, 96)) in
-            ``result.tables["thumbnails"]`` (a dict track → crop) for the report.
+        thumbnails: keep, per track, the highest-scoring face crop for the report.
 
     Returns:
         ``(table, result)``: rows as :func:`affect_rows` sorted by frame, and the :class:`JobResult`
@@ -100,65 +157,22 @@ def affect_source(path: str, landmarker, analyzer, batch_size: int = 32, selecti
     Raises:
         GpufaceError subclasses for unreadable input or bad options.
     """
-    from ..geometry import crop_rois
-    from ..pipeline import JobResult, OomGuard, _progress
-
-    t0 = time.perf_counter()
-    guard = OomGuard()
-    reader = open_source(path, backend=backend, device=landmarker.device)
-    state = None if isinstance(reader, ImageReader) else landmarker.new_state()
-    parts, result, best = [], JobResult(path), {}
-    with _progress(reader.info.num_frames, os.path.basename(path), quiet) as bar:
-        for batch in reader.batches(batch_size, selection, device=landmarker.device):
-            faces = analyzer(batch.frames, guard(landmarker, batch.frames, state))
-            parts.append(affect_rows(faces, batch, path, analyzer.au_threshold, analyzer.au_names))
-            if thumbnails and len(faces):
-                _keep_best(best, faces, batch.frames, crop_rois)
-            result.frames += len(batch)
-            result.faces += len(faces)
-            bar.update(len(batch))
-    result.seconds = time.perf_counter() - t0
-    result.tables["info"] = reader.info
-    result.tables["thumbnails"] = {k: v[1] for k, v in sorted(best.items())}
-    table = pd.concat(parts, ignore_index=True).sort_values(["frame", "face"], na_position="first", kind="stable")
-    return table.reset_index(drop=True), result
+    result = run_source(path, AffectJob(analyzer, thumbnails), landmarker, batch_size, selection, backend, quiet)
+    return result.tables["affect"], result
 
 
 def affect_job(path: str, landmarker, analyzer, out_dir: str | os.PathLike, batch_size: int = 32,
                selection: Selection | None = None, backend: str = "auto", quiet: bool = True,
                table_ext: str = ".parquet", report: bool = True, overwrite: bool = False, baseline: str = "none"):
-    """:func:`affect_source` on one input (with ``baseline="person"``, then :func:`subtract_person_baseline`),
-    then every output file of :func:`gpuface.affect.report.write_affect_outputs` in ``out_dir`` (named after the
+    """:class:`AffectJob` on one input (with ``baseline="person"``, then :func:`subtract_person_baseline`), writing
+    every output file of :func:`gpuface.affect.report.write_affect_outputs` in ``out_dir`` (named after the
     input's stem).
 
     Returns:
         The :class:`~gpuface.pipeline.JobResult` with the paths written.
     """
-    from pathlib import Path
-
-    from .. import __version__
-    from .report import write_affect_outputs
-
-    if baseline not in ("none", "person"):
-        raise InvalidOptionError(f"baseline must be none or person, got {baseline!r}")
-    table, result = affect_source(path, landmarker, analyzer, batch_size, selection, backend, quiet,
-                                  thumbnails=report)
-    if baseline == "person":
-        table = subtract_person_baseline(table, analyzer.au_threshold)
-    sel = selection or Selection()
-    meta = {"gpuface_version": __version__, "device": str(analyzer.device), "detector": landmarker.detector.model,
-            "step": sel.step, "step_seconds": sel.step_seconds, "au_threshold": analyzer.au_threshold,
-            "au_baseline": baseline,
-            "models": {"action_units": ("OpenGraphAU MEFARG ResNet-50 (41 AUs)" if analyzer.au_model == "opengraphau"
-                                        else "MediaPipe blendshapes -> FACS table (gpuface.affect.aus)"),
-                       **({"expression": "HSEmotion enet_b0_8_va_mtl (AffectNet)",
-                           "valence_arousal": "HSEmotion regression heads"} if analyzer.emotion_model == "hsemotion"
-                          else {"expression": "mini-Xception (fer 25.10.3, FER2013)",
-                                "valence_arousal": "derived: emotion probabilities on Russell's circumplex"})},
-            "frames_processed": result.frames, "processing_duration_seconds": result.seconds}
-    result.outputs += write_affect_outputs(table, result.tables["info"], out_dir, Path(path).stem, meta, table_ext,
-                                           result.tables["thumbnails"], report, overwrite)
-    return result
+    job = AffectJob(analyzer, report, out_dir, table_ext, report, overwrite, baseline)
+    return run_source(path, job, landmarker, batch_size, selection, backend, quiet)
 
 
 def _keep_best(best: dict, faces: Faces, frames: torch.Tensor, crop_rois) -> None:
@@ -177,4 +191,4 @@ def _keep_best(best: dict, faces: Faces, frames: torch.Tensor, crop_rois) -> Non
         best[t] = (float(scores[i]), crop[0].mul(255).round().byte().cpu())
 
 
-__all__ = ["affect_columns", "affect_rows", "subtract_person_baseline", "affect_source", "affect_job"]
+__all__ = ["affect_columns", "affect_rows", "subtract_person_baseline", "AffectJob", "affect_source", "affect_job"]

@@ -8,6 +8,9 @@ A *job spec* (YAML/JSON) names a job and its options, e.g.::
     options: {detector: blazeface-full, max_faces: 2, end: 10.0}
     # manipulate also takes: layers: [...], temporal: {...}, seed: 7
 
+Landmark jobs compose into one decode pass (the faces of each batch found once), e.g.
+``job: [landmarks, manipulate, analyse]``; the options then apply to every job that takes them.
+
 The same spec runs one file (``gpuface run``) or a corpus (``gpuface corpus run``) through the same code, so the
 outputs are identical either way. Each video is processed into a temporary folder that is renamed to
 ``outputs/<id>/`` only when complete, then ``status/<id>.json`` is written (atomically); a rerun skips done
@@ -100,27 +103,36 @@ def spec_reference() -> str:
     return "\n".join(lines)
 
 
-def validate_options(job: str, options: dict) -> None:
-    """Check a job's options against :data:`JOB_OPTIONS`: an unknown key names itself and the allowed ones, a bad
-    value says what it may be.
+def validate_options(job: str | list[str], options: dict) -> None:
+    """Check a job's options against :data:`JOB_OPTIONS` (for composed jobs, each option against the jobs that take
+    it): an unknown key names itself and the allowed ones, a bad value says what it may be.
 
     Raises:
         InvalidOptionError: the first problem found.
     """
-    allowed = JOB_OPTIONS[job]
+    names = [job] if isinstance(job, str) else list(job)
+    allowed = {}
+    for name in names:
+        allowed.update(JOB_OPTIONS[name])
+    label = "+".join(names)
     for key, value in options.items():
         if key not in allowed:
-            raise InvalidOptionError(f"job spec: {job} has no option {key!r}; allowed: {', '.join(sorted(allowed))}")
-        problem = allowed[key](value)
-        if problem:
-            raise InvalidOptionError(f"job spec: {job} option {key} must be {problem}, got {value!r}")
+            raise InvalidOptionError(f"job spec: {label} has no option {key!r}; allowed: {', '.join(sorted(allowed))}")
+        for name in names:
+            problem = JOB_OPTIONS[name][key](value) if key in JOB_OPTIONS[name] else None
+            if problem:
+                raise InvalidOptionError(f"job spec: {name} option {key} must be {problem}, got {value!r}")
+
+
+#: Jobs that find faces with a detector alone; every other job uses the landmarker and may be composed.
+_DETECTION_JOBS = ("detect", "anonymize")
 
 
 @dataclass
 class JobSpec:
-    """A job and its options (see the module docstring)."""
+    """A job (or several composed into one decode pass) and its options (see the module docstring)."""
 
-    job: str
+    job: str | list[str]
     options: dict = field(default_factory=dict)
     batch_size: int = 16
     device: str = "auto"
@@ -132,127 +144,149 @@ def load_job_spec(source: str | os.PathLike | dict) -> JobSpec:
     from ..io.sources import read_spec_file
 
     data: Any = source if isinstance(source, dict) else read_spec_file(source, "job spec")
-    if not isinstance(data, dict) or data.get("job") not in JOBS:
-        raise InvalidOptionError(f"a job spec needs job: one of {', '.join(JOBS)}")
+    if not isinstance(data, dict) or not (data.get("job") in JOBS or isinstance(data.get("job"), list)):
+        raise InvalidOptionError(f"a job spec needs job: one of {', '.join(JOBS)}, or a list of them")
+    names = job_names(data["job"])
     keys = {"job", "options", "batch_size", "device", "layers", "temporal", "seed"}
     unknown = set(data) - keys
     if unknown:
         raise InvalidOptionError(f"job spec: unknown keys {sorted(unknown)}; allowed: {', '.join(sorted(keys))}")
     if not isinstance(data.get("options") or {}, dict):
         raise InvalidOptionError("job spec: options must be a mapping of option: value")
-    validate_options(data["job"], dict(data.get("options") or {}))
-    if data["job"] == "manipulate" and ("layers" in data or "temporal" in data):
+    validate_options(names, dict(data.get("options") or {}))
+    if "manipulate" in names and ("layers" in data or "temporal" in data):
         from ..manipulate.layers import load_spec
         load_spec({k: data[k] for k in ("layers", "temporal", "seed") if k in data})   # layer names and params
     extra = {k: data[k] for k in ("layers", "temporal", "seed") if k in data}
-    if data["job"] == "manipulate" and not extra.get("layers") and not extra.get("temporal"):
+    if "manipulate" in names and not extra.get("layers") and not extra.get("temporal"):
         raise InvalidOptionError("a manipulate job needs layers (and/or temporal)")
     batch = data.get("batch_size", 16)
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise InvalidOptionError(f"job spec: batch_size must be an integer >= 1, got {batch!r}")
-    spec = JobSpec(job=data["job"], options=dict(data.get("options") or {}), batch_size=batch,
+    spec = JobSpec(job=data["job"] if isinstance(data["job"], str) else names, options=dict(data.get("options") or {}),
+                   batch_size=batch,
                    device=str(data.get("device", "auto")), extra=extra)
     return spec
 
 
+def job_names(job: str | list) -> list[str]:
+    """The job names of a spec's ``job`` (one name, or a list composed into one decode pass), checked.
+
+    Raises:
+        InvalidOptionError: an unknown or repeated name, or a detection job (detect, anonymize) composed with others.
+    """
+    names = [job] if isinstance(job, str) else list(job)
+    bad = [n for n in names if n not in JOBS]
+    if not names or bad or len(set(names)) < len(names):
+        raise InvalidOptionError(f"job spec: job must be one of {', '.join(JOBS)} or a list of distinct ones, "
+                                 f"got {job!r}")
+    if len(names) > 1 and any(n in _DETECTION_JOBS for n in names):
+        raise InvalidOptionError(f"job spec: {', '.join(_DETECTION_JOBS)} run alone; only landmark jobs "
+                                 f"({', '.join(n for n in JOBS if n not in _DETECTION_JOBS)}) compose")
+    return names
+
+
+#: Tables a job leaves in ``JobResult.tables`` and the file each is written to in the output folder.
+TABLE_FILES = {"faces": "faces.parquet", "landmarks": "landmarks.parquet", "colour_means": "colour_means.parquet",
+               "landmark_flow": "landmark_flow.parquet", "dense_flow": "dense_flow.parquet",
+               "annotation": "annotation.parquet"}
+
+
 def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
-    """``job(path, out_dir) -> JobResult``: runs the spec on one video, writing every output into ``out_dir``.
-    Models are loaded once, on first use."""
+    """``job(path, out_dir) -> JobResult``: runs the spec on one video (composed jobs in one decode pass), writing
+    every output into ``out_dir``. Models are loaded once, on first use."""
     import torch
 
-    from .. import pipeline
     from ..io.decode import Selection
+    from ..pipeline import make_job, run_source
 
     device = spec.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    names = job_names(spec.job)
     opts = dict(spec.options)
     sel_args = {k: opts.pop(k) for k in list(opts) if k in _SELECTION_KEYS}
     selection = Selection(**sel_args) if sel_args else None
     cache: dict[str, Any] = {}
 
+    def cached(key: str, build: Callable[[], Any]):
+        if key not in cache:
+            cache[key] = build()
+        return cache[key]
+
     def landmarker():
-        if "lm" not in cache:
-            from ..landmarks import FaceLandmarker
-            keys = {"detector", "max_faces", "min_presence", "redetect_every"}
-            cache["lm"] = FaceLandmarker(device=device, **{k: v for k, v in opts.items() if k in keys})
-        return cache["lm"]
+        from ..landmarks import FaceLandmarker
+        keys = {"detector", "max_faces", "min_presence", "redetect_every"}
+        return FaceLandmarker(device=device, **{k: v for k, v in opts.items() if k in keys})
 
-    def detector(default: str):
-        if "det" not in cache:
-            from ..detect import FaceDetector
-            name = opts.get("detector", default)
-            kw = {"min_face_size": opts["min_face_size"]} if "min_face_size" in opts and name == "mtcnn" else {}
-            cache["det"] = FaceDetector(name, device=device, **kw)
-        return cache["det"]
+    def detector():
+        from ..detect import FaceDetector
+        name = opts.get("detector", "mtcnn")
+        kw = {"min_face_size": opts["min_face_size"]} if "min_face_size" in opts and name == "mtcnn" else {}
+        return FaceDetector(name, device=device, **kw)
 
-    def run(path: str, out: Path):
-        stem = Path(path).stem
-        if spec.job == "detect":
-            table, result = pipeline.detect_source(path, detector("mtcnn"), spec.batch_size, selection)
-            result.outputs.append(str(write_table(table, out / "faces.parquet")))
-        elif spec.job == "landmarks":
-            table, result = pipeline.landmarks_source(path, landmarker(), spec.batch_size, selection)
-            result.outputs.append(str(write_table(table, out / "landmarks.parquet")))
-        elif spec.job == "analyse":
-            colours, flow, result = pipeline.analyse_source(
-                path, landmarker(), spec.batch_size, selection,
-                tuple(opts.get("regions", ("face_skin", "cheeks", "nose", "chin"))), opts.get("space", "rgb"),
-                bool(opts.get("flow", True)), dense=bool(opts.get("dense", False)))
-            result.outputs.append(str(write_table(colours, out / "colour_means.parquet")))
-            if flow is not None:
-                result.outputs.append(str(write_table(flow, out / "landmark_flow.parquet")))
-            if "dense_flow" in result.tables:
-                result.outputs.append(str(write_table(result.tables["dense_flow"], out / "dense_flow.parquet")))
-        elif spec.job == "annotate":
+    def anonymizer():
+        from ..privacy import DEFAULT, anonymization_detector
+        name = opts.get("detector", DEFAULT["detector"])
+        kwargs = {"min_face_size": opts.get("min_face_size", 20)} if name == "mtcnn" else {}
+        if name == "centerface":
+            kwargs = {"input_scale": opts["scale"]} if "scale" in opts else DEFAULT["scale"]
+        return anonymization_detector(name, device=device, **kwargs)
+
+    def affect_analyzer():
+        from ..affect import AffectAnalyzer
+        from ..affect.models import parse_weights_option
+        return AffectAnalyzer(device=device, au_threshold=opts.get("au_threshold"),
+                              emotion_model=opts.get("emotion_model", "mini-xception"),
+                              weights=parse_weights_option(opts.get("weights")),
+                              au_model=opts.get("au_model", "blendshapes"))
+
+    def make(name: str, out: Path, stem: str):
+        if name in ("detect", "landmarks"):
+            return make_job(name)
+        if name == "analyse":
+            return make_job(name, colour_regions=tuple(opts.get("regions", ("face_skin", "cheeks", "nose", "chin"))),
+                            space=opts.get("space", "rgb"), flow=bool(opts.get("flow", True)),
+                            dense=bool(opts.get("dense", False)))
+        if name == "annotate":
             from ..identity import Embedder
-            from ..identity.annotate import annotate_source
-            if "emb" not in cache:
-                cache["emb"] = Embedder("dlib", device=device)
             k = opts.get("num_faces", [1, 9])
-            table, result = annotate_source(path, landmarker(), cache["emb"], spec.batch_size, selection,
-                                            k if isinstance(k, int) else tuple(k), bool(opts.get("per_face", False)),
-                                            opts.get("too_few", "error"), bool(opts.get("embeddings", False)))
-            result.outputs.append(str(write_table(table, out / "annotation.parquet")))
-        elif spec.job == "affect":
-            from ..affect import AffectAnalyzer
-            from ..affect.source import affect_job
-            if "affect" not in cache:
-                from ..affect.models import parse_weights_option
-                cache["affect"] = AffectAnalyzer(device=device, au_threshold=opts.get("au_threshold"),
-                                                 emotion_model=opts.get("emotion_model", "mini-xception"),
-                                                 weights=parse_weights_option(opts.get("weights")),
-                                                 au_model=opts.get("au_model", "blendshapes"))
-            result = affect_job(path, landmarker(), cache["affect"], out, spec.batch_size, selection,
-                                report=bool(opts.get("report", True)), overwrite=True,
-                                baseline=opts.get("baseline", "none"))
-        elif spec.job == "anonymize":
+            return make_job(name, embedder=cached("emb", lambda: Embedder("dlib", device=device)),
+                            num_faces=k if isinstance(k, int) else tuple(k),
+                            per_face=bool(opts.get("per_face", False)), too_few=opts.get("too_few", "error"),
+                            embeddings=bool(opts.get("embeddings", False)))
+        if name == "affect":
+            return make_job(name, analyzer=cached("affect", affect_analyzer), out_dir=out,
+                            report=bool(opts.get("report", True)), thumbnails=bool(opts.get("report", True)),
+                            overwrite=True, baseline=opts.get("baseline", "none"))
+        if name == "anonymize":
             from ..manipulate.anonymize import AnonymizeOptions
             from ..manipulate.fill import FillOptions
-            from ..privacy import DEFAULT, anonymization_detector, anonymize_source
+            from ..privacy import DEFAULT
             keys = {"mode", "ellipse", "mask_scale", "color", "mosaic_size"}
             options = AnonymizeOptions(**{k: (tuple(v) if k == "color" else v) for k, v in opts.items() if k in keys})
-            if "anon" not in cache:
-                name = opts.get("detector", DEFAULT["detector"])
-                kwargs = {"min_face_size": opts.get("min_face_size", 20)} if name == "mtcnn" else {}
-                if name == "centerface":
-                    kwargs = {"input_scale": opts["scale"]} if "scale" in opts else DEFAULT["scale"]
-                cache["anon"] = anonymization_detector(name, device=device, **kwargs)
             fill = FillOptions(max_gap=opts.get("max_gap", DEFAULT["max_gap"]),
                                pad=opts.get("temporal_pad", DEFAULT["temporal_pad"]),
                                drop_isolated=bool(opts.get("drop_isolated", False)))
-            result = anonymize_source(path, cache["anon"], out / f"{stem}_anonymized.mp4", options,
-                                      threshold=opts.get("threshold"), batch_size=spec.batch_size,
-                                      selection=selection, boxes_format="csv", overwrite=True, fill=fill,
-                                      preset=opts.get("preset", "veryfast"),
-                                      detect_every=opts.get("detect_every", DEFAULT["detect_every"]))
-        else:
-            from ..manipulate.layers import load_spec
-            if "layer_spec" not in cache:
-                cache["layer_spec"] = load_spec({k: v for k, v in spec.extra.items()})
-            result = pipeline.manipulate_source(path, cache["layer_spec"], landmarker(),
-                                                out / f"{stem}_manipulated.mp4", spec.batch_size, overwrite=True,
-                                                preset=opts.get("preset", "medium"))
+            return make_job(name, output=out / f"{stem}_anonymized.mp4", options=options,
+                            threshold=opts.get("threshold"), boxes_format="csv", overwrite=True, fill=fill,
+                            preset=opts.get("preset", "veryfast"),
+                            detect_every=opts.get("detect_every", DEFAULT["detect_every"]))
+        from ..manipulate.layers import load_spec
+        return make_job(name, spec=cached("layer_spec", lambda: load_spec(dict(spec.extra))),
+                        output=out / f"{stem}_manipulated.mp4", overwrite=True,
+                        preset=opts.get("preset", "medium"))
+
+    def run(path: str, out: Path):
+        stem = Path(path).stem
+        jobs = [make(name, out, stem) for name in names]
+        model = (cached("anon", anonymizer) if names == ["anonymize"] else
+                 cached("det", detector) if names == ["detect"] else cached("lm", landmarker))
+        result = run_source(path, jobs, model, spec.batch_size, selection)
+        for name, file in TABLE_FILES.items():
+            table = result.tables.get(name)
+            if table is not None:
+                result.outputs.append(str(write_table(table, out / file)))
         return result
 
     return run

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidOptionError
+from ..pipeline import Job, run_source
 
 
 #: Default detection score a face needs, per detector, calibrated for recall: MTCNN's scores of real faces sit
@@ -93,76 +94,98 @@ def _reference_embeddings(ref_dir: str, landmarker, embedder) -> dict[str, np.nd
     return refs
 
 
+class FaceCropsJob(Job):
+    """Face crops of sampled frames (no tracking: the frames are unrelated), each kept, rejected (score, size or
+    border, with the ``reason``) or a duplicate of a face kept earlier in the same video (average hash and
+    embedding). Collects over every input it runs on (:attr:`rows`, :attr:`kept`); :func:`extract_faces` groups and
+    writes them."""
+
+    track = False
+
+    def __init__(self, opt: "FacesOptions", embedder, out: Path, min_score: float):
+        self.opt, self.embedder, self.out, self.min_score = opt, embedder, out, min_score
+        self.kept, self.rows = [], []
+
+    def plan(self, run):
+        from ..io.decode import Selection
+
+        opt = self.opt
+        return Selection(step_seconds=opt.step, start=opt.start, end=opt.end, area=opt.area) \
+            if run.info.num_frames > 1 else None
+
+    def start(self, run) -> None:
+        self.hashes, self.embs, self.kept_names = [], [], []
+
+    def step(self, run, batch, faces) -> None:
+        from ..detect import expand_boxes
+        from ..io.encode import write_image
+
+        if len(faces) == 0:
+            return
+        opt, out, min_score = self.opt, self.out, self.min_score
+        video = Path(run.path).stem
+        h, w = batch.frames.shape[-2:]
+        emb = self.embedder(batch.frames, faces).cpu().numpy()
+        boxes = expand_boxes(faces.boxes, opt.scale, square=opt.square, frame_size=(h, w)).round().long()
+        bw, bh = faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1]
+        edge = torch.minimum(torch.minimum(faces.boxes[:, 0], faces.boxes[:, 1]),
+                             torch.minimum(w - faces.boxes[:, 2], h - faces.boxes[:, 3]))
+        for n in range(len(faces)):
+            x1, y1, x2, y2 = boxes[n].tolist()
+            crop = batch.frames[faces.frame[n], :, y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)].cpu()
+            frame_no = int(batch.index[faces.frame[n].cpu()])
+            name = f"{opt.prefix}{video}_{frame_no}_{n}.jpg"
+            row = {"file": None, "video": run.path, "frame": frame_no, "face": n, "x1": x1, "y1": y1, "x2": x2,
+                   "y2": y2, "score": float(faces.scores[n]), "status": "kept", "reason": None, "group": None,
+                   "distance": None}
+            size, score = float(min(bw[n], bh[n])), float(faces.scores[n])
+            reasons = ([f"score {score:.3f} < {min_score}"] if score < min_score else []) + \
+                ([f"size {size:.0f} px < {opt.min_size:g}"] if size < opt.min_size else []) + \
+                ([f"border {float(edge[n]):.0f} px < {opt.min_border:g}"] if edge[n] < opt.min_border else [])
+            if reasons:
+                row["status"], row["reason"] = "rejected", "; ".join(reasons)
+                if opt.save_rejects:
+                    row["file"] = str(write_image(out / "rejects" / name, crop))
+                self.rows.append(row)
+                continue
+            hsh = average_hash([crop])[0]
+            dup = next((j for j, (h0, e0) in enumerate(zip(self.hashes, self.embs))
+                        if (hsh != h0).sum() <= opt.hash_threshold
+                        and np.linalg.norm(emb[n] - e0) <= opt.dup_distance), None)
+            if dup is not None:
+                row["status"] = "duplicate"
+                row["reason"] = f"same as {self.kept_names[dup]} (average hash and embedding)"
+                if opt.save_dupes:
+                    row["file"] = str(write_image(out / "dupes" / name, crop))
+                self.rows.append(row)
+                continue
+            self.hashes.append(hsh)
+            self.embs.append(emb[n])
+            self.kept_names.append(name)
+            self.kept.append((len(self.rows), crop, emb[n], name))
+            self.rows.append(row)
+
+
 def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, embedder,
                   options: FacesOptions | None = None, batch_size: int = 16, backend: str = "auto") -> pd.DataFrame:
-    """Run the whole job; returns the log table (also written to ``out_dir/faces.csv``): one row per face with
-    ``status`` kept | rejected | duplicate and, for the others, the ``reason`` (which threshold it failed, with
-    its value, or the kept face it duplicates).
+    """Run the whole job (:class:`FaceCropsJob` over every input, then grouping); returns the log table (also
+    written to ``out_dir/faces.csv``): one row per face with ``status`` kept | rejected | duplicate and, for the
+    others, the ``reason`` (which threshold it failed, with its value, or the kept face it duplicates).
 
     Raises:
         InvalidOptionError: bad options. NotEnoughFacesError: fewer faces than clusters requested.
     """
-    from ..detect import expand_boxes
-    from ..io.decode import Selection
     from ..io.encode import write_image
-    from ..io.sources import open_source
     from .cluster import cluster_embeddings
 
     opt = options or FacesOptions()
     opt.validate()
     min_score = opt.min_score if opt.min_score is not None else MIN_SCORE.get(landmarker.detector.model, 0.5)
     out = Path(out_dir)
-    kept, rows = [], []
+    job = FaceCropsJob(opt, embedder, out, min_score)
     for path in inputs:
-        reader = open_source(path, backend=backend, device=landmarker.device)
-        sel = Selection(step_seconds=opt.step, start=opt.start, end=opt.end, area=opt.area)
-        video = Path(path).stem
-        hashes, embs, kept_names = [], [], []
-        for batch in reader.batches(batch_size, sel if reader.info.num_frames > 1 else None,
-                                    device=landmarker.device):
-            faces = landmarker(batch.frames)  # sampled frames are unrelated: no tracking
-            if len(faces) == 0:
-                continue
-            h, w = batch.frames.shape[-2:]
-            emb = embedder(batch.frames, faces).cpu().numpy()
-            boxes = expand_boxes(faces.boxes, opt.scale, square=opt.square, frame_size=(h, w)).round().long()
-            bw, bh = faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1]
-            edge = torch.minimum(torch.minimum(faces.boxes[:, 0], faces.boxes[:, 1]),
-                                 torch.minimum(w - faces.boxes[:, 2], h - faces.boxes[:, 3]))
-            for n in range(len(faces)):
-                x1, y1, x2, y2 = boxes[n].tolist()
-                crop = batch.frames[faces.frame[n], :, y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)].cpu()
-                frame_no = int(batch.index[faces.frame[n].cpu()])
-                name = f"{opt.prefix}{video}_{frame_no}_{n}.jpg"
-                row = {"file": None, "video": path, "frame": frame_no, "face": n, "x1": x1, "y1": y1, "x2": x2,
-                       "y2": y2, "score": float(faces.scores[n]), "status": "kept", "reason": None, "group": None,
-                       "distance": None}
-                size, score = float(min(bw[n], bh[n])), float(faces.scores[n])
-                reasons = ([f"score {score:.3f} < {min_score}"] if score < min_score else []) + \
-                    ([f"size {size:.0f} px < {opt.min_size:g}"] if size < opt.min_size else []) + \
-                    ([f"border {float(edge[n]):.0f} px < {opt.min_border:g}"] if edge[n] < opt.min_border else [])
-                if reasons:
-                    row["status"], row["reason"] = "rejected", "; ".join(reasons)
-                    if opt.save_rejects:
-                        row["file"] = str(write_image(out / "rejects" / name, crop))
-                    rows.append(row)
-                    continue
-                hsh = average_hash([crop])[0]
-                dup = next((j for j, (h0, e0) in enumerate(zip(hashes, embs))
-                            if (hsh != h0).sum() <= opt.hash_threshold
-                            and np.linalg.norm(emb[n] - e0) <= opt.dup_distance), None)
-                if dup is not None:
-                    row["status"] = "duplicate"
-                    row["reason"] = f"same as {kept_names[dup]} (average hash and embedding)"
-                    if opt.save_dupes:
-                        row["file"] = str(write_image(out / "dupes" / name, crop))
-                    rows.append(row)
-                    continue
-                hashes.append(hsh)
-                embs.append(emb[n])
-                kept_names.append(name)
-                kept.append((len(rows), crop, emb[n], name))
-                rows.append(row)
+        run_source(path, job, landmarker, batch_size, backend=backend)
+    kept, rows = job.kept, job.rows
     if kept:
         e = np.stack([k[2] for k in kept])
         if opt.group == "clustering":
@@ -187,4 +210,4 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     return table
 
 
-__all__ = ["FacesOptions", "MIN_SCORE", "extract_faces", "average_hash"]
+__all__ = ["FacesOptions", "MIN_SCORE", "FaceCropsJob", "extract_faces", "average_hash"]

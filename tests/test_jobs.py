@@ -1,0 +1,131 @@
+"""The job skeleton (gpuface.pipeline.run_source): composed jobs in one decode pass give exactly what the jobs give
+one by one, a failed job leaves nothing behind, and an out-of-memory retry replays the tracker from its snapshot."""
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gpuface.io.decode import Selection, VideoReader
+from gpuface.landmarks import FaceLandmarker
+from gpuface.manipulate.layers import load_spec
+from gpuface.pipeline import AnalyseJob, LandmarksJob, ManipulateJob, OomGuard, landmarks_source, run_source
+
+SPEC = [{"op": "recolour", "region": "face_skin", "params": {"colour": "green", "magnitude": 12}},
+        {"op": "noise", "region": "face_oval", "params": {"std": 0.1}}]
+
+
+@pytest.fixture(scope="module")
+def landmarker():
+    return FaceLandmarker("blazeface-full", max_faces=2)
+
+
+def _frames(path):
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def test_composed_jobs_equal_the_jobs_run_one_by_one(samples, landmarker, tmp_path, monkeypatch):
+    """landmarks + manipulate + analyse in one pass: the same tables and pixel-equal video as three separate runs,
+    from one decode of the source instead of three."""
+    decodes = []
+    batches = VideoReader.batches
+
+    def counted(self, *a, **k):
+        decodes.append(self.path)
+        return batches(self, *a, **k)
+
+    monkeypatch.setattr(VideoReader, "batches", counted)
+    src, sel = samples["sample_02.mp4"], Selection(end=0.8)
+    spec = load_spec(SPEC, seed=4)
+    together = run_source(src, [LandmarksJob(), ManipulateJob(spec, tmp_path / "a.mp4"), AnalyseJob()], landmarker,
+                          batch_size=8, selection=sel)
+    assert len(decodes) == 1
+    lm, _ = landmarks_source(src, landmarker, batch_size=8, selection=sel)
+    alone_m = run_source(src, ManipulateJob(load_spec(SPEC, seed=4), tmp_path / "b.mp4"), landmarker, batch_size=8,
+                         selection=sel)
+    alone_a = run_source(src, AnalyseJob(), landmarker, batch_size=8, selection=sel)
+    assert len(decodes) == 4
+    assert together.frames == alone_m.frames == 24 and together.faces == len(lm) > 0
+    pd.testing.assert_frame_equal(together.tables["landmarks"], lm)
+    for name in ("colour_means", "landmark_flow"):
+        pd.testing.assert_frame_equal(together.tables[name], alone_a.tables[name])
+    assert np.array_equal(_frames(tmp_path / "a.mp4"), _frames(tmp_path / "b.mp4"))
+    log = json.loads((tmp_path / "a.json").read_text())
+    assert log["frames"] == 24 and log["faces"] == len(lm) and log["detector"] == "blazeface-full"
+
+
+def test_a_failing_job_removes_every_output_of_the_pass(samples, landmarker, tmp_path):
+    class Boom(AnalyseJob):
+        def finish(self, run):
+            raise RuntimeError("disk full (simulated)")
+
+    spec = load_spec(SPEC, seed=4)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_source(samples["sample_02.mp4"], [ManipulateJob(spec, tmp_path / "m.mp4"), Boom()], landmarker,
+                   batch_size=8, selection=Selection(end=0.3))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_jobs_needing_different_faces_do_not_compose(samples, landmarker, tmp_path):
+    from gpuface.errors import InvalidOptionError
+    from gpuface.pipeline import DetectJob
+
+    with pytest.raises(InvalidOptionError, match="cannot run in one pass"):
+        run_source(samples["sample_02.mp4"], [LandmarksJob(), DetectJob()], landmarker, selection=Selection(end=0.2))
+
+
+def test_out_of_memory_retry_replays_the_tracker_from_its_snapshot(samples, landmarker):
+    """A real tracking model that runs out of memory once, after it has advanced the tracks of the batch: the guard
+    restores the tracking state and counters, halves the chunk and replays; tracks, landmarks and counters are as
+    in a run without the failure."""
+    frames = next(iter(VideoReader(samples["sample_03.mp4"]).batches(24))).frames
+
+    class FailsOnce(FaceLandmarker):
+        failed = False
+
+        def __call__(self, frames, state=None):
+            faces = super().__call__(frames, state)       # the state and counters advance, then the failure
+            if not self.failed:
+                self.failed = True
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return faces
+
+    def fresh(cls):
+        lm = copy.copy(landmarker)
+        lm.__class__, lm.detector_frames, lm.mesh_crops = cls, 0, 0
+        return lm
+
+    clean = fresh(FaceLandmarker)
+    expected = OomGuard()(clean, frames, clean.new_state())
+    failing = fresh(FailsOnce)
+    guard, state = OomGuard(), failing.new_state()
+    faces = guard(failing, frames, state)
+    assert failing.failed and guard.limit == 12
+    assert torch.equal(faces.track_id, expected.track_id) and torch.equal(faces.frame, expected.frame)
+    assert torch.allclose(faces.landmarks, expected.landmarks, atol=1e-3)
+    assert state.next_id == expected.track_id.max() + 1
+    assert (failing.detector_frames, failing.mesh_crops) == (clean.detector_frames, clean.mesh_crops)
+
+
+def test_composed_job_spec_runs_in_one_pass_and_writes_every_output(samples, tmp_path, capsys):
+    from gpuface.cli import main
+
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"job": ["landmarks", "manipulate", "analyse"], "device": "cpu", "batch_size": 8,
+                                "options": {"detector": "blazeface-full", "end": 0.5}, "layers": SPEC, "seed": 1}))
+    assert main(["run", "--check", "--spec", str(spec)]) == 0
+    assert main(["run", samples["sample_02.mp4"], "--spec", str(spec), "-o", str(tmp_path / "out"), "--quiet"]) == 0
+    out = tmp_path / "out" / "sample_02"
+    assert {p.name for p in out.iterdir()} == {"landmarks.parquet", "colour_means.parquet", "landmark_flow.parquet",
+                                                "sample_02_manipulated.mp4", "sample_02_manipulated.json"}
+    assert len(pd.read_parquet(out / "landmarks.parquet")) == len(_frames(out / "sample_02_manipulated.mp4")) == 15
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"job": ["landmarks", "anonymize"]}))
+    capsys.readouterr()
+    assert main(["run", "--check", "--spec", str(bad)]) == 2
+    assert "only landmark jobs" in capsys.readouterr().err
