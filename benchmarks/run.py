@@ -1,7 +1,7 @@
 """One throughput table for every gpuface pipeline vs the tool it replaces, on the same machine and input.
 
-    python benchmarks/run.py [--frames 96] [--device auto] [--deface PATH] [--mediapipe-python PY]
-                             [--pyfame-python PY]
+    python benchmarks/run.py [--frames 96] [--device auto] [--batch-size 16 ...] [--heights 720 1080]
+                             [--deface PATH] [--mediapipe-python PY] [--pyfame-python PY] [--only ROW ...] [--json F]
 
 Input: the first ``--frames`` frames of the 720p PyFAME sample (``sample_01.mp4``; on CUDA also upscaled to
 1080p). Each gpuface row runs in a fresh process (so its peak memory is its own: RSS on CPU, max allocated on
@@ -26,8 +26,9 @@ import time
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-PIPELINES = ("decode only", "detect mtcnn", "detect blazeface-full", "landmarks + blendshapes",
-             "anonymize default", "anonymize mtcnn", "manipulate blur (face oval)")
+PIPELINES = ("decode only", "detect mtcnn", "detect blazeface-full", "detect centerface", "landmarks + blendshapes",
+             "anonymize default", "anonymize mtcnn", "manipulate blur (face oval)",
+             "landmarks+manipulate+analyse, one pass", "landmarks, manipulate, analyse, one by one")
 
 
 def _module(name: str):
@@ -64,7 +65,7 @@ def worker(name: str, video: str, device: str, batch: int) -> dict:
     """Run one pipeline twice (warm-up, timed) in this process; frames/s and peak memory."""
     import gpuface as gf
     from gpuface.manipulate.layers import load_spec
-    from gpuface.pipeline import detect_source, landmarks_source, manipulate_source
+    from gpuface.pipeline import analyse_source, detect_source, landmarks_source, manipulate_source
     from gpuface.privacy import anonymization_detector, anonymize_source, default_anonymizer
 
     out = os.path.join(tempfile.mkdtemp(), "out.mp4")
@@ -75,7 +76,7 @@ def worker(name: str, video: str, device: str, batch: int) -> dict:
         det = gf.FaceDetector(name.split()[1], device=device)
         def run():
             return detect_source(video, det, batch)[1].frames
-    elif name.startswith("landmarks"):
+    elif name == "landmarks + blendshapes":
         lm = gf.FaceLandmarker(device=device)
         def run():
             return landmarks_source(video, lm, batch)[1].frames
@@ -85,11 +86,25 @@ def worker(name: str, video: str, device: str, batch: int) -> dict:
         def run():
             return anonymize_source(video, det, out, gf.AnonymizeOptions(), batch_size=batch, preset="veryfast",
                                     overwrite=True, fill=fill, detect_every=every).frames
-    else:
+    elif name.startswith("manipulate"):
         lm = gf.FaceLandmarker(device=device)
         spec = load_spec([{"op": "blur", "region": "face_oval"}])
         def run():
             return manipulate_source(video, spec, lm, out, batch, preset="veryfast", overwrite=True).frames
+    else:   # the composed job, and the same three jobs as separate runs (frames/s of the source through all three)
+        lm = gf.FaceLandmarker(device=device)
+        spec = load_spec([{"op": "blur", "region": "face_oval"}])
+        if "one pass" in name:
+            from gpuface.pipeline import AnalyseJob, LandmarksJob, ManipulateJob, run_source
+
+            def run():
+                jobs = [LandmarksJob(), ManipulateJob(spec, out, preset="veryfast", overwrite=True), AnalyseJob()]
+                return run_source(video, jobs, lm, batch).frames
+        else:
+            def run():
+                landmarks_source(video, lm, batch)
+                manipulate_source(video, spec, lm, out, batch, preset="veryfast", overwrite=True)
+                return analyse_source(video, lm, batch)[2].frames
     run()
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -105,8 +120,8 @@ def worker(name: str, video: str, device: str, batch: int) -> dict:
 
 
 def spawn(name: str, video: str, device: str, batch: int) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--worker", name, "--video", video, "--device", device,
-                           "--batch-size", str(batch)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker", name, "--video", video,
+                           "--device", device, "--batch-size", str(batch)], capture_output=True, text=True)
     if proc.returncode != 0:
         return {"fps": float("nan"), "peak_mb": float("nan"), "error": proc.stderr.strip().splitlines()[-1:]}
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -155,39 +170,49 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[16], dest="batch_sizes",
+                    help="one table per batch size (the GPU acceptance run uses 8 32 128)")
+    ap.add_argument("--heights", type=int, nargs="+", help="frame heights (default 720, and 1080 on CUDA)")
     ap.add_argument("--deface")
     ap.add_argument("--mediapipe-python")
     ap.add_argument("--pyfame-python")
+    ap.add_argument("--no-peers", action="store_true", help="gpuface rows only")
+    ap.add_argument("--only", nargs="+", metavar="PIPELINE", help="run only these rows (names as in the table)")
+    ap.add_argument("--json", help="also write every row to this JSON file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--video", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.worker:
-        print(json.dumps(worker(args.worker, args.video, args.device, args.batch_size)))
+        print(json.dumps(worker(args.worker, args.video, args.device, args.batch_sizes[0])))
         return
     cuda = args.device.startswith("cuda")
     name = torch.cuda.get_device_name() if cuda else (platform.processor() or platform.machine())
-    print(f"# gpuface throughput: sample_01 first {args.frames} frames, device {args.device} ({name}), "
-          f"{os.cpu_count()} CPU cores, batch {args.batch_size}, torch {torch.__version__}")
-    clip = _clip(args.frames, 720)
-    reference = peers(args, clip, args.frames)
+    machine = f"device {args.device} ({name}), {os.cpu_count()} CPU cores, torch {torch.__version__}"
+    print(f"# gpuface throughput: sample_01 first {args.frames} frames, {machine}")
+    heights = args.heights or ([720, 1080] if cuda else [720])
+    rows = [p for p in PIPELINES if not args.only or p in args.only]
     mem = "GPU MB" if cuda else "peak RSS MB"
-    print(f"| {'pipeline (720p)':<30} | {'frames/s':>8} | {mem:>11} | {'peer':<46} | {'peer fps':>8} | {'ratio':>6} |")
-    print(f"|{'-' * 32}|{'-' * 10}|{'-' * 13}|{'-' * 48}|{'-' * 10}|{'-' * 8}|")
-    for p in PIPELINES:
-        r = spawn(p, clip, args.device, args.batch_size)
-        peer, pfps = reference.get(p, ("", None))
-        ratio = f"{r['fps'] / pfps:.2f}x" if pfps else ""
-        print(f"| {p:<30} | {r['fps']:>8.1f} | {r['peak_mb']:>11.0f} | {peer:<46} | "
-              f"{(f'{pfps:.1f}' if pfps else ''):>8} | {ratio:>6} |")
-    if cuda:
-        big = _clip(args.frames, 1080)
-        print(f"\n| {'pipeline (1080p)':<30} | {'frames/s':>8} | {mem:>11} |")
-        for p in PIPELINES:
-            r = spawn(p, big, args.device, args.batch_size)
-            print(f"| {p:<30} | {r['fps']:>8.1f} | {r['peak_mb']:>11.0f} |")
+    records = []
+    for height in heights:
+        clip = _clip(args.frames, height)
+        reference = {} if args.no_peers or height != 720 else peers(args, clip, args.frames)
+        for batch in args.batch_sizes:
+            print(f"\n| {f'pipeline ({height}p, batch {batch})':<44} | {'frames/s':>8} | {mem:>11} | "
+                  f"{'peer':<46} | {'peer fps':>8} | {'ratio':>6} |")
+            print(f"|{'-' * 46}|{'-' * 10}|{'-' * 13}|{'-' * 48}|{'-' * 10}|{'-' * 8}|")
+            for p in rows:
+                r = spawn(p, clip, args.device, batch)
+                peer, pfps = reference.get(p, ("", None))
+                ratio = f"{r['fps'] / pfps:.2f}x" if pfps else ""
+                print(f"| {p:<44} | {r['fps']:>8.1f} | {r['peak_mb']:>11.0f} | {peer:<46} | "
+                      f"{(f'{pfps:.1f}' if pfps else ''):>8} | {ratio:>6} |", flush=True)
+                records.append({"pipeline": p, "height": height, "batch_size": batch, **r, "peer": peer,
+                                "peer_fps": pfps})
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"machine": machine, "frames": args.frames, "rows": records}, fh, indent=1)
 
 
 if __name__ == "__main__":

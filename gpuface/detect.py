@@ -29,7 +29,7 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import batched_nms, box_iou
+from torchvision.ops import box_iou
 
 from .errors import InvalidOptionError, resolve_device
 from .models.blazeface import BlazeFace
@@ -39,6 +39,15 @@ from .types import Faces
 
 DETECTORS = ("mtcnn", "blazeface-short", "blazeface-full", "centerface")
 
+
+
+def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+    """``torchvision.ops.batched_nms`` with the boxes' device as the default device: torchvision builds a scalar
+    without a device (``torch.tensor(1).to(boxes)``), which would otherwise follow the caller's default device."""
+    from torchvision.ops import batched_nms
+
+    with torch.device(boxes.device):
+        return batched_nms(boxes, scores, idxs, iou_threshold)
 
 def _integral(frames: torch.Tensor) -> torch.Tensor:
     """Exact integer summed-area table (Crow 1984) of uint8 frames (B, 3, H, W), laid out (H+1, W+1, B, 3).
@@ -231,13 +240,13 @@ class MTCNNDetector(torch.nn.Module):
             q1 = ((2 * cell + 1) / scale).floor()
             q2 = ((2 * cell + 12) / scale).floor()
             boxes = torch.cat([q1, q2, prob[mask][:, None], reg.permute(0, 2, 3, 1)[mask]], 1)
-            pick = batched_nms(boxes[:, :4], boxes[:, 4], idx[:, 0], 0.5)
+            pick = _batched_nms(boxes[:, :4], boxes[:, 4], idx[:, 0], 0.5)
             cand.append(boxes[pick])
             cand_img.append(idx[pick, 0])
         if not cand:
             return Faces.empty(device=dev)
         boxes, image = torch.cat(cand), torch.cat(cand_img)
-        pick = batched_nms(boxes[:, :4], boxes[:, 4], image, 0.7)
+        pick = _batched_nms(boxes[:, :4], boxes[:, 4], image, 0.7)
         boxes, image = boxes[pick], image[pick]
         bw = (boxes[:, 2] - boxes[:, 0])[:, None]
         bh = (boxes[:, 3] - boxes[:, 1])[:, None]
@@ -252,7 +261,7 @@ class MTCNNDetector(torch.nn.Module):
         reg, prob = self._chunked(self.net.rnet, (crops - 127.5) * 0.0078125)
         keep = prob[:, 1] > r_thr
         boxes, image, reg, score = boxes[keep], image[keep], reg[keep], prob[keep, 1]
-        pick = batched_nms(boxes, score, image, 0.7)
+        pick = _batched_nms(boxes, score, image, 0.7)
         boxes = _square(_regress(boxes[pick], reg[pick]))
         image = image[pick]
 
@@ -369,7 +378,7 @@ def weighted_nms(scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Ten
     """
     if scores.numel() == 0:
         return scores, boxes, keypoints, frame
-    leaders = batched_nms(boxes, scores, frame, iou_threshold)
+    leaders = _batched_nms(boxes, scores, frame, iou_threshold)
     leaders = leaders[torch.argsort(frame[leaders] * 2.0 - scores[leaders], stable=True)]
     overlap = (box_iou(boxes, boxes[leaders]) > iou_threshold) & (frame[:, None] == frame[leaders][None, :])
     overlap[leaders, torch.arange(leaders.numel(), device=leaders.device)] = True
@@ -483,7 +492,7 @@ class CenterFaceDetector(nn.Module):
         boxes = torch.stack([x1, y1, (x1 + sw).clamp(max=nw), (y1 + sh).clamp(max=nh)], 1)
         lm = marks[fb, :, cy, cx].float().view(-1, 5, 2)
         kp = torch.stack([x1[:, None] + lm[..., 1] * sw[:, None], y1[:, None] + lm[..., 0] * sh[:, None]], 2)
-        keep = batched_nms(boxes, score, fb, self.iou_threshold)
+        keep = _batched_nms(boxes, score, fb, self.iou_threshold)
         keep = keep[torch.argsort(fb[keep] * 2.0 - score[keep], stable=True)]  # by frame, then decreasing score
         ratio = torch.tensor([nw / w, nh / h], device=frames.device)
         return Faces(frame=fb[keep], boxes=boxes[keep] / ratio.repeat(2), scores=score[keep],

@@ -59,10 +59,11 @@ def _crop(frames, frame_index, centres, sides, angles, size: int, shrink: int) -
     n = frame_index.numel()
     reach = sides * (angles.cos().abs() + angles.sin().abs()) / 2 + 2 + 2 * (shrink > 1) * shrink
     h, w = frames.shape[-2:]
-    x0 = int((centres[:, 0] - reach).min().floor().clamp(0, w - 1)) // shrink * shrink
-    y0 = int((centres[:, 1] - reach).min().floor().clamp(0, h - 1)) // shrink * shrink
-    x1 = int((centres[:, 0] + reach).max().ceil().clamp(x0 + 1, w))
-    y1 = int((centres[:, 1] + reach).max().ceil().clamp(y0 + 1, h))
+    lo, hi = (centres - reach[:, None]).amin(0).floor(), (centres + reach[:, None]).amax(0).ceil()
+    x0, y0, x1, y1 = torch.cat([lo, hi]).tolist()       # one sync for the window's four bounds
+    x0 = int(min(max(x0, 0), w - 1)) // shrink * shrink
+    y0 = int(min(max(y0, 0), h - 1)) // shrink * shrink
+    x1, y1 = int(min(max(x1, x0 + 1), w)), int(min(max(y1, y0 + 1), h))
     if shrink > 1:   # whole 2^k blocks (the last partial block at the frame's edge is dropped)
         x1 = x0 + max((min(-(-(x1 - x0) // shrink) * shrink, w - x0)) // shrink, 1) * shrink
         y1 = y0 + max((min(-(-(y1 - y0) // shrink) * shrink, h - y0)) // shrink, 1) * shrink

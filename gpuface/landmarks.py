@@ -108,8 +108,9 @@ class TrackState:
         self.lost = True
 
     def _keep(self, alive: torch.Tensor) -> None:
-        self.centres, self.sides, self.angles = self.centres[alive], self.sides[alive], self.angles[alive]
-        self.ids, self.scores = self.ids[alive], self.scores[alive]
+        idx = torch.nonzero(alive).flatten()     # one sync for the five fields
+        self.centres, self.sides, self.angles = self.centres[idx], self.sides[idx], self.angles[idx]
+        self.ids, self.scores = self.ids[idx], self.scores[idx]
 
 
 class FaceLandmarker:
@@ -173,8 +174,10 @@ class FaceLandmarker:
         self.mesh_crops = 0       # FaceMesh forward passes, in crops
 
     def new_state(self) -> TrackState:
-        """Fresh tracking state for a new video (or for unrelated stills)."""
-        return TrackState()
+        """Fresh tracking state for a new video (or for unrelated stills), on the landmarker's device."""
+        d = self.device
+        return TrackState(torch.zeros(0, 2, device=d), torch.zeros(0, device=d), torch.zeros(0, device=d),
+                          torch.zeros(0, dtype=torch.long, device=d), torch.zeros(0, device=d))
 
     def _mesh(self, frames, frame_index, centres, sides, angles):
         crops = crop_rois(frames, frame_index, centres, sides, angles, MESH_INPUT).to(self.dtype)

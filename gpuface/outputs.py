@@ -62,8 +62,8 @@ def rank_in_frame(frame: torch.Tensor) -> list[int]:
     """Rank of each face within its frame, for faces sorted by frame: 0, 1, … restarting at each frame."""
     if len(frame) == 0:
         return []
-    pos = torch.arange(len(frame))
-    starts = torch.cat([torch.ones(1, dtype=torch.bool), frame[1:] != frame[:-1]])
+    pos = torch.arange(len(frame), device=frame.device)
+    starts = torch.cat([torch.ones(1, dtype=torch.bool, device=frame.device), frame[1:] != frame[:-1]])
     first = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), 0).values
     return (pos - first).tolist()
 

@@ -120,7 +120,7 @@ class AnonymizeJob(Job):
         if len(faces):
             t = faces_rows(faces, batch, run.path, keypoints=False)
             t["time_ms"] = (t["time_s"] * 1000).round(3)
-            t["source"] = [SOURCE_NAMES[int(s)] for s in source]
+            t["source"] = [SOURCE_NAMES[s] for s in source.tolist()]
             self.rows.append(t[BOXES_COLUMNS])
         self.masked += int((source != PADDED).sum())  # faces masked: detected, or filled across a gap
 

@@ -31,7 +31,7 @@ def assign_tracks(frame: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor
     from scipy.optimize import linear_sum_assignment
 
     n = len(frame)
-    ids = torch.full((n,), -1, dtype=torch.long)
+    ids = torch.full((n,), -1, dtype=torch.long, device="cpu")   # host-side linking (scipy)
     if n == 0:
         return ids
     frame_np = frame.cpu().numpy()

@@ -120,7 +120,13 @@ class Faces:
         return replace(self, **{k: (v[keep] if v is not None else None) for k, v in self._tensors()})
 
     def to(self, device: torch.device | str) -> "Faces":
-        """The same faces with every tensor on ``device``."""
+        """The same faces with every tensor on ``device`` (to the host: one sync for all fields,
+        :func:`gpuface.syncs.to_host`)."""
+        if torch.device(device).type == "cpu":
+            from .syncs import to_host
+
+            names, values = zip(*self._tensors())
+            return replace(self, **dict(zip(names, to_host(*values))))
         return replace(self, **{k: (v.to(device) if v is not None else None) for k, v in self._tensors()})
 
     def counts(self, batch_size: int) -> torch.Tensor:

@@ -12,16 +12,26 @@ if not torch.cuda.is_available():
 from gpuface.samples import fetch_samples
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", help="device for the tests that take the `device` fixture "
+                     "(benchmarks/gpu_acceptance.sh runs the suite with --device cuda)")
+
+
+@pytest.fixture(scope="session")
+def device(request):
+    return request.config.getoption("--device")
+
+
 @pytest.fixture(scope="session")
 def samples():
     return {k: str(v) for k, v in fetch_samples().items()}
 
 
 @pytest.fixture(scope="session")
-def detector():
+def detector(device):
     from gpuface.detect import FaceDetector
 
-    return FaceDetector("mtcnn", device="cpu")
+    return FaceDetector("mtcnn", device=device)
 
 
 @pytest.fixture(scope="session")
@@ -38,4 +48,5 @@ def faces_clip(detector, clip):
 
 
 def pytest_report_header(config):
-    return f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}"
+    return (f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}, "
+            f"device: {config.getoption('--device')}")

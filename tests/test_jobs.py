@@ -18,8 +18,8 @@ SPEC = [{"op": "recolour", "region": "face_skin", "params": {"colour": "green", 
 
 
 @pytest.fixture(scope="module")
-def landmarker():
-    return FaceLandmarker("blazeface-full", max_faces=2)
+def landmarker(device):
+    return FaceLandmarker("blazeface-full", max_faces=2, device=device)
 
 
 def _frames(path):

@@ -16,8 +16,8 @@ REFERENCE = Path(__file__).parent / "data" / "mediapipe_reference.npz"  # benchm
 
 
 @pytest.fixture(scope="module")
-def landmarker():
-    return FaceLandmarker("blazeface-short", max_faces=1)
+def landmarker(device):
+    return FaceLandmarker("blazeface-short", max_faces=1, device=device)
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +26,10 @@ def clip24(samples):
 
 
 @pytest.fixture(scope="module")
-def tracked(clip24):
-    landmarker = FaceLandmarker("blazeface-short", max_faces=1)
+def tracked(clip24, device):
+    landmarker = FaceLandmarker("blazeface-short", max_faces=1, device=device)
     state = landmarker.new_state()
-    return torch.cat([landmarker(clip24.frames[i:i + 8], state).landmarks for i in (0, 8, 16)]), landmarker
+    return torch.cat([landmarker(clip24.frames[i:i + 8], state).landmarks.cpu() for i in (0, 8, 16)]), landmarker
 
 
 def _iod(lm):

@@ -43,7 +43,7 @@ def affect_rows(faces: Faces, batch: FrameBatch, video: str, au_threshold: float
     table["presence"] = f.presence.numpy() if f.presence is not None else np.nan
     table["track"] = f.track_id.numpy() if f.track_id is not None else -1
     table = pd.concat([table, affect_columns(f, au_threshold, au_names)], axis=1)
-    seen = torch.zeros(len(batch), dtype=torch.bool)
+    seen = torch.zeros(len(batch), dtype=torch.bool, device="cpu")
     seen[f.frame] = True
     missing = (~seen).nonzero().flatten()
     if len(missing):
@@ -177,7 +177,7 @@ def affect_job(path: str, landmarker, analyzer, out_dir: str | os.PathLike, batc
 
 def _keep_best(best: dict, faces: Faces, frames: torch.Tensor, crop_rois) -> None:
     """Update ``best`` (track → (score, uint8 crop)) with this batch's highest-scoring face of each track."""
-    tracks = faces.track_id if faces.track_id is not None else torch.zeros(len(faces), dtype=torch.long)
+    tracks = faces.track_id if faces.track_id is not None else torch.zeros(len(faces), dtype=torch.long, device=faces.scores.device)
     scores = faces.scores.cpu()
     for t in torch.unique(tracks).tolist():
         rows = (tracks.cpu() == t).nonzero().flatten()

@@ -56,9 +56,10 @@ def lucas_kanade(prev: torch.Tensor, nxt: torch.Tensor, points: torch.Tensor, wi
     oy, ox = torch.meshgrid(off, off, indexing="ij")
     offsets = torch.stack([ox, oy], dim=-1).reshape(1, 1, -1, 2)                    # (1, 1, K, 2)
     pyr0, pyr1 = [prev], [nxt]
-    for _ in range(levels - 1):
-        pyr0.append(kornia.geometry.transform.pyrdown(pyr0[-1]))
-        pyr1.append(kornia.geometry.transform.pyrdown(pyr1[-1]))
+    with torch.device(prev.device):   # kornia builds its pyramid kernel on the default device
+        for _ in range(levels - 1):
+            pyr0.append(kornia.geometry.transform.pyrdown(pyr0[-1]))
+            pyr1.append(kornia.geometry.transform.pyrdown(pyr1[-1]))
     guess = torch.zeros_like(points)
     for level in range(levels - 1, -1, -1):
         scale = 0.5 ** level
@@ -114,9 +115,10 @@ def dense_flow(prev: torch.Tensor, nxt: torch.Tensor, window: int = 15, levels: 
     if window < 3 or window % 2 == 0 or levels < 1 or iterations < 1 or min_eigenvalue < 0:
         raise InvalidOptionError("dense_flow: odd window >= 3, levels >= 1, iterations >= 1, min_eigenvalue >= 0")
     pyr0, pyr1 = [prev], [nxt]
-    for _ in range(levels - 1):
-        pyr0.append(kornia.geometry.transform.pyrdown(pyr0[-1]))
-        pyr1.append(kornia.geometry.transform.pyrdown(pyr1[-1]))
+    with torch.device(prev.device):   # kornia builds its pyramid kernel on the default device
+        for _ in range(levels - 1):
+            pyr0.append(kornia.geometry.transform.pyrdown(pyr0[-1]))
+            pyr1.append(kornia.geometry.transform.pyrdown(pyr1[-1]))
     flow = torch.zeros(prev.shape[0], 2, *pyr0[-1].shape[-2:], device=prev.device, dtype=prev.dtype)
     box = lambda t: kornia.filters.box_blur(t, (window, window), border_type="replicate")  # noqa: E731
     for level in range(levels - 1, -1, -1):

@@ -63,13 +63,15 @@ class Layer:
         from ..types import Faces
         from .ops import Context
 
-        faces = Faces.empty(6)
-        faces.landmarks, faces.presence = torch.zeros(0, 478, 3), torch.zeros(0)
-        faces.track_id = torch.zeros(0, dtype=torch.long)
-        ctx = Context(faces=faces, frames=torch.zeros(1, dtype=torch.long), pts=torch.zeros(1, dtype=torch.float64),
-                      size=(16, 16))
+        with torch.device("cpu"):   # a blank 16x16 CPU frame, whatever the caller's default device
+            faces = Faces.empty(6, device="cpu")
+            faces.landmarks, faces.presence = torch.zeros(0, 478, 3), torch.zeros(0)
+            faces.track_id = torch.zeros(0, dtype=torch.long)
+            ctx = Context(faces=faces, frames=torch.zeros(1, dtype=torch.long),
+                          pts=torch.zeros(1, dtype=torch.float64), size=(16, 16))
         try:
-            OPS[self.op](torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16), torch.zeros(1), ctx, **self.params)
+            with torch.device("cpu"):
+                OPS[self.op](torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16), torch.zeros(1), ctx, **self.params)
         except InvalidOptionError as e:
             raise InvalidOptionError(str(e) if str(e).startswith(self.op) else f"{self.op}: {e}") from None
         except (TypeError, ValueError) as e:
@@ -196,10 +198,13 @@ class LayerStack:
             weight = layer.timing.weights(pts, duration).to(x.device)
             if not bool((weight > 0).any()):
                 continue
-            mask = region_masks(local.landmarks, local.frame, state["region"], b, size, layer.feather)
-            ctx = Context(faces=local, frames=index.to(x.device), pts=pts, key=key, state=state,
-                          origin=(cols.start, rows.start), size=(h, w))
-            x = OPS[layer.op](x, mask, weight, ctx, **layer.params)
+            # ops and the libraries they call (Kornia builds filter kernels on the default device) run with the
+            # data's device as the default
+            with torch.device(x.device):
+                mask = region_masks(local.landmarks, local.frame, state["region"], b, size, layer.feather)
+                ctx = Context(faces=local, frames=index.to(x.device), pts=pts, key=key, state=state,
+                              origin=(cols.start, rows.start), size=(h, w))
+                x = OPS[layer.op](x, mask, weight, ctx, **layer.params)
         y = (x * 255.0).round_().clamp_(0, 255).to(torch.uint8)
         if size == (h, w):
             return y
