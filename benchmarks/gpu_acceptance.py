@@ -69,14 +69,14 @@ def agreement(device: str, frames: int, batch: int) -> list[dict]:
     video = syncs.clips(frames)["4 faces"]
     records = []
     for name in syncs.pipelines():
-        runs = {}
+        runs = []
         for dev in ("cpu", device):
             out = os.path.join(tempfile.mkdtemp(), "out.mp4")
             model, jobs = syncs.build(name, dev, out)
             t = time.perf_counter()
             result = run_source(video, jobs, model, batch)
-            runs[dev if dev == "cpu" else "device"] = (result, out, time.perf_counter() - t)
-        (a, out_a, _), (b, out_b, seconds) = runs["cpu"], runs["device"]
+            runs.append((result, out, time.perf_counter() - t))
+        (a, out_a, _), (b, out_b, seconds) = runs
         rec = {"pipeline": name, "faces": [a.faces, b.faces], "seconds_device": seconds, "tables": {}}
         for key, table in a.tables.items():
             if hasattr(table, "columns") and key in b.tables:

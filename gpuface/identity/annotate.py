@@ -68,9 +68,10 @@ class AnnotateJob(Job):
         table = pd.concat(self.rows, ignore_index=True)
         emb = torch.cat(self.embs).numpy() if self.embs else np.zeros((0, self.embedder.dim))
         if len(table):  # track ids over the whole video: box IoU + keypoint distance + embedding distance, cuts
-            kp = torch.from_numpy(table[[c for c in table.columns if c.startswith("kp")]].to_numpy(np.float32))
-            table["track"] = assign_tracks(torch.from_numpy(table["frame"].to_numpy()),
-                                           torch.from_numpy(table[["x1", "y1", "x2", "y2"]].to_numpy(np.float32)),
+            host = {"device": "cpu"}   # track linking runs on the host (scipy)
+            kp = torch.tensor(table[[c for c in table.columns if c.startswith("kp")]].to_numpy(np.float32), **host)
+            table["track"] = assign_tracks(torch.tensor(table["frame"].to_numpy(), **host),
+                                           torch.tensor(table[["x1", "y1", "x2", "y2"]].to_numpy(np.float32), **host),
                                            kp.view(len(table), -1, 2), torch.from_numpy(emb), run.cut_frames).numpy()
             track = table["track"].to_numpy()
             if self.per_face:
