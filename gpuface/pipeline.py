@@ -108,7 +108,8 @@ class Sink:
     batch's frame size, both written atomically; :meth:`abort` removes whatever was started."""
 
     def __init__(self, path: str | os.PathLike, is_image: bool, fps, crf: int = 18, preset: str = "medium",
-                 audio_from: str | None = None, x264_options: dict | None = None, metadata_from: str | None = None):
+                 audio_from: str | None = None, x264_options: dict | None = None, metadata_from: str | None = None,
+                 encoder: str = "libx264"):
         if not 0 <= crf <= 51 or preset not in PRESETS:
             raise InvalidOptionError(f"crf must be in 0..51 and preset one of {', '.join(PRESETS)}")
         self.path, self.is_image, self.fps, self.metadata_from = Path(path), is_image, fps, metadata_from
@@ -119,7 +120,7 @@ class Sink:
             with av.open(str(metadata_from)) as src:
                 metadata = dict(src.metadata)
         self.options = {"crf": crf, "preset": preset, "audio_from": audio_from, "x264_options": x264_options,
-                        "metadata": metadata}
+                        "metadata": metadata, "encoder": encoder}
         self.writer = None
 
     def write(self, frames: torch.Tensor) -> None:
@@ -363,8 +364,9 @@ class ManipulateJob(Job):
     shuffles frames. Audio is copied unless frames are shuffled."""
 
     def __init__(self, spec, output: str | os.PathLike, crf: int = 18, preset: str = "medium",
-                 overwrite: bool = False):
+                 overwrite: bool = False, encoder: str = "libx264"):
         self.spec, self.output, self.crf, self.preset, self.overwrite = spec, output, crf, preset, overwrite
+        self.encoder = encoder
         self.sink = None
 
     def plan(self, run: Run) -> Selection | None:
@@ -395,7 +397,7 @@ class ManipulateJob(Job):
         self.path = free_path(self.output, self.overwrite)
         self.no_face = 0
         self.sink = Sink(self.path, run.is_image, run.info.fps, self.crf, self.preset,
-                         audio_from=None if self.log_order else run.path)
+                         audio_from=None if self.log_order else run.path, encoder=self.encoder)
 
     def step(self, run: Run, batch: FrameBatch, faces: Faces) -> None:
         # timing runs on the output timeline (the source's, unless frames are shuffled)
@@ -543,14 +545,14 @@ def landmarks_source(path: str, landmarker, batch_size: int = 32, selection: Sel
 
 def manipulate_source(path: str, spec, landmarker, output: str | os.PathLike, batch_size: int = 32,
                       crf: int = 18, preset: str = "medium", overwrite: bool = False, backend: str = "auto",
-                      quiet: bool = True) -> JobResult:
+                      quiet: bool = True, encoder: str = "libx264") -> JobResult:
     """Apply a layer spec to every face of one video or image (:class:`ManipulateJob`): the manipulated video
     (or image) and its JSON log. Nothing is left behind on failure.
 
     Raises:
         GpufaceError subclasses for unreadable input or bad options.
     """
-    return run_source(path, ManipulateJob(spec, output, crf, preset, overwrite), landmarker, batch_size,
+    return run_source(path, ManipulateJob(spec, output, crf, preset, overwrite, encoder), landmarker, batch_size,
                       backend=backend, quiet=quiet)
 
 

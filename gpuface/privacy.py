@@ -84,7 +84,8 @@ class AnonymizeJob(Job):
     def __init__(self, output: str | os.PathLike, options: AnonymizeOptions, threshold: float | None = None,
                  boxes_format: str | None = "csv", crf: int = 18, preset: str = "medium", overwrite: bool = False,
                  draw_scores: bool = False, fill: FillOptions | None = None, x264_options: dict | None = None,
-                 keep_metadata: bool = False, heatmap: bool = False, detect_every: int = 1):
+                 keep_metadata: bool = False, heatmap: bool = False, detect_every: int = 1,
+                 encoder: str = "libx264"):
         options.validate()
         if threshold is not None and not 0 <= threshold <= 1:
             raise InvalidOptionError(f"threshold must be in [0, 1], got {threshold}")
@@ -98,7 +99,7 @@ class AnonymizeJob(Job):
         self.output, self.options, self.threshold, self.boxes_format = output, options, threshold, boxes_format
         self.crf, self.preset, self.overwrite, self.draw_scores = crf, preset, overwrite, draw_scores
         self.fill, self.x264_options, self.keep_metadata = fill, x264_options, keep_metadata
-        self.heatmap, self.detect_every, self.sink = heatmap, detect_every, None
+        self.heatmap, self.detect_every, self.sink, self.encoder = heatmap, detect_every, None, encoder
 
     def start(self, run: Run) -> None:
         model = run.model.model
@@ -107,7 +108,7 @@ class AnonymizeJob(Job):
         self.path = free_path(self.output, self.overwrite)
         self.sink = Sink(self.path, run.is_image, run.info.fps, self.crf, self.preset,
                          audio_from=run.path if run.whole else None, x264_options=self.x264_options,
-                         metadata_from=run.path if self.keep_metadata else None)
+                         metadata_from=run.path if self.keep_metadata else None, encoder=self.encoder)
 
     def _emit(self, run: Run, ready) -> None:
         if ready is None:
@@ -152,7 +153,8 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
                      selection: Selection | None = None, crf: int = 18, preset: str = "medium",
                      overwrite: bool = False, backend: str = "auto", draw_scores: bool = False,
                      fill: FillOptions | None = None, x264_options: dict | None = None, keep_metadata: bool = False,
-                     heatmap: bool = False, detect_every: int = 1, quiet: bool = True) -> JobResult:
+                     heatmap: bool = False, detect_every: int = 1, quiet: bool = True,
+                     encoder: str = "libx264") -> JobResult:
     """Anonymise every face of one video (or image) and write it with its boxes table.
 
     Args:
@@ -171,6 +173,7 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
             ``--keep-metadata``).
         heatmap: also write ``<output stem>_heatmap.png``, the density of face centres over the video (MGT
             ``draw_heatmap``).
+        encoder: ``libx264`` | ``h264_nvenc`` | ``hevc_nvenc`` | ``auto`` (:data:`gpuface.io.encode.ENCODERS`).
         detect_every: run the detector on every k-th frame of the stream only (frames 0, k, 2k, … counted from the
             first selected frame, whatever the batch size); the frames between are masked by gap filling, whose
             ``max_gap`` is raised to at least k - 1. 1: every frame.
@@ -183,7 +186,7 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
         InvalidOptionError: bad options. VideoDecodeError / VideoEncodeError: unreadable input, failed output.
     """
     job = AnonymizeJob(output, options, threshold, boxes_format, crf, preset, overwrite, draw_scores, fill,
-                       x264_options, keep_metadata, heatmap, detect_every)
+                       x264_options, keep_metadata, heatmap, detect_every, encoder)
     return run_source(path, job, detector, batch_size, selection, backend, quiet)
 
 

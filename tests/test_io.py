@@ -163,3 +163,29 @@ def test_default_decoder_memory_is_flat_in_video_length(samples, tmp_path):
     assert growth_mb("auto") < 40
     # decord's growth is real but not steady enough to assert here: 2 of 3 runs of this test grew by > 100 MB;
     # benchmarks/README numbers: 1.73 -> 4.55 GB for 100 -> 1,281 frames of `gpuface landmarks`
+
+
+def test_encoder_choice_falls_back_to_x264_and_names_a_missing_nvenc(tmp_path):
+    """--encoder auto writes with x264 where NVENC does not open; asking for NVENC there is one named error and
+    leaves no file."""
+    import av
+    import torch
+
+    from fractions import Fraction
+
+    from gpuface.errors import InvalidOptionError, VideoEncodeError
+    from gpuface.io.encode import VideoWriter
+
+    x = torch.randint(0, 256, (6, 3, 64, 96), dtype=torch.uint8)
+    with VideoWriter(tmp_path / "auto.mp4", Fraction(25), 96, 64, encoder="auto") as w:
+        w.write(x)
+    expected = "h264_nvenc" if torch.cuda.is_available() else "libx264"
+    assert w.encoder in (expected, "libx264")
+    with av.open(str(tmp_path / "auto.mp4")) as c:
+        assert c.streams.video[0].frames == 6
+    if not torch.cuda.is_available():
+        with pytest.raises(VideoEncodeError, match="cannot start the encoder"):
+            VideoWriter(tmp_path / "nv.mp4", Fraction(25), 96, 64, encoder="h264_nvenc")
+        assert list(tmp_path.iterdir()) == [tmp_path / "auto.mp4"]
+    with pytest.raises(InvalidOptionError, match="unknown encoder"):
+        VideoWriter(tmp_path / "x.mp4", Fraction(25), 96, 64, encoder="x265")

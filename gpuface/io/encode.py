@@ -15,6 +15,22 @@ from .. import threads
 from ..errors import InvalidOptionError, OutputExistsError, VideoEncodeError
 
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+#: Video encoders: x264 on the CPU (default), NVIDIA's NVENC (H.264, HEVC) where the GPU has one (consumer and
+#: workstation GPUs, L4/L40; the A100, H100 and H200 have none), ``auto``: NVENC when it opens, else x264.
+ENCODERS = ("libx264", "h264_nvenc", "hevc_nvenc", "auto")
+_NVENC_PRESET = {p: f"p{min(i + 1, 7)}" for i, p in enumerate(PRESETS)}   # ultrafast → p1 … slow and slower → p7
+
+
+def _open_stream(container, codec: str, fps, width: int, height: int, crf: int, preset: str, options: dict):
+    """An output video stream: libx264 with crf/preset/threads, or NVENC with constant quality ``cq`` = crf and
+    preset p1 (fastest) … p7 mapped from the x264 preset."""
+    stream = container.add_stream(codec, rate=Fraction(fps))
+    stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+    if codec == "libx264":
+        stream.options = {"crf": str(crf), "preset": preset, "threads": str(threads.budget()), **options}
+    else:
+        stream.options = {"rc": "vbr", "cq": str(crf), "preset": _NVENC_PRESET[preset], **options}
+    return stream
 
 
 def temporary_path(path: str | os.PathLike) -> Path:
@@ -50,9 +66,13 @@ class VideoWriter:
         x264_options: further libx264 options (FFmpeg's names, e.g. ``{"tune": "film", "x264-params": "keyint=60"}``;
             ``crf``/``preset`` here override the arguments), as deface's ``--ffmpeg-config``.
         metadata: container metadata to write (e.g. the source's, to keep title and creation time).
+        encoder: :data:`ENCODERS`; NVENC takes ``crf`` as its constant quality (``cq``) and the x264 preset mapped
+            to p1 … p7; ``auto`` falls back to x264 when NVENC does not open (no NVIDIA GPU or driver). The encoder
+            used is ``self.encoder``. Frames on a CUDA device are copied to pinned host memory on a side stream
+            and awaited by the encoder thread, so the caller never waits for the copy.
 
     Raises:
-        InvalidOptionError: bad crf / preset / size / fps. OutputExistsError: see ``overwrite``.
+        InvalidOptionError: bad crf / preset / size / fps / encoder. OutputExistsError: see ``overwrite``.
         VideoEncodeError: the encoder or muxer failed (the temporary file is removed).
 
     Use as a context manager: on an exception inside the ``with`` block the partial file is deleted.
@@ -61,7 +81,7 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, fps: Fraction, width: int, height: int, crf: int = 18,
                  preset: str = "medium", audio_from: str | os.PathLike | None = None, overwrite: bool = False,
                  background: bool = True, x264_options: dict[str, str] | None = None,
-                 metadata: dict[str, str] | None = None):
+                 metadata: dict[str, str] | None = None, encoder: str = "libx264"):
         import av
 
         self.path = Path(path)
@@ -71,6 +91,8 @@ class VideoWriter:
             raise InvalidOptionError(f"unknown x264 preset {preset!r}; choose one of {', '.join(PRESETS)}")
         if fps <= 0:
             raise InvalidOptionError(f"fps must be > 0 to write a video, got {fps}")
+        if encoder not in ENCODERS:
+            raise InvalidOptionError(f"unknown encoder {encoder!r}; choose one of {', '.join(ENCODERS)}")
         self.width, self.height = int(width) // 2 * 2, int(height) // 2 * 2
         if self.width < 2 or self.height < 2:
             raise InvalidOptionError(f"frame size {width}x{height} is too small to encode")
@@ -85,11 +107,20 @@ class VideoWriter:
         self._error: BaseException | None = None
         try:
             self._out = av.open(str(self.tmp), mode="w")
-            self._stream = self._out.add_stream("libx264", rate=Fraction(fps))
-            self._stream.width, self._stream.height = self.width, self.height
-            self._stream.pix_fmt = "yuv420p"
-            self._stream.options = {"crf": str(crf), "preset": preset, "threads": str(threads.budget()),
-                                    **{str(k): str(v) for k, v in (x264_options or {}).items()}}
+            options = {str(k): str(v) for k, v in (x264_options or {}).items()}
+            self.encoder = self._stream = None
+            for codec in (("h264_nvenc", "libx264") if encoder == "auto" else (encoder,)):
+                try:
+                    self._stream = _open_stream(self._out, codec, fps, self.width, self.height, crf, preset,
+                                                options if codec == "libx264" else {})
+                    self._stream.codec_context.open()   # NVENC fails here without an NVIDIA GPU and driver
+                    self.encoder = codec
+                    break
+                except (av.FFmpegError, ValueError):
+                    if codec == "libx264" or encoder != "auto":
+                        raise
+                    self._out.close()            # a failed stream cannot be removed: start the container again
+                    self._out = av.open(str(self.tmp), mode="w")
             self._out.metadata.update(metadata or {})
             self._audio = self._add_audio()
         except (av.FFmpegError, ValueError) as e:
@@ -141,16 +172,34 @@ class VideoWriter:
         """
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
             raise InvalidOptionError(f"frames must be uint8 (B, 3, H, W), got {tuple(frames.shape)} {frames.dtype}")
-        arr = np.ascontiguousarray(frames[:, :, :self.height, :self.width].permute(0, 2, 3, 1).cpu().numpy())
+        x = frames[:, :, :self.height, :self.width].permute(0, 2, 3, 1)
         self._raise_pending()
+        if x.is_cuda and self._queue is not None:
+            # device → pinned host memory on a side stream, awaited by the encoder thread: the main thread queues
+            # the copy and goes on with the next batch instead of waiting for the device
+            side = torch.cuda.Stream(device=x.device)
+            side.wait_stream(torch.cuda.current_stream(x.device))
+            with torch.cuda.stream(side):
+                host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True, device="cpu")
+                host.copy_(x, non_blocking=True)
+                done = torch.cuda.Event()
+                done.record(side)
+            x.record_stream(side)
+            self._queue.put((host, done))
+            return
+        arr = np.ascontiguousarray(x.cpu().numpy())
         if self._queue is None:
             self._encode(arr)
         else:
             self._queue.put(arr)
 
-    def _encode(self, arr: np.ndarray) -> None:
+    def _encode(self, arr) -> None:
         import av
 
+        if isinstance(arr, tuple):   # a device batch copied to pinned memory: wait for its copy, not the device
+            host, done = arr
+            done.synchronize()
+            arr = host.numpy()
         try:
             for img in arr:
                 frame = av.VideoFrame.from_ndarray(img, format="rgb24")
