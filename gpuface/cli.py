@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="mask the whole box instead of the inscribed ellipse (MGT: ellipse=False)")
     a.add_argument("--mask-scale", type=float, default=1.3,
                    help="each box side moves out by (M-1) x the box size, as deface and MGT (default 1.3)")
-    a.add_argument("--color", "--colour", dest="color", type=int, nargs=3, default=(0, 0, 0), metavar=("R", "G", "B"),
+    a.add_argument("--colour", "--color", dest="colour", type=int, nargs=3, default=(0, 0, 0), metavar=("R", "G", "B"),
                    help="fill colour for solid (default black)")
     a.add_argument("--replaceimg", "--mask-image", "--image", dest="image", help="RGBA/RGB image for img")
     a.add_argument("--mosaicsize", type=_positive_int, help="mosaic block width in px (deface; default: about "
@@ -703,7 +703,7 @@ def cmd_anonymize(args) -> int:
     from .privacy import DEFAULT, anonymization_detector, anonymize_source
 
     options = AnonymizeOptions(mode=args.mode, ellipse=not args.box, mask_scale=args.mask_scale,
-                               color=tuple(args.color), overlay=read_rgba(args.image) if args.image else None,
+                               colour=tuple(args.colour), overlay=read_rgba(args.image) if args.image else None,
                                mosaic_size=args.mosaicsize)
     options.validate()
     if args.max_leak is not None and not args.audit:

@@ -614,7 +614,7 @@ def default_output(path: str, out: str | None, suffix: str, ext: str | None = No
     return o / name
 
 
-def draw_boxes(frames: torch.Tensor, faces, color: str = "lime") -> torch.Tensor:
+def draw_boxes(frames: torch.Tensor, faces, colour: str = "lime") -> torch.Tensor:
     """Draw each face's box and score on its frame (torchvision ``draw_bounding_boxes``; CPU, per frame with
     faces: a visual check, not a hot path). uint8 (B, 3, H, W) in and out."""
     from torchvision.utils import draw_bounding_boxes
@@ -624,7 +624,7 @@ def draw_boxes(frames: torch.Tensor, faces, color: str = "lime") -> torch.Tensor
     for i in torch.unique(f.frame).tolist():
         sel = f.frame == i
         labels = [f"{s:.2f}" for s in f.scores[sel].tolist()]
-        out[i] = draw_bounding_boxes(frames[i].cpu(), f.boxes[sel], labels=labels, colors=color, width=3,
+        out[i] = draw_bounding_boxes(frames[i].cpu(), f.boxes[sel], labels=labels, colors=colour, width=3,
                                      font_size=24).to(frames.device)
     return out
 

@@ -348,7 +348,7 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
                         if len(heap) < worst or key > heap[0][:3]:
                             sub = found.select(sel)
                             sub = replace(sub, frame=torch.zeros_like(sub.frame))
-                            thumb = draw_boxes(b.frames[i:i + 1].cpu(), sub, color="red")[0]
+                            thumb = draw_boxes(b.frames[i:i + 1].cpu(), sub, colour="red")[0]
                             item = (*key, thumb)
                             heapq.heappush(heap, item) if len(heap) < worst else heapq.heapreplace(heap, item)
     res.table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=AUDIT_COLUMNS)

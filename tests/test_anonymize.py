@@ -51,7 +51,7 @@ def test_pixels_change_inside_masks_only(clip, faces_clip, mode, ellipse):
     overlay = torch.zeros(4, 10, 10)
     overlay[0] = 1.0  # opaque red
     overlay[3] = 1.0
-    opt = gf.AnonymizeOptions(mode=mode, ellipse=ellipse, mask_scale=1.3, color=(0, 255, 0), overlay=overlay)
+    opt = gf.AnonymizeOptions(mode=mode, ellipse=ellipse, mask_scale=1.3, colour=(0, 255, 0), overlay=overlay)
     out = gf.anonymize(clip.frames, faces_clip, opt)
     assert out.dtype == torch.uint8 and out.shape == clip.frames.shape
     mask = brute_masks(deface_boxes(faces_clip.boxes, 1.3), faces_clip.frame, (8, 720, 1280), ellipse)[:, 0]
@@ -125,7 +125,7 @@ def test_bad_options(clip, faces_clip):
     with pytest.raises(gf.InvalidOptionError):
         gf.anonymize(clip.frames, faces_clip, gf.AnonymizeOptions(mask_scale=0.5))
     with pytest.raises(gf.InvalidOptionError):
-        gf.anonymize(clip.frames, faces_clip, gf.AnonymizeOptions(color=(0, 0, 300)))
+        gf.anonymize(clip.frames, faces_clip, gf.AnonymizeOptions(colour=(0, 0, 300)))
 
 
 # Every option of deface and MGT blur_faces (README table), each in at least one run: a playable video with the

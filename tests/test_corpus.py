@@ -78,6 +78,14 @@ def test_single_file_run_matches_corpus_output(videos, tmp_path):
     a = pd.read_parquet(c / "outputs" / item / "landmarks.parquet")
     b = pd.read_parquet(tmp_path / "single" / "sample_02" / "landmarks.parquet")
     pd.testing.assert_frame_equal(a, b)
+    # and the plain command with the same options gives the same table
+    spec_data = json.loads(Path(spec).read_text())
+    o = spec_data["options"]
+    cli = tmp_path / "cli.parquet"
+    assert main(["landmarks", str(videos / "sample_02.mp4"), "-o", str(cli), "--detector", o["detector"],
+                 "--max-faces", str(o["max_faces"]), "--end", str(o["end"]), "--batch-size",
+                 str(spec_data["batch_size"]), "--device", "cpu", "--quiet"]) == 0
+    pd.testing.assert_frame_equal(a, pd.read_parquet(cli))
 
 
 def _runner(c, spec):

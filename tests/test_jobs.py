@@ -129,3 +129,12 @@ def test_composed_job_spec_runs_in_one_pass_and_writes_every_output(samples, tmp
     capsys.readouterr()
     assert main(["run", "--check", "--spec", str(bad)]) == 2
     assert "only landmark jobs" in capsys.readouterr().err
+
+
+def test_color_is_accepted_for_colour_in_specs():
+    from gpuface.corpus.runner import load_job_spec
+
+    a = load_spec([{"op": "fill", "params": {"method": "colour", "color": [0, 255, 0]}}])
+    assert a.layers[0].params == {"method": "colour", "colour": [0, 255, 0]}
+    spec = load_job_spec({"job": "anonymize", "options": {"mode": "solid", "color": [0, 0, 255]}})
+    assert spec.options == {"mode": "solid", "colour": [0, 0, 255]}

