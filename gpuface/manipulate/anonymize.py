@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidOptionError
+from ..geometry import window_slices
 from ..types import Faces
 
 MODES = ("blur", "mosaic", "solid", "img", "none")
@@ -150,11 +151,9 @@ def _window(boxes: torch.Tensor, s: int, h: int, w: int) -> tuple[int, int, int,
     """The part of the frame a strength level needs: the boxes' joint bounding box plus one s-px block, aligned
     to the block grid so the blocks are those of the whole frame (only the Gaussian's border handling at the
     window edge differs from processing the whole frame, outside the face)."""
-    lo = (boxes[:, :2].amin(dim=0).floor() - s).clamp(min=0)
-    hi = boxes[:, 2:].amax(dim=0).ceil() + s
-    x0, y0 = (int(v) // s * s for v in lo.tolist())
-    x1, y1 = (min(-(-int(v) // s) * s, lim) for v, lim in zip(hi.tolist(), (w, h)))
-    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+    box = torch.cat([boxes[:, :2].amin(dim=0).floor(), boxes[:, 2:].amax(dim=0).ceil()])
+    rows, cols = window_slices(box, h, w, pad=s, align=s)
+    return cols.start, rows.start, max(cols.stop, cols.start + 1), max(rows.stop, rows.start + 1)
 
 
 def _coarse(frames: torch.Tensor, s: int, smooth: bool) -> torch.Tensor:

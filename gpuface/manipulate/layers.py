@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from ..errors import InvalidOptionError
+from ..geometry import window_slices
 from ..regions import get_region, region_masks
 from ..types import Faces
 from .ops import OPS, REACH, Context
@@ -174,12 +175,10 @@ class LayerStack:
             return full
         lm = faces.landmarks[..., :2]
         lo, hi = lm.amin(1), lm.amax(1)                                          # (N, 2)
-        face_w = float((hi[:, 0] - lo[:, 0]).max())
-        pad = max(frac * face_w + px + 3 * layer.feather + 2
-                  for layer, r in zip(self.spec.layers, reaches) for frac, px in [r(layer.params)])
-        x0, y0 = (lo.amin(0) - pad).floor().clamp(min=0).long().tolist()
-        x1, y1 = (hi.amax(0) + pad).ceil().long().tolist()
-        return slice(y0, max(min(y1, height), y0)), slice(x0, max(min(x1, width), x0))
+        face_w = (hi[:, 0] - lo[:, 0]).amax()
+        pad = torch.stack([frac * face_w + (px + 3 * layer.feather + 2)
+                           for layer, r in zip(self.spec.layers, reaches) for frac, px in [r(layer.params)]]).amax()
+        return window_slices(torch.cat([lo.amin(0) - pad, hi.amax(0) + pad]), height, width)
 
     @torch.no_grad()
     def apply(self, frames: torch.Tensor, faces: Faces, index: torch.Tensor, pts: torch.Tensor,

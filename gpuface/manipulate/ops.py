@@ -30,6 +30,7 @@ from ..draw import discs, segments
 from ..errors import InvalidOptionError
 from ..outputs import rank_in_frame
 from ..kernels import masked_blend, masked_gaussian_blur
+from ..geometry import window_slices
 from ..regions import Region, region_masks
 from ..types import Faces
 from .rng import normal, uniform
@@ -70,16 +71,14 @@ def _region_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def _window(mask: torch.Tensor, pad: int) -> tuple[slice, slice]:
-    """Rows and columns of the batch's mask bounding box, padded (the only part an op needs to compute)."""
-    any_rows = (mask > 0).any(dim=3).any(dim=0).any(dim=0)
-    any_cols = (mask > 0).any(dim=2).any(dim=0).any(dim=0)
-    if not any_rows.any():
-        return slice(0, 0), slice(0, 0)
-    r = torch.nonzero(any_rows).flatten()
-    c = torch.nonzero(any_cols).flatten()
+    """Rows and columns of the batch's mask bounding box, padded (the only part an op needs to compute); one sync."""
     h, w = mask.shape[-2:]
-    return (slice(max(int(r[0]) - pad, 0), min(int(r[-1]) + 1 + pad, h)),
-            slice(max(int(c[0]) - pad, 0), min(int(c[-1]) + 1 + pad, w)))
+    on = mask > 0
+    rows, cols = on.any(dim=3).flatten(0, 1).any(dim=0), on.any(dim=2).flatten(0, 1).any(dim=0)
+    r, c = torch.arange(h, device=mask.device), torch.arange(w, device=mask.device)
+    box = torch.stack([torch.where(cols, c, w).amin(), torch.where(rows, r, h).amin(),
+                       torch.where(cols, c, -1).amax() + 1, torch.where(rows, r, -1).amax() + 1])
+    return window_slices(box, h, w, pad)
 
 
 def _windowed(op):
