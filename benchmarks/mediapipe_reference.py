@@ -88,7 +88,8 @@ def main() -> None:
                             video_frame=v["frame"], image_landmarks=s["landmarks"], image_blendshapes=s["blendshapes"],
                             mediapipe_version=mp.__version__, video_sha256=_sha256(video), image_sha256=_sha256(photo),
                             task_sha256=_sha256(args.task))
-        print(f"{args.output}: {len(v['frame'])} video faces, {len(s['frame'])} image faces, mediapipe {mp.__version__}")
+        print(f"{args.output}: {len(v['frame'])} video faces, {len(s['frame'])} image faces, "
+              f"mediapipe {mp.__version__}")
         return
     r = landmark(args.video, args.task, args.image, args.frames, args.num_faces)
     np.savez_compressed(args.output, landmarks=r["landmarks"], blendshapes=r["blendshapes"], frame=r["frame"],
