@@ -34,9 +34,8 @@ from torchvision.ops import box_iou
 from .detect import FaceDetector
 from .errors import InvalidOptionError, resolve_device
 from .geometry import crop_rois, rois_to_frame
-from .outputs import rank_in_frame
 from .models.facemesh import MESH_INPUT, Blendshapes, FaceMesh
-from .types import Faces
+from .types import Faces, rank_in_frame
 
 #: Landmarks giving the 6 BlazeFace-style keypoints of a landmarked face: right/left iris centre, nose tip,
 #: upper-lip centre (inner), right/left tragion (subject-centric).
@@ -342,7 +341,7 @@ class FaceLandmarker:
         if self.max_faces is not None:
             order = torch.argsort(faces.frame * 2.0 - faces.scores, stable=True)  # by frame, best first
             faces = faces.select(order)
-            faces = faces.select(torch.tensor(rank_in_frame(faces.frame.cpu()), device=self.device) < self.max_faces)
+            faces = faces.select(rank_in_frame(faces.frame) < self.max_faces)
         n = len(faces)
         if n == 0:
             return _empty(self.device)

@@ -5,11 +5,10 @@ import os
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from .errors import InvalidOptionError
 from .io.encode import temporary_path
-from .types import Faces, FrameBatch
+from .types import Faces, FrameBatch, rank_in_frame
 
 TABLE_FORMATS = {".parquet": "parquet", ".csv": "csv", ".tsv": "tsv", ".txt": "txt", ".json": "json"}
 
@@ -23,7 +22,7 @@ def faces_rows(faces: Faces, batch: FrameBatch, video: str, keypoints: bool = Tr
     f = faces.to("cpu")
     n = len(f)
     frame_idx = batch.index[f.frame]
-    rank = rank_in_frame(f.frame)
+    rank = rank_in_frame(f.frame).numpy()
     cols = {
         "video": [video] * n,
         "frame": frame_idx.numpy(),
@@ -56,16 +55,6 @@ def landmarks_rows(faces: Faces, batch: FrameBatch, video: str) -> pd.DataFrame:
     if f.blendshapes is not None and f.blendshapes.shape[1] == len(BLENDSHAPE_NAMES):
         parts.append(pd.DataFrame(f.blendshapes.numpy(), columns=[f"bs_{b}" for b in BLENDSHAPE_NAMES]))
     return pd.concat(parts, axis=1)
-
-
-def rank_in_frame(frame: torch.Tensor) -> list[int]:
-    """Rank of each face within its frame, for faces sorted by frame: 0, 1, … restarting at each frame."""
-    if len(frame) == 0:
-        return []
-    pos = torch.arange(len(frame), device=frame.device)
-    starts = torch.cat([torch.ones(1, dtype=torch.bool, device=frame.device), frame[1:] != frame[:-1]])
-    first = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), 0).values
-    return (pos - first).tolist()
 
 
 def table_format(path: str | os.PathLike) -> str:

@@ -138,3 +138,13 @@ def test_color_is_accepted_for_colour_in_specs():
     assert a.layers[0].params == {"method": "colour", "colour": [0, 255, 0]}
     spec = load_job_spec({"job": "anonymize", "options": {"mode": "solid", "color": [0, 0, 255]}})
     assert spec.options == {"mode": "solid", "colour": [0, 0, 255]}
+
+
+def test_models_ops_and_regions_import_no_pandas():
+    import subprocess
+    import sys
+
+    code = ("import sys, gpuface.landmarks, gpuface.detect, gpuface.regions, gpuface.manipulate.layers, "
+            "gpuface.models.facemesh; print('pandas' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
+        == "False"

@@ -358,7 +358,9 @@ def test_pencil_sketch_and_overlay(scene, samples):
     values = y.mean(dim=1)[inside]
     assert ((values == 0) | (values == 1)).all() and 0.02 < (values == 0).float().mean() < 0.5
     clip, faces, _ = scene
-    y, _ = _run(scene, "overlay", image=samples["glasses.png"])
+    from gpuface.io.images import read_rgba
+
+    y, _ = _run(scene, "overlay", image=read_rgba(samples["glasses.png"]))
     changed = (y - x).abs().amax(dim=1) > 0.1
     eyes = faces.landmarks[:, 168, :2].long()
     lo, hi = faces.landmarks[:, 33, 0].min().item(), faces.landmarks[:, 263, 0].max().item()

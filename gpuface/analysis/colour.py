@@ -47,13 +47,13 @@ def region_colour_means(batch: FrameBatch, faces: Faces, regions=DEFAULT_REGIONS
     """
     if space not in COLOUR_SPACES:
         raise InvalidOptionError(f"colour space {space!r}: choose one of {', '.join(COLOUR_SPACES)}")
-    from ..outputs import rank_in_frame
+    from ..types import rank_in_frame
 
     b, _, h, w = batch.frames.shape
     n = len(faces)
     values = _convert(batch.frames.float() / 255, space)                       # (B, C, H, W)
     cols = {"video": [video] * n, "frame": batch.index[faces.frame.cpu()].numpy(),
-            "time_s": batch.pts[faces.frame.cpu()].numpy(), "face": rank_in_frame(faces.frame.cpu())}
+            "time_s": batch.pts[faces.frame.cpu()].numpy(), "face": rank_in_frame(faces.frame.cpu()).numpy()}
     one = torch.arange(n, device=faces.frame.device)
     for region in regions:
         # one mask per face (each face is its own "frame" of the rasteriser), then a masked mean per face

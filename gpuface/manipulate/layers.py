@@ -42,6 +42,7 @@ class Layer:
     timing: Timing = field(default_factory=Timing)
     params: dict = field(default_factory=dict)
     feather: float = 0.0
+    inputs: dict | None = field(default=None, repr=False, compare=False)   # params with files read (validate)
 
     def validate(self) -> None:
         if self.op not in OPS:
@@ -56,6 +57,10 @@ class Layer:
             raise InvalidOptionError(f"{self.op}: unknown parameters {sorted(unknown)}; allowed: {sorted(allowed)}")
         if self.feather < 0:
             raise InvalidOptionError("feather must be >= 0 px")
+        self.inputs = dict(self.params)   # what the op gets: files named in the spec are read here, once
+        if isinstance(self.params.get("image"), (str, os.PathLike)):
+            from ..io.images import read_rgba
+            self.inputs["image"] = read_rgba(self.params["image"])
         self._dry_run()
 
     def _dry_run(self) -> None:
@@ -74,14 +79,15 @@ class Layer:
                           pts=torch.zeros(1, dtype=torch.float64), size=(16, 16))
         try:
             with torch.device("cpu"):
-                OPS[self.op](torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16), torch.zeros(1), ctx, **self.params)
+                OPS[self.op](torch.zeros(1, 3, 16, 16), torch.zeros(1, 1, 16, 16), torch.zeros(1), ctx, **self.inputs)
         except InvalidOptionError as e:
             raise InvalidOptionError(str(e) if str(e).startswith(self.op) else f"{self.op}: {e}") from None
         except (TypeError, ValueError) as e:
             raise InvalidOptionError(f"{self.op}: a parameter has a value of the wrong kind ({e})") from None
 
     def describe(self) -> dict:
-        d = asdict(self)
+        d = asdict(replace(self, inputs=None))
+        d.pop("inputs")
         for k in ("rise_curve", "fall_curve"):
             if callable(d["timing"][k]):
                 d["timing"][k] = getattr(d["timing"][k], "__name__", "callable")
@@ -205,7 +211,7 @@ class LayerStack:
                 mask = region_masks(local.landmarks, local.frame, state["region"], b, size, layer.feather)
                 ctx = Context(faces=local, frames=index.to(x.device), pts=pts, key=key, state=state,
                               origin=(cols.start, rows.start), size=(h, w))
-                x = OPS[layer.op](x, mask, weight, ctx, **layer.params)
+                x = OPS[layer.op](x, mask, weight, ctx, **(layer.inputs or layer.params))
         y = (x * 255.0).round_().clamp_(0, 255).to(torch.uint8)
         if size == (h, w):
             return y

@@ -28,11 +28,10 @@ import torch.nn.functional as F
 
 from ..draw import discs, segments
 from ..errors import InvalidOptionError
-from ..outputs import rank_in_frame
 from ..kernels import masked_blend, masked_gaussian_blur
 from ..geometry import window_slices
 from ..regions import Region, region_masks
-from ..types import Faces
+from ..types import Faces, rank_in_frame
 from .rng import normal, uniform
 
 
@@ -526,7 +525,8 @@ def pencil_sketch(x, mask, weight, ctx, detail: float = 0.35, bias: float = 7.0)
 
 def overlay(x, mask, weight, ctx, image=None, anchors=(33, 263), centre: int = 168, scale: float = 1.6,
             y_offset: float = 0.0, clip: bool = False):
-    """Alpha-blend an RGBA image (a path, or a float (4, h, w) tensor in [0, 1]) on every face, scaled so its
+    """Alpha-blend an RGBA image (a float (4, h, w) tensor in [0, 1]; a file named in a spec is read when the spec
+    loads, never by the op) on every face, scaled so its
     width is ``scale`` × the distance between landmarks ``anchors`` (default the outer eye corners), rotated with
     the line through them (head roll), centred on landmark ``centre`` (default 168, between the eyes) moved by
     ``y_offset`` × its height along the face's vertical (PyFAME ``layer_overlay``, any image, any anchors).
@@ -535,15 +535,11 @@ def overlay(x, mask, weight, ctx, image=None, anchors=(33, 263), centre: int = 1
     faces = ctx.faces
     if len(faces) == 0:
         return x
-    if "rgba" not in ctx.state:
-        if image is None:
-            raise InvalidOptionError("overlay: give image= (an RGBA file)")
-        if isinstance(image, torch.Tensor):
-            rgba = image.float()
-        else:
-            from ..io.images import read_rgba
-            rgba = read_rgba(image)
-        ctx.state["rgba"] = rgba.to(x.device)
+    if not isinstance(image, torch.Tensor):
+        raise InvalidOptionError("overlay: give image= (an RGBA file in the spec, read when it loads, or a float "
+                                 "(4, h, w) tensor)")
+    if "rgba" not in ctx.state:        # per-video state: the image on the frames' device, moved once
+        ctx.state["rgba"] = image.float().to(x.device)
     rgba = ctx.state["rgba"]
     lm = faces.landmarks[..., :2]
     a, b_ = lm[:, anchors[0]], lm[:, anchors[1]]
@@ -647,7 +643,7 @@ def _per_face_blend(out: torch.Tensor, frame: torch.Tensor, y: torch.Tensor, alp
                     weight: torch.Tensor) -> torch.Tensor:
     """Blend per-face layers y (N, 3, H, W) with alpha (N, 1, H, W) into their frames, faces of a frame in order:
     one batched blend per rank within the frame (every frame's first face, then every second face, …)."""
-    rank = torch.tensor(rank_in_frame(frame.cpu()), device=frame.device)
+    rank = rank_in_frame(frame)
     for r in range(int(rank.max()) + 1 if len(rank) else 0):
         sel = torch.nonzero(rank == r).flatten()
         f = frame[sel]
