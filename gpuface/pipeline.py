@@ -361,13 +361,15 @@ class ManipulateJob(Job):
     """A layer spec (:mod:`gpuface.manipulate.layers`) applied to every face; writes the video (or image) and,
     beside it, ``<output stem>.json``: the spec with every parameter, the seed, package versions, the input's
     sha256, frame counts (frames without a face are written unchanged) and the temporal order when the spec
-    shuffles frames. Audio is copied unless frames are shuffled."""
+    shuffles frames. Audio is copied; with a temporal shuffle each frame carries its own stretch of sound along
+    (:func:`gpuface.manipulate.temporal.reorder_audio`), or the output is silent with ``temporal: {audio:
+    silence}``."""
 
     def __init__(self, spec, output: str | os.PathLike, crf: int = 18, preset: str = "medium",
                  overwrite: bool = False, encoder: str = "libx264"):
         self.spec, self.output, self.crf, self.preset, self.overwrite = spec, output, crf, preset, overwrite
         self.encoder = encoder
-        self.sink = None
+        self.sink = self.audio = None
 
     def plan(self, run: Run) -> Selection | None:
         from .manipulate.temporal import frame_order, frames_left_out, shuffled_block_array
@@ -396,8 +398,16 @@ class ManipulateJob(Job):
         self.stack.reset(run.path)
         self.path = free_path(self.output, self.overwrite)
         self.no_face = 0
-        self.sink = Sink(self.path, run.is_image, run.info.fps, self.crf, self.preset,
-                         audio_from=None if self.log_order else run.path, encoder=self.encoder)
+        audio = None if run.is_image else run.path
+        if self.log_order is not None:   # shuffled: the audio follows the frames, or silence
+            audio = None
+            if self.spec.temporal.get("audio", "carry") == "carry" and run.info.has_audio:
+                from .io.encode import temporary_path
+                from .manipulate.temporal import reorder_audio
+                self.audio = temporary_path(Path(self.path).with_suffix(".m4a"))
+                audio = reorder_audio(run.path, self.log_order["frames"], float(run.info.fps), str(self.audio))
+        self.sink = Sink(self.path, run.is_image, run.info.fps, self.crf, self.preset, audio_from=audio,
+                         encoder=self.encoder)
 
     def step(self, run: Run, batch: FrameBatch, faces: Faces) -> None:
         # timing runs on the output timeline (the source's, unless frames are shuffled)
@@ -422,16 +432,23 @@ class ManipulateJob(Job):
                "output": os.path.abspath(self.path), "seed": spec.seed,
                "layers": [layer.describe() for layer in spec.layers], "temporal": spec.temporal,
                "temporal_order": self.log_order, "frames": res.frames, "frames_without_face": self.no_face,
-               "faces": res.faces, "audio_copied": bool(not run.is_image and self.log_order is None),
+               "faces": res.faces, "audio_copied": bool(not run.is_image and (self.log_order is None or
+                                                                             self.audio is not None)),
                "detector": getattr(run.model, "detector", run.model).model, "device": str(run.model.device),
                "seconds": res.seconds,
                "versions": {"gpuface": __version__, "torch": torch.__version__, "kornia": kornia.__version__}}
         res.tables["manipulate_log"] = log
         res.outputs.append(str(write_text(json.dumps(log, indent=1), Path(self.path).with_suffix(".json"))))
+        self._drop_audio()
 
     def abort(self, run: Run) -> None:
         if self.sink is not None:
             self.sink.abort()
+        self._drop_audio()
+
+    def _drop_audio(self) -> None:
+        if self.audio is not None:
+            self.audio.unlink(missing_ok=True)
 
 
 class AnalyseJob(Job):

@@ -265,6 +265,8 @@ def test_spec_errors():
         load_spec([{"op": "blur", "region": "ears"}])
     with pytest.raises(InvalidOptionError):
         load_spec({"layers": [], "temporal": {"method": "sideways"}})
+    with pytest.raises(InvalidOptionError, match="audio carry or silence"):
+        load_spec({"layers": [], "temporal": {"method": "reverse", "audio": "loud"}})
 
 
 def test_bad_layer_values_fail_when_the_spec_loads():
@@ -290,6 +292,19 @@ def test_temporal_orders():
     assert len(rep) == 100 and len(set(rep.tolist())) < 100
 
 
+def _loudness(path, fps=29.97):
+    """RMS of the first audio stream in frame-long windows (np.ndarray, one value per video frame)."""
+    import av
+
+    with av.open(str(path)) as c:
+        st = c.streams.audio[0]
+        res = av.AudioResampler(format="fltp", layout="mono", rate=st.codec_context.sample_rate)
+        x = np.concatenate([f.to_ndarray()[0] for fr in c.decode(st) for f in res.resample(fr)])
+        per = st.codec_context.sample_rate / fps
+    n = int(len(x) // per)
+    return np.array([np.sqrt(np.mean(x[int(i * per):int((i + 1) * per)] ** 2)) for i in range(n)])
+
+
 def test_manipulate_cli_writes_videos_and_logs(samples, tmp_path, caplog):
     from gpuface.cli import main
     from gpuface.io.decode import VideoReader, probe
@@ -303,7 +318,7 @@ def test_manipulate_cli_writes_videos_and_logs(samples, tmp_path, caplog):
     assert code == 0
     log = json.loads((tmp_path / "sample_01_manipulated.json").read_text())
     assert log["seed"] == 3 and log["layers"][1]["params"] == {"colour": "yellow", "magnitude": 15}
-    assert log["temporal_order"]["blocks"] == [2, 1, 0] and log["audio_copied"] is False
+    assert log["temporal_order"]["blocks"] == [2, 1, 0] and log["audio_copied"] is True
     assert log["temporal_order"]["frames_dropped"] == 10          # said in the log and on stderr
     assert "leaves out 10 frame(s)" in caplog.text and "drop_last: false" in caplog.text
     assert frames_left_out(100, 29.97, "reverse", 1.0, drop_last=False) == 0
@@ -313,6 +328,14 @@ def test_manipulate_cli_writes_videos_and_logs(samples, tmp_path, caplog):
     src = next(iter(VideoReader(samples["sample_01.mp4"]).batches(1, __import__("gpuface").Selection(frames=(60,)))))
     corner = (slice(None), slice(0, 100), slice(0, 200))           # background: frame 60 first, unchanged
     assert (first[corner] - src.frames[0].float()[corner]).abs().mean() < 3
+    # each frame carried its sound along: the output's loudness per frame follows the source's in the shuffled order
+    order = np.asarray(log["temporal_order"]["frames"])
+    src_env, out_env = _loudness(samples["sample_01.mp4"]), _loudness(tmp_path / "sample_01_manipulated.mp4")
+    n = min(len(out_env), len(order)) - 2
+    shuffled = np.corrcoef(out_env[1:n], src_env[order[1:n]])[0, 1]
+    unshuffled = np.corrcoef(out_env[1:n], src_env[1:n])[0, 1]
+    err = np.abs(out_env[1:n] - src_env[order[1:n]]).mean() / np.abs(out_env[1:n] - src_env[1:n]).mean()
+    assert shuffled > 0.99 > unshuffled and err < 0.05, (shuffled, unshuffled, err)   # measured 0.99999, 0.87
     nolog = json.loads((tmp_path / "no_face_manipulated.json").read_text())
     assert nolog["frames_without_face"] == nolog["frames"] > 0
     assert json.loads((tmp_path / "multi_face_manipulated.json").read_text())["faces"] == 5

@@ -108,10 +108,11 @@ class Spec:
         for layer in self.layers:
             layer.validate()
         if self.temporal is not None:
-            extra = set(self.temporal) - {"method", "block_duration", "drop_last"}
-            if extra or self.temporal.get("method", "random") not in METHODS:
-                raise InvalidOptionError(f"temporal: method one of {', '.join(METHODS)}; keys method, "
-                                         "block_duration, drop_last")
+            extra = set(self.temporal) - {"method", "block_duration", "drop_last", "audio"}
+            if extra or self.temporal.get("method", "random") not in METHODS or \
+                    self.temporal.get("audio", "carry") not in ("carry", "silence"):
+                raise InvalidOptionError(f"temporal: method one of {', '.join(METHODS)}, audio carry or silence; keys "
+                                         "method, block_duration, drop_last, audio")
 
 
 def _layer(d: dict) -> Layer:

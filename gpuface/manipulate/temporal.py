@@ -79,5 +79,38 @@ def frame_order(num_frames: int, fps: float, method: str = "random", block_durat
         parts = [blocks[i] for i in order]
     return np.concatenate(parts).astype(np.int64)
 
+def reorder_audio(source: str, order: np.ndarray, fps: float, path: str) -> str | None:
+    """The source's first audio stream cut at frame boundaries and put in ``order`` (the frames' output order, as
+    :func:`frame_order`), so each frame of a shuffled video keeps the sound it had: frame ``f`` carries the
+    samples ``[f / fps, (f + 1) / fps)`` s (consecutive frames stay contiguous; missing samples are silence).
+    Written to ``path`` as AAC (.m4a, PyAV); returns it, or None when the source has no audio.
 
-__all__ = ["METHODS", "shuffled_block_array", "frame_order", "frames_left_out"]
+    Holds the decoded audio in memory (about 23 MB a minute of 48 kHz stereo float32)."""
+    import av
+
+    with av.open(source) as c:
+        if not c.streams.audio:
+            return None
+        stream = c.streams.audio[0]
+        rate, layout = stream.codec_context.sample_rate, stream.codec_context.layout.name
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        chunks = [f.to_ndarray() for frame in c.decode(stream) for f in resampler.resample(frame)]
+    audio = np.concatenate(chunks, axis=1) if chunks else np.zeros((1, 0), np.float32)   # (channels, samples)
+    starts = np.round(np.asarray(order) * rate / fps).astype(np.int64)
+    ends = np.round((np.asarray(order) + 1) * rate / fps).astype(np.int64)
+    idx = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if len(order) else np.zeros(0, np.int64)
+    padded = np.concatenate([audio, np.zeros((audio.shape[0], 1), audio.dtype)], axis=1)   # last column: silence
+    out = padded[:, np.minimum(idx, audio.shape[1])]
+    with av.open(path, "w", format="mp4") as o:
+        st = o.add_stream("aac", rate=rate, layout=layout)
+        for k in range(0, out.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(out[:, k:k + 1024]), format="fltp", layout=layout)
+            frame.sample_rate, frame.pts = rate, k
+            for packet in st.encode(frame):
+                o.mux(packet)
+        for packet in st.encode(None):
+            o.mux(packet)
+    return path
+
+
+__all__ = ["reorder_audio", "METHODS", "shuffled_block_array", "frame_order", "frames_left_out"]
