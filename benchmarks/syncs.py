@@ -22,7 +22,7 @@ OPS_PARAMS = {"overlay": {"image": "glasses.png"}}
 def pipelines():
     from gpuface.manipulate.ops import OPS
     return ["detect mtcnn", "detect blazeface-full", "detect centerface", "landmarks", "anonymize default",
-            "analyse", "annotate", "affect"] + [f"manipulate {op}" for op in OPS]
+            "analyse", "annotate", "affect"] + [f"manipulate {op}" for op in OPS] + ["manipulate blur, reversed"]
 
 
 def clips(frames: int) -> dict[str, str]:
@@ -80,9 +80,10 @@ def build(name: str, device: str = "cpu", out: str | None = None):
         return model, [AffectJob(AffectAnalyzer(device=device))]
     from gpuface.manipulate.layers import load_spec
     from gpuface.samples import fetch_samples
-    op = name.split()[1]
+    op = name.split()[1].rstrip(",")
     params = {k: str(fetch_samples()[v]) for k, v in OPS_PARAMS.get(op, {}).items()}
-    spec = load_spec([{"op": op, "region": "face_oval", "params": params}], seed=1)
+    temporal = {"temporal": {"method": "reverse", "block_duration": 0.25}} if name.endswith("reversed") else {}
+    spec = load_spec({"layers": [{"op": op, "region": "face_oval", "params": params}], **temporal}, seed=1)
     return model, [ManipulateJob(spec, out, preset="ultrafast", overwrite=True)]
 
 

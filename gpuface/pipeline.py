@@ -411,8 +411,8 @@ class ManipulateJob(Job):
 
     def step(self, run: Run, batch: FrameBatch, faces: Faces) -> None:
         # timing runs on the output timeline (the source's, unless frames are shuffled)
-        pts = batch.pts if self.log_order is None else \
-            torch.arange(run.position, run.position + len(batch), dtype=torch.float64) / float(run.info.fps)
+        pts = batch.pts if self.log_order is None else torch.arange(
+            run.position, run.position + len(batch), dtype=torch.float64, device="cpu") / float(run.info.fps)
         out = self.stack.apply(batch.frames, faces, batch.index, pts, run.info.duration)
         self.no_face += len(batch) - int(torch.unique(faces.frame).numel())
         self.sink.write(out)

@@ -203,9 +203,10 @@ class LayerStack:
         x = frames[:, :, rows, cols].float() / 255.0
         size = (rows.stop - rows.start, cols.stop - cols.start)
         for layer, key, state in zip(self.spec.layers, self.keys, self.states):
-            weight = layer.timing.weights(pts, duration).to(x.device)
+            weight = layer.timing.weights(pts, duration)      # from the host-side times: checked without a sync
             if not bool((weight > 0).any()):
                 continue
+            weight = weight.to(x.device)
             # ops and the libraries they call (Kornia builds filter kernels on the default device) run with the
             # data's device as the default
             with torch.device(x.device):
