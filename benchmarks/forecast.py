@@ -55,28 +55,15 @@ class OpCounter(TorchDispatchMode):
         return out
 
 
-def _lifted(module: torch.nn.Module, mode):
-    from torch import nn
-    for sub in module.modules():
-        for name, p in list(sub._parameters.items()):
-            if p is not None:
-                real = p.detach()
-                with mode:
-                    sub._parameters[name] = nn.Parameter(mode.from_tensor(real).to("cuda"), requires_grad=False)
-        for name, b in list(sub._buffers.items()):
-            if b is not None:
-                with mode:
-                    sub._buffers[name] = mode.from_tensor(b).to("cuda")
-    return module.eval()
-
-
 def network_cost(factory, shape: tuple) -> dict:
     """FLOPs, bytes and dispatched ops of one forward on fake CUDA, for an input of ``shape``."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils.flop_counter import FlopCounterMode
 
     mode = FakeTensorMode()
-    model = _lifted(factory(), mode)
+    from gpuface.syncs import lift
+
+    model = lift(factory(), mode, "cuda").eval()
     flops, ops = FlopCounterMode(display=False), OpCounter()
     with mode, torch.inference_mode(), flops, ops:
         model(torch.empty(shape, device="cuda"))

@@ -4,9 +4,9 @@ On a GPU each such point stalls the host until the device has finished all queue
 ``.item()``, ``bool(t)``, ``int(t)``, ``.tolist()``, ``.cpu()`` / ``.to("cpu")`` / ``.numpy()`` of device data, and
 the operators whose output size depends on the data (``nonzero``, ``unique``, ``masked_select``, boolean-mask
 indexing, ``repeat_interleave`` without ``output_size``, ``equal``). Pipelines that must bring results to the host
-do it at named points: :func:`to_host` (one sync for any number of tensors), counted as one. :class:`SyncCounter` counts them while any code
-runs, on the CPU too (where they cost nothing), so that the number a CUDA run would pay can be held by a test on a
-machine without a GPU (``tests/test_syncs.py``, ``benchmarks/syncs.py``).
+do it at named points: :func:`to_host` (one sync for any number of tensors), counted as one. :class:`SyncCounter`
+counts them while any code runs, on the CPU too (where they cost nothing), so that the number a CUDA run would pay
+can be held by a test on a machine without a GPU (``tests/test_device_discipline.py``, ``benchmarks/syncs.py``).
 
 Counted on CPU, ``.cpu()``, ``.tolist()`` and ``.item()`` cannot tell device data from host-only tensors (frame
 numbers and times, which never leave the host): the census counts both, so it is an upper bound of a CUDA run.
@@ -138,4 +138,21 @@ def to_host(*tensors: torch.Tensor | None) -> tuple:
     return out
 
 
-__all__ = ["SyncCounter", "SYNC_OPS", "to_host"]
+def lift(module: torch.nn.Module, mode, device: str = "cuda:0") -> torch.nn.Module:
+    """Replace every parameter and buffer of a (real, CPU) module by a fake tensor on ``device`` (in place), so that
+    it runs under ``torch._subclasses.fake_tensor.FakeTensorMode`` ``mode`` with its real weights' shapes and dtypes
+    on a machine without that device (the fake-CUDA tests and ``benchmarks/forecast.py``)."""
+    for sub in module.modules():
+        for name, p in list(sub._parameters.items()):
+            if p is not None:
+                real = p.detach()
+                with mode:
+                    sub._parameters[name] = torch.nn.Parameter(mode.from_tensor(real).to(device), requires_grad=False)
+        for name, b in list(sub._buffers.items()):
+            if b is not None:
+                with mode:
+                    sub._buffers[name] = mode.from_tensor(b).to(device)
+    return module
+
+
+__all__ = ["SyncCounter", "SYNC_OPS", "to_host", "lift"]

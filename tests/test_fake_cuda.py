@@ -6,25 +6,10 @@ data-dependent shape) raises ``DataDependentOutputException`` / ``DynamicOutputS
 means: every output is on CUDA and the forward never waits for the device."""
 import pytest
 import torch
-from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 
+from gpuface.syncs import lift
 from gpuface.weights import load_graph, load_state_dict
-
-
-def lift(module: nn.Module, mode: FakeTensorMode, device: str = "cuda:0") -> nn.Module:
-    """Replace every parameter and buffer of a (real, CPU) module by a fake tensor on ``device`` (in place)."""
-    for sub in module.modules():
-        for name, p in list(sub._parameters.items()):
-            if p is not None:
-                real = p.detach()
-                with mode:
-                    sub._parameters[name] = nn.Parameter(mode.from_tensor(real).to(device), requires_grad=False)
-        for name, b in list(sub._buffers.items()):
-            if b is not None:
-                with mode:
-                    sub._buffers[name] = mode.from_tensor(b).to(device)
-    return module
 
 
 def _mtcnn(part):
