@@ -162,8 +162,12 @@ class Run:
     selection: Selection | None
     result: JobResult
     model: object = None       # the FaceLandmarker or FaceDetector feeding the jobs
-    position: int = 0
     cut_frames: set = field(default_factory=set)   # source frame numbers where a shot cut ended the tracks
+
+    @property
+    def position(self) -> int:
+        """Frames of the stream before the current batch (the output timeline)."""
+        return self.result.frames
 
     @property
     def whole(self) -> bool:
@@ -283,7 +287,6 @@ def run_source(path: str, jobs: Job | list[Job], model, batch_size: int = 32, se
                 faces = finder(run, batch)
                 for j in jobs:
                     j.step(run, batch, faces)
-                run.position += len(batch)
                 run.result.frames += len(batch)
                 run.result.faces += len(faces)
                 bar.update(len(batch))
