@@ -53,7 +53,9 @@ class SyncCounter(TorchDispatchMode):
     ``counter.total`` is the sum. Used as ``with SyncCounter() as c: run(); print(c.total, c.sites)``.
     """
 
-    _METHODS = ("tolist", "cpu", "item", "__bool__", "__int__", "__float__", "__index__")
+    # Tensor methods that reach the host without a dispatched operator the mode would see (``.item()``, ``bool()``,
+    # ``int()`` dispatch ``aten.item`` / ``_local_scalar_dense`` and are counted in ``__torch_dispatch__``)
+    _METHODS = ("tolist", "cpu")
 
     def __init__(self):
         super().__init__()
@@ -84,16 +86,15 @@ class SyncCounter(TorchDispatchMode):
     def _wrap(self, name: str):
         original = self._saved[name]
         counter = self
-        dispatched = name in ("item", "__bool__", "__int__", "__float__", "__index__")   # seen as _local_scalar_dense
 
         def method(t, *a, **k):
-            if counter._inside == 0 and not dispatched:
+            if counter._inside == 0:
                 counter._count()
-            counter._inside += not dispatched
+            counter._inside += 1
             try:
                 return original(t, *a, **k)
             finally:
-                counter._inside -= not dispatched
+                counter._inside -= 1
         return method
 
     def _to(self):

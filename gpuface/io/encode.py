@@ -105,6 +105,7 @@ class VideoWriter:
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self._side = None   # the CUDA stream of device-to-host copies, made at the first CUDA batch
         try:
             self._out = av.open(str(self.tmp), mode="w")
             options = {str(k): str(v) for k, v in (x264_options or {}).items()}
@@ -177,7 +178,9 @@ class VideoWriter:
         if x.is_cuda and self._queue is not None:
             # device → pinned host memory on a side stream, awaited by the encoder thread: the main thread queues
             # the copy and goes on with the next batch instead of waiting for the device
-            side = torch.cuda.Stream(device=x.device)
+            if self._side is None:
+                self._side = torch.cuda.Stream(device=x.device)
+            side = self._side
             side.wait_stream(torch.cuda.current_stream(x.device))
             with torch.cuda.stream(side):
                 host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True, device="cpu")
