@@ -139,6 +139,16 @@ def to_host(*tensors: torch.Tensor | None) -> tuple:
     return out
 
 
+def upload(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A small host tensor (kernel taps, index lists decided on the host) copied to ``device`` without a host sync:
+    on CUDA through pinned memory with ``non_blocking`` (a blocking copy from pageable memory waits for the
+    stream), elsewhere a plain ``.to``."""
+    device = torch.device(device)
+    if device.type == "cuda" and torch.cuda.is_available():
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
+
+
 def lift(module: torch.nn.Module, mode, device: str = "cuda:0") -> torch.nn.Module:
     """Replace every parameter and buffer of a (real, CPU) module by a fake tensor on ``device`` (in place), so that
     it runs under ``torch._subclasses.fake_tensor.FakeTensorMode`` ``mode`` with its real weights' shapes and dtypes

@@ -21,6 +21,7 @@ import time
 from typing import Callable
 
 import torch
+from torch._subclasses.fake_tensor import is_fake
 
 from ..errors import InvalidOptionError
 
@@ -66,7 +67,7 @@ def _pick(name: str, backend: str, x: torch.Tensor, triton_fn, torch_fn) -> torc
             raise InvalidOptionError("the triton backend needs Triton and float32 CUDA tensors (or TRITON_INTERPRET=1 "
                                      "with CPU tensors)")
         return triton_fn()
-    if backend == "torch" or not x.is_cuda or not _can_triton(x):
+    if backend == "torch" or not x.is_cuda or not _can_triton(x) or is_fake(x):  # fake CUDA: shapes, no launch
         return torch_fn()
     key = (name, str(x.device), x.shape[1], int(math.log2(max(x.numel(), 1))))
     if key not in _choice:
@@ -141,7 +142,10 @@ def gaussian_taps(kernel_size: int, sigma: float, device=None) -> torch.Tensor:
     """float32 (K,) normalised Gaussian taps, as ``kornia.filters.get_gaussian_kernel1d``."""
     import kornia
 
-    return kornia.filters.get_gaussian_kernel1d(kernel_size, sigma).reshape(-1).to(device=device, dtype=torch.float32)
+    taps = kornia.filters.get_gaussian_kernel1d(kernel_size, sigma, device=torch.device("cpu"))
+    from ..syncs import upload
+
+    return taps.reshape(-1).float() if device is None else upload(taps.reshape(-1).float(), device)
 
 
 def masked_gaussian_blur_reference(x: torch.Tensor, mask: torch.Tensor, kernel_size: int, sigma: float,
@@ -149,7 +153,8 @@ def masked_gaussian_blur_reference(x: torch.Tensor, mask: torch.Tensor, kernel_s
     """``kornia.filters.gaussian_blur2d(x, k, σ, border_type="reflect")`` blended in through ``mask · weight``."""
     import kornia
 
-    blurred = kornia.filters.gaussian_blur2d(x, (kernel_size, kernel_size), (sigma, sigma), border_type="reflect")
+    taps = gaussian_taps(kernel_size, sigma, x.device)[None]      # built on the host: no sync on sigma's checks
+    blurred = kornia.filters.filter2d_separable(x, taps, taps, border_type="reflect")
     return masked_blend_reference(x, blurred, mask, weight)
 
 

@@ -89,3 +89,58 @@ def test_fake_cuda_catches_what_it_should():
             x + torch.ones(4)
         with pytest.raises(DataDependentOutputException):
             x.sum().item()
+
+
+# Ops whose shapes depend on the faces, with the host sync each must make (the census counts them per batch):
+SHAPE_SYNCS = {
+    "bar": "the size of the bar's raster (region_masks)",
+    "grid_shuffle": "the number of grid cells across each face",
+    "point_light": "the first frame's points (once per video) and the disc raster",
+    "overlay": "the most faces in one frame (faces of a frame are blended in order)",
+    "relocate": "each part's destination box",
+    "pencil_sketch": "its filters are defined on the region's bounding box (one per batch)",
+    "fill": "method mean only: the skin raster (region_masks)",
+}
+
+
+def _op_call():
+    """Arguments for one op on fake CUDA: 4 frames of 180×320, 5 faces (fake values), as LayerStack passes them
+    after the first batch of a video (per-video state sampled, host weights given)."""
+    from gpuface.manipulate.ops import Context
+    from gpuface.regions import get_region
+    from gpuface.types import Faces
+
+    d, b, n = "cuda:0", 4, 5
+    x, mask = torch.empty(b, 3, 180, 320, device=d), torch.empty(b, 1, 180, 320, device=d)
+    weight = torch.empty(b, device=d)
+    faces = Faces(frame=torch.zeros(n, dtype=torch.long, device=d), boxes=torch.empty(n, 4, device=d),
+                  scores=torch.empty(n, device=d), keypoints=torch.empty(n, 5, 2, device=d),
+                  landmarks=torch.empty(n, 478, 3, device=d))
+    ctx = Context(faces, torch.arange(b, device=d), torch.zeros(b, dtype=torch.float64, device=d), key=7,
+                  state={"region": get_region("eyes"), "face_width": 120.0, "amount": torch.zeros((), device=d)},
+                  size=(180, 320), weights=(1.0, 0.5, 0.0, 1.0), windows=True)
+    return x, mask, weight, ctx
+
+
+SYNC_FREE_CASES = [("recolour", {}), ("recolour", {"scale": "absolute"}), ("saturation", {}), ("brightness", {}),
+                   ("mask", {}), ("fill", {}), ("fill", {"method": "colour"}), ("blur", {}),
+                   ("blur", {"method": "median"}), ("blur", {"method": "average"}), ("noise", {}),
+                   ("noise", {"method": "pixelate"}), ("noise", {"method": "salt_and_pepper"}), ("bubbles", {})]
+
+
+def test_the_cases_cover_every_sync_free_op():
+    from gpuface.manipulate.ops import OPS
+
+    assert {name for name, _ in SYNC_FREE_CASES} | set(SHAPE_SYNCS) == set(OPS)
+
+
+@pytest.mark.parametrize("name, params", SYNC_FREE_CASES, ids=[f"{n}{p or ''}" for n, p in SYNC_FREE_CASES])
+def test_op_runs_on_fake_cuda_without_host_sync(name, params):
+    """Every op not in SHAPE_SYNCS runs on fake CUDA (real Kornia and kernel-wrapper code, fake data) with no host
+    sync, even with ``ctx.windows`` on: on a GPU an op ignores its mask-box window (it would cost a sync)."""
+    from gpuface.manipulate.ops import OPS
+
+    with FakeTensorMode():
+        x, mask, weight, ctx = _op_call()
+        y = OPS[name](x, mask, weight, ctx, **params)
+    assert y.device == torch.device("cuda:0") and y.shape == x.shape

@@ -189,8 +189,10 @@ class LayerStack:
 
     @torch.no_grad()
     def apply(self, frames: torch.Tensor, faces: Faces, index: torch.Tensor, pts: torch.Tensor,
-              duration: float | None = None, window: bool = True) -> torch.Tensor:
-        """``window=False`` computes whole frames (the reference the windowed computation must equal)."""
+              duration: float | None = None, window: bool = True, op_windows: bool | None = None) -> torch.Tensor:
+        """``window=False`` computes whole frames (the reference the windowed computation must equal);
+        ``op_windows``: let ops shrink further to their masks' boxes (:attr:`Context.windows`; default: on the CPU
+        only, as a GPU would pay a host sync for each)."""
         if len(faces) == 0 or not self.spec.layers:
             return frames
         b, _, h, w = frames.shape
@@ -206,13 +208,15 @@ class LayerStack:
             weight = layer.timing.weights(pts, duration)      # from the host-side times: checked without a sync
             if not bool((weight > 0).any()):
                 continue
+            host_weights = tuple(weight.tolist())               # a host tensor: no device sync
             weight = weight.to(x.device)
             # ops and the libraries they call (Kornia builds filter kernels on the default device) run with the
             # data's device as the default
             with torch.device(x.device):
                 mask = region_masks(local.landmarks, local.frame, state["region"], b, size, layer.feather)
                 ctx = Context(faces=local, frames=index.to(x.device), pts=pts, key=key, state=state,
-                              origin=(cols.start, rows.start), size=(h, w))
+                              origin=(cols.start, rows.start), size=(h, w), weights=host_weights,
+                              windows=x.device.type == "cpu" if op_windows is None else op_windows)
                 x = OPS[layer.op](x, mask, weight, ctx, **(layer.inputs or layer.params))
         y = (x * 255.0).round_().clamp_(0, 255).to(torch.uint8)
         if size == (h, w):

@@ -6,7 +6,7 @@ import torch
 
 from ..errors import InvalidOptionError
 from ..kernels import masked_blend
-from .opbase import _region_mean, _windowed
+from .opbase import _region_mean, _sampled_once, _windowed
 
 
 _RECOLOUR = {"red": (1, +1, 127.0), "green": (1, -1, 128.0), "yellow": (2, +1, 127.0), "blue": (2, -1, 128.0)}
@@ -27,14 +27,10 @@ def recolour(x, mask, weight, ctx, colour: str = "red", magnitude: float = 10.0,
     lab = kornia.color.rgb_to_lab(x)
     if scale == "absolute":
         amount = half * magnitude / 100
-    else:
-        if "amount" not in ctx.state:
-            mean = _region_mean(lab[:, channel:channel + 1], mask)
-            if torch.isnan(mean):
-                return x  # no face yet: sample on the first frame that has one
-            room = (127.0 - mean) if sign > 0 else (128.0 + mean)
-            ctx.state["amount"] = float(magnitude * room / 100)
-        amount = ctx.state["amount"]
+    else:  # sampled on the video's first frame with the region (nan, then no shift, until then): no host sync
+        mean = _region_mean(lab[:, channel:channel + 1], mask)
+        room = (127.0 - mean) if sign > 0 else (128.0 + mean)
+        amount = torch.nan_to_num(_sampled_once(ctx, "amount", magnitude * room / 100))
     shifted = lab.clone()
     shifted[:, channel] = (lab[:, channel] + sign * amount * weight[:, None, None]).clamp(-128, 127)
     return masked_blend(x, kornia.color.lab_to_rgb(shifted).clamp(0, 1), mask)
@@ -47,12 +43,8 @@ def _hsv_shift(x, mask, weight, ctx, channel: int, magnitude: float, scale: str,
     if scale == "absolute":
         amount = magnitude / 100
     else:
-        if "amount" not in ctx.state:
-            mean = _region_mean(hsv[:, channel:channel + 1], mask)
-            if torch.isnan(mean):
-                return x
-            ctx.state["amount"] = float(magnitude * (1.0 - mean) / 100)
-        amount = ctx.state["amount"]
+        mean = _region_mean(hsv[:, channel:channel + 1], mask)
+        amount = torch.nan_to_num(_sampled_once(ctx, "amount", magnitude * (1.0 - mean) / 100))
     hsv[:, channel] = (hsv[:, channel] + amount * weight[:, None, None]).clamp(0, 1)
     return masked_blend(x, kornia.color.hsv_to_rgb(hsv).clamp(0, 1), mask)
 

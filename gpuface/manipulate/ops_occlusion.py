@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from ..errors import InvalidOptionError
 from ..kernels import masked_blend, masked_gaussian_blur
 from ..regions import Region, region_masks
+from ..syncs import upload
 from .rng import normal, uniform
 from .opbase import _rgb, _window
 
@@ -71,12 +72,17 @@ def blur(x, mask, weight, ctx, method: str = "gaussian", max_kernel_size: int = 
     median (``kornia.filters``). Computed only in the window around the batch's masks."""
     if method not in ("gaussian", "average", "median") or max_kernel_size < 3:
         raise InvalidOptionError("blur: method gaussian|average|median, max_kernel_size >= 3")
-    kernels = (3 + weight * (max_kernel_size - 3)).round().long()
-    kernels = kernels + (kernels % 2 == 0).long()
-    rows, cols = _window(mask * (weight > 0)[:, None, None, None], max_kernel_size)
+    # kernel sizes are shapes: decided from the host copy of the weights (ctx.weights) where the layer stack gave it
+    host = ctx.weights if ctx.weights is not None else weight.tolist()
+    groups: dict[int, list[int]] = {}
+    for i, wt in enumerate(host):
+        if wt > 0:
+            k = round(3 + wt * (max_kernel_size - 3))
+            groups.setdefault(k + (k % 2 == 0), []).append(i)
+    rows, cols = _window(mask * (weight > 0)[:, None, None, None], max_kernel_size, ctx)
     out = x.clone()
-    for k in torch.unique(kernels[weight > 0]).tolist():
-        sel = torch.nonzero((kernels == k) & (weight > 0)).flatten()
+    for k, frames in groups.items():
+        sel = upload(torch.tensor(frames), x.device)
         win, m = x[:, :, rows, cols][sel], mask[:, :, rows, cols][sel]
         sigma = 0.3 * ((k - 1) * 0.5 - 1) + 0.8
         k = min(k, 2 * min(win.shape[-2:]) - 1)  # reflect borders need the radius inside the window
@@ -111,7 +117,7 @@ def noise(x, mask, weight, ctx, method: str = "gaussian", probability: float = 0
         return masked_blend(x, y, mask, weight)
     full_w = ctx.size[1] if ctx.size else w
     full_hw = (ctx.size[0] * ctx.size[1]) if ctx.size else h * w
-    rows, cols = _window(mask * (weight > 0)[:, None, None, None], 0)
+    rows, cols = _window(mask * (weight > 0)[:, None, None, None], 0, ctx)
     if rows.stop <= rows.start:
         return x
     frames = ctx.frames.to(x.device)

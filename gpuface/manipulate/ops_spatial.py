@@ -12,7 +12,7 @@ from ..errors import InvalidOptionError
 from ..kernels import masked_blend
 from ..regions import region_masks
 from .rng import uniform
-from .opbase import _per_face_blend
+from .opbase import _first_face_width, _per_face_blend
 
 
 def _neighbour_swaps(key: int, size: int, reach: int, device) -> torch.Tensor:
@@ -169,7 +169,7 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
     holes = torch.stack(masks).amax(0)
     skin = region_masks(faces.landmarks, faces.frame, "face_oval", b, (h, w))
     keep = skin * (1 - holes)
-    fill_rgb = _smooth_fill(x, keep, max(float(face_w.mean()) * 0.08, 2.0), ctx.origin)
+    fill_rgb = _smooth_fill(x, keep, max(_first_face_width(ctx) * 0.08, 2.0), ctx.origin)
     out = masked_blend(x, fill_rgb, holes, on.view(-1))
     zero = torch.zeros(1, dtype=torch.long, device=x.device)
     draws = uniform(ctx.key, zero, (len(parts), 3))[0]                                  # (P, 3): dx, dy, angle

@@ -7,9 +7,9 @@ import torch.nn.functional as F
 
 from ..draw import discs, segments
 from ..errors import InvalidOptionError
-from ..kernels import masked_blend
+from ..kernels import gaussian_taps, masked_blend
+from .opbase import _first_face_width, _per_face_blend, _rgb, _windowed
 from .rng import uniform
-from .opbase import _per_face_blend, _rgb, _windowed
 
 
 def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 255), radius: int = 3,
@@ -64,7 +64,7 @@ def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 25
     return masked_blend(x, bg, torch.ones_like(x[:1, :1, :1, :1]), weight * has)
 
 
-@_windowed
+@_windowed(always=True)
 def pencil_sketch(x, mask, weight, ctx, detail: float = 0.35, bias: float = 7.0):
     """Pencil sketch of the region (after PyFAME ``layer_stylise_pencil_sketch``): grey divided by its
     illumination (a Gaussian of σ = face width · 0.05 / detail), then a local mean threshold (window ≈ face
@@ -75,12 +75,12 @@ def pencil_sketch(x, mask, weight, ctx, detail: float = 0.35, bias: float = 7.0)
     faces = ctx.faces
     if len(faces) == 0:
         return x
-    lm = faces.landmarks[..., :2]
-    face_w = float((lm[..., 0].amax(1) - lm[..., 0].amin(1)).mean())
+    face_w = _first_face_width(ctx)                   # the video's first faces: the same filters at any batch size
     grey = kornia.color.rgb_to_grayscale(x)
     sigma = max(face_w * 0.05 / detail, 1.0)
     k = 2 * int(3 * sigma) + 1
-    illum = kornia.filters.gaussian_blur2d(grey, (k, k), (sigma, sigma), border_type="reflect")
+    taps = gaussian_taps(k, sigma, x.device)[None]
+    illum = kornia.filters.filter2d_separable(grey, taps, taps, border_type="reflect")
     norm = (grey / illum.clamp(min=1e-3)).clamp(0, 1)
     t = max(int(face_w * 0.04 / detail) | 1, 3)
     local = kornia.filters.box_blur(norm, (t, t), border_type="reflect")
