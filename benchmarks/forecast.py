@@ -7,11 +7,12 @@ Per stage and per frame (720p and 1080p, one face per frame), it counts:
 - FLOPs of every network (``torch.utils.flop_counter.FlopCounterMode``) and bytes read + written by every operator
   (a dispatch mode summing operand sizes: an upper bound of memory traffic, no cache reuse), both **under fake CUDA**
   (``FakeTensorMode`` on ``device="cuda"``, real weights' shapes), so the counts are those of a CUDA run;
-- operators dispatched per batch of 32 (each one a kernel launch on a GPU);
+- operators dispatched per batch of 32 (each one a kernel launch on a GPU), eagerly and as a CUDA graph
+  (:mod:`gpuface.models.graphs`: one launch for the replay plus the copies around it; the mask stage stays eager);
 - for the mask stage (data-dependent shapes, not runnable under fake tensors) the same counters on real CPU tensors.
 
 Each stage's time on a GPU is bounded below by compute (FLOPs / peak FP32), memory (bytes / peak bandwidth) and
-launches (kernels per batch × 4 µs / batch size); the pipeline runs its GPU stages one after another on one stream, while NVDEC
+launches (graphed launches per batch × 4 µs / batch size); the pipeline runs its GPU stages one after another on one stream, while NVDEC
 decodes and the encoder (NVENC where the GPU has one, else x264 on the host's cores, measured here per core)
 work beside it: forecast frames/s = min(GPU, NVDEC, encoder). Peak numbers are NVIDIA's published dense figures;
 NVDEC/NVENC per-engine rates are assumptions (stated in :data:`ENGINE_FPS_1080P`) until measured. Beside them,
@@ -48,6 +49,8 @@ class OpCounter(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
+        if func.namespace == "prim":   # metadata queries (prim.device), not kernels
+            return out
         self.ops += 1
         for x in torch.utils._pytree.tree_leaves((args, kwargs, out)):
             if isinstance(x, torch.Tensor):
@@ -63,11 +66,24 @@ def network_cost(factory, shape: tuple) -> dict:
     mode = FakeTensorMode()
     from gpuface.syncs import lift
 
+    from gpuface.models.graphs import Bucketed
+
     model = lift(factory(), mode, "cuda").eval()
     flops, ops = FlopCounterMode(display=False), OpCounter()
-    with mode, torch.inference_mode(), flops, ops:
-        model(torch.empty(shape, device="cuda"))
-    return {"flops": flops.get_total_flops(), "bytes": ops.bytes, "ops": ops.ops}
+    with mode, torch.inference_mode():
+        x = torch.empty(shape, device="cuda")
+        with flops, ops:
+            model(x)
+        # as a CUDA graph (gpuface.models.graphs, the default on CUDA): the launches around one replay, counted on
+        # the emulated graph's second call, where the module's own operators are the replay's one launch
+        graphed = Bucketed(model, "emulate", buckets=(shape[0],))
+        outputs = len(graphed(x))
+        around = OpCounter()
+        with around:
+            graphed(x)
+    # minus the emulation's own copies into the output buffers (a real replay writes them in place)
+    return {"flops": flops.get_total_flops(), "bytes": ops.bytes, "ops": ops.ops,
+            "graph_ops": around.ops - ops.ops - outputs + 1}
 
 
 def stages(height: int) -> dict[str, dict]:
@@ -117,7 +133,8 @@ def _mask_cost(height: int, width: int) -> dict:
     flops, ops = FlopCounterMode(display=False), OpCounter()
     with flops, ops:
         anonymize(frames, faces)
-    return {"flops": flops.get_total_flops() / b, "bytes": ops.bytes / b, "ops": ops.ops * BATCH / b / BATCH}
+    per = ops.ops * BATCH / b / BATCH
+    return {"flops": flops.get_total_flops() / b, "bytes": ops.bytes / b, "ops": per, "graph_ops": per}
 
 
 def x264_fps_per_core(height: int, preset: str = "veryfast", frames: int = 24) -> float:
@@ -163,7 +180,7 @@ def forecast(height: int, cost: dict, gpu: dict, cores: int, x264: float) -> dic
     out = {}
     for name, parts in PIPELINES.items():
         t = sum(max(cost[p]["flops"] / gpu["flops"], cost[p]["bytes"] / gpu["bandwidth"],
-                    cost[p]["ops"] * LAUNCH_S) for p in parts)
+                    cost[p]["graph_ops"] * LAUNCH_S) for p in parts)
         gpu_fps = 1 / t
         enc = encoder if name.startswith("anonymize") else float("inf")   # landmarks write a table, no video
         out[name] = {"gpu": gpu_fps, "nvdec": nvdec, "encoder": enc, "forecast": min(gpu_fps, nvdec, enc)}
@@ -186,9 +203,11 @@ def main() -> None:
         cost = stages(height)
         x264 = x264_fps_per_core(height)
         print(f"## {height}p: stage costs per frame\n")
-        print("| stage | GFLOP | MB moved | kernels per frame |\n|---|---:|---:|---:|")
+        print("| stage | GFLOP | MB moved | kernels per frame, eager | launches per frame, CUDA graph |\n"
+              "|---|---:|---:|---:|---:|")
         for k, v in cost.items():
-            print(f"| {k} | {v['flops'] / 1e9:.3f} | {v['bytes'] / 2**20:.1f} | {v['ops']:.2f} |")
+            print(f"| {k} | {v['flops'] / 1e9:.3f} | {v['bytes'] / 2**20:.1f} | {v['ops']:.2f} | "
+                  f"{v['graph_ops']:.2f} |")
         print(f"\nx264 veryfast on one core of this CPU: {x264:.1f} frames/s at {height}p; "
               f"{args.host_cores} host cores encode {args.host_cores * x264:.0f} frames/s\n")
         print("| pipeline | GPU | GPU-bound fps | NVDEC fps | encoder fps | **forecast fps** | CPU measured |")

@@ -35,6 +35,7 @@ from .errors import InvalidOptionError, resolve_device
 from .models.blazeface import BlazeFace
 from .models.centerface import CenterFace
 from .models.mtcnn import MTCNN
+from .models.graphs import Bucketed
 from .types import Faces
 
 DETECTORS = ("mtcnn", "blazeface-short", "blazeface-full", "centerface")
@@ -206,6 +207,7 @@ class MTCNNDetector(torch.nn.Module):
         self.min_face_size, self.thresholds, self.factor = min_face_size, tuple(thresholds), factor
         self.max_candidates = max_candidates
         self.net = MTCNN().to(memory_format=torch.channels_last)
+        self.pnet, self.rnet, self.onet = Bucketed(self.net.pnet), Bucketed(self.net.rnet), Bucketed(self.net.onet)
 
     def _chunked(self, net, x: torch.Tensor):
         outs = [net(x[i:i + self.max_candidates]) for i in range(0, len(x), self.max_candidates)]
@@ -230,7 +232,7 @@ class MTCNNDetector(torch.nn.Module):
         table = _integral(frames)
         for scale in scales:
             x = area_level(table, (int(h * scale + 1), int(w * scale + 1)), -127.5, 0.0078125)
-            reg, prob = self.net.pnet(x.to(dtype))
+            reg, prob = self.pnet(x.to(dtype))
             prob = prob[:, 1]
             mask = prob >= p_thr
             idx = mask.nonzero()
@@ -258,7 +260,7 @@ class MTCNNDetector(torch.nn.Module):
         if len(boxes) == 0:
             return Faces.empty(device=dev)
         crops = area_crops(table, image, x0[ok], y0[ok], x1[ok], y1[ok], 24).to(dtype)
-        reg, prob = self._chunked(self.net.rnet, (crops - 127.5) * 0.0078125)
+        reg, prob = self._chunked(self.rnet, (crops - 127.5) * 0.0078125)
         keep = prob[:, 1] > r_thr
         boxes, image, reg, score = boxes[keep], image[keep], reg[keep], prob[keep, 1]
         pick = _batched_nms(boxes, score, image, 0.7)
@@ -271,7 +273,7 @@ class MTCNNDetector(torch.nn.Module):
         if len(boxes) == 0:
             return Faces.empty(device=dev)
         crops = area_crops(table, image, x0[ok], y0[ok], x1[ok], y1[ok], 48).to(dtype)
-        reg, points, prob = self._chunked(self.net.onet, (crops - 127.5) * 0.0078125)
+        reg, points, prob = self._chunked(self.onet, (crops - 127.5) * 0.0078125)
         keep = prob[:, 1] > o_thr
         boxes, image, reg, points, score = boxes[keep], image[keep], reg[keep], points[keep], prob[keep, 1]
         bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
@@ -405,7 +407,7 @@ class BlazeFaceDetector(nn.Module):
 
     def __init__(self, net: BlazeFace, score_threshold: float | None = None, iou_threshold: float = 0.3):
         super().__init__()
-        self.net = net
+        self.net, self.run = net, Bucketed(net)
         self.score_threshold = net.config.score_threshold if score_threshold is None else score_threshold
         self.iou_threshold = iou_threshold
 
@@ -415,7 +417,7 @@ class BlazeFaceDetector(nn.Module):
         size = self.net.config.input_size
         x, scale, pad = letterbox(frames, size)
         dtype = next(self.net.graph.buffers()).dtype
-        scores, boxes, keypoints = (t.float() for t in self.net(x.to(dtype)))
+        scores, boxes, keypoints = (t.float() for t in self.run(x.to(dtype)))
         keep = scores >= self.score_threshold
         frame = torch.arange(b, device=frames.device)[:, None].expand_as(scores)[keep]
         scores, boxes, keypoints, frame = weighted_nms(scores[keep], boxes[keep], keypoints[keep], frame,
@@ -470,6 +472,7 @@ class CenterFaceDetector(nn.Module):
         if not 0 <= score_threshold <= 1:
             raise InvalidOptionError(f"CenterFace score threshold must be in [0, 1], got {score_threshold}")
         self.net = net.to(memory_format=torch.channels_last)
+        self.run = Bucketed(self.net)
         self.score_threshold, self.input_size, self.iou_threshold = score_threshold, input_size, iou_threshold
         self.input_scale = input_scale
 
@@ -482,7 +485,7 @@ class CenterFaceDetector(nn.Module):
             x = x if x.device.type == "cpu" else x.float()
             x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
         dtype = next(self.net.parameters()).dtype
-        heat, scale, offset, marks = self.net(x.to(dtype))
+        heat, scale, offset, marks = self.run(x.to(dtype))
         fb, cy, cx = (heat[:, 0] > self.score_threshold).nonzero(as_tuple=True)
         score = heat[fb, 0, cy, cx].float()
         sh, sw = (scale[fb, :, cy, cx].float().exp() * 4).unbind(1)

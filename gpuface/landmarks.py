@@ -35,6 +35,7 @@ from .detect import FaceDetector
 from .errors import InvalidOptionError, resolve_device
 from .geometry import crop_rois, rois_to_frame
 from .models.facemesh import MESH_INPUT, Blendshapes, FaceMesh
+from .models.graphs import Bucketed
 from .types import Faces, rank_in_frame
 
 #: Landmarks giving the 6 BlazeFace-style keypoints of a landmarked face: right/left iris centre, nose tip,
@@ -167,8 +168,11 @@ class FaceLandmarker:
         self.max_faces, self.min_presence = max_faces, min_presence
         self.redetect_every, self.refine_tolerance = redetect_every, refine_tolerance
         self.keyframe_step, self.detect_every = keyframe_step, detect_every
-        self.compile_chunk = 8
-        self._compiled = torch.compile(self.mesh, dynamic=False) if compile else None
+        # one bucketed runner: CUDA graphs on CUDA (gpuface.models.graphs); with compile, fixed chunks of 8 crops
+        # (zero-padded) so that one compiled graph serves every batch
+        self._mesh_run = (Bucketed(torch.compile(self.mesh, dynamic=False), "pad", (8,)) if compile
+                          else Bucketed(self.mesh))
+        self._blend_run = Bucketed(self.blend) if blendshapes else None
         self.detector_frames = 0  # frames the detector ran on (for reports)
         self.mesh_crops = 0       # FaceMesh forward passes, in crops
 
@@ -183,14 +187,7 @@ class FaceLandmarker:
         n = crops.shape[0]
         self.mesh_crops += n
         crops = crops.contiguous(memory_format=torch.channels_last)
-        if self._compiled is None:
-            pts, presence = self.mesh(crops)
-        else:  # fixed-size chunks (the last one zero-padded): one compiled graph serves every batch
-            c = self.compile_chunk
-            padded = torch.cat([crops, crops.new_zeros((-n % c, *crops.shape[1:]))]) if n % c else crops
-            padded = padded.contiguous(memory_format=torch.channels_last)
-            outs = [self._compiled(padded[i:i + c]) for i in range(0, padded.shape[0], c)]
-            pts, presence = torch.cat([o[0] for o in outs])[:n], torch.cat([o[1] for o in outs])[:n]
+        pts, presence = self._mesh_run(crops)
         return rois_to_frame(pts.float(), centres, sides, angles, MESH_INPUT), presence.float()
 
     def _mesh_refined(self, frames, frame_index, slots, rois, landmarks, presence):
@@ -359,7 +356,7 @@ class FaceLandmarker:
         faces = Faces(frame=frame, boxes=torch.cat([lo, hi], dim=1), scores=scores,
                       keypoints=landmarks[:, list(KEYPOINTS_FROM_MESH), :2].contiguous())
         faces.landmarks, faces.presence, faces.track_id = landmarks, presence, track_ids
-        faces.blendshapes = (self.blend.from_landmarks(landmarks) if self.blend is not None
+        faces.blendshapes = (self._blend_run(landmarks[:, self.blend.subset, :2])[0] if self.blend is not None
                              else landmarks.new_zeros(landmarks.shape[0], 0))
         return faces
 
