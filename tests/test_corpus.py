@@ -313,3 +313,43 @@ def test_readme_spec_reference_is_generated_from_the_schema():
     from gpuface.corpus.runner import spec_reference
 
     assert spec_reference() in (Path(__file__).parent.parent / "README.md").read_text()
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["landmarks", "x.mp4", "-o", "t.csv", "--min-presence", "1.5"], "--min-presence must be a number >= 0 and <= 1"),
+    (["annotate", "x.mp4", "-o", "t.csv", "--max-faces", "0"], "--max-faces must be an integer >= 1"),
+    (["anonymize", "x.mp4", "--preset", "quick"], "--preset must be one of ultrafast"),
+    (["manipulate", "x.mp4", "--layers", "l.yaml", "--crf", "-1"], "--crf must be an integer >= 0")])
+def test_bad_cli_option_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, argv, says):
+    """CLI options are checked against the job schema, as a spec is: one line, exit 2, no model, nothing written."""
+    import gpuface.detect
+    import gpuface.landmarks
+    from gpuface.cli import main
+
+    def no_model(*a, **k):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(gpuface.landmarks.FaceLandmarker, "__init__", no_model)
+    monkeypatch.setattr(gpuface.detect.FaceDetector, "__init__", no_model)
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and says in err, err
+    assert not any(tmp_path.iterdir())
+
+
+def test_cli_job_options_are_the_schema():
+    """Every schema option a CLI command takes is a flag of that command, and a spec with the same options
+    builds the same landmarker (one builder for the CLI and job specs)."""
+    from gpuface.cli import build_parser
+    from gpuface.jobspec import JOB_OPTIONS, SELECTION, job_options
+
+    parser = build_parser()
+    for job in ("detect", "landmarks", "analyse", "annotate", "affect", "manipulate"):
+        flags = {a.dest for a in parser._subparsers._group_actions[0].choices[job]._actions}
+        assert {k for k, o in JOB_OPTIONS[job].items() if o.cli} - flags == set(), job
+    args = parser.parse_args(["annotate", "v.mp4", "-o", "t.csv", "--num-faces", "2-4", "--threshold", "0.6",
+                              "--no-blendshapes", "--end", "3"])
+    assert job_options(args, "annotate") == {"num_faces": [2, 4], "threshold": 0.6, "blendshapes": False,
+                                             "step": 1, "start": 0.0, "end": 3.0}
+    assert set(SELECTION) <= set(JOB_OPTIONS["annotate"])

@@ -34,94 +34,7 @@ from ..errors import GpufaceError, InvalidOptionError
 from ..outputs import write_table
 from .manifest import load_manifest
 
-JOBS = ("detect", "landmarks", "anonymize", "manipulate", "analyse", "annotate", "affect")
-_SELECTION_KEYS = {"step", "step_seconds", "start", "end"}
-
-
-def _int(lo: int = 1):
-    return lambda v: None if isinstance(v, int) and not isinstance(v, bool) and v >= lo else f"an integer >= {lo}"
-
-
-def _num(lo: float = 0.0, hi: float | None = None, open_lo: bool = False):
-    def check(v):
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and (v > lo if open_lo else v >= lo)
-        ok = ok and (hi is None or v <= hi)
-        return None if ok else f"a number {'>' if open_lo else '>='} {lo}" + (f" and <= {hi}" if hi is not None else "")
-    return check
-
-
-def _choice(*values):
-    return lambda v: None if v in values else f"one of {', '.join(map(str, values))}"
-
-
-def _bool(v):
-    return None if isinstance(v, bool) else "true or false"
-
-
-def _count(v):   # identities: K or [MIN, MAX]
-    if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
-        return None
-    ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and x >= 1 for x in v) and v[0] <= v[1]
-    return None if ok else "an integer >= 1 or [MIN, MAX]"
-
-
-_DETECTORS = ("mtcnn", "blazeface-full", "blazeface-short", "centerface")
-_SELECTION = {"step": _int(), "step_seconds": _num(0, open_lo=True), "start": _num(0), "end": _num(0, open_lo=True)}
-_LANDMARKER = {"detector": _choice(*_DETECTORS), "max_faces": _int(), "min_presence": _num(0, 1),
-               "redetect_every": _int()}
-#: The options each job takes, and what each value may be (checked before any video is opened or model loaded).
-JOB_OPTIONS: dict[str, dict] = {
-    "detect": {**_SELECTION, "detector": _choice(*_DETECTORS), "min_face_size": _int()},
-    "landmarks": {**_SELECTION, **_LANDMARKER},
-    "analyse": {**_SELECTION, **_LANDMARKER, "regions": lambda v: None if isinstance(v, list) else "a list of regions",
-                "space": _choice("rgb", "hsv", "lab", "grey"), "flow": _bool, "dense": _bool},
-    "annotate": {**_SELECTION, **_LANDMARKER, "num_faces": _count, "per_face": _bool,
-                 "too_few": _choice("error", "each"), "embeddings": _bool},
-    "anonymize": {**_SELECTION, "detector": _choice(*_DETECTORS), "min_face_size": _int(),
-                  "scale": _num(0, 4, open_lo=True), "max_gap": _int(0), "temporal_pad": _int(0),
-                  "drop_isolated": _bool, "mosaic_size": _int(), "detect_every": _int(),
-                  "mode": _choice("blur", "solid", "mosaic", "img", "none", "rectangle", "image"), "ellipse": _bool,
-                  "mask_scale": _num(0.5, open_lo=True), "colour": lambda v: None if isinstance(v, list) and len(v) == 3
-                  else "[R, G, B]", "threshold": _num(0, 1), "preset": _choice("ultrafast", "superfast", "veryfast",
-                  "faster", "fast", "medium", "slow", "slower", "veryslow")},
-    "manipulate": {**_LANDMARKER, "preset": _choice("ultrafast", "superfast", "veryfast", "faster", "fast",
-                                                     "medium", "slow", "slower", "veryslow")},
-    "affect": {**_SELECTION, **_LANDMARKER, "au_threshold": _num(0, 1, open_lo=True),
-               "emotion_model": _choice("mini-xception", "hsemotion"), "au_model": _choice("blendshapes", "opengraphau"),
-               "weights": lambda v: None if isinstance(v, list) else "a list of NAME=PATH", "report": _bool,
-               "baseline": _choice("none", "person")},
-}
-
-
-def spec_reference() -> str:
-    """The job-spec reference as a Markdown table, made from :data:`JOB_OPTIONS` (the README's copy is checked
-    against it by the tests)."""
-    lines = ["| job | option | value |", "|---|---|---|"]
-    for job, options in JOB_OPTIONS.items():
-        for key, check in sorted(options.items()):
-            lines.append(f"| {job} | `{key}` | {check(object())} |")
-    return "\n".join(lines)
-
-
-def validate_options(job: str | list[str], options: dict) -> None:
-    """Check a job's options against :data:`JOB_OPTIONS` (for composed jobs, each option against the jobs that take
-    it): an unknown key names itself and the allowed ones, a bad value says what it may be.
-
-    Raises:
-        InvalidOptionError: the first problem found.
-    """
-    names = [job] if isinstance(job, str) else list(job)
-    allowed = {}
-    for name in names:
-        allowed.update(JOB_OPTIONS[name])
-    label = "+".join(names)
-    for key, value in options.items():
-        if key not in allowed:
-            raise InvalidOptionError(f"job spec: {label} has no option {key!r}; allowed: {', '.join(sorted(allowed))}")
-        for name in names:
-            problem = JOB_OPTIONS[name][key](value) if key in JOB_OPTIONS[name] else None
-            if problem:
-                raise InvalidOptionError(f"job spec: {name} option {key} must be {problem}, got {value!r}")
+from ..jobspec import JOB_OPTIONS, JOBS, SELECTION, defaults, spec_reference, validate_options  # noqa: F401 (API)
 
 
 #: Jobs that find faces with a detector alone; every other job uses the landmarker and may be composed.
@@ -194,6 +107,36 @@ TABLE_FILES = {"faces": "faces.parquet", "landmarks": "landmarks.parquet", "colo
                "annotation": "annotation.parquet"}
 
 
+def build_landmarker(opts: dict, device):
+    """The :class:`~gpuface.landmarks.FaceLandmarker` of a landmark job's options (schema defaults applied)."""
+    from ..landmarks import FaceLandmarker
+
+    return FaceLandmarker(opts.get("detector", "blazeface-short"), device=device, max_faces=opts.get("max_faces"),
+                          min_score=opts.get("threshold"), min_presence=opts.get("min_presence", 0.5),
+                          redetect_every=opts.get("redetect_every"), blendshapes=opts.get("blendshapes", True))
+
+
+def build_detector(opts: dict, device, **kwargs):
+    """The :class:`~gpuface.detect.FaceDetector` of a detect job's options (``kwargs``: the detector's own)."""
+    from ..detect import FaceDetector
+
+    name = opts.get("detector", "mtcnn")
+    if name == "mtcnn":
+        kwargs["min_face_size"] = opts.get("min_face_size", 20)
+    return FaceDetector(name, device=device, min_score=opts.get("threshold", 0.0), **kwargs)
+
+
+def build_affect(opts: dict, device):
+    """The :class:`~gpuface.affect.AffectAnalyzer` of an affect job's options."""
+    from ..affect import AffectAnalyzer
+    from ..affect.models import parse_weights_option
+
+    return AffectAnalyzer(device=device, au_threshold=opts.get("au_threshold"),
+                          emotion_model=opts.get("emotion_model", "mini-xception"),
+                          weights=parse_weights_option(opts.get("weights")),
+                          au_model=opts.get("au_model", "blendshapes"))
+
+
 def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
     """``job(path, out_dir) -> JobResult``: runs the spec on one video (composed jobs in one decode pass), writing
     every output into ``out_dir``. Models are loaded once, on first use."""
@@ -207,25 +150,15 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     names = job_names(spec.job)
     opts = dict(spec.options)
-    sel_args = {k: opts.pop(k) for k in list(opts) if k in _SELECTION_KEYS}
+    sel_args = {k: opts.pop(k) for k in list(opts) if k in SELECTION}
     selection = Selection(**sel_args) if sel_args else None
+    opts = {**defaults(names), **opts}
     cache: dict[str, Any] = {}
 
     def cached(key: str, build: Callable[[], Any]):
         if key not in cache:
             cache[key] = build()
         return cache[key]
-
-    def landmarker():
-        from ..landmarks import FaceLandmarker
-        keys = {"detector", "max_faces", "min_presence", "redetect_every"}
-        return FaceLandmarker(device=device, **{k: v for k, v in opts.items() if k in keys})
-
-    def detector():
-        from ..detect import FaceDetector
-        name = opts.get("detector", "mtcnn")
-        kw = {"min_face_size": opts["min_face_size"]} if "min_face_size" in opts and name == "mtcnn" else {}
-        return FaceDetector(name, device=device, **kw)
 
     def anonymizer():
         from ..privacy import DEFAULT, anonymization_detector
@@ -235,32 +168,23 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
             kwargs = {"input_scale": opts["scale"]} if "scale" in opts else DEFAULT["scale"]
         return anonymization_detector(name, device=device, **kwargs)
 
-    def affect_analyzer():
-        from ..affect import AffectAnalyzer
-        from ..affect.models import parse_weights_option
-        return AffectAnalyzer(device=device, au_threshold=opts.get("au_threshold"),
-                              emotion_model=opts.get("emotion_model", "mini-xception"),
-                              weights=parse_weights_option(opts.get("weights")),
-                              au_model=opts.get("au_model", "blendshapes"))
-
     def make(name: str, out: Path, stem: str):
         if name in ("detect", "landmarks"):
             return make_job(name)
         if name == "analyse":
-            return make_job(name, colour_regions=tuple(opts.get("regions", ("face_skin", "cheeks", "nose", "chin"))),
-                            space=opts.get("space", "rgb"), flow=bool(opts.get("flow", True)),
-                            dense=bool(opts.get("dense", False)))
+            return make_job(name, colour_regions=tuple(opts["regions"]), space=opts["space"], flow=opts["flow"],
+                            dense=opts["dense"])
         if name == "annotate":
             from ..identity import Embedder
-            k = opts.get("num_faces", [1, 9])
+            k = opts["num_faces"]
             return make_job(name, embedder=cached("emb", lambda: Embedder("dlib", device=device)),
-                            num_faces=k if isinstance(k, int) else tuple(k),
-                            per_face=bool(opts.get("per_face", False)), too_few=opts.get("too_few", "error"),
-                            embeddings=bool(opts.get("embeddings", False)))
+                            num_faces=k if isinstance(k, int) else tuple(k), per_face=opts["per_face"],
+                            too_few=opts["too_few"], embeddings=opts["embeddings"],
+                            affect=cached("affect", lambda: build_affect(opts, device)) if opts["affect"] else None)
         if name == "affect":
-            return make_job(name, analyzer=cached("affect", affect_analyzer), out_dir=out,
-                            report=bool(opts.get("report", True)), thumbnails=bool(opts.get("report", True)),
-                            overwrite=True, baseline=opts.get("baseline", "none"))
+            return make_job(name, analyzer=cached("affect", lambda: build_affect(opts, device)), out_dir=out,
+                            report=opts["report"], thumbnails=opts["report"], overwrite=True,
+                            baseline=opts["baseline"])
         if name == "anonymize":
             from ..manipulate.anonymize import AnonymizeOptions
             from ..manipulate.fill import FillOptions
@@ -269,21 +193,22 @@ def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
             options = AnonymizeOptions(**{k: (tuple(v) if k == "colour" else v) for k, v in opts.items() if k in keys})
             fill = FillOptions(max_gap=opts.get("max_gap", DEFAULT["max_gap"]),
                                pad=opts.get("temporal_pad", DEFAULT["temporal_pad"]),
-                               drop_isolated=bool(opts.get("drop_isolated", False)))
+                               drop_isolated=opts["drop_isolated"])
             return make_job(name, output=out / f"{stem}_anonymized.mp4", options=options,
                             threshold=opts.get("threshold"), boxes_format="csv", overwrite=True, fill=fill,
-                            preset=opts.get("preset", "veryfast"),
+                            preset=opts["preset"], crf=opts["crf"],
                             detect_every=opts.get("detect_every", DEFAULT["detect_every"]))
         from ..manipulate.layers import load_spec
         return make_job(name, spec=cached("layer_spec", lambda: load_spec(dict(spec.extra))),
-                        output=out / f"{stem}_manipulated.mp4", overwrite=True,
-                        preset=opts.get("preset", "medium"))
+                        output=out / f"{stem}_manipulated.mp4", overwrite=True, preset=opts["preset"],
+                        crf=opts["crf"])
 
     def run(path: str, out: Path):
         stem = Path(path).stem
         jobs = [make(name, out, stem) for name in names]
         model = (cached("anon", anonymizer) if names == ["anonymize"] else
-                 cached("det", detector) if names == ["detect"] else cached("lm", landmarker))
+                 cached("det", lambda: build_detector(opts, device)) if names == ["detect"] else
+                 cached("lm", lambda: build_landmarker(opts, device)))
         result = run_source(path, jobs, model, spec.batch_size, selection)
         for name, file in TABLE_FILES.items():
             table = result.tables.get(name)
@@ -533,4 +458,5 @@ def merge(corpus: str | os.PathLike) -> dict:
     return summary
 
 
-__all__ = ["JOBS", "JOB_OPTIONS", "validate_options", "JobSpec", "load_job_spec", "build_job", "run_shard", "run_devices", "status", "retry", "merge", "shard_of"]
+__all__ = ["JOBS", "JOB_OPTIONS", "validate_options", "spec_reference", "JobSpec", "build_landmarker", "build_detector",
+           "build_affect", "load_job_spec", "build_job", "run_shard", "run_devices", "status", "retry", "merge", "shard_of"]
