@@ -40,7 +40,7 @@ def main() -> None:
     print("| what | batch | faces/s or frames/s | ms per face or frame |\n|---|---|---|---|")
     with torch.inference_mode():
         for bs in (1, 8, 32):
-            part = faces.select(faces.frame < bs)
+            part = faces.select(faces.row < bs)
             sec = _timed(lambda: affect(frames[:bs], part))
             print(f"| AUs + emotions + valence/arousal | {bs} faces | {bs / sec:.1f} | {1000 * sec / bs:.2f} |")
     sel = Selection(end=args.frames / 29.97)

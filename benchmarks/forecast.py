@@ -128,7 +128,7 @@ def _mask_cost(height: int, width: int) -> dict:
     frames = torch.randint(0, 256, (b, 3, height, width), dtype=torch.uint8)
     s = height / 720
     box = torch.tensor([[560, 200, 720, 420]], dtype=torch.float32) * s
-    faces = Faces(frame=torch.arange(b), boxes=box.repeat(b, 1), scores=torch.ones(b),
+    faces = Faces(row=torch.arange(b), boxes=box.repeat(b, 1), scores=torch.ones(b),
                   keypoints=torch.zeros(b, 5, 2))
     flops, ops = FlopCounterMode(display=False), OpCounter()
     with flops, ops:

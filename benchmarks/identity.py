@@ -22,7 +22,7 @@ def main() -> None:
 
     video, frames, faces = landmarked_sample(device, args.frames)
     lm = gf.FaceLandmarker(device=device, max_faces=1)
-    chips = face_chips(frames.to(device), faces.landmarks, faces.frame)
+    chips = face_chips(frames.to(device), faces.landmarks, faces.row)
     emb = Embedder("dlib", device=device)
     print(f"# identity: {len(chips)} faces of sample_01, device {device} ({machine(device)}), {os.cpu_count()} "
           "CPU cores")

@@ -283,7 +283,7 @@ class MTCNNDetector(torch.nn.Module):
         pick = nms_min(boxes, score, image, 0.7)
         boxes, image, kp, score = boxes[pick], image[pick], kp[pick], score[pick]
         order = torch.argsort(image * 2 - score.double(), stable=True)  # by frame, then decreasing score
-        return Faces(frame=image[order], boxes=boxes[order].float(), scores=score[order].float(),
+        return Faces(row=image[order], boxes=boxes[order].float(), scores=score[order].float(),
                      keypoints=kp[order].float())
 
 
@@ -425,7 +425,7 @@ class BlazeFaceDetector(nn.Module):
         # letterbox fractions → frame pixels, per axis
         boxes = (boxes * size - pad.repeat(2)) / scale.repeat(2)
         keypoints = (keypoints * size - pad) / scale
-        return Faces(frame=frame, boxes=boxes, scores=scores, keypoints=keypoints)
+        return Faces(row=frame, boxes=boxes, scores=scores, keypoints=keypoints)
 
 
 def centerface_input_size(frame_size: tuple[int, int], input_size: tuple[int, int] | None = None,
@@ -498,7 +498,7 @@ class CenterFaceDetector(nn.Module):
         keep = _batched_nms(boxes, score, fb, self.iou_threshold)
         keep = keep[torch.argsort(fb[keep] * 2.0 - score[keep], stable=True)]  # by frame, then decreasing score
         ratio = torch.tensor([nw / w, nh / h], device=frames.device)
-        return Faces(frame=fb[keep], boxes=boxes[keep] / ratio.repeat(2), scores=score[keep],
+        return Faces(row=fb[keep], boxes=boxes[keep] / ratio.repeat(2), scores=score[keep],
                      keypoints=kp[keep] / ratio)
 
 

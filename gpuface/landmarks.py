@@ -336,24 +336,24 @@ class FaceLandmarker:
         faces = self.detector(frames)
         self.detector_frames += frames.shape[0]
         if self.max_faces is not None:
-            order = torch.argsort(faces.frame * 2.0 - faces.scores, stable=True)  # by frame, best first
+            order = torch.argsort(faces.row * 2.0 - faces.scores, stable=True)  # by frame, best first
             faces = faces.select(order)
-            faces = faces.select(rank_in_frame(faces.frame) < self.max_faces)
+            faces = faces.select(rank_in_frame(faces.row) < self.max_faces)
         n = len(faces)
         if n == 0:
             return _empty(self.device)
         landmarks = torch.empty(n, 478, 3, device=self.device)
         presence = torch.empty(n, device=self.device)
         slots = torch.arange(n, device=self.device)
-        self._mesh_refined(frames, faces.frame, slots, rois_from_detections(faces.boxes, faces.keypoints),
+        self._mesh_refined(frames, faces.row, slots, rois_from_detections(faces.boxes, faces.keypoints),
                            landmarks, presence)
         keep = presence >= self.min_presence
-        return self._faces(landmarks[keep], presence[keep], faces.frame[keep], faces.scores[keep],
+        return self._faces(landmarks[keep], presence[keep], faces.row[keep], faces.scores[keep],
                            torch.full((int(keep.sum()),), -1, dtype=torch.long, device=self.device))
 
     def _faces(self, landmarks, presence, frame, scores, track_ids) -> Faces:
         lo, hi = landmarks[..., :2].amin(dim=1), landmarks[..., :2].amax(dim=1)
-        faces = Faces(frame=frame, boxes=torch.cat([lo, hi], dim=1), scores=scores,
+        faces = Faces(row=frame, boxes=torch.cat([lo, hi], dim=1), scores=scores,
                       keypoints=landmarks[:, list(KEYPOINTS_FROM_MESH), :2].contiguous())
         faces.landmarks, faces.presence, faces.track_id = landmarks, presence, track_ids
         faces.blendshapes = (self._blend_run(landmarks[:, self.blend.subset, :2])[0] if self.blend is not None

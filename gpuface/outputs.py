@@ -21,12 +21,12 @@ def faces_rows(faces: Faces, batch: FrameBatch, video: str, keypoints: bool = Tr
     """
     f = faces.to("cpu")
     n = len(f)
-    frame_idx = batch.index[f.frame]
-    rank = rank_in_frame(f.frame).numpy()
+    frame_idx = batch.index[f.row]
+    rank = rank_in_frame(f.row).numpy()
     cols = {
         "video": [video] * n,
         "frame": frame_idx.numpy(),
-        "time_s": batch.pts[f.frame].numpy().round(6),   # µs: container timestamps, not float noise
+        "time_s": batch.pts[f.row].numpy().round(6),   # µs: container timestamps, not float noise
         "face": rank,
         "x1": f.boxes[:, 0].numpy(), "y1": f.boxes[:, 1].numpy(),
         "x2": f.boxes[:, 2].numpy(), "y2": f.boxes[:, 3].numpy(),

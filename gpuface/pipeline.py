@@ -201,7 +201,7 @@ class Job:
         """Before the first batch (open sinks, reset per-video state)."""
 
     def step(self, run: Run, batch: FrameBatch, faces: Faces) -> None:
-        """Do the job on one batch: uint8 frames (B, 3, H, W) and their faces (``faces.frame`` = row in the batch)."""
+        """Do the job on one batch: uint8 frames (B, 3, H, W) and their faces (``faces.row`` = row in the batch)."""
         raise NotImplementedError
 
     def finish(self, run: Run) -> None:
@@ -233,7 +233,7 @@ class _FaceFinder:
             if len(pick) == 0:
                 return Faces.empty(device=frames.device)
             faces = self.guard(self.model, frames[pick], self.state)
-            return replace(faces, frame=pick.to(faces.frame.device)[faces.frame])
+            return replace(faces, row=pick.to(faces.row.device)[faces.row])
         if not self.cuts:
             return self.guard(self.model, frames, self.state)
         from .identity.annotate import shot_cuts
@@ -417,7 +417,7 @@ class ManipulateJob(Job):
         pts = batch.pts if self.log_order is None else torch.arange(
             run.position, run.position + len(batch), dtype=torch.float64, device="cpu") / float(run.info.fps)
         out = self.stack.apply(batch.frames, faces, batch.index, pts, run.info.duration)
-        self.no_face += len(batch) - int(torch.unique(faces.frame).numel())
+        self.no_face += len(batch) - int(torch.unique(faces.row).numel())
         self.sink.write(out)
 
     def finish(self, run: Run) -> None:
@@ -485,7 +485,7 @@ class AnalyseJob(Job):
         vis_dense = vis_points = None
         if self.dense and not run.is_image:
             grey = kornia.color.rgb_to_grayscale(batch.frames.float() / 255)
-            masks = region_masks(faces.landmarks, faces.frame, "face_oval", len(batch), tuple(grey.shape[-2:]))
+            masks = region_masks(faces.landmarks, faces.row, "face_oval", len(batch), tuple(grey.shape[-2:]))
             seq = _after(self.dense_carry, [grey, masks, batch.index, batch.pts])
             if seq[0].shape[0] > 1:
                 px = dense_flow(seq[0][:-1], seq[0][1:])
@@ -494,16 +494,16 @@ class AnalyseJob(Job):
                     vis_dense = torch.cat([px.new_zeros(len(batch) - px.shape[0], *px.shape[1:]), px])
             self.dense_carry = [t[-1:] for t in seq]
         if self.flow and not run.is_image:
-            first = torch.ones(len(faces), dtype=torch.bool, device=faces.frame.device)
-            first[1:] = faces.frame[1:] != faces.frame[:-1]          # the first face of each frame
+            first = torch.ones(len(faces), dtype=torch.bool, device=faces.row.device)
+            first[1:] = faces.row[1:] != faces.row[:-1]          # the first face of each frame
             f = faces.select(first)
             if len(f):  # pairs of consecutive rows: frames without a face are skipped
-                seq = _after(self.carry, [batch.frames[f.frame], f.landmarks, batch.index[f.frame.cpu()],
-                                          batch.pts[f.frame.cpu()]])
+                seq = _after(self.carry, [batch.frames[f.row], f.landmarks, batch.index[f.row.cpu()],
+                                          batch.pts[f.row.cpu()]])
                 table, start, move, ok = landmark_flow(*seq, return_points=True)
                 self.flows.append(table)
                 if self.sink is not None:
-                    later = f.frame[len(f) - start.shape[0]:]         # the frame each pair ends on
+                    later = f.row[len(f) - start.shape[0]:]         # the frame each pair ends on
                     keep = ok.reshape(-1)
                     vis_points = (start.reshape(-1, 2)[keep], move.reshape(-1, 2)[keep],
                                   later[:, None].expand(-1, start.shape[1]).reshape(-1)[keep])
@@ -609,10 +609,10 @@ def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), a
     b, _, h, w = frames.shape
     out = frames.float()
     for i, name in enumerate(regions):
-        m = region_masks(faces.landmarks, faces.frame, name, b, (h, w)).mul_(alpha)
+        m = region_masks(faces.landmarks, faces.row, name, b, (h, w)).mul_(alpha)
         out.mul_(1 - m).add_(palette[i % len(palette)].view(1, 3, 1, 1) * m)
     pts = faces.landmarks[..., :2].floor().long()
-    frame = faces.frame[:, None].expand(-1, pts.shape[1]).reshape(-1)
+    frame = faces.row[:, None].expand(-1, pts.shape[1]).reshape(-1)
     green = torch.tensor([0.0, 255.0, 0.0], device=frames.device)
     for dy in (0, 1):
         for dx in (0, 1):
@@ -641,8 +641,8 @@ def draw_boxes(frames: torch.Tensor, faces, colour: str = "lime") -> torch.Tenso
 
     out = frames.clone()
     f = faces.to("cpu")
-    for i in torch.unique(f.frame).tolist():
-        sel = f.frame == i
+    for i in torch.unique(f.row).tolist():
+        sel = f.row == i
         labels = [f"{s:.2f}" for s in f.scores[sel].tolist()]
         out[i] = draw_bounding_boxes(frames[i].cpu(), f.boxes[sel], labels=labels, colors=colour, width=3,
                                      font_size=24).to(frames.device)

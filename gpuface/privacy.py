@@ -116,7 +116,7 @@ class AnonymizeJob(Job):
         batch, faces, source = ready
         out = anonymize(batch.frames, faces, self.options)
         if self.draw_scores and len(faces):
-            out = draw_boxes(out, faces.select(source.to(faces.frame.device) == 0))
+            out = draw_boxes(out, faces.select(source.to(faces.row.device) == 0))
         self.sink.write(out)
         if len(faces):
             t = faces_rows(faces, batch, run.path, keypoints=False)
@@ -331,7 +331,7 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
             found = found.select(found.scores >= threshold).to("cpu")
             leak = torch.zeros(len(found), dtype=torch.bool, device="cpu")
             if len(ref) and len(found):
-                same = (box_iou(found.boxes, ref.boxes) >= iou) & (found.frame[:, None] == ref.frame[None, :])
+                same = (box_iou(found.boxes, ref.boxes) >= iou) & (found.row[:, None] == ref.row[None, :])
                 leak = same.any(1)
             res.frames += n
             res.reference_faces += len(ref)
@@ -342,12 +342,12 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
                 t["leak"] = leak.numpy()
                 rows.append(t[AUDIT_COLUMNS])
                 if sheet_path is not None:
-                    for i in torch.unique(found.frame[leak]).tolist():
-                        sel = (found.frame == i) & leak
+                    for i in torch.unique(found.row[leak]).tolist():
+                        sel = (found.row == i) & leak
                         key = (int(sel.sum()), float(found.scores[sel].max()), int(b.index[i]))
                         if len(heap) < worst or key > heap[0][:3]:
                             sub = found.select(sel)
-                            sub = replace(sub, frame=torch.zeros_like(sub.frame))
+                            sub = replace(sub, row=torch.zeros_like(sub.row))
                             thumb = draw_boxes(b.frames[i:i + 1].cpu(), sub, colour="red")[0]
                             item = (*key, thumb)
                             heapq.heappush(heap, item) if len(heap) < worst else heapq.heapreplace(heap, item)

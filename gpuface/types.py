@@ -63,7 +63,7 @@ class FrameBatch:
 
 
 def rank_in_frame(frame: torch.Tensor) -> torch.Tensor:
-    """int64 (N,) rank of each face within its frame, for faces sorted by frame (``Faces.frame``): 0, 1, …
+    """int64 (N,) rank of each face within its frame, for faces sorted by frame (``Faces.row``): 0, 1, …
     restarting at each frame; on ``frame``'s device, no host sync."""
     pos = torch.arange(len(frame), device=frame.device)
     if len(frame) == 0:
@@ -78,7 +78,8 @@ class Faces:
     """Faces found in a batch of frames, ragged and stored flat (N faces in all).
 
     Attributes:
-        frame: int64 (N,) index of the frame within the batch each face belongs to.
+        row: int64 (N,) row of the batch (the frame within the batch, not its number in the video: that is
+            ``FrameBatch.index[row]``) each face belongs to.
         boxes: float32 (N, 4) bounding boxes ``x1, y1, x2, y2`` in frame pixels.
         scores: float32 (N,) detection confidence in [0, 1].
         keypoints: float32 (N, K, 2) keypoints ``x, y`` in frame pixels (MTCNN: K = 5, in the order left eye,
@@ -92,10 +93,10 @@ class Faces:
         emotions: optional float32 (N, 7) emotion probabilities (:data:`gpuface.affect.EMOTIONS`).
         valence, arousal: optional float32 (N,) in [-1, 1].
 
-    An empty batch is N = 0, never an exception; frames without faces are simply absent from ``frame``.
+    An empty batch is N = 0, never an exception; frames without faces are simply absent from ``row``.
     """
 
-    frame: torch.Tensor
+    row: torch.Tensor
     boxes: torch.Tensor
     scores: torch.Tensor
     keypoints: torch.Tensor
@@ -116,7 +117,7 @@ class Faces:
     def empty(cls, num_keypoints: int = 5, device: torch.device | str = "cpu") -> "Faces":
         """Faces with N = 0 and the right shapes and dtypes."""
         return cls(
-            frame=torch.zeros(0, dtype=torch.int64, device=device),
+            row=torch.zeros(0, dtype=torch.int64, device=device),
             boxes=torch.zeros(0, 4, device=device),
             scores=torch.zeros(0, device=device),
             keypoints=torch.zeros(0, num_keypoints, 2, device=device),
@@ -142,11 +143,11 @@ class Faces:
 
     def counts(self, batch_size: int) -> torch.Tensor:
         """int64 (B,) number of faces in each frame of a batch of ``batch_size`` frames."""
-        return torch.bincount(self.frame, minlength=batch_size)
+        return torch.bincount(self.row, minlength=batch_size)
 
     @staticmethod
     def cat(parts: list["Faces"], frame_offsets: list[int] | None = None) -> "Faces":
-        """Concatenate faces of several batches; ``frame_offsets[i]`` is added to ``parts[i].frame``."""
+        """Concatenate faces of several batches; ``frame_offsets[i]`` is added to ``parts[i].row``."""
         if not parts:
             return Faces.empty()
         offsets = frame_offsets or [0] * len(parts)
@@ -155,7 +156,7 @@ class Faces:
             values = [getattr(p, name) for p in parts]
             if any(v is None for v in values):
                 out[name] = None
-            elif name == "frame":
+            elif name == "row":
                 out[name] = torch.cat([v + o for v, o in zip(values, offsets)])
             else:
                 out[name] = torch.cat(values)

@@ -134,8 +134,8 @@ def test_same_outputs_at_any_batch_size(samples, analyzer):
     whole = analyzer(batch.frames, faces)
     singles = []
     for i in range(len(batch)):
-        part = faces.select(faces.frame == i)
-        part.frame = torch.zeros_like(part.frame)
+        part = faces.select(faces.row == i)
+        part.row = torch.zeros_like(part.row)
         singles.append(analyzer(batch.frames[i:i + 1], part))
     joined = Faces.cat(singles, list(range(len(batch))))
     for name in ("aus", "emotions", "valence", "arousal"):
@@ -248,7 +248,7 @@ def test_hsemotion_port_matches_timm(fake_hsemotion, samples, landmarker, tmp_pa
     analyzer = AffectAnalyzer(emotion_model="hsemotion", weights={"hsemotion": str(path)})
     img = read_image(samples["multi_face.jpg"])[None]
     faces = analyzer(img, landmarker(img))
-    chips = imagenet_chips(img, faces.landmarks, faces.frame)
+    chips = imagenet_chips(img, faces.landmarks, faces.row)
     with torch.no_grad():
         ref = model(chips)
     probs = torch.softmax(ref[:, :8], 1)[:, [HSEMOTION_CLASSES.index(e) for e in EMOTIONS]]
@@ -327,7 +327,7 @@ def test_opengraphau_port_matches_mexca(mexca_mefarg, samples, landmarker, tmp_p
     img = read_image(samples["multi_face.jpg"])[None]
     faces = analyzer(img, landmarker(img))
     with torch.no_grad():
-        expected = ref(imagenet_chips(img, faces.landmarks, faces.frame))
+        expected = ref(imagenet_chips(img, faces.landmarks, faces.row))
     assert faces.aus.shape == (5, 41)
     assert (faces.aus - expected).abs().max() <= 1e-4
     cols = affect_columns(faces, analyzer.au_threshold, analyzer.au_names)

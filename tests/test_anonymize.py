@@ -54,7 +54,7 @@ def test_pixels_change_inside_masks_only(clip, faces_clip, mode, ellipse):
     opt = gf.AnonymizeOptions(mode=mode, ellipse=ellipse, mask_scale=1.3, colour=(0, 255, 0), overlay=overlay)
     out = gf.anonymize(clip.frames, faces_clip, opt)
     assert out.dtype == torch.uint8 and out.shape == clip.frames.shape
-    mask = brute_masks(deface_boxes(faces_clip.boxes, 1.3), faces_clip.frame, (8, 720, 1280), ellipse)[:, 0]
+    mask = brute_masks(deface_boxes(faces_clip.boxes, 1.3), faces_clip.row, (8, 720, 1280), ellipse)[:, 0]
     outside = ~mask[:, None].expand_as(out)
     assert torch.equal(out[outside], clip.frames[outside])
     inside = mask[:, None].expand_as(out)
@@ -87,7 +87,7 @@ def test_blur_removes_detail(clip, faces_clip):
 
 
 def test_frames_without_faces_pass_through(clip, faces_clip):
-    keep = faces_clip.frame != 3
+    keep = faces_clip.row != 3
     out = gf.anonymize(clip.frames, faces_clip.select(keep))
     assert torch.equal(out[3], clip.frames[3])
     assert not torch.equal(out[2], clip.frames[2])

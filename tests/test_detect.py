@@ -20,10 +20,10 @@ def _assert_parity(frames, faces):
     ref_boxes, ref_probs, ref_points = _facenet_detect(frames)
     matched = 0
     for i in range(len(frames)):
-        ours = faces.boxes[faces.frame == i]
-        ours_kp = faces.keypoints[faces.frame == i]
+        ours = faces.boxes[faces.row == i]
+        ours_kp = faces.keypoints[faces.row == i]
         if ref_boxes[i] is None:
-            assert (faces.scores[faces.frame == i] < 0.9).all()
+            assert (faces.scores[faces.row == i] < 0.9).all()
             continue
         ref = torch.tensor(np.asarray(ref_boxes[i], dtype=np.float32))
         probs = np.asarray(ref_probs[i], dtype=np.float32)
@@ -61,7 +61,7 @@ def test_no_face_video_gives_empty_faces(detector, samples):
 def test_batch_size_does_not_change_results(detector, clip, faces_clip):
     parts = [detector(clip.frames[i:i + 3]) for i in range(0, 8, 3)]
     merged = gf.Faces.cat(parts, [0, 3, 6])
-    assert torch.equal(merged.frame, faces_clip.frame)
+    assert torch.equal(merged.row, faces_clip.row)
     assert torch.allclose(merged.boxes, faces_clip.boxes, atol=1e-3)
 
 

@@ -113,7 +113,7 @@ def _op_call():
     d, b, n = "cuda:0", 4, 5
     x, mask = torch.empty(b, 3, 180, 320, device=d), torch.empty(b, 1, 180, 320, device=d)
     weight = torch.empty(b, device=d)
-    faces = Faces(frame=torch.zeros(n, dtype=torch.long, device=d), boxes=torch.empty(n, 4, device=d),
+    faces = Faces(row=torch.zeros(n, dtype=torch.long, device=d), boxes=torch.empty(n, 4, device=d),
                   scores=torch.empty(n, device=d), keypoints=torch.empty(n, 5, 2, device=d),
                   landmarks=torch.empty(n, 478, 3, device=d))
     ctx = Context(faces, torch.arange(b, device=d), torch.zeros(b, dtype=torch.float64, device=d), key=7,

@@ -21,13 +21,13 @@ def _stream(dets: dict[int, list[list[float]]], n: int, batch: int, opt: FillOpt
             return
         b, faces, src = ready
         for k in range(len(faces)):
-            f = int(b.index[faces.frame[k]])
+            f = int(b.index[faces.row[k]])
             out[f].append((*[round(v, 4) for v in faces.boxes[k].tolist()], int(src[k])))
 
     for start in range(0, n, batch):
         idx = list(range(start, min(start + batch, n)))
         rows = [(i - start, box) for i in idx for box in dets.get(i, [])]
-        faces = Faces(frame=torch.tensor([r[0] for r in rows], dtype=torch.int64),
+        faces = Faces(row=torch.tensor([r[0] for r in rows], dtype=torch.int64),
                       boxes=torch.tensor([r[1] for r in rows], dtype=torch.float32).view(-1, 4),
                       scores=torch.full((len(rows),), 0.9), keypoints=torch.zeros(len(rows), 5, 2))
         b = FrameBatch(torch.zeros(len(idx), 3, 4, 4, dtype=torch.uint8), torch.tensor(idx),
@@ -97,7 +97,7 @@ def dancer_misses(samples):
     faces = det(frames)
     faces = faces.select(faces.scores >= 0.2)
     hit = torch.zeros(len(frames), dtype=torch.bool)
-    hit[faces.frame] = True
+    hit[faces.row] = True
     misses = [int(index[t]) for t in range(2, len(frames) - 2)
               if not hit[t] and hit[t - 2:t].any() and hit[t + 1:t + 3].any()]
     return frames, index, det, misses

@@ -22,7 +22,7 @@ def crops(samples):
     clip = next(iter(VideoReader(samples["sample_01.mp4"]).batches(40)))
     faces = FaceLandmarker("blazeface-short", max_faces=1)(clip.frames)
     c, s, a = rois_from_landmarks(faces.landmarks)
-    return crop_rois(clip.frames, faces.frame, c, s, a, MESH_INPUT)
+    return crop_rois(clip.frames, faces.row, c, s, a, MESH_INPUT)
 
 
 def _mesh():

@@ -28,7 +28,7 @@ def actors(samples, embedder):
     for i in range(1, 5):
         batch = next(iter(VideoReader(samples[f"sample_0{i}.mp4"]).batches(8)))
         faces = lm(batch.frames, lm.new_state())
-        chips.append(face_chips(batch.frames, faces.landmarks, faces.frame))
+        chips.append(face_chips(batch.frames, faces.landmarks, faces.row))
         embs.append(embedder(batch.frames, faces))
         who += [0 if i <= 2 else 1] * len(faces)
     return torch.cat(chips), torch.cat(embs), np.array(who)

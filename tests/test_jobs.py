@@ -106,7 +106,7 @@ def test_out_of_memory_retry_replays_the_tracker_from_its_snapshot(samples, land
     guard, state = OomGuard(), failing.new_state()
     faces = guard(failing, frames, state)
     assert failing.failed and guard.limit == 12
-    assert torch.equal(faces.track_id, expected.track_id) and torch.equal(faces.frame, expected.frame)
+    assert torch.equal(faces.track_id, expected.track_id) and torch.equal(faces.row, expected.row)
     assert torch.allclose(faces.landmarks, expected.landmarks, atol=1e-3)
     assert state.next_id == expected.track_id.max() + 1
     assert (failing.detector_frames, failing.mesh_crops) == (clean.detector_frames, clean.mesh_crops)

@@ -21,7 +21,7 @@ def small(clip):
     faces = lm(clip.frames[:2], lm.new_state())
     x = F.interpolate(clip.frames[:2].float() / 255, scale_factor=0.25, mode="area")
     faces.landmarks = faces.landmarks * torch.tensor([0.25, 0.25, 1.0])
-    mask = region_masks(faces.landmarks, faces.frame, "face_oval", 2, x.shape[-2:], feather=1.5)
+    mask = region_masks(faces.landmarks, faces.row, "face_oval", 2, x.shape[-2:], feather=1.5)
     assert 0.05 < float((mask > 0).float().mean()) < 0.5
     return x, mask, faces
 

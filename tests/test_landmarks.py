@@ -119,7 +119,7 @@ def test_multi_face_image_finds_all_five(samples):
     faces = lm(img)
     assert len(faces) == 5 and bool((faces.presence > 0.5).all())
     two = FaceLandmarker("blazeface-full", max_faces=2)(torch.cat([img, img]))  # unrelated stills, one batch
-    assert two.frame.tolist() == [0, 0, 1, 1]
+    assert two.row.tolist() == [0, 0, 1, 1]
     assert torch.allclose(two.scores[:2], faces.scores.sort(descending=True).values[:2])
     from torchvision.ops import box_iou
 
@@ -270,7 +270,7 @@ def test_landmarks_same_at_any_batch_size(mosaic):
     ref = runs[1]
     assert len(ref) >= 4 * len(mosaic) - 4 and set(ref.track_id.tolist()) == {0, 1, 2, 3}
     for bs in (7, 32):
-        assert torch.equal(runs[bs].frame, ref.frame) and torch.equal(runs[bs].track_id, ref.track_id)
+        assert torch.equal(runs[bs].row, ref.row) and torch.equal(runs[bs].track_id, ref.track_id)
         assert (runs[bs].landmarks - ref.landmarks).abs().max() < 0.01                 # px; measured 5e-4
         assert (runs[bs].blendshapes - ref.blendshapes).abs().max() < 1e-3
     spec = load_spec({"seed": 7, "layers": [{"op": "noise", "region": "face_oval",

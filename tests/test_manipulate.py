@@ -27,7 +27,7 @@ def scene(clip):
 def _run(scene, op, region="face_oval", weight=1.0, state=None, **params):
     clip, faces, x = scene
     b, _, h, w = x.shape
-    mask = region_masks(faces.landmarks, faces.frame, region, b, (h, w))
+    mask = region_masks(faces.landmarks, faces.row, region, b, (h, w))
     ctx = Context(faces=faces, frames=clip.index, pts=clip.pts, key=11,
                   state=state if state is not None else {"region": get_region(region)})
     return OPS[op](x, mask, torch.full((b,), weight), ctx, **params), mask
@@ -206,9 +206,9 @@ def test_layer_stack_is_batch_size_independent_and_handles_faceless_frames(scene
     parts.reset("v.mp4")
     out = []
     for s in (slice(0, 3), slice(3, 8)):
-        sel = (faces.frame >= s.start) & (faces.frame < s.stop)
+        sel = (faces.row >= s.start) & (faces.row < s.stop)
         sub = faces.select(sel)
-        sub.frame = sub.frame - s.start
+        sub.row = sub.row - s.start
         out.append(parts.apply(clip.frames[s], sub, clip.index[s], clip.pts[s], 10.0))
     assert torch.equal(torch.cat(out), ref)
     empty = Faces.empty(6)
@@ -352,7 +352,7 @@ def test_region_colour_means_match_a_direct_masked_mean(scene):
     clip, faces, x = scene
     table = region_colour_means(clip, faces, regions=("face_skin", "nose"), space="rgb", video="v")
     assert list(table.columns[:4]) == ["video", "frame", "time_s", "face"] and len(table) == 8
-    mask = region_masks(faces.landmarks, faces.frame, "nose", 8, tuple(x.shape[-2:]))[3, 0] > 0.5
+    mask = region_masks(faces.landmarks, faces.row, "nose", 8, tuple(x.shape[-2:]))[3, 0] > 0.5
     direct = clip.frames[3].float()[:, mask].mean(dim=1)
     assert np.allclose(table.loc[3, ["nose_R", "nose_G", "nose_B"]].to_numpy(dtype=float), direct.numpy(), atol=0.01)
     lab = region_colour_means(clip, faces, regions=("face_skin",), space="lab")
@@ -420,12 +420,12 @@ def test_moviefy(samples, tmp_path):
 def test_relocate_moves_parts_inside_the_face_only(scene):
     clip, faces, x = scene
     sub = (slice(0, 2),)
-    scene2 = (clip, faces.select(faces.frame < 2), x[sub])
+    scene2 = (clip, faces.select(faces.row < 2), x[sub])
     y, _ = _run(scene2, "relocate", "face_oval", rotations=(180,), max_offset=0.1)
     h, w = x.shape[-2:]
-    near = region_masks(faces.landmarks[:2], faces.frame[:2], "face_oval", 2, (h, w), feather=40.0) > 0.001
+    near = region_masks(faces.landmarks[:2], faces.row[:2], "face_oval", 2, (h, w), feather=40.0) > 0.001
     assert torch.equal(y[~near.expand_as(y)], x[sub][~near.expand_as(y)])
-    eye = region_masks(faces.landmarks[:2], faces.frame[:2], "left_eye", 2, (h, w)) > 0.5
+    eye = region_masks(faces.landmarks[:2], faces.row[:2], "left_eye", 2, (h, w)) > 0.5
     assert (y - x[sub]).abs().amax(dim=1)[eye[:, 0]].mean() > 0.05    # the eye is no longer where it was
     y2, _ = _run(scene2, "relocate", "face_oval", rotations=(180,), max_offset=0.1)
     assert torch.equal(y, y2)

@@ -97,7 +97,7 @@ class AffectAnalyzer:
         if faces.landmarks is None or faces.blendshapes is None:
             raise InvalidOptionError("affect needs FaceMesh landmarks and blendshapes "
                                      "(FaceLandmarker(blendshapes=True))")
-        frames, landmarks, rows = frames.to(self.device), faces.landmarks.to(self.device), faces.frame.to(self.device)
+        frames, landmarks, rows = frames.to(self.device), faces.landmarks.to(self.device), faces.row.to(self.device)
         rgb = None   # the 224² ImageNet chips, cut once for OpenGraphAU and HSEmotion alike
         if self.au_net is not None or self.emotion_model == "hsemotion":
             rgb = imagenet_chips(frames, landmarks, rows)

@@ -44,7 +44,7 @@ def affect_rows(faces: Faces, batch: FrameBatch, video: str, au_threshold: float
     table["track"] = f.track_id.numpy() if f.track_id is not None else -1
     table = pd.concat([table, affect_columns(f, au_threshold, au_names)], axis=1)
     seen = torch.zeros(len(batch), dtype=torch.bool, device="cpu")
-    seen[f.frame] = True
+    seen[f.row] = True
     missing = (~seen).nonzero().flatten()
     if len(missing):
         empty = pd.DataFrame({"video": video, "frame": batch.index[missing].numpy(),
@@ -187,7 +187,7 @@ def _keep_best(best: dict, faces: Faces, frames: torch.Tensor, crop_rois) -> Non
         box = faces.boxes[i:i + 1]
         centre = (box[:, :2] + box[:, 2:]) / 2
         side = (box[:, 2:] - box[:, :2]).amax(1) * 1.2
-        crop = crop_rois(frames, faces.frame[i:i + 1], centre, side, torch.zeros_like(side), THUMBNAIL_SIZE)
+        crop = crop_rois(frames, faces.row[i:i + 1], centre, side, torch.zeros_like(side), THUMBNAIL_SIZE)
         best[t] = (float(scores[i]), crop[0].mul(255).round().byte().cpu())
 
 

@@ -52,14 +52,14 @@ def region_colour_means(batch: FrameBatch, faces: Faces, regions=DEFAULT_REGIONS
     b, _, h, w = batch.frames.shape
     n = len(faces)
     values = _convert(batch.frames.float() / 255, space)                       # (B, C, H, W)
-    cols = {"video": [video] * n, "frame": batch.index[faces.frame.cpu()].numpy(),
-            "time_s": batch.pts[faces.frame.cpu()].numpy(), "face": rank_in_frame(faces.frame.cpu()).numpy()}
-    one = torch.arange(n, device=faces.frame.device)
+    cols = {"video": [video] * n, "frame": batch.index[faces.row.cpu()].numpy(),
+            "time_s": batch.pts[faces.row.cpu()].numpy(), "face": rank_in_frame(faces.row.cpu()).numpy()}
+    one = torch.arange(n, device=faces.row.device)
     for region in regions:
         # one mask per face (each face is its own "frame" of the rasteriser), then a masked mean per face
         masks = region_masks(faces.landmarks, one, region, n, (h, w))          # (N, 1, H, W)
         area = masks.sum(dim=(1, 2, 3))
-        sums = (values[faces.frame] * masks).sum(dim=(2, 3))                  # (N, C)
+        sums = (values[faces.row] * masks).sum(dim=(2, 3))                  # (N, C)
         means = (sums / area[:, None]).where(area[:, None] > 0, torch.nan)
         for c, name in enumerate(COLOUR_SPACES[space]):
             cols[f"{region}_{name}"] = means[:, c].cpu().numpy()

@@ -102,7 +102,7 @@ class Embedder:
         if len(faces) == 0:
             emb = torch.zeros(0, self.dim, device=self.device)
         else:
-            chips = face_chips(frames.to(self.device), faces.landmarks.to(self.device), faces.frame.to(self.device),
+            chips = face_chips(frames.to(self.device), faces.landmarks.to(self.device), faces.row.to(self.device),
                                self.size)
             if self.model == "facenet":
                 chips = (chips - 127.5) / 128.0   # facenet-pytorch's fixed_image_standardization

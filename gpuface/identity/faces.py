@@ -132,8 +132,8 @@ class FaceCropsJob(Job):
                              torch.minimum(w - faces.boxes[:, 2], h - faces.boxes[:, 3]))
         for n in range(len(faces)):
             x1, y1, x2, y2 = boxes[n].tolist()
-            crop = batch.frames[faces.frame[n], :, y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)].cpu()
-            frame_no = int(batch.index[faces.frame[n].cpu()])
+            crop = batch.frames[faces.row[n], :, y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)].cpu()
+            frame_no = int(batch.index[faces.row[n].cpu()])
             name = f"{opt.prefix}{video}_{frame_no}_{n}.jpg"
             row = {"file": None, "video": run.path, "frame": frame_no, "face": n, "x1": x1, "y1": y1, "x2": x2,
                    "y2": y2, "score": float(faces.scores[n]), "status": "kept", "reason": None, "group": None,

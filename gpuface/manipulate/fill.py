@@ -95,7 +95,7 @@ class TemporalFill:
         f = faces.to("cpu")
         rows = torch.cat([f.boxes.float(), f.scores.float()[:, None]], 1)
         for i in range(len(batch)):
-            self.boxes[self.seen + i] = rows[f.frame == i]
+            self.boxes[self.seen + i] = rows[f.row == i]
             self.frames.append((batch.frames[i], batch.index[i], batch.pts[i]))
         self.seen += len(batch)
         return self._release(self.seen - self.opt.lookahead)
@@ -172,7 +172,7 @@ class TemporalFill:
         # stacked channels-last, the decoders' layout (the encoder then reads rows without a transpose)
         stacked = torch.stack([f.permute(1, 2, 0) for f in frames]).permute(0, 3, 1, 2)
         batch = FrameBatch(stacked, torch.stack(index), torch.stack(pts), *self.meta)
-        faces = Faces(frame=torch.cat(owner).to(dev), boxes=rows[:, :4].to(dev), scores=rows[:, 4].to(dev),
+        faces = Faces(row=torch.cat(owner).to(dev), boxes=rows[:, :4].to(dev), scores=rows[:, 4].to(dev),
                       keypoints=torch.zeros(len(rows), 0, 2, device=dev))
         return batch, faces, codes
 

@@ -213,7 +213,7 @@ class LayerStack:
             # ops and the libraries they call (Kornia builds filter kernels on the default device) run with the
             # data's device as the default
             with torch.device(x.device):
-                mask = region_masks(local.landmarks, local.frame, state["region"], b, size, layer.feather)
+                mask = region_masks(local.landmarks, local.row, state["region"], b, size, layer.feather)
                 ctx = Context(faces=local, frames=index.to(x.device), pts=pts, key=key, state=state,
                               origin=(cols.start, rows.start), size=(h, w), weights=host_weights,
                               windows=x.device.type == "cpu" if op_windows is None else op_windows)

@@ -71,7 +71,7 @@ def _first_face_width(ctx) -> float:
         faces = ctx.faces
         lm = faces.landmarks[..., 0]
         width = lm.amax(1) - lm.amin(1)
-        first = (faces.frame == faces.frame.amin()).to(width.dtype)
+        first = (faces.row == faces.row.amin()).to(width.dtype)
         ctx.state["face_width"] = float((width * first).sum() / first.sum())
     return ctx.state["face_width"]
 

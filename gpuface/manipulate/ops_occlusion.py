@@ -19,7 +19,7 @@ def mask_background(x, mask, weight, ctx, background=(0, 0, 0)):
     """Keep the region, paint everything else ``background`` (RGB 0–255) — PyFAME ``layer_mask``. Frames without
     a face are left unchanged; the weight fades the background in."""
     has = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    has[ctx.faces.frame] = 1.0
+    has[ctx.faces.row] = 1.0
     return masked_blend(x, _rgb(background, x), 1 - mask, weight * has)
 
 
@@ -30,7 +30,7 @@ def fill(x, mask, weight, ctx, method: str = "black", colour=(0, 0, 0)):
         raise InvalidOptionError("fill: method black|colour|mean")
     if method == "mean":
         b, _, h, w = x.shape
-        skin = region_masks(ctx.faces.landmarks, ctx.faces.frame, "face_oval - eyes - lips_outer", b, (h, w))
+        skin = region_masks(ctx.faces.landmarks, ctx.faces.row, "face_oval - eyes - lips_outer", b, (h, w))
         total = (x * skin).sum(dim=(2, 3)) / skin.sum(dim=(2, 3)).clamp(min=1)
         target = total[:, :, None, None].expand_as(x)
     else:
@@ -62,7 +62,7 @@ def bar(x, mask, weight, ctx, colour=(0, 0, 0), margin: float = 0.12, thickness:
     corners = torch.stack([centre + axis * uu[:, None] + normal_ * (vc + vv)[:, None]
                            for uu, vv in ((u0, -half_v), (u1, -half_v), (u1, half_v), (u0, half_v))], dim=1)
     b, _, h, w = x.shape
-    rect = region_masks(corners, faces.frame, Region("bar", (0, 1, 2, 3)), b, (h, w))
+    rect = region_masks(corners, faces.row, Region("bar", (0, 1, 2, 3)), b, (h, w))
     return masked_blend(x, _rgb(colour, x), rect, weight)
 
 
@@ -150,7 +150,7 @@ def bubbles(x, mask, weight, ctx, count: int = 10, sigma: float = 0.05, backgrou
     if len(faces) == 0:
         return x
     b, _, h, w = x.shape
-    face_frames = ctx.frames.to(x.device)[faces.frame] if per_frame else torch.zeros_like(faces.frame)
+    face_frames = ctx.frames.to(x.device)[faces.row] if per_frame else torch.zeros_like(faces.row)
     uv = uniform(ctx.key, face_frames, (count, 2))                                          # (N, count, 2)
     lm = faces.landmarks[..., :2]
     lo, hi = lm.amin(1), lm.amax(1)
@@ -166,6 +166,6 @@ def bubbles(x, mask, weight, ctx, count: int = 10, sigma: float = 0.05, backgrou
         g = gy[:, :, None] * gx[:, None, :]
         with warnings.catch_warnings():  # index_reduce is flagged beta; its amax semantics are what we need
             warnings.simplefilter("ignore", UserWarning)
-            aperture.index_reduce_(0, faces.frame, g, "amax")
+            aperture.index_reduce_(0, faces.row, g, "amax")
     hidden = masked_blend(_rgb(background, x).expand_as(x), x, aperture[:, None])
     return masked_blend(x, hidden, mask, weight)

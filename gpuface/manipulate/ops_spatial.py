@@ -97,9 +97,9 @@ def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int 
     pooled = F.pad(mask, (0, sw, 0, sh))  # padded so that every cell lies within the tensor
     ys = y0.clamp(0, h)[..., None, None] + torch.arange(sh, device=x.device)[:, None]      # (N, gy, 1, sh, 1)
     xs = x0.clamp(0, w)[..., None, None] + torch.arange(sw, device=x.device)[None, :]      # (N, 1, gx, 1, sw)
-    fr = faces.frame[:, None, None, None, None]
+    fr = faces.row[:, None, None, None, None]
     cover = pooled[fr, 0, ys, xs].mean(dim=(-1, -2))                                       # (N, gy, gx)
-    active = inside & (cover >= overlap_threshold) & (weight[faces.frame] > 0.5)[:, None, None]
+    active = inside & (cover >= overlap_threshold) & (weight[faces.row] > 0.5)[:, None, None]
     flat_active = active.reshape(n, -1)
     cells = gx * gy
     ids = torch.arange(cells, device=x.device).expand(n, -1)
@@ -141,7 +141,7 @@ def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int 
         return py[:, None, None] + oy[None, :, None], px[:, None, None] + ox[None, None, :]
     dy, dx = pixel(d_cell)
     sy, sx = pixel(s_cell)
-    frame = faces.frame[f_idx][:, None, None]
+    frame = faces.row[f_idx][:, None, None]
     out = x.clone()
     out.permute(0, 2, 3, 1)[frame, dy, dx] = x.permute(0, 2, 3, 1)[frame, sy, sx]
     return out
@@ -165,9 +165,9 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
     lm = faces.landmarks[..., :2]
     face_w = (lm[:, 454] - lm[:, 234]).norm(dim=1)
     regions = [get_region(p) for p in parts]
-    masks = [region_masks(faces.landmarks, faces.frame, r, b, (h, w), feather) for r in regions]
+    masks = [region_masks(faces.landmarks, faces.row, r, b, (h, w), feather) for r in regions]
     holes = torch.stack(masks).amax(0)
-    skin = region_masks(faces.landmarks, faces.frame, "face_oval", b, (h, w))
+    skin = region_masks(faces.landmarks, faces.row, "face_oval", b, (h, w))
     keep = skin * (1 - holes)
     fill_rgb = _smooth_fill(x, keep, max(_first_face_width(ctx) * 0.08, 2.0), ctx.origin)
     out = masked_blend(x, fill_rgb, holes, on.view(-1))
@@ -175,7 +175,7 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
     draws = uniform(ctx.key, zero, (len(parts), 3))[0]                                  # (P, 3): dx, dy, angle
     angles = torch.tensor([float(a) for a in rotations], device=x.device)
     pad = 3 * feather + 2
-    x_faces = x[faces.frame]
+    x_faces = x[faces.row]
     for j, (region, m) in enumerate(zip(regions, masks)):
         dx, dy = (draws[j, :2] * 2 - 1) * max_offset
         ang = angles[min(int(draws[j, 2] * len(angles)), len(angles) - 1)] * math.pi / 180
@@ -198,8 +198,8 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
         grid = src / torch.tensor([w / 2, h / 2], device=x.device, dtype=x.dtype) - 1
         sample = functools.partial(F.grid_sample, grid=grid, mode="bilinear", padding_mode="zeros",
                                    align_corners=False)
-        out[:, :, y0:y1, x0:x1] = _per_face_blend(out[:, :, y0:y1, x0:x1], faces.frame, sample(x_faces),
-                                                  sample(m[faces.frame]), on.view(-1))
+        out[:, :, y0:y1, x0:x1] = _per_face_blend(out[:, :, y0:y1, x0:x1], faces.row, sample(x_faces),
+                                                  sample(m[faces.row]), on.view(-1))
     return out
 
 

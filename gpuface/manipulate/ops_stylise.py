@@ -27,8 +27,8 @@ def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 25
         return x
     lm = faces.landmarks[..., :2]
     if "points" not in ctx.state:
-        first = int(faces.frame.min())
-        i = int(torch.nonzero(faces.frame == first)[0])
+        first = int(faces.row.min())
+        i = int(torch.nonzero(faces.row == first)[0])
         pos = lm[i].floor().long()
         h, w = mask.shape[-2:]
         ok = (pos[:, 0] >= 0) & (pos[:, 0] < w) & (pos[:, 1] >= 0) & (pos[:, 1] < h)
@@ -41,10 +41,10 @@ def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 25
     bg = x.clone() if keep_background else torch.full_like(x, 1.0 if invert else 0.0)
     point_rgb = _rgb(colour if not invert else tuple(255 - c for c in colour), x).view(3)
     pts = lm[:, idx]                                                    # (N, P, 2)
-    frame_of = faces.frame[:, None].expand(-1, idx.numel()).reshape(-1)
+    frame_of = faces.row[:, None].expand(-1, idx.numel()).reshape(-1)
     if history is not None:
         trail = ctx.state["trail"]
-        times = ctx.pts.to(x.device)[faces.frame]
+        times = ctx.pts.to(x.device)[faces.row]
         hist_rgb = _rgb(history_colour, x).view(3)
         for n in range(len(faces)):  # history is sequential by nature: per face, past positions up to now
             trail.append((float(times[n]), pts[n]))
@@ -54,13 +54,13 @@ def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 25
                 past = [trail[0][1]]
             if past:
                 start = torch.cat(past)
-                segments(bg, faces.frame[n].expand(start.shape[0]), start, pts[n].repeat(len(past), 1),
+                segments(bg, faces.row[n].expand(start.shape[0]), start, pts[n].repeat(len(past), 1),
                          max(radius // 2, 0), hist_rgb)
         cutoff = float(times.max()) - history_window
         ctx.state["trail"] = trail[:1] + [(tt, p) for (tt, p) in trail[1:] if tt >= cutoff]
     discs(bg, frame_of, pts.reshape(-1, 2), radius, point_rgb)
     has = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    has[faces.frame] = 1.0
+    has[faces.row] = 1.0
     return masked_blend(x, bg, torch.ones_like(x[:1, :1, :1, :1]), weight * has)
 
 
@@ -125,5 +125,5 @@ def overlay(x, mask, weight, ctx, image=None, anchors=(33, 263), centre: int = 1
     grid = F.affine_grid(theta, [len(faces), 4, h, w], align_corners=False)
     layer = F.grid_sample(rgba[None].expand(len(faces), -1, -1, -1), grid, mode="bilinear",
                           padding_mode="zeros", align_corners=False)          # (N, 4, H, W)
-    alpha = layer[:, 3:4] * mask[faces.frame] if clip else layer[:, 3:4]
-    return _per_face_blend(x.clone(), faces.frame, layer[:, :3], alpha, weight)
+    alpha = layer[:, 3:4] * mask[faces.row] if clip else layer[:, 3:4]
+    return _per_face_blend(x.clone(), faces.row, layer[:, :3], alpha, weight)
