@@ -407,6 +407,7 @@ class ManipulateJob(Job):
             if self.spec.temporal.get("audio", "carry") == "carry" and run.info.has_audio:
                 from .io.encode import temporary_path
                 from .manipulate.temporal import reorder_audio
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)   # -o may name a folder not made yet
                 self.audio = temporary_path(Path(self.path).with_suffix(".m4a"))
                 audio = reorder_audio(run.path, self.log_order["frames"], float(run.info.fps), str(self.audio))
         self.sink = Sink(self.path, run.is_image, run.info.fps, self.crf, self.preset, audio_from=audio,

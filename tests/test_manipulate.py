@@ -315,10 +315,13 @@ def test_manipulate_cli_writes_videos_and_logs(samples, tmp_path, caplog):
     spec = tmp_path / "spec.yaml"
     spec.write_text("layers:\n  - op: blur\n    region: face_oval\n  - op: recolour\n    region: face_skin\n"
                     "    params: {colour: yellow, magnitude: 15}\ntemporal: {method: reverse, block_duration: 1.0}\n")
+    out_dir = tmp_path / "out"     # a folder not made yet, as the README's `-o out/` (the shuffled audio goes there)
     code = main(["manipulate", samples["sample_01.mp4"], samples["no_face.mp4"], samples["multi_face.jpg"],
-                 "--layers", str(spec), "-o", str(tmp_path), "--seed", "3", "--quiet", "--device", "cpu",
+                 "--layers", str(spec), "-o", str(out_dir), "--seed", "3", "--quiet", "--device", "cpu",
                  "--detector", "blazeface-full"])
     assert code == 0
+    for f in out_dir.iterdir():
+        f.rename(tmp_path / f.name)
     log = json.loads((tmp_path / "sample_01_manipulated.json").read_text())
     assert log["seed"] == 3 and log["layers"][1]["params"] == {"colour": "yellow", "magnitude": 15}
     assert log["temporal_order"]["blocks"] == [2, 1, 0] and log["audio_copied"] is True
