@@ -181,7 +181,7 @@ def _eval(region: Region, points, lo, hm, wm) -> torch.Tensor:
 
 
 def region_masks(landmarks: torch.Tensor, frame: torch.Tensor, region: str | Region, batch_size: int,
-                 frame_size: tuple[int, int], feather: float = 0.0) -> torch.Tensor:
+                 frame_size: tuple[int, int], feather: float = 0.0, compact: bool | None = None) -> torch.Tensor:
     """Rasterise a region for every face of a batch into one mask per frame.
 
     Args:
@@ -191,6 +191,9 @@ def region_masks(landmarks: torch.Tensor, frame: torch.Tensor, region: str | Reg
         region: a :class:`Region` or a name / expression for :func:`get_region`.
         batch_size: B. frame_size: (H, W) in pixels.
         feather: standard deviation in pixels of a Gaussian that softens the mask edge (0: hard 0/1 mask).
+        compact: rasterise each face on the smallest grid that holds every face's region (one host sync for its
+            size; the default on the CPU) or on a frame-sized grid from each face's corner (no sync; the default on
+            other devices). The same mask either way.
 
     Returns:
         float32 (B, 1, H, W) in [0, 1]; the union (max) over faces of the same frame; zeros for frames
@@ -213,20 +216,27 @@ def region_masks(landmarks: torch.Tensor, frame: torch.Tensor, region: str | Reg
     lo = (used.amin(dim=1).floor().long() - pad).clamp(min=0)
     lo = torch.minimum(lo, torch.tensor([w - 1, h - 1], device=device))
     hi = (used.amax(dim=1).ceil().long() + pad).clamp(max=torch.tensor([w, h], device=device))
-    size = (hi - lo).clamp(min=1).amax(dim=0)
-    wm, hm = int(size[0]), int(size[1])
+    if compact if compact is not None else device.type == "cpu":
+        size = (hi - lo).clamp(min=1).amax(dim=0)
+        wm, hm = int(size[0]), int(size[1])
+    else:   # every region fits a frame-sized grid from its corner: a size known without reading the data
+        wm, hm = w, h
     local = _eval(region, pts, lo, hm, wm).float()
     if feather > 0:
-        from kornia.filters import gaussian_blur2d
+        from kornia.filters import filter2d_separable
 
-        k = 2 * int(math.ceil(3 * feather)) + 1
-        local = gaussian_blur2d(local[:, None], (k, k), (feather, feather), border_type="constant")[:, 0]
+        from .kernels import gaussian_taps
+
+        taps = gaussian_taps(2 * int(math.ceil(3 * feather)) + 1, feather, device)[None]   # host-built: no sync
+        local = filter2d_separable(local[:, None], taps, taps, border_type="constant")[:, 0]
     ys = lo[:, 1, None, None] + torch.arange(hm, device=device)[None, :, None]
     xs = lo[:, 0, None, None] + torch.arange(wm, device=device)[None, None, :]
     valid = (ys < h) & (xs < w)
     flat = frame[:, None, None] * (h * w) + ys.clamp(max=h - 1) * w + xs.clamp(max=w - 1)
-    out.scatter_reduce_(0, flat[valid], local[valid], reduce="amax")
-    return out.view(batch_size, 1, h, w)
+    spill = batch_size * h * w            # pixels outside the frame go to one extra slot, dropped: no mask indexing
+    out = torch.cat([out, out.new_zeros(1)])
+    out.scatter_reduce_(0, torch.where(valid, flat, spill).flatten(), local.flatten(), reduce="amax")
+    return out[:spill].view(batch_size, 1, h, w)
 
 
 __all__ = ["Region", "REGIONS", "MIDLINE", "get_region", "region_masks"]

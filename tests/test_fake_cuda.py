@@ -93,13 +93,11 @@ def test_fake_cuda_catches_what_it_should():
 
 # Ops whose shapes depend on the faces, with the host sync each must make (the census counts them per batch):
 SHAPE_SYNCS = {
-    "bar": "the size of the bar's raster (region_masks)",
     "grid_shuffle": "the number of grid cells across each face",
     "point_light": "the first frame's points (once per video) and the disc raster",
     "overlay": "the most faces in one frame (faces of a frame are blended in order)",
     "relocate": "each part's destination box",
     "pencil_sketch": "its filters are defined on the region's bounding box (one per batch)",
-    "fill": "method mean only: the skin raster (region_masks)",
 }
 
 
@@ -123,7 +121,8 @@ def _op_call():
 
 
 SYNC_FREE_CASES = [("recolour", {}), ("recolour", {"scale": "absolute"}), ("saturation", {}), ("brightness", {}),
-                   ("mask", {}), ("fill", {}), ("fill", {"method": "colour"}), ("blur", {}),
+                   ("mask", {}), ("fill", {}), ("fill", {"method": "colour"}), ("fill", {"method": "mean"}),
+                   ("bar", {}), ("blur", {}),
                    ("blur", {"method": "median"}), ("blur", {"method": "average"}), ("noise", {}),
                    ("noise", {"method": "pixelate"}), ("noise", {"method": "salt_and_pepper"}), ("bubbles", {})]
 
@@ -144,3 +143,15 @@ def test_op_runs_on_fake_cuda_without_host_sync(name, params):
         x, mask, weight, ctx = _op_call()
         y = OPS[name](x, mask, weight, ctx, **params)
     assert y.device == torch.device("cuda:0") and y.shape == x.shape
+
+
+@pytest.mark.parametrize("feather", [0.0, 3.0])
+def test_region_masks_on_fake_cuda_without_host_sync(feather):
+    """Region rasters on a GPU use a frame-sized grid per face (no sync for the size) and a host-built Gaussian."""
+    from gpuface.regions import region_masks
+
+    with FakeTensorMode():
+        lm = torch.empty(3, 478, 3, device="cuda:0")
+        m = region_masks(lm, torch.zeros(3, dtype=torch.long, device="cuda:0"), "face_oval - eyes", 2, (90, 160),
+                         feather)
+    assert m.device == torch.device("cuda:0") and m.shape == (2, 1, 90, 160)

@@ -211,6 +211,21 @@ def test_region_masks_batched_frames_and_feather(tracked, clip24):
                             "left_hemiface", "right_hemiface", "forehead"}
 
 
+@pytest.mark.parametrize("feather", [0.0, 2.0])
+def test_region_masks_on_a_frame_sized_grid_are_the_compact_ones(tracked, clip24, feather):
+    """A GPU rasterises each face on a frame-sized grid (no host sync for the grid's size): the masks must be the
+    compact grid's bit for bit, for a hard and a feathered edge, faces near the border included."""
+    lm = tracked[0][:4].clone()
+    lm[3, :, 0] += clip24.frames.shape[-1] - lm[3, :, 0].mean()     # one face centred on the right border
+    h, w = clip24.frames.shape[-2:]
+    frame = torch.tensor([0, 0, 2, 3])
+    for region in ("face_skin", "left_hemiface", "eyes"):
+        compact = region_masks(lm, frame, region, 4, (h, w), feather)
+        whole = region_masks(lm, frame, region, 4, (h, w), feather, compact=False)
+        assert compact[3].sum() > 0 or region == "left_hemiface"
+        assert torch.equal(compact, whole), region
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA to compare devices")
 def test_region_masks_cpu_and_cuda_agree(tracked, clip24):
     lm = tracked[0][:4]
