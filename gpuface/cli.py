@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .errors import GpufaceError, InvalidOptionError
-from .jobspec import DETECTORS, add_job_options, job_options, validate_options
+from .jobspec import DETECTORS, add_job_options, job_options, parse_count, validate_options
 
 
 def _device(name: str):
@@ -257,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     fc.add_argument("--square", action="store_true", help="square crops")
     fc.add_argument("--group", default="clustering", choices=["clustering", "classification"],
                     help="clustering (unknown people) or classification against --ref-dir")
-    fc.add_argument("--clusters", default="1-9", help="people: K or MIN-MAX to estimate (default 1-9)")
+    fc.add_argument("--clusters", type=parse_count, default=[1, 9], metavar="K|MIN-MAX",
+                    help="people: K or MIN-MAX to estimate (default 1-9)")
     fc.add_argument("--ref-dir", help="classification: one sub-folder of images per person")
     fc.add_argument("--prefix", default="", help="prefix of every crop's file name")
     fc.add_argument("--save-rejects", action="store_true", help="also save rejected crops in rejects/")
@@ -487,16 +488,6 @@ def cmd_analyse(args) -> int:
     return _summary(results, args.quiet) if colours else 2
 
 
-def _identity_count(text: str):
-    try:
-        if "-" in text:
-            lo, hi = (int(v) for v in text.split("-"))
-            return (lo, hi)
-        return int(text)
-    except ValueError:
-        raise InvalidOptionError(f"--clusters must be K or MIN-MAX, got {text!r}") from None
-
-
 def cmd_annotate(args) -> int:
     from .corpus.runner import build_affect, build_landmarker
     from .identity import Embedder
@@ -547,7 +538,7 @@ def cmd_faces(args) -> int:
     options = FacesOptions(step=args.step, start=start, end=end, area=tuple(args.area) if args.area else None,
                            min_score=args.min_score, min_size=args.min_size, min_border=args.min_border,
                            scale=tuple(args.scale), square=args.square, group=args.group,
-                           clusters=_identity_count(args.clusters), ref_dir=args.ref_dir, prefix=args.prefix,
+                           clusters=args.clusters if isinstance(args.clusters, int) else tuple(args.clusters), ref_dir=args.ref_dir, prefix=args.prefix,
                            save_rejects=args.save_rejects, save_dupes=args.save_dupes)
     options.validate()
     device = _device(args.device)

@@ -67,8 +67,8 @@ class Option:
         return None if ok else self.describe()
 
 
-def _count(text: str):
-    """CLI form of a ``count``: K or MIN-MAX."""
+def parse_count(text: str) -> int | list[int]:
+    """CLI form of a ``count`` (identities, clusters): ``K`` → K, ``MIN-MAX`` → [MIN, MAX] (argparse type)."""
     try:
         lo, _, hi = text.partition("-")
         return [int(lo), int(hi)] if hi else int(lo)
@@ -227,7 +227,7 @@ def add_job_options(parser: argparse.ArgumentParser, job: str, skip: tuple[str, 
         elif o.kind == "list":
             parser.add_argument(f"--{flag}", nargs="+", **kw)
         elif o.kind == "count":
-            parser.add_argument(f"--{flag}", type=_count, metavar="K|MIN-MAX", **kw)
+            parser.add_argument(f"--{flag}", type=parse_count, metavar="K|MIN-MAX", **kw)
         else:
             parser.add_argument(f"--{flag}", type=int, nargs=3, metavar=("R", "G", "B"), **kw)
 
@@ -241,4 +241,4 @@ def job_options(args: argparse.Namespace, job: str) -> dict[str, Any]:
 
 
 __all__ = ["JOBS", "DETECTORS", "Option", "JOB_OPTIONS", "SELECTION", "defaults", "validate_options",
-           "spec_reference", "add_job_options", "job_options"]
+           "spec_reference", "add_job_options", "job_options", "parse_count"]
