@@ -223,12 +223,9 @@ def region_masks(landmarks: torch.Tensor, frame: torch.Tensor, region: str | Reg
         wm, hm = w, h
     local = _eval(region, pts, lo, hm, wm).float()
     if feather > 0:
-        from kornia.filters import filter2d_separable
+        from .kernels import gaussian_blur
 
-        from .kernels import gaussian_taps
-
-        taps = gaussian_taps(2 * int(math.ceil(3 * feather)) + 1, feather, device)[None]   # host-built: no sync
-        local = filter2d_separable(local[:, None], taps, taps, border_type="constant")[:, 0]
+        local = gaussian_blur(local[:, None], 2 * int(math.ceil(3 * feather)) + 1, feather, "constant")[:, 0]
     ys = lo[:, 1, None, None] + torch.arange(hm, device=device)[None, :, None]
     xs = lo[:, 0, None, None] + torch.arange(wm, device=device)[None, None, :]
     valid = (ys < h) & (xs < w)

@@ -148,14 +148,20 @@ def gaussian_taps(kernel_size: int, sigma: float, device=None) -> torch.Tensor:
     return taps.reshape(-1).float() if device is None else upload(taps.reshape(-1).float(), device)
 
 
+def gaussian_blur(x: torch.Tensor, kernel_size: int, sigma: float, border_type: str = "reflect") -> torch.Tensor:
+    """``kornia.filters.gaussian_blur2d`` with the same taps (σ px, odd ``kernel_size``), built on the host:
+    Kornia's own checks ``bool(sigma > 0)`` on the data's device, a host sync per call on a GPU. x: float
+    (B, C, H, W); ``border_type`` as Kornia's (reflect, replicate, constant, circular)."""
+    import kornia
+
+    taps = gaussian_taps(kernel_size, sigma, x.device)[None]
+    return kornia.filters.filter2d_separable(x, taps, taps, border_type=border_type)
+
+
 def masked_gaussian_blur_reference(x: torch.Tensor, mask: torch.Tensor, kernel_size: int, sigma: float,
                                    weight: torch.Tensor | None = None) -> torch.Tensor:
     """``kornia.filters.gaussian_blur2d(x, k, σ, border_type="reflect")`` blended in through ``mask · weight``."""
-    import kornia
-
-    taps = gaussian_taps(kernel_size, sigma, x.device)[None]      # built on the host: no sync on sigma's checks
-    blurred = kornia.filters.filter2d_separable(x, taps, taps, border_type="reflect")
-    return masked_blend_reference(x, blurred, mask, weight)
+    return masked_blend_reference(x, gaussian_blur(x, kernel_size, sigma), mask, weight)
 
 
 def masked_gaussian_blur(x: torch.Tensor, mask: torch.Tensor, kernel_size: int, sigma: float,
@@ -199,4 +205,4 @@ def masked_gaussian_blur(x: torch.Tensor, mask: torch.Tensor, kernel_size: int, 
 
 
 __all__ = ["BACKENDS", "masked_blend", "masked_blend_reference", "masked_gaussian_blur",
-           "masked_gaussian_blur_reference", "gaussian_taps", "triton_available"]
+           "masked_gaussian_blur_reference", "gaussian_blur", "gaussian_taps", "triton_available"]

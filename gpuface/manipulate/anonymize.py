@@ -18,12 +18,12 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
-import kornia
 import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidOptionError
 from ..geometry import window_slices
+from ..kernels import gaussian_blur
 from ..types import Faces
 
 MODES = ("blur", "mosaic", "solid", "img", "none")
@@ -170,8 +170,7 @@ def _coarse(frames: torch.Tensor, s: int, smooth: bool) -> torch.Tensor:
     x = frames.contiguous(memory_format=torch.channels_last)
     small = F.interpolate(x, size=(max(-(-h // s), 1), max(-(-w // s), 1)), mode="bilinear", antialias=True,
                           align_corners=False)
-    sigma = torch.ones(1, 2, device=small.device)   # on the data's device (Kornia puts a tuple's on the default)
-    small = kornia.filters.gaussian_blur2d(small.float(), (5, 5), sigma, border_type="replicate")
+    small = gaussian_blur(small.float(), 5, 1.0, "replicate")
     small = small.round_().clamp_(0, 255).to(torch.uint8).contiguous(memory_format=torch.channels_last)
     return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 import functools
 import math
 
-import kornia
 import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidOptionError
-from ..kernels import masked_blend
+from ..kernels import gaussian_blur, masked_blend
 from ..regions import region_masks
 from .rng import uniform
 from .opbase import _first_face_width, _per_face_blend
@@ -217,6 +216,6 @@ def _smooth_fill(x: torch.Tensor, keep: torch.Tensor, sigma: float, origin: tupl
     both = F.avg_pool2d(F.pad(torch.cat([x * keep, keep], dim=1), pad), s)
     sc = max(sigma / s, 0.5)
     k = 2 * int(3 * sc) + 1
-    both = kornia.filters.gaussian_blur2d(both, (k, k), (sc, sc), border_type="constant")
+    both = gaussian_blur(both, k, sc, "constant")
     fill = both[:, :3] / both[:, 3:].clamp(min=1e-4)
     return F.interpolate(fill, scale_factor=s, mode="bilinear", align_corners=False)[..., py:py + h, px:px + w]

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from ..draw import discs, segments
 from ..errors import InvalidOptionError
-from ..kernels import gaussian_taps, masked_blend
+from ..kernels import gaussian_blur, masked_blend
 from .opbase import _first_face_width, _per_face_blend, _rgb, _windowed
 from .rng import uniform
 
@@ -79,8 +79,7 @@ def pencil_sketch(x, mask, weight, ctx, detail: float = 0.35, bias: float = 7.0)
     grey = kornia.color.rgb_to_grayscale(x)
     sigma = max(face_w * 0.05 / detail, 1.0)
     k = 2 * int(3 * sigma) + 1
-    taps = gaussian_taps(k, sigma, x.device)[None]
-    illum = kornia.filters.filter2d_separable(grey, taps, taps, border_type="reflect")
+    illum = gaussian_blur(grey, k, sigma, "reflect")
     norm = (grey / illum.clamp(min=1e-3)).clamp(0, 1)
     t = max(int(face_w * 0.04 / detail) | 1, 3)
     local = kornia.filters.box_blur(norm, (t, t), border_type="reflect")
