@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .syncs import upload
+
 
 def discs(out: torch.Tensor, frame: torch.Tensor, xy: torch.Tensor, radius: int, colour: torch.Tensor) -> None:
     """Draw filled discs in place.
@@ -15,17 +17,18 @@ def discs(out: torch.Tensor, frame: torch.Tensor, xy: torch.Tensor, radius: int,
     """
     if xy.numel() == 0:
         return
-    _, _, h, w = out.shape
+    b, _, h, w = out.shape
     r = max(int(radius), 0)
-    d = torch.arange(-r, r + 1, device=out.device)
-    dy, dx = torch.meshgrid(d, d, indexing="ij")
-    disc = (dx ** 2 + dy ** 2) <= r * r + r       # a round disc for small radii too
-    dx, dy = dx[disc], dy[disc]
+    offsets = [(dx, dy) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dx * dx + dy * dy <= r * r + r]
+    dx, dy = upload(torch.tensor(offsets, dtype=torch.long), out.device).unbind(1)   # a round disc, small r too
     px = (xy[:, 0].floor().long()[:, None] + dx[None]).reshape(-1)
     py = (xy[:, 1].floor().long()[:, None] + dy[None]).reshape(-1)
     f = frame[:, None].expand(-1, dx.numel()).reshape(-1)
     ok = (px >= 0) & (px < w) & (py >= 0) & (py < h)
-    out[f[ok], :, py[ok], px[ok]] = colour.to(out.dtype).view(1, 3).expand(int(ok.sum()), 3)
+    # a raster of the disc pixels (those outside the frame go to a spill slot): no host sync for their count
+    hit = torch.zeros(b * h * w + 1, dtype=torch.bool, device=out.device)
+    hit[torch.where(ok, (f * h + py) * w + px, b * h * w)] = True
+    out.copy_(torch.where(hit[:-1].view(b, 1, h, w), colour.to(out.dtype).view(1, 3, 1, 1), out))
 
 
 def segments(out: torch.Tensor, frame: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius: int,

@@ -14,6 +14,7 @@ numbers and times, which never leave the host): the census counts both, so it is
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from collections import Counter
@@ -139,6 +140,21 @@ def to_host(*tensors: torch.Tensor | None) -> tuple:
     return out
 
 
+@contextlib.contextmanager
+def host_side():
+    """A block that reads only host tensors (data already brought over by :func:`to_host`, frame numbers, times):
+    its ``.item()``/``.tolist()``/mask indexing cost nothing on a GPU run, so :class:`SyncCounter` does not count
+    them (on a CPU census it cannot tell them from device reads). Used by the anonymiser's temporal fill, whose
+    box linking runs on the host after one counted copy per batch."""
+    for c in _active:
+        c._inside += 1
+    try:
+        yield
+    finally:
+        for c in _active:
+            c._inside -= 1
+
+
 def upload(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """A small host tensor (kernel taps, index lists decided on the host) copied to ``device`` without a host sync:
     on CUDA through pinned memory with ``non_blocking`` (a blocking copy from pageable memory waits for the
@@ -166,4 +182,4 @@ def lift(module: torch.nn.Module, mode, device: str = "cuda:0") -> torch.nn.Modu
     return module
 
 
-__all__ = ["SyncCounter", "SYNC_OPS", "to_host", "lift"]
+__all__ = ["SyncCounter", "SYNC_OPS", "to_host", "host_side", "upload", "lift"]

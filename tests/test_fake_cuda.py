@@ -91,16 +91,6 @@ def test_fake_cuda_catches_what_it_should():
             x.sum().item()
 
 
-# Ops whose shapes depend on the faces, with the host sync each must make (the census counts them per batch):
-SHAPE_SYNCS = {
-    "grid_shuffle": "the number of grid cells across each face",
-    "point_light": "the first frame's points (once per video) and the disc raster",
-    "overlay": "the most faces in one frame (faces of a frame are blended in order)",
-    "relocate": "each part's destination box",
-    "pencil_sketch": "its filters are defined on the region's bounding box (one per batch)",
-}
-
-
 def _op_call():
     """Arguments for one op on fake CUDA: 4 frames of 180×320, 5 faces (fake values), as LayerStack passes them
     after the first batch of a video (per-video state sampled, host weights given)."""
@@ -114,35 +104,64 @@ def _op_call():
     faces = Faces(row=torch.zeros(n, dtype=torch.long, device=d), boxes=torch.empty(n, 4, device=d),
                   scores=torch.empty(n, device=d), keypoints=torch.empty(n, 5, 2, device=d),
                   landmarks=torch.empty(n, 478, 3, device=d))
-    ctx = Context(faces, torch.arange(b, device=d), torch.zeros(b, dtype=torch.float64, device=d), key=7,
-                  state={"region": get_region("eyes"), "face_width": 120.0, "amount": torch.zeros((), device=d)},
+    state = {"region": get_region("eyes"), "face_width": 120.0, "amount": torch.zeros((), device=d),
+             "points": torch.zeros(40, dtype=torch.long, device=d), "trail": [], "cell": [20, 24],
+             "partner": torch.zeros(64 * 64, dtype=torch.long, device=d),
+             "moves": (torch.empty(4, 2, device=d), torch.empty(4, 2, 2, device=d))}
+    ctx = Context(faces, torch.arange(b, device=d), torch.zeros(b, dtype=torch.float64), key=7, state=state,
                   size=(180, 320), weights=(1.0, 0.5, 0.0, 1.0), windows=True)
     return x, mask, weight, ctx
 
 
+# Every op, in each of its code paths: the per-video state (points, grid partners, relocation moves) is sampled on
+# the first batch (a few host syncs once per video), so _op_call gives it as LayerStack holds it afterwards.
 SYNC_FREE_CASES = [("recolour", {}), ("recolour", {"scale": "absolute"}), ("saturation", {}), ("brightness", {}),
                    ("mask", {}), ("fill", {}), ("fill", {"method": "colour"}), ("fill", {"method": "mean"}),
                    ("bar", {}), ("blur", {}),
                    ("blur", {"method": "median"}), ("blur", {"method": "average"}), ("noise", {}),
-                   ("noise", {"method": "pixelate"}), ("noise", {"method": "salt_and_pepper"}), ("bubbles", {})]
+                   ("noise", {"method": "pixelate"}), ("noise", {"method": "salt_and_pepper"}), ("bubbles", {}),
+                   ("grid_shuffle", {}), ("grid_shuffle", {"method": "neighbour"}),
+                   ("grid_shuffle", {"method": "cyclic"}), ("grid_shuffle", {"grid_dimensions": [4, 5]}),
+                   ("point_light", {}), ("point_light", {"keep_background": True, "invert": True}),
+                   ("pencil_sketch", {}), ("overlay", {}), ("overlay", {"clip": True}), ("relocate", {}),
+                   ("relocate", {"rotations": [0.0, 90.0]})]
+# What still syncs per batch on a GPU, by design (the census counts it): each case must raise under fake CUDA
+KNOWN_SYNCS = [("point_light", {"history": "relative"}, "trails are kept on the host, face after face"),
+               ("point_light", {"history": "origin"}, "the paths' lengths decide how many dots to draw")]
 
 
-def test_the_cases_cover_every_sync_free_op():
+def _run_op(name, params):
     from gpuface.manipulate.ops import OPS
 
-    assert {name for name, _ in SYNC_FREE_CASES} | set(SHAPE_SYNCS) == set(OPS)
+    x, mask, weight, ctx = _op_call()
+    if name == "overlay":
+        params = {**params, "image": torch.empty(4, 8, 16)}
+    return x, OPS[name](x, mask, weight, ctx, **params)
+
+
+def test_the_cases_cover_every_op():
+    from gpuface.manipulate.ops import OPS
+
+    assert {name for name, _ in SYNC_FREE_CASES} == set(OPS)
 
 
 @pytest.mark.parametrize("name, params", SYNC_FREE_CASES, ids=[f"{n}{p or ''}" for n, p in SYNC_FREE_CASES])
 def test_op_runs_on_fake_cuda_without_host_sync(name, params):
-    """Every op not in SHAPE_SYNCS runs on fake CUDA (real Kornia and kernel-wrapper code, fake data) with no host
-    sync, even with ``ctx.windows`` on: on a GPU an op ignores its mask-box window (it would cost a sync)."""
-    from gpuface.manipulate.ops import OPS
-
+    """Every op runs on fake CUDA (real Kornia and kernel-wrapper code, fake data) with no host sync, even with
+    ``ctx.windows`` on: on a GPU an op ignores its mask-box window and uses sizes known on the host."""
     with FakeTensorMode():
-        x, mask, weight, ctx = _op_call()
-        y = OPS[name](x, mask, weight, ctx, **params)
+        x, y = _run_op(name, params)
     assert y.device == torch.device("cuda:0") and y.shape == x.shape
+
+
+@pytest.mark.parametrize("name, params, why", KNOWN_SYNCS, ids=[f"{n}{p}" for n, p, _ in KNOWN_SYNCS])
+def test_known_syncs_are_real(name, params, why):
+    """The list of what still syncs is honest: each case does need the host (when one stops, it moves to the
+    sync-free cases)."""
+    from torch._subclasses.fake_tensor import DataDependentOutputException, DynamicOutputShapeException
+
+    with FakeTensorMode(), pytest.raises((DataDependentOutputException, DynamicOutputShapeException)):
+        _run_op(name, params)
 
 
 @pytest.mark.parametrize("feather", [0.0, 3.0])

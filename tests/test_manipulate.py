@@ -223,14 +223,14 @@ LOCAL_LAYERS = [
     ("fill", "eyes", {"method": "mean"}), ("bar", "eyes", {}), ("blur", "face_oval", {}),
     ("blur", "nose", {"method": "median", "max_kernel_size": 9}), ("noise", "face_oval", {"method": "pixelate"}),
     ("noise", "face_oval", {"method": "gaussian"}), ("noise", "lips", {"method": "salt_and_pepper"}),
-    ("bubbles", "face_oval", {}), ("grid_shuffle", "face_oval", {}), ("pencil_sketch", "face_oval", {}),
+    ("bubbles", "face_oval", {}), ("grid_shuffle", "face_oval", {}),
     ("grid_shuffle", "face_oval", {"method": "neighbour", "square_size": 24}),
     ("relocate", "face_oval", {}),
 ]
 # parameters that reach far from the face: the window may be the whole frame, the pixels must still match
 WIDE_LAYERS = [("relocate", "face_oval", {"rotations": [90.0, 180.0], "max_offset": 0.3}),
                ("bar", "eyes", {"thickness": 2.5, "margin": 0.3}),
-               ("grid_shuffle", "face_oval", {"grid_dimensions": [5, 7]})]
+               ("grid_shuffle", "face_oval", {"grid_dimensions": [5, 7]}), ("pencil_sketch", "face_oval", {})]
 
 
 @pytest.mark.parametrize("feather", [0.0, 3.0])
@@ -432,3 +432,71 @@ def test_relocate_moves_parts_inside_the_face_only(scene):
     assert (y - x[sub]).abs().amax(dim=1)[eye[:, 0]].mean() > 0.05    # the eye is no longer where it was
     y2, _ = _run(scene2, "relocate", "face_oval", rotations=(180,), max_offset=0.1)
     assert torch.equal(y, y2)
+
+
+def _two_a_frame(faces, shift, copy_dx):
+    """The faces moved by ``shift`` (x, y) px, each with a copy ``copy_dx`` px to its right (overlapping it), sorted
+    by frame as Faces are."""
+    from dataclasses import replace
+
+    def moved(d):
+        d = torch.tensor(d, dtype=torch.float32)
+        return replace(faces, boxes=faces.boxes + d.repeat(2), keypoints=faces.keypoints + d,
+                       landmarks=torch.cat([faces.landmarks[..., :2] + d, faces.landmarks[..., 2:]], -1))
+    both = Faces.cat([moved(shift), moved([shift[0] + copy_dx, shift[1]])])
+    return both.select(torch.sort(both.row, stable=True).indices)
+
+
+NO_SYNC_PATHS = [("grid_shuffle", {}), ("grid_shuffle", {"method": "neighbour", "square_size": 24}),
+                 ("grid_shuffle", {"method": "cyclic", "square_size": 30}), ("grid_shuffle", {"grid_dimensions": [5, 7]}),
+                 ("overlay", {"image": "glasses.png"}), ("relocate", {"rotations": [0.0, 90.0]}),
+                 ("pencil_sketch", {}), ("point_light", {"radius": 4})]
+
+
+@pytest.mark.parametrize("op, params", NO_SYNC_PATHS, ids=[f"{o}{p}" for o, p in NO_SYNC_PATHS])
+def test_ops_without_host_syncs_give_the_exact_paths_pixels(scene, samples, op, params):
+    """On a GPU ops read no sizes from the device (``Context.windows`` off): grid_shuffle lays a frame-sized grid
+    from each face's first cell inside the frame and moves every cell (those that stay into a spill frame),
+    relocate resamples the whole window, overlay and relocate compose a frame's faces by a scan over all N faces,
+    the point-light discs are rasterised. Run here on the CPU, each must give the pixels of the exact path, with
+    two overlapping faces in every frame, cut by the frame's top-left corner."""
+    from gpuface.io.images import read_rgba
+
+    clip, faces, x = scene
+    lo = faces.landmarks[..., :2].amin(1).amin(0)
+    width = float((faces.landmarks[..., 0].amax(1) - faces.landmarks[..., 0].amin(1)).amin())
+    sx, sy = -int(lo[0] + 0.2 * width), -int(lo[1] + 0.15 * width)
+    crowd = _two_a_frame(faces, (sx, sy), 0.4 * width)
+    x = torch.roll(x, (sy, sx), dims=(2, 3))                   # the pixels move with the faces
+    b, _, h, w = x.shape
+    mask = region_masks(crowd.landmarks, crowd.row, "face_oval", b, (h, w))
+    params = {k: read_rgba(samples[v]) if k == "image" else v for k, v in params.items()}
+    out = []
+    for windows in (True, False):
+        ctx = Context(faces=crowd, frames=clip.index, pts=clip.pts, key=5, state={"region": get_region("face_oval")},
+                      weights=(1.0,) * b, windows=windows)
+        out.append(OPS[op](x, mask, torch.ones(b), ctx, **params))
+    changed = (out[0] - x).abs().amax(1) > 0.02
+    assert changed.float().mean() > 0.002 and changed[:, :h // 2, :w // 2].any(), op   # it did act, at the corner
+    assert torch.equal(out[1], out[0]), (op, float((out[1] - out[0]).abs().max()))
+
+
+def test_faces_of_a_frame_compose_like_blending_them_one_by_one():
+    """The scan that composites per-face layers (overlay, relocate) against blending the faces one after the other
+    (kornia-free reference: ``x + (y - x)·α·w`` per face, in order): 3 faces in frame 0, none in 1, 1 in 2, 4 in 3."""
+    from gpuface.manipulate.opbase import _per_face_blend
+
+    g = torch.Generator().manual_seed(0)
+    frame = torch.tensor([0, 0, 0, 2, 3, 3, 3, 3])
+    x = torch.rand(4, 3, 6, 5, generator=g)
+    y = torch.rand(8, 3, 6, 5, generator=g)
+    alpha = torch.rand(8, 1, 6, 5, generator=g) * (torch.rand(8, 1, 6, 5, generator=g) > 0.3)
+    weight = torch.tensor([0.9, 0.5, 1.0, 0.7])
+    ref = x.clone()
+    for i, f in enumerate(frame.tolist()):
+        ref[f] = ref[f] + (y[i] - ref[f]) * alpha[i] * weight[f]
+    for sync in (True, False):
+        got = _per_face_blend(x, frame, y, alpha, weight, sync)
+        assert torch.allclose(got, ref, atol=1e-6) and torch.equal(got[1], x[1])
+        bare = alpha == 0
+        assert torch.equal(got[0][bare[:3].all(0).expand(3, -1, -1)], x[0][bare[:3].all(0).expand(3, -1, -1)])

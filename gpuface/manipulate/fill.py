@@ -15,7 +15,8 @@ Frame u's boxes depend only on detections in frames u - L … u + L, L = max(G, 
 so output is
 released L frames after it arrives, is identical at any batch size, and memory holds L frames plus a batch.
 Linking is per frame in source order on the host (a handful of boxes per frame; one device→host copy of the
-boxes per batch), which is what makes the result independent of batch boundaries.
+boxes per batch, the only host sync: the census does not count the host-side reads after it), which is what makes
+the result independent of batch boundaries.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import torch
 from torchvision.ops import box_iou
 
 from ..errors import InvalidOptionError
+from ..syncs import host_side, upload
 from ..types import Faces, FrameBatch
 
 DETECTED, FILLED, PADDED = 0, 1, 2  # values of the ``source`` column of filled detections
@@ -92,16 +94,20 @@ class TemporalFill:
         if not self.opt.active:  # pass-through: no delay, no copies
             return batch, faces, torch.zeros(len(faces), dtype=torch.int64, device="cpu")
         self.meta = (batch.source, batch.fps)
-        f = faces.to("cpu")
-        rows = torch.cat([f.boxes.float(), f.scores.float()[:, None]], 1)
-        for i in range(len(batch)):
-            self.boxes[self.seen + i] = rows[f.row == i]
-            self.frames.append((batch.frames[i], batch.index[i], batch.pts[i]))
-        self.seen += len(batch)
-        return self._release(self.seen - self.opt.lookahead)
+        f = faces.to("cpu")                     # the one device→host copy (and sync) per batch
+        with host_side():
+            rows = torch.cat([f.boxes.float(), f.scores.float()[:, None]], 1)
+            for i in range(len(batch)):
+                self.boxes[self.seen + i] = rows[f.row == i]
+                self.frames.append((batch.frames[i], batch.index[i], batch.pts[i]))
+            self.seen += len(batch)
+            return self._release(self.seen - self.opt.lookahead)
 
     def flush(self):
-        return self._release(self.seen) if self.opt.active else None
+        if not self.opt.active:
+            return None
+        with host_side():
+            return self._release(self.seen)
 
     def _match(self, box: torch.Tensor, t: int) -> torch.Tensor | None:
         """The box of frame t that best overlaps ``box`` (IoU >= iou), or None."""
@@ -172,8 +178,8 @@ class TemporalFill:
         # stacked channels-last, the decoders' layout (the encoder then reads rows without a transpose)
         stacked = torch.stack([f.permute(1, 2, 0) for f in frames]).permute(0, 3, 1, 2)
         batch = FrameBatch(stacked, torch.stack(index), torch.stack(pts), *self.meta)
-        faces = Faces(row=torch.cat(owner).to(dev), boxes=rows[:, :4].to(dev), scores=rows[:, 4].to(dev),
-                      keypoints=torch.zeros(len(rows), 0, 2, device=dev))
+        faces = Faces(row=upload(torch.cat(owner), dev), boxes=upload(rows[:, :4].contiguous(), dev),
+                      scores=upload(rows[:, 4].contiguous(), dev), keypoints=torch.zeros(len(rows), 0, 2, device=dev))
         return batch, faces, codes
 
 

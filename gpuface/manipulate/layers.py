@@ -26,6 +26,7 @@ import torch
 from ..errors import InvalidOptionError
 from ..geometry import window_slices
 from ..regions import get_region, region_masks
+from ..syncs import upload
 from ..types import Faces
 from .ops import OPS, REACH, Context
 from .rng import stream_key
@@ -183,8 +184,11 @@ class LayerStack:
         lm = faces.landmarks[..., :2]
         lo, hi = lm.amin(1), lm.amax(1)                                          # (N, 2)
         face_w = (hi[:, 0] - lo[:, 0]).amax()
-        pad = torch.stack([frac * face_w + (px + 3 * layer.feather + 2)
-                           for layer, r in zip(self.spec.layers, reaches) for frac, px in [r(layer.params)]]).amax()
+        # reaches in face widths: this batch's widest face, or the video's first faces where an op sized its
+        # filters from them (pencil_sketch)
+        pad = torch.stack([frac * face_w.clamp(min=state.get("face_width", 0.0)) + (px + 3 * layer.feather + 2)
+                           for layer, r, state in zip(self.spec.layers, reaches, self.states)
+                           for frac, px in [r(layer.params)]]).amax()
         return window_slices(torch.cat([lo.amin(0) - pad, hi.amax(0) + pad]), height, width)
 
     @torch.no_grad()
@@ -204,17 +208,18 @@ class LayerStack:
                         landmarks=torch.cat([faces.landmarks[..., :2] - shift, faces.landmarks[..., 2:]], -1))
         x = frames[:, :, rows, cols].float() / 255.0
         size = (rows.stop - rows.start, cols.stop - cols.start)
+        frame_numbers = upload(index, x.device) if index.device != x.device else index
         for layer, key, state in zip(self.spec.layers, self.keys, self.states):
             weight = layer.timing.weights(pts, duration)      # from the host-side times: checked without a sync
             if not bool((weight > 0).any()):
                 continue
             host_weights = tuple(weight.tolist())               # a host tensor: no device sync
-            weight = weight.to(x.device)
+            weight = upload(weight, x.device)                   # pinned, non-blocking: no stream sync
             # ops and the libraries they call (Kornia builds filter kernels on the default device) run with the
             # data's device as the default
             with torch.device(x.device):
                 mask = region_masks(local.landmarks, local.row, state["region"], b, size, layer.feather)
-                ctx = Context(faces=local, frames=index.to(x.device), pts=pts, key=key, state=state,
+                ctx = Context(faces=local, frames=frame_numbers, pts=pts, key=key, state=state,
                               origin=(cols.start, rows.start), size=(h, w), weights=host_weights,
                               windows=x.device.type == "cpu" if op_windows is None else op_windows)
                 x = OPS[layer.op](x, mask, weight, ctx, **(layer.inputs or layer.params))

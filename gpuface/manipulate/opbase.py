@@ -10,7 +10,6 @@ import torch
 
 from ..errors import InvalidOptionError
 from ..geometry import window_slices
-from ..kernels import masked_blend
 from ..types import Faces, rank_in_frame
 
 
@@ -76,13 +75,19 @@ def _first_face_width(ctx) -> float:
     return ctx.state["face_width"]
 
 
-def _window(mask: torch.Tensor, pad: int, ctx: Context, always: bool = False) -> tuple[slice, slice]:
+def _may_sync(ctx: Context, x: torch.Tensor) -> bool:
+    """Whether an op may read a size from its data (a host sync): on the CPU with ``ctx.windows`` on, where it costs
+    nothing and saves work; on a GPU ops use sizes known on the host instead (the frame's, bounds from the spec)."""
+    return ctx.windows and x.device.type == "cpu"
+
+
+def _window(mask: torch.Tensor, pad: int, ctx: Context) -> tuple[slice, slice]:
     """Rows and columns of the batch's mask bounding box, padded (the only part an op needs to compute), one host
-    sync; the whole input when ``ctx.windows`` is off or the data is not on the CPU (on a GPU the input is already
+    sync; the whole input when the op may not sync (:func:`_may_sync`: on a GPU the input is already
     :class:`~gpuface.manipulate.layers.LayerStack`'s window around the faces). The same pixels either way: ops
-    read at most ``pad`` px beyond their mask. ``always``: cut on any device (the op's result depends on it)."""
+    read at most ``pad`` px beyond their mask."""
     h, w = mask.shape[-2:]
-    if not always and (not ctx.windows or mask.device.type != "cpu"):
+    if not _may_sync(ctx, mask):
         return slice(0, h), slice(0, w)
     on = mask > 0
     rows, cols = on.any(dim=3).flatten(0, 1).any(dim=0), on.any(dim=2).flatten(0, 1).any(dim=0)
@@ -92,16 +97,16 @@ def _window(mask: torch.Tensor, pad: int, ctx: Context, always: bool = False) ->
     return window_slices(box, h, w, pad)
 
 
-def _windowed(op=None, *, always: bool = False):
-    """Run a per-pixel op only on the window around the batch's masks (weight > 0), write it back. ``always``: the
-    op's result is defined on that window (its filters reflect at the box's edges), so it is cut on every device
-    (one host sync per batch on a GPU)."""
+def _windowed(op=None, *, reach=None):
+    """Run a per-pixel op only on the window around the batch's masks (weight > 0), write it back. ``reach(ctx,
+    params)``: how far (px) the op's filters read beyond its mask, added around the box so that the window gives
+    the whole frame's pixels (default 0)."""
     if op is None:
-        return functools.partial(_windowed, always=always)
+        return functools.partial(_windowed, reach=reach)
 
     @functools.wraps(op)
     def run(x, mask, weight, ctx, **params):
-        rows, cols = _window(mask * (weight > 0)[:, None, None, None], 0, ctx, always)
+        rows, cols = _window(mask * (weight > 0)[:, None, None, None], reach(ctx, params) if reach else 0, ctx)
         if rows.stop <= rows.start:
             return x
         if (rows.stop - rows.start, cols.stop - cols.start) == tuple(x.shape[-2:]):
@@ -119,13 +124,37 @@ def _rgb(colour, like: torch.Tensor) -> torch.Tensor:
     return (c / 255.0).view(1, 3, 1, 1)
 
 
-def _per_face_blend(out: torch.Tensor, frame: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor,
-                    weight: torch.Tensor) -> torch.Tensor:
-    """Blend per-face layers y (N, 3, H, W) with alpha (N, 1, H, W) into their frames, faces of a frame in order:
-    one batched blend per rank within the frame (every frame's first face, then every second face, …)."""
+def _per_face_blend(x: torch.Tensor, frame: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor,
+                    weight: torch.Tensor, sync: bool) -> torch.Tensor:
+    """Blend per-face layers into their frames, the faces of a frame in order (each over the ones before it).
+
+    Args:
+        x: float32 (B, 3, H, W) frames. frame: int64 (N,) frame of each face, sorted (``Faces.row``).
+        y: float32 (N, 3, H, W) each face's layer; alpha: float32 (N, 1, H, W) in [0, 1]; weight: (B,) opacity.
+        sync: whether the host may read how many faces the most crowded frame has (the number of scan steps; on
+            a GPU the bound is N, known on the host, and the extra steps change nothing).
+
+    Returns:
+        float32 (B, 3, H, W): per face ``x ← x + (y − x)·α·weight[frame]``. Each blend is an affine map
+        ``x ↦ T·x + C`` (``T = 1 − α·w``, ``C = y·α·w``); a frame's maps are composed by a segmented inclusive
+        scan over the faces (Hillis & Steele 1986, ⌈log2 n⌉ steps) and applied once, written by one scatter (the
+        other faces' results go to a spill frame): no host sync, the same pixels at any batch size and on any
+        device; where α = 0 the values of ``x`` bit for bit.
+    """
+    n = len(frame)
+    if n == 0:
+        return x
+    a = alpha * weight[frame][:, None, None, None]
+    t, c = 1 - a, y * a
     rank = rank_in_frame(frame)
-    for r in range(int(rank.max()) + 1 if len(rank) else 0):
-        sel = torch.nonzero(rank == r).flatten()
-        f = frame[sel]
-        out[f] = masked_blend(out[f], y[sel], alpha[sel], weight[f])
-    return out
+    span, s = int(rank.max()) + 1 if sync else n, 1
+    while s < span:     # face i absorbs the maps of faces i-2s+1 … i-s of its frame (Hillis–Steele step)
+        on = (rank >= s)[:, None, None, None]
+        t, c = (torch.where(on, torch.cat([t[:s], t[s:] * t[:-s]]), t),
+                torch.where(on, torch.cat([c[:s], t[s:] * c[:-s] + c[s:]]), c))
+        s *= 2
+    last = torch.cat([frame[1:] != frame[:-1], torch.ones(1, dtype=torch.bool, device=frame.device)])
+    b = x.shape[0]
+    out = torch.cat([x, x[:1]])
+    out.index_copy_(0, torch.where(last, frame, b), x[frame] * t + c)
+    return out[:b]

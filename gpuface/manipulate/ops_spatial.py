@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from ..errors import InvalidOptionError
 from ..kernels import gaussian_blur, masked_blend
 from ..regions import region_masks
+from ..syncs import upload
 from .rng import uniform
-from .opbase import _first_face_width, _per_face_blend
+from .opbase import _first_face_width, _may_sync, _per_face_blend
 
 
 def _neighbour_swaps(key: int, size: int, reach: int, device) -> torch.Tensor:
@@ -32,7 +33,7 @@ def _neighbour_swaps(key: int, size: int, reach: int, device) -> torch.Tensor:
         j = options[min(int(draws[i] * len(options)), len(options) - 1)] if options else i
         partner[i], partner[j] = j, i
         visited[i] = visited[j] = True
-    return torch.tensor(partner, dtype=torch.long, device=device)
+    return upload(torch.tensor(partner, dtype=torch.long), device)
 
 
 _LATTICE = 64  # the neighbour lattice covers grids of up to 64 x 64 cells
@@ -72,78 +73,99 @@ def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int 
     b, c, h, w = x.shape
     lm = faces.landmarks[..., :2]
     lo, hi = lm.amin(1), lm.amax(1)
+    n, dev = len(faces), x.device
+    exact = _may_sync(ctx, x)
+    first = torch.zeros(n, 2, dtype=torch.long, device=dev)  # (N, 2): the face's first grid cell that can move
     if grid_dimensions is None:
         sw = sh = square_size
         origin = lo.floor().long()
         ncell = ((hi.ceil().long() - origin) + square_size - 1) // square_size    # (N, 2): columns, rows
+        if exact:     # the grid's size, read from the device
+            gx, gy = int(ncell[:, 0].max()), int(ncell[:, 1].max())
+        else:         # no sync: the cells that fit in the frame, counted from each face's first one inside it
+            gx, gy = max(w // sw, 1), max(h // sh, 1)
+            first = (-origin).clamp(min=0).add(square_size - 1).div(square_size, rounding_mode="floor")
     else:
-        dims = torch.tensor([int(g) for g in grid_dimensions], device=x.device)
+        gx, gy = (int(g) for g in grid_dimensions)
+        dims = upload(torch.tensor([gx, gy]), dev)
         if "cell" not in ctx.state:  # cell size fixed for the video from its first face
             ctx.state["cell"] = ((hi[0] - lo[0]) / dims).ceil().clamp(min=1).long().tolist()
         sw, sh = ctx.state["cell"]
-        size = dims * torch.tensor([sw, sh], device=x.device)
+        size = upload(torch.tensor([gx * sw, gy * sh]), dev)
         origin = ((lo + hi) / 2 - size / 2).floor().long()
-        ncell = dims.expand(len(faces), 2)
-    gx, gy = int(ncell[:, 0].max()), int(ncell[:, 1].max())
-    n = len(faces)
-    cx = torch.arange(gx, device=x.device)
-    cy = torch.arange(gy, device=x.device)
-    x0 = origin[:, 0, None, None] + cx[None, None, :] * sw                  # (N, 1, gx)
-    y0 = origin[:, 1, None, None] + cy[None, :, None] * sh                  # (N, gy, 1)
+        ncell = dims.expand(n, 2)
+    cx = first[:, 0, None] + torch.arange(gx, device=dev)                 # (N, gx) column of each cell in the grid
+    cy = first[:, 1, None] + torch.arange(gy, device=dev)                 # (N, gy)
+    x0 = origin[:, 0, None, None] + cx[:, None, :] * sw                   # (N, 1, gx)
+    y0 = origin[:, 1, None, None] + cy[:, :, None] * sh                   # (N, gy, 1)
     inside = ((x0 >= 0) & (x0 + sw <= w) & (y0 >= 0) & (y0 + sh <= h)
-              & (cx[None, None, :] < ncell[:, 0, None, None]) & (cy[None, :, None] < ncell[:, 1, None, None]))
+              & (cx[:, None, :] < ncell[:, 0, None, None]) & (cy[:, :, None] < ncell[:, 1, None, None]))
     # overlap of every cell with the region mask of its face's frame (mean of the mask over the cell)
     pooled = F.pad(mask, (0, sw, 0, sh))  # padded so that every cell lies within the tensor
-    ys = y0.clamp(0, h)[..., None, None] + torch.arange(sh, device=x.device)[:, None]      # (N, gy, 1, sh, 1)
-    xs = x0.clamp(0, w)[..., None, None] + torch.arange(sw, device=x.device)[None, :]      # (N, 1, gx, 1, sw)
+    ys = y0.clamp(0, h)[..., None, None] + torch.arange(sh, device=dev)[:, None]      # (N, gy, 1, sh, 1)
+    xs = x0.clamp(0, w)[..., None, None] + torch.arange(sw, device=dev)[None, :]      # (N, 1, gx, 1, sw)
     fr = faces.row[:, None, None, None, None]
-    cover = pooled[fr, 0, ys, xs].mean(dim=(-1, -2))                                       # (N, gy, gx)
+    cover = pooled[fr, 0, ys, xs].mean(dim=(-1, -2))                                  # (N, gy, gx)
     active = inside & (cover >= overlap_threshold) & (weight[faces.row] > 0.5)[:, None, None]
     flat_active = active.reshape(n, -1)
     cells = gx * gy
-    ids = torch.arange(cells, device=x.device).expand(n, -1)
+    ids = torch.arange(cells, device=dev).expand(n, -1)       # row-major within each face's grid
     if method == "neighbour":
         if "partner" not in ctx.state:
-            ctx.state["partner"] = _neighbour_swaps(ctx.key, _LATTICE, neighbourhood, x.device)
-        on_lattice = ((cy[:, None] < _LATTICE) & (cx[None, :] < _LATTICE)).reshape(-1)  # larger grids: the rest stay
-        lattice = (cy[:, None].clamp(max=_LATTICE - 1) * _LATTICE + cx[None, :].clamp(max=_LATTICE - 1)).reshape(-1)
+            ctx.state["partner"] = _neighbour_swaps(ctx.key, _LATTICE, neighbourhood, dev)
+        on_lattice = ((cy[:, :, None] < _LATTICE) & (cx[:, None, :] < _LATTICE)).reshape(n, -1)  # the rest stay
+        lattice = (cy[:, :, None].clamp(max=_LATTICE - 1) * _LATTICE
+                   + cx[:, None, :].clamp(max=_LATTICE - 1)).reshape(n, -1)
         p = ctx.state["partner"][lattice]                                   # partner lattice position per cell
-        pr, pc = torch.div(p, _LATTICE, rounding_mode="floor"), p % _LATTICE
-        ok = (pr < gy) & (pc < gx) & on_lattice
-        partner = torch.where(ok, pr * gx + pc, ids[0])                     # (cells,) in this grid's numbering
-        both = flat_active & torch.gather(flat_active, 1, partner.expand(n, -1)) & ok
-        src_of = torch.where(both, partner.expand(n, -1), ids)              # swaps only between moving cells
+        pr = torch.div(p, _LATTICE, rounding_mode="floor") - first[:, 1, None]
+        pc = p % _LATTICE - first[:, 0, None]                               # in this face's grid
+        ok = (pr >= 0) & (pr < gy) & (pc >= 0) & (pc < gx) & on_lattice
+        partner = torch.where(ok, pr * gx + pc, ids)                        # (N, cells) in this grid's numbering
+        both = flat_active & torch.gather(flat_active, 1, partner) & ok
+        src_of = torch.where(both, partner, ids)                            # swaps only between moving cells
     else:
         order_dst = torch.argsort(torch.where(flat_active, ids, cells + 1), dim=1, stable=True)  # active first
         if method == "random":  # a fixed random priority per cell position (row, column) for the whole video
-            pos_id = (cy[:, None] * 65536 + cx[None, :]).reshape(-1)
-            priority = uniform(ctx.key, torch.zeros(1, dtype=torch.long, device=x.device), pos_id)[0]
-            order_src = torch.argsort(torch.where(flat_active, priority.expand(n, -1), 2.0), dim=1)
+            pos_id = (cy[:, :, None] * 65536 + cx[:, None, :]).reshape(n, -1)
+            priority = uniform(ctx.key, torch.zeros(1, dtype=torch.long, device=dev), pos_id)[0]
+            order_src = torch.argsort(torch.where(flat_active, priority, 2.0), dim=1)
         else:
             k = flat_active.sum(dim=1, keepdim=True).clamp(min=1)
-            pos = torch.arange(cells, device=x.device).expand(n, -1)
-            order_src = torch.gather(order_dst, 1, torch.where(pos < k, (pos - shift) % k, pos))
+            order_src = torch.gather(order_dst, 1, torch.where(ids < k, (ids - shift) % k, ids))
         src_of = torch.empty_like(ids)
         src_of.scatter_(1, order_dst, order_src)                  # destination cell -> source cell
         src_of = torch.where(flat_active, src_of, ids)
-    # move pixels: every active destination cell takes the pixels of its source cell
-    dst = torch.nonzero(flat_active & (src_of != ids))            # (M, 2): face, cell
-    if dst.numel() == 0:
-        return x
-    f_idx, d_cell = dst[:, 0], dst[:, 1]
+    # move pixels: every active destination cell takes the pixels of its source cell (read from the input)
+    moves = flat_active & (src_of != ids)
+    if exact:    # only the cells that move
+        f_idx, d_cell = torch.nonzero(moves).unbind(1)
+        if f_idx.numel() == 0:
+            return x
+        frame = faces.row[f_idx]
+    else:        # every cell; those that stay write to a spill frame past the batch (no sync for a count)
+        f_idx, d_cell = torch.arange(n, device=dev).repeat_interleave(cells, output_size=n * cells), ids.reshape(-1)
+        frame = torch.where(moves.reshape(-1), faces.row[f_idx], b)
     s_cell = src_of[f_idx, d_cell]
-    oy, ox = torch.arange(sh, device=x.device), torch.arange(sw, device=x.device)
+    oy, ox = torch.arange(sh, device=dev), torch.arange(sw, device=dev)
 
     def pixel(cell):
-        px = origin[f_idx, 0] + (cell % gx) * sw
-        py = origin[f_idx, 1] + torch.div(cell, gx, rounding_mode="floor") * sh
-        return py[:, None, None] + oy[None, :, None], px[:, None, None] + ox[None, None, :]
+        px = origin[f_idx, 0] + (first[f_idx, 0] + cell % gx) * sw
+        py = origin[f_idx, 1] + (first[f_idx, 1] + torch.div(cell, gx, rounding_mode="floor")) * sh
+        return ((py[:, None, None] + oy[None, :, None]).clamp(0, h - 1),
+                (px[:, None, None] + ox[None, None, :]).clamp(0, w - 1))
     dy, dx = pixel(d_cell)
     sy, sx = pixel(s_cell)
-    frame = faces.row[f_idx][:, None, None]
-    out = x.clone()
-    out.permute(0, 2, 3, 1)[frame, dy, dx] = x.permute(0, 2, 3, 1)[frame, sy, sx]
-    return out
+    frame = frame[:, None, None]
+    # where cells of two faces overlap, the later face's cell wins (a scatter-max of the write's number per pixel:
+    # the same on any device, whatever order the writes run in); the others go to the spill frame
+    target = ((frame * h + dy) * w + dx).expand(-1, sh, sw).reshape(-1)
+    number = torch.arange(target.numel(), device=dev)
+    last = torch.full(((b + 1) * h * w,), -1, dtype=torch.long, device=dev).scatter_reduce_(0, target, number,
+                                                                                              "amax")
+    frame = torch.where((last[target] == number).view(-1, sh, sw), frame, b)
+    out = torch.cat([x, x[:1]])
+    out.permute(0, 2, 3, 1)[frame, dy, dx] = x.permute(0, 2, 3, 1)[frame.clamp(max=b - 1), sy, sx]
+    return out[:b]
 
 
 def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region", "nose", "mouth"),
@@ -157,48 +179,59 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
     from ..regions import get_region
 
     faces = ctx.faces
-    if len(faces) == 0 or not bool((weight > 0.5).any()):
+    host = ctx.weights if ctx.weights is not None else weight.tolist()
+    if len(faces) == 0 or not any(v > 0.5 for v in host):
         return x
     b, _, h, w = x.shape
+    dev = x.device
     on = (weight > 0.5).to(x.dtype)[:, None, None, None]
     lm = faces.landmarks[..., :2]
     face_w = (lm[:, 454] - lm[:, 234]).norm(dim=1)
     regions = [get_region(p) for p in parts]
-    masks = [region_masks(faces.landmarks, faces.row, r, b, (h, w), feather) for r in regions]
-    holes = torch.stack(masks).amax(0)
+    n = len(faces)
+    # each face's own parts (a frame's union would move the other faces' parts with this face's offsets)
+    masks = [region_masks(faces.landmarks, torch.arange(n, device=dev), r, n, (h, w), feather) for r in regions]
+    holes = x.new_zeros(b, 1, h, w).scatter_reduce_(0, faces.row.view(-1, 1, 1, 1).expand(n, 1, h, w),
+                                                    torch.stack(masks).amax(0), "amax")
     skin = region_masks(faces.landmarks, faces.row, "face_oval", b, (h, w))
     keep = skin * (1 - holes)
     fill_rgb = _smooth_fill(x, keep, max(_first_face_width(ctx) * 0.08, 2.0), ctx.origin)
     out = masked_blend(x, fill_rgb, holes, on.view(-1))
-    zero = torch.zeros(1, dtype=torch.long, device=x.device)
-    draws = uniform(ctx.key, zero, (len(parts), 3))[0]                                  # (P, 3): dx, dy, angle
-    angles = torch.tensor([float(a) for a in rotations], device=x.device)
+    if "moves" not in ctx.state:  # offsets (face widths) and rotations, drawn once per video on the host
+        draws = uniform(ctx.key, torch.zeros(1, dtype=torch.long), (len(parts), 3))[0]     # (P, 3): dx, dy, angle
+        angles = torch.tensor([float(a) for a in rotations])
+        ang = angles[(draws[:, 2] * len(angles)).long().clamp(max=len(angles) - 1)] * math.pi / 180
+        cos, sin = torch.cos(ang), torch.sin(ang)
+        rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)   # (P, 2, 2)
+        ctx.state["moves"] = (upload((draws[:, :2] * 2 - 1) * max_offset, dev), upload(rot, dev))
+    offsets, rots = ctx.state["moves"]
     pad = 3 * feather + 2
     x_faces = x[faces.row]
+    sync = _may_sync(ctx, x)
     for j, (region, m) in enumerate(zip(regions, masks)):
-        dx, dy = (draws[j, :2] * 2 - 1) * max_offset
-        ang = angles[min(int(draws[j, 2] * len(angles)), len(angles) - 1)] * math.pi / 180
         part = lm[:, list(region.indices())]                                          # (N, P, 2)
         centre = part.mean(1)                                                         # (N, 2)
-        shift = torch.stack([dx * face_w, dy * face_w], dim=1)
-        cos, sin = torch.cos(ang), torch.sin(ang)
-        rot = torch.stack([torch.stack([cos, -sin]), torch.stack([sin, cos])])
-        # where the part lands: d = R (s - c) + c + t; compute only in the box around that, for all faces
-        dest = (part - centre[:, None]) @ rot.T + (centre + shift)[:, None]
-        x0, y0 = (dest.amin((0, 1)) - pad).floor().clamp(min=0).long().tolist()
-        x1, y1 = (dest.amax((0, 1)) + pad).ceil().long().tolist()
-        x1, y1 = min(max(x1, x0), w), min(max(y1, y0), h)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        gy, gx = torch.meshgrid(torch.arange(y0, y1, device=x.device, dtype=x.dtype) + 0.5,
-                                torch.arange(x0, x1, device=x.device, dtype=x.dtype) + 0.5, indexing="ij")
+        shift, rot = offsets[j] * face_w[:, None], rots[j]
+        # where the part lands: d = R (s - c) + c + t; on the CPU compute only in the box around that, for all
+        # faces (on a GPU in the whole window: reading the box would cost a host sync)
+        if sync:
+            dest = (part - centre[:, None]) @ rot.T + (centre + shift)[:, None]
+            x0, y0 = (dest.amin((0, 1)) - pad).floor().clamp(min=0).long().tolist()
+            x1, y1 = (dest.amax((0, 1)) + pad).ceil().long().tolist()
+            x1, y1 = min(max(x1, x0), w), min(max(y1, y0), h)
+            if x1 <= x0 or y1 <= y0:
+                continue
+        else:
+            x0, y0, x1, y1 = 0, 0, w, h
+        gy, gx = torch.meshgrid(torch.arange(y0, y1, device=dev, dtype=x.dtype) + 0.5,
+                                torch.arange(x0, x1, device=dev, dtype=x.dtype) + 0.5, indexing="ij")
         d = torch.stack([gx, gy], -1)[None] - (centre + shift)[:, None, None]        # (N, hc, wc, 2)
         src = d @ rot + centre[:, None, None]                                        # s = R^-1 (d - c - t) + c
-        grid = src / torch.tensor([w / 2, h / 2], device=x.device, dtype=x.dtype) - 1
+        grid = torch.stack([src[..., 0] / (w / 2), src[..., 1] / (h / 2)], -1) - 1
         sample = functools.partial(F.grid_sample, grid=grid, mode="bilinear", padding_mode="zeros",
                                    align_corners=False)
         out[:, :, y0:y1, x0:x1] = _per_face_blend(out[:, :, y0:y1, x0:x1], faces.row, sample(x_faces),
-                                                  sample(m[faces.row]), on.view(-1))
+                                                  sample(m), on.view(-1), sync)
     return out
 
 

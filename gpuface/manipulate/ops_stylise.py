@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from ..draw import discs, segments
 from ..errors import InvalidOptionError
 from ..kernels import gaussian_blur, masked_blend
-from .opbase import _first_face_width, _per_face_blend, _rgb, _windowed
+from ..syncs import upload
+from .opbase import _first_face_width, _may_sync, _per_face_blend, _rgb, _windowed
 from .rng import uniform
 
 
@@ -19,7 +20,10 @@ def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 25
     region on the video's first landmarked frame (a seeded ``density`` fraction of them) drawn as discs of
     ``radius`` px on black (or over the frame with ``keep_background``; ``invert``: black on white). History:
     ``origin`` draws each point's path from its first position, ``relative`` its trail over the last
-    ``history_window`` seconds (as dots every frame). Random draws: the layer's stream."""
+    ``history_window`` seconds (as dots every frame). Random draws: the layer's stream.
+
+    Host syncs: choosing the points, once per video; none per batch without history; with history, a few per
+    face (the trails are kept on the host, face after face)."""
     if not 0 < density <= 1 or radius < 0 or history not in (None, "origin", "relative"):
         raise InvalidOptionError("point_light: 0 < density <= 1, radius >= 0, history None|origin|relative")
     faces = ctx.faces
@@ -64,24 +68,36 @@ def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 25
     return masked_blend(x, bg, torch.ones_like(x[:1, :1, :1, :1]), weight * has)
 
 
-@_windowed(always=True)
+def _sketch_filters(ctx, detail: float) -> tuple[float, int, int]:
+    """The pencil sketch's illumination σ, its Gaussian's size and the threshold window (px), from the video's
+    first faces (:func:`_first_face_width`): the same filters at any batch size."""
+    face_w = _first_face_width(ctx)
+    sigma = max(face_w * 0.05 / detail, 1.0)
+    return sigma, 2 * int(3 * sigma) + 1, max(int(face_w * 0.04 / detail) | 1, 3)
+
+
+def _sketch_reach(ctx, params) -> int:
+    detail = params.get("detail", 0.35)
+    if detail <= 0 or len(ctx.faces) == 0:
+        return 0
+    _, k, t = _sketch_filters(ctx, detail)
+    return k // 2 + t // 2
+
+
+@_windowed(reach=_sketch_reach)
 def pencil_sketch(x, mask, weight, ctx, detail: float = 0.35, bias: float = 7.0):
     """Pencil sketch of the region (after PyFAME ``layer_stylise_pencil_sketch``): grey divided by its
     illumination (a Gaussian of σ = face width · 0.05 / detail), then a local mean threshold (window ≈ face
-    width · 0.04 / detail, odd) with ``bias`` grey levels: dark strokes on white. Kornia filters, computed in
-    the window around the batch's masks."""
+    width · 0.04 / detail, odd) with ``bias`` grey levels: dark strokes on white. Kornia filters over the whole
+    frame (reflected at its edges), computed in the window around the batch's masks grown by the filters' reach."""
     if detail <= 0:
         raise InvalidOptionError("pencil_sketch: detail must be > 0")
-    faces = ctx.faces
-    if len(faces) == 0:
+    if len(ctx.faces) == 0:
         return x
-    face_w = _first_face_width(ctx)                   # the video's first faces: the same filters at any batch size
+    sigma, k, t = _sketch_filters(ctx, detail)
     grey = kornia.color.rgb_to_grayscale(x)
-    sigma = max(face_w * 0.05 / detail, 1.0)
-    k = 2 * int(3 * sigma) + 1
     illum = gaussian_blur(grey, k, sigma, "reflect")
     norm = (grey / illum.clamp(min=1e-3)).clamp(0, 1)
-    t = max(int(face_w * 0.04 / detail) | 1, 3)
     local = kornia.filters.box_blur(norm, (t, t), border_type="reflect")
     sketch = (norm > local - bias / 255).to(x.dtype).expand_as(x)
     return masked_blend(x, sketch, mask, weight)
@@ -103,7 +119,7 @@ def overlay(x, mask, weight, ctx, image=None, anchors=(33, 263), centre: int = 1
         raise InvalidOptionError("overlay: give image= (an RGBA file in the spec, read when it loads, or a float "
                                  "(4, h, w) tensor)")
     if "rgba" not in ctx.state:        # per-video state: the image on the frames' device, moved once
-        ctx.state["rgba"] = image.float().to(x.device)
+        ctx.state["rgba"] = upload(image.float(), x.device)
     rgba = ctx.state["rgba"]
     lm = faces.landmarks[..., :2]
     a, b_ = lm[:, anchors[0]], lm[:, anchors[1]]
@@ -125,4 +141,4 @@ def overlay(x, mask, weight, ctx, image=None, anchors=(33, 263), centre: int = 1
     layer = F.grid_sample(rgba[None].expand(len(faces), -1, -1, -1), grid, mode="bilinear",
                           padding_mode="zeros", align_corners=False)          # (N, 4, H, W)
     alpha = layer[:, 3:4] * mask[faces.row] if clip else layer[:, 3:4]
-    return _per_face_blend(x.clone(), faces.row, layer[:, :3], alpha, weight)
+    return _per_face_blend(x, faces.row, layer[:, :3], alpha, weight, _may_sync(ctx, x))
