@@ -241,7 +241,8 @@ class MTCNNDetector(torch.nn.Module):
             cell = idx[:, 1:].to(dtype).flip(1)  # (x, y) of the output cell
             q1 = ((2 * cell + 1) / scale).floor()
             q2 = ((2 * cell + 12) / scale).floor()
-            boxes = torch.cat([q1, q2, prob[mask][:, None], reg.permute(0, 2, 3, 1)[mask]], 1)
+            at = idx[:, 0], idx[:, 1], idx[:, 2]      # gathers at the found cells: no further host sync
+            boxes = torch.cat([q1, q2, prob[at][:, None], reg.permute(0, 2, 3, 1)[at]], 1)
             pick = _batched_nms(boxes[:, :4], boxes[:, 4], idx[:, 0], 0.5)
             cand.append(boxes[pick])
             cand_img.append(idx[pick, 0])
@@ -255,13 +256,15 @@ class MTCNNDetector(torch.nn.Module):
         boxes = _square(boxes[:, :4] + boxes[:, 5:9] * torch.cat([bw, bh, bw, bh], 1))
 
         # Stage 2: R-Net on every candidate of every frame.
+        # (each selection is one nonzero, the stage's host sync, then gathers)
         x0, y0, x1, y1, ok = _crop_bounds(boxes, w, h)
+        ok = ok.nonzero()[:, 0]
         boxes, image = boxes[ok], image[ok]
         if len(boxes) == 0:
             return Faces.empty(device=dev)
         crops = area_crops(table, image, x0[ok], y0[ok], x1[ok], y1[ok], 24).to(dtype)
         reg, prob = self._chunked(self.rnet, (crops - 127.5) * 0.0078125)
-        keep = prob[:, 1] > r_thr
+        keep = (prob[:, 1] > r_thr).nonzero()[:, 0]
         boxes, image, reg, score = boxes[keep], image[keep], reg[keep], prob[keep, 1]
         pick = _batched_nms(boxes, score, image, 0.7)
         boxes = _square(_regress(boxes[pick], reg[pick]))
@@ -269,12 +272,13 @@ class MTCNNDetector(torch.nn.Module):
 
         # Stage 3: O-Net, keypoints, final "Min" NMS per frame.
         x0, y0, x1, y1, ok = _crop_bounds(boxes, w, h)
+        ok = ok.nonzero()[:, 0]
         boxes, image = boxes[ok], image[ok]
         if len(boxes) == 0:
             return Faces.empty(device=dev)
         crops = area_crops(table, image, x0[ok], y0[ok], x1[ok], y1[ok], 48).to(dtype)
         reg, points, prob = self._chunked(self.onet, (crops - 127.5) * 0.0078125)
-        keep = prob[:, 1] > o_thr
+        keep = (prob[:, 1] > o_thr).nonzero()[:, 0]
         boxes, image, reg, points, score = boxes[keep], image[keep], reg[keep], points[keep], prob[keep, 1]
         bw = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
         bh = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
@@ -418,10 +422,9 @@ class BlazeFaceDetector(nn.Module):
         x, scale, pad = letterbox(frames, size)
         dtype = next(self.net.graph.buffers()).dtype
         scores, boxes, keypoints = (t.float() for t in self.run(x.to(dtype)))
-        keep = scores >= self.score_threshold
-        frame = torch.arange(b, device=frames.device)[:, None].expand_as(scores)[keep]
-        scores, boxes, keypoints, frame = weighted_nms(scores[keep], boxes[keep], keypoints[keep], frame,
-                                                       self.iou_threshold)
+        frame, anchor = (scores >= self.score_threshold).nonzero().unbind(1)      # one host sync, then gathers
+        scores, boxes, keypoints, frame = weighted_nms(scores[frame, anchor], boxes[frame, anchor],
+                                                       keypoints[frame, anchor], frame, self.iou_threshold)
         # letterbox fractions → frame pixels, per axis
         boxes = (boxes * size - pad.repeat(2)) / scale.repeat(2)
         keypoints = (keypoints * size - pad) / scale

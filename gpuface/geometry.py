@@ -13,6 +13,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .syncs import host_side, to_host, upload
+
 
 
 def window_slices(box: torch.Tensor, height: int, width: int, pad: float = 0.0,
@@ -78,27 +80,30 @@ def _crop(frames, frame_index, centres, sides, angles, size: int, shrink: int) -
     reach = sides * (angles.cos().abs() + angles.sin().abs()) / 2 + 2 + 2 * (shrink > 1) * shrink
     h, w = frames.shape[-2:]
     lo, hi = (centres - reach[:, None]).amin(0).floor(), (centres + reach[:, None]).amax(0).ceil()
-    x0, y0, x1, y1 = torch.cat([lo, hi]).tolist()       # one sync for the window's four bounds
+    bounds, rows = to_host(torch.cat([lo, hi]), frame_index)    # one sync: the window and the frames it needs
+    with host_side():
+        x0, y0, x1, y1 = bounds.tolist()
+        used, inverse = torch.unique(rows, return_inverse=True)
+        one_each = torch.equal(inverse, torch.arange(n, device="cpu"))       # one ROI per frame, in frame order
     x0 = int(min(max(x0, 0), w - 1)) // shrink * shrink
     y0 = int(min(max(y0, 0), h - 1)) // shrink * shrink
     x1, y1 = int(min(max(x1, x0 + 1), w)), int(min(max(y1, y0 + 1), h))
     if shrink > 1:   # whole 2^k blocks (the last partial block at the frame's edge is dropped)
         x1 = x0 + max((min(-(-(x1 - x0) // shrink) * shrink, w - x0)) // shrink, 1) * shrink
         y1 = y0 + max((min(-(-(y1 - y0) // shrink) * shrink, h - y0)) // shrink, 1) * shrink
-    used, inverse = torch.unique(frame_index, return_inverse=True)
     window = frames[:, :, y0:y1, x0:x1]
     if used.numel() < frames.shape[0]:
-        window = window[used]
+        window = window[upload(used, frames.device)]
     if shrink > 1:   # normalised coordinates (theta below) are unchanged by resizing the window
         window = F.interpolate(window, size=((y1 - y0) // shrink, (x1 - x0) // shrink), mode="bilinear",
                                antialias=True, align_corners=False)
     window = window.float().div_(255.0) if window.dtype == torch.uint8 else window
-    offset = torch.tensor([x0, y0], dtype=window.dtype, device=window.device)
+    offset = upload(torch.tensor([x0, y0], dtype=window.dtype, device="cpu"), window.device)
     theta = roi_theta(centres.to(window.dtype) - offset, sides.to(window.dtype), angles.to(window.dtype),
                       y1 - y0, x1 - x0)
     grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
-    if not torch.equal(inverse, torch.arange(n, device=inverse.device)):  # several ROIs per frame, or unsorted
-        window = window[inverse]
+    if not one_each:  # several ROIs per frame, or unsorted
+        window = window[upload(inverse, window.device)]
     return F.grid_sample(window, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 

@@ -184,7 +184,10 @@ def test_hemifaces_partition_the_oval_and_combinations(tracked, clip24):
     m = {n: region_masks(lm, torch.arange(6), n, 6, (h, w)) for n in
          ("left_hemiface", "right_hemiface", "face_oval", "face_skin", "eyes", "lips")}
     assert (m["left_hemiface"] * m["right_hemiface"]).sum() == 0
-    assert torch.equal(m["left_hemiface"] + m["right_hemiface"], m["face_oval"])
+    # the halves and the oval are rasterised as separate polygons: a pixel centre within float rounding of their
+    # shared contour may fall either way (one such pixel in 6 faces under torch 2.14)
+    apart = ((m["left_hemiface"] + m["right_hemiface"]) != m["face_oval"]).sum()
+    assert apart <= 6 and apart < 1e-4 * m["face_oval"].sum(), apart
     left_x = torch.nonzero(m["left_hemiface"][0, 0])[:, 1].float().mean()
     right_x = torch.nonzero(m["right_hemiface"][0, 0])[:, 1].float().mean()
     assert left_x > right_x                      # subject's left is on the image's right

@@ -20,7 +20,7 @@ def _neighbour_swaps(key: int, size: int, reach: int, device) -> torch.Tensor:
     cells in row-major order, each unvisited cell swaps with a random unvisited cell within ± ``reach`` rows and
     columns (itself if none is left). Returns int64 (size·size,) partner indices (an involution), drawn from the
     layer's stream once per video."""
-    draws = uniform(key, torch.zeros(1, dtype=torch.long), (size * size,))[0].tolist()
+    draws = uniform(key, torch.zeros(1, dtype=torch.long, device="cpu"), (size * size,))[0].tolist()
     partner = list(range(size * size))
     visited = [False] * (size * size)
     for i in range(size * size):
@@ -33,7 +33,7 @@ def _neighbour_swaps(key: int, size: int, reach: int, device) -> torch.Tensor:
         j = options[min(int(draws[i] * len(options)), len(options) - 1)] if options else i
         partner[i], partner[j] = j, i
         visited[i] = visited[j] = True
-    return upload(torch.tensor(partner, dtype=torch.long), device)
+    return upload(torch.tensor(partner, dtype=torch.long, device="cpu"), device)
 
 
 _LATTICE = 64  # the neighbour lattice covers grids of up to 64 x 64 cells
@@ -87,11 +87,11 @@ def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int 
             first = (-origin).clamp(min=0).add(square_size - 1).div(square_size, rounding_mode="floor")
     else:
         gx, gy = (int(g) for g in grid_dimensions)
-        dims = upload(torch.tensor([gx, gy]), dev)
+        dims = upload(torch.tensor([gx, gy], device="cpu"), dev)
         if "cell" not in ctx.state:  # cell size fixed for the video from its first face
             ctx.state["cell"] = ((hi[0] - lo[0]) / dims).ceil().clamp(min=1).long().tolist()
         sw, sh = ctx.state["cell"]
-        size = upload(torch.tensor([gx * sw, gy * sh]), dev)
+        size = upload(torch.tensor([gx * sw, gy * sh], device="cpu"), dev)
         origin = ((lo + hi) / 2 - size / 2).floor().long()
         ncell = dims.expand(n, 2)
     cx = first[:, 0, None] + torch.arange(gx, device=dev)                 # (N, gx) column of each cell in the grid
@@ -198,8 +198,8 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
     fill_rgb = _smooth_fill(x, keep, max(_first_face_width(ctx) * 0.08, 2.0), ctx.origin)
     out = masked_blend(x, fill_rgb, holes, on.view(-1))
     if "moves" not in ctx.state:  # offsets (face widths) and rotations, drawn once per video on the host
-        draws = uniform(ctx.key, torch.zeros(1, dtype=torch.long), (len(parts), 3))[0]     # (P, 3): dx, dy, angle
-        angles = torch.tensor([float(a) for a in rotations])
+        draws = uniform(ctx.key, torch.zeros(1, dtype=torch.long, device="cpu"), (len(parts), 3))[0]     # (P, 3): dx, dy, angle
+        angles = torch.tensor([float(a) for a in rotations], device="cpu")
         ang = angles[(draws[:, 2] * len(angles)).long().clamp(max=len(angles) - 1)] * math.pi / 180
         cos, sin = torch.cos(ang), torch.sin(ang)
         rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)   # (P, 2, 2)
