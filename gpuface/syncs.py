@@ -160,6 +160,8 @@ def upload(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     on CUDA through pinned memory with ``non_blocking`` (a blocking copy from pageable memory waits for the
     stream), elsewhere a plain ``.to``."""
     device = torch.device(device)
+    if t.device == device:
+        return t
     if device.type == "cuda" and t.device.type == "cpu" and torch.cuda.is_available():
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
