@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..errors import InvalidOptionError
 from ..geometry import window_slices
 from ..kernels import gaussian_blur
+from ..syncs import host_side, to_host, upload
 from ..types import Faces
 
 MODES = ("blur", "mosaic", "solid", "img", "none")
@@ -112,29 +113,29 @@ def _cover(boxes: torch.Tensor, frame: torch.Tensor, shape: tuple[int, int, int]
     bx = boxes.float()
     r0 = (bx[:, 1] - 0.5).ceil().clamp(0, h).long()   # first row whose centre is >= y1
     r1 = (bx[:, 3] - 0.5).ceil().clamp(0, h).long()   # first row whose centre is >= y2 (exclusive)
-    counts = (r1 - r0).clamp(min=0)
-    owner = torch.repeat_interleave(torch.arange(len(bx), device=dev), counts)  # one (face, row) pair per span
-    if owner.numel() == 0:
-        return torch.zeros(b, h, w, dtype=torch.bool, device=dev)
-    start = torch.cumsum(counts, 0) - counts
-    row = r0[owner] + torch.arange(owner.numel(), device=dev) - start[owner]
+    # one (face, row) span per face and frame row (rows outside the box are empty spans): sizes known on the host
+    n = len(bx)
+    owner = torch.arange(n, device=dev).repeat_interleave(h, output_size=n * h)
+    row = r0[owner] + torch.arange(h, device=dev).repeat(n)
+    inside = row < r1[owner]
+    row = row.clamp(max=h - 1)
     if ellipse:
         cx, cy = (bx[:, 0] + bx[:, 2]) / 2, (bx[:, 1] + bx[:, 3]) / 2
         rx = ((bx[:, 2] - bx[:, 0]) / 2).clamp(min=1e-3)
         ry = ((bx[:, 3] - bx[:, 1]) / 2).clamp(min=1e-3)
         dy = (row.float() + 0.5 - cy[owner]) / ry[owner]
         half = rx[owner] * (1 - dy * dy).clamp(min=0).sqrt()
-        keep = dy.abs() <= 1
+        keep = inside & (dy.abs() <= 1)
         lo, hi = cx[owner] - half, cx[owner] + half                   # centres x + 0.5 in [lo, hi]
         c0 = (lo - 0.5).ceil()
         c1 = (hi - 0.5).floor() + 1
     else:
-        keep = torch.ones_like(row, dtype=torch.bool)
+        keep = inside
         c0 = (bx[owner, 0] - 0.5).ceil()                               # centres x + 0.5 in [x1, x2)
         c1 = (bx[owner, 2] - 0.5).ceil()
     c0, c1 = c0.clamp(0, w).long(), c1.clamp(0, w).long()
-    keep &= c1 > c0
-    f, row, c0, c1 = frame[owner][keep], row[keep], c0[keep], c1[keep]
+    c1 = torch.where(keep & (c1 > c0), c1, c0)        # an empty span adds +1 and -1 at one place: nothing
+    f = frame[owner]
     diff = torch.zeros(b, h, w + 1, dtype=torch.int16, device=dev)  # coverage counts: overlapping faces
     one = torch.ones(len(f), dtype=torch.int16, device=dev)
     diff.index_put_((f, row, c0), one, accumulate=True)
@@ -154,6 +155,17 @@ def _window(boxes: torch.Tensor, s: int, h: int, w: int) -> tuple[int, int, int,
     box = torch.cat([boxes[:, :2].amin(dim=0).floor(), boxes[:, 2:].amax(dim=0).ceil()])
     rows, cols = window_slices(box, h, w, pad=s, align=s)
     return cols.start, rows.start, max(cols.stop, cols.start + 1), max(rows.stop, rows.start + 1)
+
+
+def _passes(levels: torch.Tensor, boxes: torch.Tensor, h: int, w: int):
+    """One pass per strength level, all faces of that level at once: (s, indices of its faces on the boxes'
+    device, window) from host copies of the levels (N,) and boxes (N, 4)."""
+    with host_side():
+        plan = []
+        for s in torch.unique(levels).tolist():
+            sel = (levels == s).nonzero()[:, 0]
+            plan.append((s, sel, _window(boxes[sel], s, h, w)))
+    return plan
 
 
 def _coarse(frames: torch.Tensor, s: int, smooth: bool) -> torch.Tensor:
@@ -203,11 +215,12 @@ def anonymize(frames: torch.Tensor, faces: Faces, options: AnonymizeOptions | No
         else:
             levels = _block_sizes(boxes[:, 2] - boxes[:, 0], opt.blur_cells if opt.mode == "blur" else opt.mosaic_cells)
         out = frames.clone()
-        for s in torch.unique(levels).tolist():  # one pass per strength level, all faces of that level at once
-            sel = levels == s
-            x0, y0, x1, y1 = _window(boxes[sel], s, h, w)
+        host_levels, host_boxes = to_host(levels, boxes)    # the batch's one host sync: the passes' windows
+        dev = frames.device
+        for s, sel, (x0, y0, x1, y1) in _passes(host_levels, host_boxes, h, w):
+            sel = upload(sel, dev)
             win = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
-            shifted = boxes[sel] - boxes.new_tensor([x0, y0, x0, y0])
+            shifted = boxes[sel] - upload(torch.tensor([x0, y0, x0, y0], dtype=boxes.dtype, device="cpu"), dev)
             mask = _cover(shifted, frame[sel], (b, y1 - y0, x1 - x0), opt.ellipse)[:, None]
             coarse = _coarse(frames[win], s, smooth=opt.mode == "blur")
             region = out[win]  # a view: masked pixels replaced in place (two uint8 passes, ~2x a torch.where)
