@@ -128,7 +128,10 @@ class Faces:
             yield f.name, getattr(self, f.name)
 
     def select(self, keep: torch.Tensor) -> "Faces":
-        """The faces at ``keep`` (a bool mask (N,) or int64 indices), every per-face field alike."""
+        """The faces at ``keep`` (a bool mask (N,) or int64 indices), every per-face field alike (a mask costs one
+        host sync, for its count, not one per field)."""
+        if keep.dtype == torch.bool:
+            keep = keep.nonzero()[:, 0]
         return replace(self, **{k: (v[keep] if v is not None else None) for k, v in self._tensors()})
 
     def to(self, device: torch.device | str) -> "Faces":

@@ -142,8 +142,10 @@ def gaussian_taps(kernel_size: int, sigma: float, device=None) -> torch.Tensor:
     """float32 (K,) normalised Gaussian taps, as ``kornia.filters.get_gaussian_kernel1d``."""
     import kornia
 
-    taps = kornia.filters.get_gaussian_kernel1d(kernel_size, sigma, device=torch.device("cpu"))
-    from ..syncs import upload
+    from ..syncs import host_side, upload
+
+    with host_side():       # built on the host (Kornia's checks read host tensors: no device sync)
+        taps = kornia.filters.get_gaussian_kernel1d(kernel_size, sigma, device=torch.device("cpu"))
 
     return taps.reshape(-1).float() if device is None else upload(taps.reshape(-1).float(), device)
 
