@@ -36,6 +36,7 @@ from .errors import InvalidOptionError, resolve_device
 from .geometry import crop_rois, rois_to_frame
 from .models.facemesh import MESH_INPUT, Blendshapes, FaceMesh
 from .models.graphs import Bucketed
+from .syncs import upload
 from .types import Faces, rank_in_frame
 
 #: Landmarks giving the 6 BlazeFace-style keypoints of a landmarked face: right/left iris centre, nose tip,
@@ -108,7 +109,8 @@ class TrackState:
         self.lost = True
 
     def _keep(self, alive: torch.Tensor) -> None:
-        idx = torch.nonzero(alive).flatten()     # one sync for the five fields
+        """Keep the tracks at ``alive``: a bool mask (one sync for the five fields) or int64 indices (none)."""
+        idx = torch.nonzero(alive).flatten() if alive.dtype == torch.bool else alive
         self.centres, self.sides, self.angles = self.centres[idx], self.sides[idx], self.angles[idx]
         self.ids, self.scores = self.ids[idx], self.scores[idx]
 
@@ -199,8 +201,8 @@ class FaceLandmarker:
         tol = self.refine_tolerance
         moved = (((c2 - centres).norm(dim=1) / sides > tol) | ((s2 / sides - 1).abs() > tol)
                  | (_wrap(a2 - angles).abs() > tol)) & (pr >= self.min_presence)
-        if moved.any():
-            idx = torch.nonzero(moved).flatten()
+        idx = torch.nonzero(moved).flatten()      # one host sync
+        if len(idx):
             lm[idx], pr[idx] = self._mesh(frames, frame_index[slots[idx]], c2[idx], s2[idx], a2[idx])
             c2[idx], s2[idx], a2[idx] = rois_from_landmarks(lm[idx])
         landmarks[slots], presence[slots] = lm, pr
@@ -281,9 +283,9 @@ class FaceLandmarker:
                 ended = False
                 if len(state):
                     lm, pr, rois = self._key_mesh(frames, row, (state.centres, state.sides, state.angles))
-                    alive = pr >= self.min_presence
-                    ended = bool((~alive).any())
-                    parts.append((self._rows(row, alive), lm[alive], pr[alive], state.ids[alive],
+                    alive = (pr >= self.min_presence).nonzero()[:, 0]       # the key frame's one host sync
+                    ended = len(alive) < len(pr)
+                    parts.append((self._rows(row, len(alive)), lm[alive], pr[alive], state.ids[alive],
                                   state.scores[alive]))
                     state._keep(alive)
                     state.centres, state.sides, state.angles = (r[alive] for r in rois)
@@ -294,8 +296,9 @@ class FaceLandmarker:
                                                                      state.angles[new]))
                         keep = torch.ones(len(state), dtype=torch.bool, device=self.device)
                         keep[new] = pr >= self.min_presence
-                        ok = keep[new]
-                        parts.append((self._rows(row, ok), lm[ok], pr[ok], state.ids[new][ok], state.scores[new][ok]))
+                        ok = (pr >= self.min_presence).nonzero()[:, 0]
+                        parts.append((self._rows(row, len(ok)), lm[ok], pr[ok], state.ids[new][ok],
+                                      state.scores[new][ok]))
                         for t, r in zip((state.centres, state.sides, state.angles), rois):
                             t[new] = r
                         state._keep(keep)
@@ -303,14 +306,14 @@ class FaceLandmarker:
                 between.append((row, (state.centres, state.sides, state.angles), state.ids, state.scores))
             state.position += 1
         if between:
-            k = torch.tensor([len(ids) for _, _, ids, _ in between], device=self.device)
-            rows = torch.repeat_interleave(torch.tensor([r for r, *_ in between], device=self.device), k)
+            rows = upload(torch.tensor([r for r, _, ids, _ in between for _ in range(len(ids))], dtype=torch.long,
+                                       device="cpu"), self.device)          # sizes known on the host
             rois = tuple(torch.cat([r[i] for _, r, _, _ in between]) for i in range(3))
             n = rows.numel()
             landmarks = torch.empty(n, 478, 3, device=self.device)
             presence = torch.empty(n, device=self.device)
             self._mesh_refined(frames, rows, torch.arange(n, device=self.device), rois, landmarks, presence)
-            keep = presence >= self.min_presence
+            keep = (presence >= self.min_presence).nonzero()[:, 0]
             parts.append((rows[keep], landmarks[keep], presence[keep], torch.cat([i for *_, i, _ in between])[keep],
                           torch.cat([sc for *_, sc in between])[keep]))
         if not parts:
@@ -319,8 +322,8 @@ class FaceLandmarker:
         order = torch.argsort(rows * (state.next_id + 1) + ids, stable=True)   # by frame, then track id
         return self._faces(landmarks[order], presence[order], rows[order], scores[order], ids[order])
 
-    def _rows(self, row: int, mask: torch.Tensor) -> torch.Tensor:
-        return torch.full((int(mask.sum()),), row, dtype=torch.long, device=self.device)
+    def _rows(self, row: int, n: int) -> torch.Tensor:
+        return torch.full((n,), row, dtype=torch.long, device=self.device)
 
     def _key_mesh(self, frames, row: int, rois):
         """FaceMesh of every ROI on frame ``row`` (refined); returns landmarks, presence and their own ROIs."""
