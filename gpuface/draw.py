@@ -7,13 +7,16 @@ import torch
 from .syncs import upload
 
 
-def discs(out: torch.Tensor, frame: torch.Tensor, xy: torch.Tensor, radius: int, colour: torch.Tensor) -> None:
+def discs(out: torch.Tensor, frame: torch.Tensor, xy: torch.Tensor, radius: int, colour: torch.Tensor,
+          raster: bool | None = None) -> None:
     """Draw filled discs in place.
 
     Args:
         out: (B, 3, H, W) frames, any dtype (written in place). frame: int64 (M,) frame of each disc.
         xy: float (M, 2) centres (x, y) in pixels (continuous coordinates: pixel ``i`` covers ``[i, i+1)``).
         radius: px (0: one pixel). colour: (3,) in ``out``'s dtype and range.
+        raster: paint through a frame-sized raster of the disc pixels (no host sync: how GPUs draw) instead of
+            writing the pixels inside the frame (one sync for their count; the CPU's way). None: by device.
     """
     if xy.numel() == 0:
         return
@@ -25,6 +28,9 @@ def discs(out: torch.Tensor, frame: torch.Tensor, xy: torch.Tensor, radius: int,
     py = (xy[:, 1].floor().long()[:, None] + dy[None]).reshape(-1)
     f = frame[:, None].expand(-1, dx.numel()).reshape(-1)
     ok = (px >= 0) & (px < w) & (py >= 0) & (py < h)
+    if not (out.device.type != "cpu" if raster is None else raster):   # write the disc pixels only
+        out[f[ok], :, py[ok], px[ok]] = colour.to(out.dtype).view(1, 3).expand(int(ok.sum()), 3)
+        return
     # a raster of the disc pixels (those outside the frame go to a spill slot): no host sync for their count
     hit = torch.zeros(b * h * w + 1, dtype=torch.bool, device=out.device)
     hit[torch.where(ok, (f * h + py) * w + px, b * h * w)] = True

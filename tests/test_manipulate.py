@@ -500,3 +500,32 @@ def test_faces_of_a_frame_compose_like_blending_them_one_by_one():
         assert torch.allclose(got, ref, atol=1e-6) and torch.equal(got[1], x[1])
         bare = alpha == 0
         assert torch.equal(got[0][bare[:3].all(0).expand(3, -1, -1)], x[0][bare[:3].all(0).expand(3, -1, -1)])
+
+
+def test_pencil_sketch_box_mean_is_kornias_box_blur():
+    """The sketch's exact fixed-point box mean against Kornia's box filter (reflected borders), and the same pixels
+    in a window as in the whole image."""
+    from gpuface.manipulate.ops_stylise import _box_mean
+
+    x = torch.rand(2, 1, 40, 57, generator=torch.Generator().manual_seed(3))
+    for t in (3, 9, 15):
+        ref = kornia.filters.box_blur(x, (t, t), border_type="reflect")
+        assert torch.allclose(_box_mean(x, t), ref, atol=2e-5), t
+    whole, part = _box_mean(x, 9), _box_mean(x[..., 5:35, 10:50], 9)
+    assert torch.equal(whole[..., 9:31, 14:46], part[..., 4:26, 4:36])
+
+
+def test_discs_raster_paints_the_pixels_of_the_direct_write():
+    """Point-light discs on a GPU go through a raster (no host sync); on the CPU the pixels are written directly:
+    the same pixels, with discs cut by every border of the frame."""
+    from gpuface.draw import discs
+
+    g = torch.Generator().manual_seed(2)
+    xy = torch.rand(60, 2, generator=g) * torch.tensor([90.0, 50.0]) - 5
+    frame = torch.randint(0, 3, (60,), generator=g)
+    out = []
+    for raster in (False, True):
+        y = torch.zeros(3, 3, 40, 80)
+        discs(y, frame, xy, 3, torch.tensor([1.0, 0.5, 0.25]), raster=raster)
+        out.append(y)
+    assert torch.equal(out[0], out[1]) and (out[0][:, 0] == 1).sum() > 60 * 20

@@ -4,12 +4,14 @@ compute an op only around the faces, colour parsing and per-face blending. The o
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import InvalidOptionError
 from ..geometry import window_slices
+from ..kernels import gaussian_blur
 from ..types import Faces, rank_in_frame
 
 
@@ -112,9 +114,34 @@ def _windowed(op=None, *, reach=None):
         if (rows.stop - rows.start, cols.stop - cols.start) == tuple(x.shape[-2:]):
             return op(x, mask, weight, ctx, **params)
         out = x.clone()
-        out[:, :, rows, cols] = op(x[:, :, rows, cols], mask[:, :, rows, cols], weight, ctx, **params)
+        moved = replace(ctx, origin=(ctx.origin[0] + cols.start, ctx.origin[1] + rows.start))
+        out[:, :, rows, cols] = op(x[:, :, rows, cols], mask[:, :, rows, cols], weight, moved, **params)
         return out
     return run
+
+
+_COARSE = 4  # wide smooth filters (skin fill, illumination) run on a 4x coarser grid
+
+
+def _normalised_blur(x: torch.Tensor, keep: torch.Tensor, sigma: float, origin: tuple[int, int]) -> torch.Tensor:
+    """Normalised convolution: Gaussian(x · keep) / Gaussian(keep), σ px, for x (B, C, H, W) and keep (B, 1, H, W)
+    in [0, 1] (zero outside the input, so a frame's edges are averaged over the pixels that exist). Computed on a
+    grid 4× coarser aligned to the frame (``origin``: x's top-left corner in the frame) and upsampled bilinearly,
+    so that a window gives the frame's values up to :func:`_normalised_blur_reach` px from its edges."""
+    s = _COARSE
+    h, w = x.shape[-2:]
+    px, py = origin[0] % s, origin[1] % s
+    pad = (px, -(w + px) % s, py, -(h + py) % s)
+    both = F.avg_pool2d(F.pad(torch.cat([x * keep, keep], dim=1), pad), s)
+    sc = max(sigma / s, 0.5)
+    both = gaussian_blur(both, 2 * int(3 * sc) + 1, sc, "constant")
+    out = both[:, :-1] / both[:, -1:].clamp(min=1e-4)
+    return F.interpolate(out, scale_factor=s, mode="bilinear", align_corners=False)[..., py:py + h, px:px + w]
+
+
+def _normalised_blur_reach(sigma: float) -> int:
+    """How far (px) :func:`_normalised_blur` reads: its coarse Gaussian's radius, a block and the interpolation."""
+    return (int(3 * max(sigma / _COARSE, 0.5)) + 2) * _COARSE
 
 
 def _rgb(colour, like: torch.Tensor) -> torch.Tensor:

@@ -32,7 +32,7 @@ from .ops_stylise import overlay, pencil_sketch, point_light
 REACH = {
     "recolour": lambda p: (0.0, 0), "saturation": lambda p: (0.0, 0), "brightness": lambda p: (0.0, 0),
     "fill": lambda p: (0.0, 0), "bubbles": lambda p: (0.0, 0),
-    "pencil_sketch": lambda p: (0.17 / max(p.get("detail", 0.35), 1e-3), 4),     # its filters' radius
+    "pencil_sketch": lambda p: (0.17 / max(p.get("detail", 0.35), 1e-3), 12),    # its filters' radius
     "bar": lambda p: (p.get("margin", 0.12) + 0.7 * max(p.get("thickness", 1.0) - 1, 0) + 0.2, 2),
     "blur": lambda p: (0.0, p.get("max_kernel_size", 29)),
     "noise": lambda p: (0.0, p.get("pixel_size", 32) if p.get("method") == "pixelate" else 0),

@@ -8,11 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidOptionError
-from ..kernels import gaussian_blur, masked_blend
+from ..kernels import masked_blend
 from ..regions import region_masks
 from ..syncs import upload
+from ..types import rank_in_frame
 from .rng import uniform
-from .opbase import _first_face_width, _may_sync, _per_face_blend
+from .opbase import _first_face_width, _may_sync, _normalised_blur, _per_face_blend
 
 
 def _neighbour_swaps(key: int, size: int, reach: int, device) -> torch.Tensor:
@@ -156,13 +157,14 @@ def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int 
     dy, dx = pixel(d_cell)
     sy, sx = pixel(s_cell)
     frame = frame[:, None, None]
-    # where cells of two faces overlap, the later face's cell wins (a scatter-max of the write's number per pixel:
-    # the same on any device, whatever order the writes run in); the others go to the spill frame
-    target = ((frame * h + dy) * w + dx).expand(-1, sh, sw).reshape(-1)
-    number = torch.arange(target.numel(), device=dev)
-    last = torch.full(((b + 1) * h * w,), -1, dtype=torch.long, device=dev).scatter_reduce_(0, target, number,
-                                                                                              "amax")
-    frame = torch.where((last[target] == number).view(-1, sh, sw), frame, b)
+    if not exact or int(rank_in_frame(faces.row).max()) > 0:
+        # where cells of two faces overlap, the later face's cell wins (a scatter-max of the write's number per
+        # pixel: the same on any device, whatever order the writes run in); the others go to the spill frame
+        target = ((frame * h + dy) * w + dx).expand(-1, sh, sw).reshape(-1)
+        number = torch.arange(target.numel(), device=dev)
+        last = torch.full(((b + 1) * h * w,), -1, dtype=torch.long, device=dev).scatter_reduce_(0, target, number,
+                                                                                                  "amax")
+        frame = torch.where((last[target] == number).view(-1, sh, sw), frame, b)
     out = torch.cat([x, x[:1]])
     out.permute(0, 2, 3, 1)[frame, dy, dx] = x.permute(0, 2, 3, 1)[frame.clamp(max=b - 1), sy, sx]
     return out[:b]
@@ -195,7 +197,7 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
                                                     torch.stack(masks).amax(0), "amax")
     skin = region_masks(faces.landmarks, faces.row, "face_oval", b, (h, w))
     keep = skin * (1 - holes)
-    fill_rgb = _smooth_fill(x, keep, max(_first_face_width(ctx) * 0.08, 2.0), ctx.origin)
+    fill_rgb = _normalised_blur(x, keep, max(_first_face_width(ctx) * 0.08, 2.0), ctx.origin)
     out = masked_blend(x, fill_rgb, holes, on.view(-1))
     if "moves" not in ctx.state:  # offsets (face widths) and rotations, drawn once per video on the host
         draws = uniform(ctx.key, torch.zeros(1, dtype=torch.long, device="cpu"), (len(parts), 3))[0]     # (P, 3): dx, dy, angle
@@ -233,22 +235,3 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
         out[:, :, y0:y1, x0:x1] = _per_face_blend(out[:, :, y0:y1, x0:x1], faces.row, sample(x_faces),
                                                   sample(m), on.view(-1), sync)
     return out
-
-
-_FILL_SCALE = 4  # the skin fill is smooth: computed on a 4x coarser grid
-
-
-def _smooth_fill(x: torch.Tensor, keep: torch.Tensor, sigma: float, origin: tuple[int, int]) -> torch.Tensor:
-    """Normalised-convolution fill: Gaussian(x · keep) / Gaussian(keep), σ px, computed on a grid 4× coarser
-    aligned to the frame (``origin``: x's top-left corner in the frame), so that a window gives the frame's
-    values."""
-    s = _FILL_SCALE
-    h, w = x.shape[-2:]
-    px, py = origin[0] % s, origin[1] % s
-    pad = (px, -(w + px) % s, py, -(h + py) % s)
-    both = F.avg_pool2d(F.pad(torch.cat([x * keep, keep], dim=1), pad), s)
-    sc = max(sigma / s, 0.5)
-    k = 2 * int(3 * sc) + 1
-    both = gaussian_blur(both, k, sc, "constant")
-    fill = both[:, :3] / both[:, 3:].clamp(min=1e-4)
-    return F.interpolate(fill, scale_factor=s, mode="bilinear", align_corners=False)[..., py:py + h, px:px + w]

@@ -7,9 +7,10 @@ import torch.nn.functional as F
 
 from ..draw import discs, segments
 from ..errors import InvalidOptionError
-from ..kernels import gaussian_blur, masked_blend
+from ..kernels import masked_blend
 from ..syncs import upload
-from .opbase import _first_face_width, _may_sync, _per_face_blend, _rgb, _windowed
+from .opbase import (_first_face_width, _may_sync, _normalised_blur, _normalised_blur_reach, _per_face_blend, _rgb,
+                     _windowed)
 from .rng import uniform
 
 
@@ -68,37 +69,49 @@ def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 25
     return masked_blend(x, bg, torch.ones_like(x[:1, :1, :1, :1]), weight * has)
 
 
-def _sketch_filters(ctx, detail: float) -> tuple[float, int, int]:
-    """The pencil sketch's illumination σ, its Gaussian's size and the threshold window (px), from the video's
-    first faces (:func:`_first_face_width`): the same filters at any batch size."""
+def _sketch_filters(ctx, detail: float) -> tuple[float, int]:
+    """The pencil sketch's illumination σ and threshold window (px), from the video's first faces
+    (:func:`_first_face_width`): the same filters at any batch size."""
     face_w = _first_face_width(ctx)
-    sigma = max(face_w * 0.05 / detail, 1.0)
-    return sigma, 2 * int(3 * sigma) + 1, max(int(face_w * 0.04 / detail) | 1, 3)
+    return max(face_w * 0.05 / detail, 1.0), max(int(face_w * 0.04 / detail) | 1, 3)
 
 
 def _sketch_reach(ctx, params) -> int:
     detail = params.get("detail", 0.35)
     if detail <= 0 or len(ctx.faces) == 0:
         return 0
-    _, k, t = _sketch_filters(ctx, detail)
-    return k // 2 + t // 2
+    sigma, t = _sketch_filters(ctx, detail)
+    return _normalised_blur_reach(sigma) + t // 2
+
+
+def _box_mean(x: torch.Tensor, t: int) -> torch.Tensor:
+    """Mean of x (B, 1, H, W) in [0, 1] over t × t boxes (t odd), reflected at the edges: summed-area tables
+    (Crow 1984) of x in 16-bit fixed point, int64, so that every box sum is exact: the same in any window and on
+    any device, at O(1) per pixel whatever t (a 1/65536 quantisation of the values)."""
+    r = t // 2
+    q = (F.pad(x, (r, r, r, r), mode="reflect") * 65536).round_().to(torch.int64)
+    rows = F.pad(q.cumsum(-1), (1, 0))
+    rows = rows[..., t:] - rows[..., :-t]                                 # sums along each row, (B, 1, H + 2r, W)
+    cols = F.pad(rows.cumsum(-2), (0, 0, 1, 0))
+    return ((cols[..., t:, :] - cols[..., :-t, :]).to(torch.float64) / (t * t * 65536)).to(x.dtype)
 
 
 @_windowed(reach=_sketch_reach)
 def pencil_sketch(x, mask, weight, ctx, detail: float = 0.35, bias: float = 7.0):
     """Pencil sketch of the region (after PyFAME ``layer_stylise_pencil_sketch``): grey divided by its
-    illumination (a Gaussian of σ = face width · 0.05 / detail), then a local mean threshold (window ≈ face
-    width · 0.04 / detail, odd) with ``bias`` grey levels: dark strokes on white. Kornia filters over the whole
-    frame (reflected at its edges), computed in the window around the batch's masks grown by the filters' reach."""
+    illumination (a Gaussian of σ = face width · 0.05 / detail, normalised at the frame's edges, on a 4× coarser
+    grid), then a local mean threshold (a box mean, window ≈ face width · 0.04 / detail, odd, reflected at the frame's
+    edges) with ``bias`` grey levels: dark strokes on white. Defined on the whole frame, computed in
+    the window around the batch's masks grown by the filters' reach."""
     if detail <= 0:
         raise InvalidOptionError("pencil_sketch: detail must be > 0")
     if len(ctx.faces) == 0:
         return x
-    sigma, k, t = _sketch_filters(ctx, detail)
+    sigma, t = _sketch_filters(ctx, detail)
     grey = kornia.color.rgb_to_grayscale(x)
-    illum = gaussian_blur(grey, k, sigma, "reflect")
+    illum = _normalised_blur(grey, torch.ones_like(grey), sigma, ctx.origin)
     norm = (grey / illum.clamp(min=1e-3)).clamp(0, 1)
-    local = kornia.filters.box_blur(norm, (t, t), border_type="reflect")
+    local = _box_mean(norm, t)
     sketch = (norm > local - bias / 255).to(x.dtype).expand_as(x)
     return masked_blend(x, sketch, mask, weight)
 
