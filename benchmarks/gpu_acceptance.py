@@ -8,8 +8,10 @@ and one Markdown table. Run through ``benchmarks/gpu_acceptance.sh``.
 Agreement: each pipeline of ``benchmarks/syncs.py`` runs on the four-face mosaic clip on the CPU and on the
 device; its tables are compared column by column (rows matched in order; max absolute difference of every numeric
 column: pixels for boxes and landmarks, probabilities for scores and affect) and its video output pixel by pixel
-(mean absolute difference in levels, share of pixels more than 8 levels apart). ``--device cpu`` runs the same
-code against itself (0 everywhere): CI uses it so that the script cannot rot.
+(mean absolute difference in levels, share of pixels more than 8 levels apart). On CUDA the device run also counts
+its real host syncs per batch with ``torch.cuda.set_sync_debug_mode("warn")`` (every synchronizing call warns,
+blocking host-to-device copies included, which the CPU census of ``benchmarks/syncs.py`` cannot see).
+``--device cpu`` runs the same code against itself (0 everywhere): CI uses it so that the script cannot rot.
 """
 from __future__ import annotations
 
@@ -61,6 +63,24 @@ def _compare_tables(a, b) -> dict:
     return out
 
 
+def _counting_syncs(device: str, fn):
+    """``fn()`` and the number of synchronizing CUDA calls it made (CUDA's sync debug mode; None off CUDA)."""
+    import warnings
+
+    import torch
+
+    if not str(device).startswith("cuda"):
+        return fn(), None
+    torch.cuda.set_sync_debug_mode("warn")
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = fn()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    return out, sum("synchroniz" in str(w.message) for w in caught)
+
+
 def agreement(device: str, frames: int, batch: int) -> list[dict]:
     """One record per pipeline: tables and video compared between the CPU and ``device``."""
     from gpuface.pipeline import run_source
@@ -74,10 +94,11 @@ def agreement(device: str, frames: int, batch: int) -> list[dict]:
             out = os.path.join(tempfile.mkdtemp(), "out.mp4")
             model, jobs = syncs.build(name, dev, out)
             t = time.perf_counter()
-            result = run_source(video, jobs, model, batch)
+            result, syncs_made = _counting_syncs(dev, lambda: run_source(video, jobs, model, batch))
             runs.append((result, out, time.perf_counter() - t))
         (a, out_a, _), (b, out_b, seconds) = runs
-        rec = {"pipeline": name, "faces": [a.faces, b.faces], "seconds_device": seconds, "tables": {}}
+        rec = {"pipeline": name, "faces": [a.faces, b.faces], "seconds_device": seconds, "tables": {},
+               "device_syncs_per_batch": None if syncs_made is None else syncs_made / -(-frames // batch)}
         for key, table in a.tables.items():
             if hasattr(table, "columns") and key in b.tables:
                 rec["tables"][key] = _compare_tables(table, b.tables[key])
@@ -100,7 +121,9 @@ def _agreement_row(rec: dict) -> str:
     video = rec.get("video", {})
     vtext = (f"{video['mean_abs_levels']:.3f} levels, {100 * video['share_over_8']:.3f} % > 8"
              if "mean_abs_levels" in video else str(video.get("shapes", "")))
-    return f"| {rec['pipeline']} | {rec['faces'][0]} / {rec['faces'][1]} | {tables} | {vtext} |"
+    syncs = rec.get("device_syncs_per_batch")
+    return (f"| {rec['pipeline']} | {rec['faces'][0]} / {rec['faces'][1]} | {tables} | {vtext} | "
+            f"{'n/a' if syncs is None else f'{syncs:.1f}'} |")
 
 
 def main() -> None:
@@ -115,7 +138,8 @@ def main() -> None:
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     print(f"## CPU/{args.device} agreement ({args.frames} frames, four-face mosaic)\n")
-    print("| pipeline | faces cpu / device | tables: max abs diff (column) | video |\n|---|---|---|---|")
+    print("| pipeline | faces cpu / device | tables: max abs diff (column) | video | device syncs per batch |\n"
+          "|---|---|---|---|---:|")
     agree = agreement(args.device, args.frames, 8)
     throughput_json = os.path.join(args.out, "throughput.json")
     cmd = [sys.executable, os.path.join(HERE, "run.py"), "--device", args.device, "--frames",
@@ -131,8 +155,8 @@ def main() -> None:
         json.dump({"device": args.device, "agreement": agree, "throughput": throughput}, fh, indent=1)
     with open(os.path.join(args.out, "acceptance.md"), "w") as fh:
         fh.write(f"# gpuface GPU acceptance: {throughput['machine']}\n\n"
-                 "| pipeline | faces cpu / device | tables | video |\n"
-                 "|---|---|---|---|\n" + "\n".join(_agreement_row(r) for r in agree) +
+                 "| pipeline | faces cpu / device | tables | video | device syncs per batch |\n"
+                 "|---|---|---|---|---:|\n" + "\n".join(_agreement_row(r) for r in agree) +
                  "\n\n| pipeline | height | batch | frames/s | peak MB |\n|---|---:|---:|---:|---:|\n" +
                  "\n".join(f"| {r['pipeline']} | {r['height']} | {r['batch_size']} | {r['fps']:.1f} | "
                            f"{r['peak_mb']:.0f} |" for r in throughput["rows"]) + "\n")

@@ -41,9 +41,9 @@ def test_no_tensor_is_created_without_a_device(name, videos, tmp_path, device):
 # Host syncs per batch of 8 frames (24-frame clips) measured by benchmarks/syncs.py on the CPU (an upper bound of a
 # CUDA run, see gpuface.syncs), with ~10 % headroom. A new .item()/.tolist()/.cpu()/mask index in a hot path
 # raises the count past its ceiling; a pipeline marked per-face-free must not grow with the faces in the frame.
-CEILINGS = {"detect mtcnn": 29, "detect blazeface-full": 9, "detect centerface": 9, "landmarks": 68,
-            "anonymize default": 61, "analyse": 228, "annotate": 77, "affect": 125, "manipulate blur": 85,
-            "manipulate recolour": 80, "manipulate relocate": 137}
+CEILINGS = {"detect mtcnn": 26, "detect blazeface-full": 6, "detect centerface": 6, "landmarks": 27,
+            "anonymize default": 23, "analyse": 178, "annotate": 35, "affect": 77, "manipulate blur": 38,
+            "manipulate recolour": 38, "manipulate relocate": 82}
 FACE_FREE = ("detect mtcnn", "detect blazeface-full", "detect centerface", "landmarks", "analyse", "annotate",
              "manipulate blur", "manipulate recolour", "manipulate relocate")
 
