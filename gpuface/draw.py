@@ -23,7 +23,8 @@ def discs(out: torch.Tensor, frame: torch.Tensor, xy: torch.Tensor, radius: int,
     b, _, h, w = out.shape
     r = max(int(radius), 0)
     offsets = [(dx, dy) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dx * dx + dy * dy <= r * r + r]
-    dx, dy = upload(torch.tensor(offsets, dtype=torch.long, device="cpu"), out.device).unbind(1)   # a round disc, small r too
+    # a round disc for small radii too, its offsets listed on the host
+    dx, dy = upload(torch.tensor(offsets, dtype=torch.long, device="cpu"), out.device).unbind(1)
     px = (xy[:, 0].floor().long()[:, None] + dx[None]).reshape(-1)
     py = (xy[:, 1].floor().long()[:, None] + dy[None]).reshape(-1)
     f = frame[:, None].expand(-1, dx.numel()).reshape(-1)

@@ -448,7 +448,8 @@ def _two_a_frame(faces, shift, copy_dx):
 
 
 NO_SYNC_PATHS = [("grid_shuffle", {}), ("grid_shuffle", {"method": "neighbour", "square_size": 24}),
-                 ("grid_shuffle", {"method": "cyclic", "square_size": 30}), ("grid_shuffle", {"grid_dimensions": [5, 7]}),
+                 ("grid_shuffle", {"method": "cyclic", "square_size": 30}),
+                 ("grid_shuffle", {"grid_dimensions": [5, 7]}),
                  ("overlay", {"image": "glasses.png"}), ("relocate", {"rotations": [0.0, 90.0]}),
                  ("pencil_sketch", {}), ("point_light", {"radius": 4})]
 
@@ -483,7 +484,7 @@ def test_ops_without_host_syncs_give_the_exact_paths_pixels(scene, samples, op, 
 
 def test_faces_of_a_frame_compose_like_blending_them_one_by_one():
     """The scan that composites per-face layers (overlay, relocate) against blending the faces one after the other
-    (kornia-free reference: ``x + (y - x)·α·w`` per face, in order): 3 faces in frame 0, none in 1, 1 in 2, 4 in 3."""
+    (``x + (y - x)·α·w`` per face, in order): 3 faces in frame 0, none in 1, 1 in 2, 4 in 3."""
     from gpuface.manipulate.opbase import _per_face_blend
 
     g = torch.Generator().manual_seed(0)

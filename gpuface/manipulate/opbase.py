@@ -29,9 +29,10 @@ class Context:
             only around the faces); ops whose output depends on absolute position (noise) use them.
         weights: the ``weight`` argument's values as host floats (the layer's timing is computed on the host), for
             ops whose shapes depend on it (blur's kernel sizes) to decide without a host sync; None: read them.
-        windows: ops may compute only in the bounding box of their mask (:func:`_window`, one host sync each):
-            what :class:`~gpuface.manipulate.layers.LayerStack` chooses on the CPU, where it saves most of the work
-            at no cost; on a GPU the sync would cost more, so ops compute over their whole input there.
+        windows: ops may read sizes from their data (:func:`_may_sync`: the bounding box of their mask, a grid's
+            size, a part's box; one host sync each): what :class:`~gpuface.manipulate.layers.LayerStack` chooses
+            on the CPU, where it saves most of the work at no cost; on a GPU a sync would cost more, so ops use
+            bounds known on the host there (their whole input, the frame's cells), with the same pixels.
     """
 
     faces: Faces

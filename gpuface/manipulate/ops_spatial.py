@@ -200,7 +200,8 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
     fill_rgb = _normalised_blur(x, keep, max(_first_face_width(ctx) * 0.08, 2.0), ctx.origin)
     out = masked_blend(x, fill_rgb, holes, on.view(-1))
     if "moves" not in ctx.state:  # offsets (face widths) and rotations, drawn once per video on the host
-        draws = uniform(ctx.key, torch.zeros(1, dtype=torch.long, device="cpu"), (len(parts), 3))[0]     # (P, 3): dx, dy, angle
+        zero = torch.zeros(1, dtype=torch.long, device="cpu")
+        draws = uniform(ctx.key, zero, (len(parts), 3))[0]                          # (P, 3): dx, dy, angle
         angles = torch.tensor([float(a) for a in rotations], device="cpu")
         ang = angles[(draws[:, 2] * len(angles)).long().clamp(max=len(angles) - 1)] * math.pi / 180
         cos, sin = torch.cos(ang), torch.sin(ang)

@@ -100,9 +100,9 @@ def _box_mean(x: torch.Tensor, t: int) -> torch.Tensor:
 def pencil_sketch(x, mask, weight, ctx, detail: float = 0.35, bias: float = 7.0):
     """Pencil sketch of the region (after PyFAME ``layer_stylise_pencil_sketch``): grey divided by its
     illumination (a Gaussian of σ = face width · 0.05 / detail, normalised at the frame's edges, on a 4× coarser
-    grid), then a local mean threshold (a box mean, window ≈ face width · 0.04 / detail, odd, reflected at the frame's
-    edges) with ``bias`` grey levels: dark strokes on white. Defined on the whole frame, computed in
-    the window around the batch's masks grown by the filters' reach."""
+    grid), then a local mean threshold (a box mean, window ≈ face width · 0.04 / detail, odd, reflected at the
+    frame's edges) with ``bias`` grey levels: dark strokes on white. Defined on the whole frame, computed in the
+    window around the batch's masks grown by the filters' reach."""
     if detail <= 0:
         raise InvalidOptionError("pencil_sketch: detail must be > 0")
     if len(ctx.faces) == 0:
