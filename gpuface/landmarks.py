@@ -295,8 +295,9 @@ class FaceLandmarker:
                         lm, pr, rois = self._key_mesh(frames, row, (state.centres[new], state.sides[new],
                                                                      state.angles[new]))
                         keep = torch.ones(len(state), dtype=torch.bool, device=self.device)
-                        keep[new] = pr >= self.min_presence
-                        ok = (pr >= self.min_presence).nonzero()[:, 0]
+                        present = pr >= self.min_presence
+                        keep[new] = present
+                        ok = present.nonzero()[:, 0]
                         parts.append((self._rows(row, len(ok)), lm[ok], pr[ok], state.ids[new][ok],
                                       state.scores[new][ok]))
                         for t, r in zip((state.centres, state.sides, state.angles), rois):

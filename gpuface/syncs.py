@@ -144,8 +144,8 @@ def to_host(*tensors: torch.Tensor | None) -> tuple:
 def host_side():
     """A block that reads only host tensors (data already brought over by :func:`to_host`, frame numbers, times):
     its ``.item()``/``.tolist()``/mask indexing cost nothing on a GPU run, so :class:`SyncCounter` does not count
-    them (on a CPU census it cannot tell them from device reads). Used by the anonymiser's temporal fill, whose
-    box linking runs on the host after one counted copy per batch."""
+    them (on a CPU census it cannot tell them from device reads). E.g. the temporal fill's box linking and the ROI
+    crops' window planning, each after its one counted :func:`to_host` copy."""
     for c in _active:
         c._inside += 1
     try:

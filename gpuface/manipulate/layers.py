@@ -208,7 +208,7 @@ class LayerStack:
                         landmarks=torch.cat([faces.landmarks[..., :2] - shift, faces.landmarks[..., 2:]], -1))
         x = frames[:, :, rows, cols].float() / 255.0
         size = (rows.stop - rows.start, cols.stop - cols.start)
-        frame_numbers = upload(index, x.device) if index.device != x.device else index
+        frame_numbers = upload(index, x.device)
         for layer, key, state in zip(self.spec.layers, self.keys, self.states):
             weight = layer.timing.weights(pts, duration)      # from the host-side times: checked without a sync
             if not bool((weight > 0).any()):
