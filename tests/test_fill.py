@@ -10,19 +10,20 @@ from gpuface.manipulate.fill import DETECTED, FILLED, PADDED, FillOptions, Tempo
 from gpuface.types import Faces, FrameBatch
 
 
-def _stream(dets: dict[int, list[list[float]]], n: int, batch: int, opt: FillOptions):
+def _stream(dets: dict[int, list[list[float]]], n: int, batch: int, opt: FillOptions, distinct_only: bool = False):
     """Push n blank frames with the given per-frame boxes through a filler in batches; returns
-    {frame: sorted list of (x1, y1, x2, y2, source)}."""
+    {frame: sorted list of (x1, y1, x2, y2, source)} (``distinct_only``: the boxes marked distinct)."""
     fill = TemporalFill(opt)
     out: dict[int, list] = {i: [] for i in range(n)}
 
     def take(ready):
         if ready is None:
             return
-        b, faces, src = ready
+        b, faces, src, distinct = ready
         for k in range(len(faces)):
             f = int(b.index[faces.row[k]])
-            out[f].append((*[round(v, 4) for v in faces.boxes[k].tolist()], int(src[k])))
+            if distinct[k] or not distinct_only:
+                out[f].append((*[round(v, 4) for v in faces.boxes[k].tolist()], int(src[k])))
 
     for start in range(0, n, batch):
         idx = list(range(start, min(start + batch, n)))
@@ -134,3 +135,22 @@ def test_missed_frames_are_masked_on_a_real_clip(samples, dancer_misses, tmp_pat
         m = face_masks(b, torch.zeros(len(b), dtype=torch.int64), (1, *out.shape[-2:]), ellipse=False)[0, 0] > 0
         diff = (out[k].float() - frames[k].float()).abs().mean(0)
         assert diff[~m].mean() < 2, f"frame {first + k} changed outside its boxes"
+
+
+@pytest.mark.parametrize("batch", [1, 3, 16])
+def test_distinct_boxes_are_one_per_face_and_frame(batch):
+    """Padding copies each detection into its neighbours, so a frame holds several boxes of one face; the distinct
+    ones (the boxes table's rows) are one per face: the detection where there is one, else the first padded copy —
+    for two faces far apart, two per frame, at any batch size."""
+    a = [[100.0, 100, 150, 150]]
+    b = [[400.0, 100, 450, 150]]
+    dets = {t: a + (b if t >= 5 else []) for t in range(3, 9)}
+    everything = _stream(dets, 12, batch, FillOptions(pad=2))
+    out = _stream(dets, 12, batch, FillOptions(pad=2), distinct_only=True)
+    assert len(everything[5]) == 8     # a: itself + 4 padded copies, b: itself + 2 (from 6, 7): the mask is the union
+    for t in range(12):
+        faces = {box[:4] for box in out[t]}
+        expected = ({tuple(a[0])} if 1 <= t <= 10 else set()) | ({tuple(b[0])} if 3 <= t <= 10 else set())
+        assert faces == expected and len(out[t]) == len(expected), t
+        if t in dets:                                   # a detected frame's row is its detection, not a copy
+            assert all(box[4] == DETECTED for box in out[t] if box[:4] in map(tuple, dets[t]))

@@ -132,7 +132,7 @@ def test_composed_job_spec_runs_in_one_pass_and_writes_every_output(samples, tmp
 
 
 def test_color_is_accepted_for_colour_in_specs():
-    from gpuface.corpus.runner import load_job_spec
+    from gpuface.jobs import load_job_spec
 
     a = load_spec([{"op": "fill", "params": {"method": "colour", "color": [0, 255, 0]}}])
     assert a.layers[0].params == {"method": "colour", "colour": [0, 255, 0]}

@@ -136,8 +136,10 @@ class AffectJob(Job):
                 "step": sel.step, "step_seconds": sel.step_seconds, "au_threshold": a.au_threshold,
                 "au_baseline": self.baseline, "models": models, "frames_processed": res.frames,
                 "processing_duration_seconds": res.seconds}
-        res.outputs += write_affect_outputs(table, run.info, self.out_dir, Path(run.path).stem, meta, self.table_ext,
-                                            thumbs, self.report, self.overwrite)
+        files = write_affect_outputs(table, run.info, self.out_dir, Path(run.path).stem, meta, self.table_ext, thumbs,
+                                     self.report, self.overwrite)
+        res.outputs += files
+        res.table_files.update(affect=files[0], affect_summary=files[1], au_timeline=files[2])
 
 
 def affect_source(path: str, landmarker, analyzer, batch_size: int = 32, selection: Selection | None = None,

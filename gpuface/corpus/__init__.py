@@ -6,12 +6,12 @@ dependency). Progress and completeness always come from the corpus folder, never
 Folder layout (``corpus/``)::
 
     manifest.parquet        id, path, size, duration, fps, frames, width, height, error
-    status/<id>.json        per video: state done|failed, attempts, error, frames, faces, seconds, outputs
+    status/<id>.json        per video: state done|failed, attempts, error, frames, faces, seconds, outputs, tables
     outputs/<id>/...        per-video outputs, renamed into place only when complete
     merged/<table>.parquet  per-video tables combined; merged/summary.json
     slurm/                  the generated sbatch scripts, their logs and the submissions made
 """
 from .manifest import load_manifest, plan, video_id
-from .runner import JOBS, merge, retry, run_shard, shard_of, status
+from .runner import merge, retry, run_shard, shard_of, status
 
-__all__ = ["plan", "load_manifest", "video_id", "run_shard", "status", "retry", "merge", "shard_of", "JOBS"]
+__all__ = ["plan", "load_manifest", "video_id", "run_shard", "status", "retry", "merge", "shard_of"]

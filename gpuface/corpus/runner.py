@@ -1,21 +1,12 @@
 """The shard runner: any gpuface job over the videos of one shard, resumable, one status record per video.
 
-A *job spec* (YAML/JSON) names a job and its options, e.g.::
-
-    job: landmarks            # detect | landmarks | anonymize | manipulate | analyse | annotate | affect
-    batch_size: 16
-    device: auto              # auto | cpu | cuda | cuda:1
-    options: {detector: blazeface-full, max_faces: 2, end: 10.0}
-    # manipulate also takes: layers: [...], temporal: {...}, seed: 7
-
-Landmark jobs compose into one decode pass (the faces of each batch found once), e.g.
-``job: [landmarks, manipulate, analyse]``; the options then apply to every job that takes them.
-
-The same spec runs one file (``gpuface run``) or a corpus (``gpuface corpus run``) through the same code, so the
-outputs are identical either way. Each video is processed into a temporary folder that is renamed to
-``outputs/<id>/`` only when complete, then ``status/<id>.json`` is written (atomically); a rerun skips done
-videos and retries failed ones up to ``retries`` times. A broken video is a failed record, never a failed
-shard. SIGTERM/SIGUSR1 stop the shard after the current video (for SLURM's pre-timeout signal and requeue).
+The job spec (YAML/JSON: job, options, batch_size, device, backend; see :mod:`gpuface.jobs.build`) is the same one
+``gpuface run`` takes, built by the same :func:`gpuface.jobs.build`, so a corpus run is the command it names. Each
+video is processed into a temporary folder (:meth:`~gpuface.jobs.build.Pipeline.run_into`: every file and table of
+the video) that is renamed to ``outputs/<id>/`` only when complete, then ``status/<id>.json`` is written
+(atomically); a rerun skips done videos and retries failed ones up to ``retries`` times. A broken video is a failed
+record, never a failed shard. SIGTERM/SIGUSR1 stop the shard after the current video (for SLURM's pre-timeout
+signal and requeue).
 """
 from __future__ import annotations
 
@@ -24,199 +15,14 @@ import os
 import shutil
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
 import pandas as pd
 
 from ..errors import GpufaceError, InvalidOptionError
-from ..outputs import write_table
+from ..outputs import read_table, write_table
+from ..jobs.build import JobSpec, build, load_job_spec
 from .manifest import load_manifest
-
-from ..jobspec import JOB_OPTIONS, JOBS, SELECTION, defaults, spec_reference, validate_options  # noqa: F401 (API)
-
-
-#: Jobs that find faces with a detector alone; every other job uses the landmarker and may be composed.
-_DETECTION_JOBS = ("detect", "anonymize")
-
-
-@dataclass
-class JobSpec:
-    """A job (or several composed into one decode pass) and its options (see the module docstring)."""
-
-    job: str | list[str]
-    options: dict = field(default_factory=dict)
-    batch_size: int = 16
-    device: str = "auto"
-    extra: dict = field(default_factory=dict)   # manipulate: layers, temporal, seed
-
-
-def load_job_spec(source: str | os.PathLike | dict) -> JobSpec:
-    """A :class:`JobSpec` from a YAML/JSON file or a dict. InvalidOptionError for an invalid spec."""
-    from ..io.sources import read_spec_file
-
-    data: Any = source if isinstance(source, dict) else read_spec_file(source, "job spec")
-    if not isinstance(data, dict) or not (data.get("job") in JOBS or isinstance(data.get("job"), list)):
-        raise InvalidOptionError(f"a job spec needs job: one of {', '.join(JOBS)}, or a list of them")
-    names = job_names(data["job"])
-    keys = {"job", "options", "batch_size", "device", "layers", "temporal", "seed"}
-    unknown = set(data) - keys
-    if unknown:
-        raise InvalidOptionError(f"job spec: unknown keys {sorted(unknown)}; allowed: {', '.join(sorted(keys))}")
-    if not isinstance(data.get("options") or {}, dict):
-        raise InvalidOptionError("job spec: options must be a mapping of option: value")
-    options = dict(data.get("options") or {})
-    if "color" in options:   # the API spells colour; color is accepted
-        options["colour"] = options.pop("color")
-    validate_options(names, options)
-    if "manipulate" in names and ("layers" in data or "temporal" in data):
-        from ..manipulate.layers import load_spec
-        load_spec({k: data[k] for k in ("layers", "temporal", "seed") if k in data})   # layer names and params
-    extra = {k: data[k] for k in ("layers", "temporal", "seed") if k in data}
-    if "manipulate" in names and not extra.get("layers") and not extra.get("temporal"):
-        raise InvalidOptionError("a manipulate job needs layers (and/or temporal)")
-    batch = data.get("batch_size", 16)
-    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
-        raise InvalidOptionError(f"job spec: batch_size must be an integer >= 1, got {batch!r}")
-    spec = JobSpec(job=data["job"] if isinstance(data["job"], str) else names, options=options, batch_size=batch,
-                   device=str(data.get("device", "auto")), extra=extra)
-    return spec
-
-
-def job_names(job: str | list) -> list[str]:
-    """The job names of a spec's ``job`` (one name, or a list composed into one decode pass), checked.
-
-    Raises:
-        InvalidOptionError: an unknown or repeated name, or a detection job (detect, anonymize) composed with others.
-    """
-    names = [job] if isinstance(job, str) else list(job)
-    bad = [n for n in names if n not in JOBS]
-    if not names or bad or len(set(names)) < len(names):
-        raise InvalidOptionError(f"job spec: job must be one of {', '.join(JOBS)} or a list of distinct ones, "
-                                 f"got {job!r}")
-    if len(names) > 1 and any(n in _DETECTION_JOBS for n in names):
-        raise InvalidOptionError(f"job spec: {', '.join(_DETECTION_JOBS)} run alone; only landmark jobs "
-                                 f"({', '.join(n for n in JOBS if n not in _DETECTION_JOBS)}) compose")
-    return names
-
-
-#: Tables a job leaves in ``JobResult.tables`` and the file each is written to in the output folder.
-TABLE_FILES = {"faces": "faces.parquet", "landmarks": "landmarks.parquet", "colour_means": "colour_means.parquet",
-               "landmark_flow": "landmark_flow.parquet", "dense_flow": "dense_flow.parquet",
-               "annotation": "annotation.parquet"}
-
-
-def build_landmarker(opts: dict, device):
-    """The :class:`~gpuface.landmarks.FaceLandmarker` of a landmark job's options (schema defaults applied)."""
-    from ..landmarks import FaceLandmarker
-
-    return FaceLandmarker(opts.get("detector", "blazeface-short"), device=device, max_faces=opts.get("max_faces"),
-                          min_score=opts.get("threshold"), min_presence=opts.get("min_presence", 0.5),
-                          redetect_every=opts.get("redetect_every"), blendshapes=opts.get("blendshapes", True))
-
-
-def build_detector(opts: dict, device, **kwargs):
-    """The :class:`~gpuface.detect.FaceDetector` of a detect job's options (``kwargs``: the detector's own)."""
-    from ..detect import FaceDetector
-
-    name = opts.get("detector", "mtcnn")
-    if name == "mtcnn":
-        kwargs["min_face_size"] = opts.get("min_face_size", 20)
-    return FaceDetector(name, device=device, min_score=opts.get("threshold", 0.0), **kwargs)
-
-
-def build_affect(opts: dict, device):
-    """The :class:`~gpuface.affect.AffectAnalyzer` of an affect job's options."""
-    from ..affect import AffectAnalyzer
-    from ..affect.models import parse_weights_option
-
-    return AffectAnalyzer(device=device, au_threshold=opts.get("au_threshold"),
-                          emotion_model=opts.get("emotion_model", "mini-xception"),
-                          weights=parse_weights_option(opts.get("weights")),
-                          au_model=opts.get("au_model", "blendshapes"))
-
-
-def build_job(spec: JobSpec) -> Callable[[str, Path], Any]:
-    """``job(path, out_dir) -> JobResult``: runs the spec on one video (composed jobs in one decode pass), writing
-    every output into ``out_dir``. Models are loaded once, on first use."""
-    import torch
-
-    from ..io.decode import Selection
-    from ..pipeline import make_job, run_source
-
-    device = spec.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    names = job_names(spec.job)
-    opts = dict(spec.options)
-    sel_args = {k: opts.pop(k) for k in list(opts) if k in SELECTION}
-    selection = Selection(**sel_args) if sel_args else None
-    opts = {**defaults(names), **opts}
-    cache: dict[str, Any] = {}
-
-    def cached(key: str, build: Callable[[], Any]):
-        if key not in cache:
-            cache[key] = build()
-        return cache[key]
-
-    def anonymizer():
-        from ..privacy import DEFAULT, anonymization_detector
-        name = opts.get("detector", DEFAULT["detector"])
-        kwargs = {"min_face_size": opts.get("min_face_size", 20)} if name == "mtcnn" else {}
-        if name == "centerface":
-            kwargs = {"input_scale": opts["scale"]} if "scale" in opts else DEFAULT["scale"]
-        return anonymization_detector(name, device=device, **kwargs)
-
-    def make(name: str, out: Path, stem: str):
-        if name in ("detect", "landmarks"):
-            return make_job(name)
-        if name == "analyse":
-            return make_job(name, colour_regions=tuple(opts["regions"]), space=opts["space"], flow=opts["flow"],
-                            dense=opts["dense"])
-        if name == "annotate":
-            from ..identity import Embedder
-            k = opts["num_faces"]
-            return make_job(name, embedder=cached("emb", lambda: Embedder("dlib", device=device)),
-                            num_faces=k if isinstance(k, int) else tuple(k), per_face=opts["per_face"],
-                            too_few=opts["too_few"], embeddings=opts["embeddings"],
-                            affect=cached("affect", lambda: build_affect(opts, device)) if opts["affect"] else None)
-        if name == "affect":
-            return make_job(name, analyzer=cached("affect", lambda: build_affect(opts, device)), out_dir=out,
-                            report=opts["report"], thumbnails=opts["report"], overwrite=True,
-                            baseline=opts["baseline"])
-        if name == "anonymize":
-            from ..manipulate.anonymize import AnonymizeOptions
-            from ..manipulate.fill import FillOptions
-            from ..privacy import DEFAULT
-            keys = {"mode", "ellipse", "mask_scale", "colour", "mosaic_size"}
-            options = AnonymizeOptions(**{k: (tuple(v) if k == "colour" else v) for k, v in opts.items() if k in keys})
-            fill = FillOptions(max_gap=opts.get("max_gap", DEFAULT["max_gap"]),
-                               pad=opts.get("temporal_pad", DEFAULT["temporal_pad"]),
-                               drop_isolated=opts["drop_isolated"])
-            return make_job(name, output=out / f"{stem}_anonymized.mp4", options=options,
-                            threshold=opts.get("threshold"), boxes_format="csv", overwrite=True, fill=fill,
-                            preset=opts["preset"], crf=opts["crf"],
-                            detect_every=opts.get("detect_every", DEFAULT["detect_every"]))
-        from ..manipulate.layers import load_spec
-        return make_job(name, spec=cached("layer_spec", lambda: load_spec(dict(spec.extra))),
-                        output=out / f"{stem}_manipulated.mp4", overwrite=True, preset=opts["preset"],
-                        crf=opts["crf"])
-
-    def run(path: str, out: Path):
-        stem = Path(path).stem
-        jobs = [make(name, out, stem) for name in names]
-        model = (cached("anon", anonymizer) if names == ["anonymize"] else
-                 cached("det", lambda: build_detector(opts, device)) if names == ["detect"] else
-                 cached("lm", lambda: build_landmarker(opts, device)))
-        result = run_source(path, jobs, model, spec.batch_size, selection)
-        for name, file in TABLE_FILES.items():
-            table = result.tables.get(name)
-            if table is not None:
-                result.outputs.append(str(write_table(table, out / file)))
-        return result
-
-    return run
 
 
 def shard_of(item_id: str, num_shards: int) -> int:
@@ -321,19 +127,21 @@ def run_shard(corpus: str | os.PathLike, spec: JobSpec | str | os.PathLike | dic
                     record = {"state": "failed", "attempts": retries + 1, "error": row.error, "path": row.path}
                     _write_status(corpus, row.id, record)
                     break
-                job = job or build_job(spec)
+                job = job or build(spec)
                 tmp = corpus / "outputs" / f".{row.id}.{os.getpid()}.tmp"
                 final = corpus / "outputs" / row.id
                 shutil.rmtree(tmp, ignore_errors=True)
                 tmp.mkdir(parents=True)
                 try:
-                    result = job(row.path, tmp)
+                    result = job.run_into(row.path, tmp)
                     if final.exists():
                         shutil.rmtree(final)
                     os.replace(tmp, final)
                     outputs = [str(final / Path(p).name) for p in result.outputs]
+                    tables = {k: str(final / Path(p).name) for k, p in result.table_files.items()}
                     record = {"state": "done", "attempts": attempts, "path": row.path, "frames": result.frames,
-                              "faces": result.faces, "seconds": result.seconds, "outputs": outputs}
+                              "faces": result.faces, "seconds": result.seconds, "outputs": outputs,
+                              "tables": tables}
                 except (GpufaceError, OSError, RuntimeError, ValueError) as e:
                     shutil.rmtree(tmp, ignore_errors=True)
                     record = {"state": "failed", "attempts": attempts, "path": row.path,
@@ -439,13 +247,9 @@ def merge(corpus: str | os.PathLike) -> dict:
         summary["frames"] += record.get("frames", 0)
         summary["faces"] += record.get("faces", 0)
         summary["seconds"] += record.get("seconds", 0.0)
-        stem = Path(row.path).stem
-        for out in record.get("outputs", []):
+        for kind, out in record.get("tables", {}).items():   # the tables the jobs declared they wrote
             p = Path(out)
-            if p.suffix not in (".parquet", ".csv"):
-                continue
-            kind = p.stem[len(stem) + 1:] if p.stem.startswith(stem + "_") else p.stem
-            t = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p)
+            t = read_table(p)
             tables.setdefault(kind, []).append(t.assign(video_id=row.id, video=row.path))
     summary["frames_per_second"] = summary["frames"] / summary["seconds"] if summary["seconds"] else 0.0
     merged = corpus / "merged"
@@ -458,5 +262,4 @@ def merge(corpus: str | os.PathLike) -> dict:
     return summary
 
 
-__all__ = ["JOBS", "JOB_OPTIONS", "validate_options", "spec_reference", "JobSpec", "build_landmarker", "build_detector",
-           "build_affect", "load_job_spec", "build_job", "run_shard", "run_devices", "status", "retry", "merge", "shard_of"]
+__all__ = ["run_shard", "run_devices", "status", "retry", "merge", "shard_of"]

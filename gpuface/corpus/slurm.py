@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from ..errors import GpufaceError, InvalidOptionError
-from .runner import load_job_spec, status
+from ..jobs.build import load_job_spec
+from .runner import status
 
 ARRAY_TEMPLATE = """#!/bin/bash
 # gpuface corpus shards as a SLURM job array (written by `gpuface slurm submit`; safe to edit and resubmit).

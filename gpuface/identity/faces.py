@@ -23,13 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InvalidOptionError
+from ..models.registry import DETECTORS
 from ..pipeline import Job, run_source
 
 
-#: Default detection score a face needs, per detector, calibrated for recall: MTCNN's scores of real faces sit
-#: above 0.9 (video-to-faces' det_min_score); BlazeFace's are lower (0.82–0.89 on the PyFAME samples), so its
+#: Default detection score a face needs, per detector (the registry's ``crops`` use): MTCNN's scores of real faces
+#: sit above 0.9 (video-to-faces' det_min_score); BlazeFace's are lower (0.82–0.89 on the PyFAME samples), so its
 #: default is MediaPipe's own min_detection_confidence, 0.5.
-MIN_SCORE = {"mtcnn": 0.9, "blazeface-full": 0.5, "blazeface-short": 0.5, "centerface": 0.5}
+MIN_SCORE = {k: c.threshold("crops") for k, c in DETECTORS.items()}
 
 
 @dataclass
@@ -115,6 +116,15 @@ class FaceCropsJob(Job):
 
     def start(self, run) -> None:
         self.hashes, self.embs, self.kept_names = [], [], []
+        self.mark = (len(self.rows), len(self.kept))
+
+    def abort(self, run) -> None:
+        """Forget this input's faces and remove the crops it saved (rejects, duplicates)."""
+        rows, kept = self.mark
+        for row in self.rows[rows:]:
+            if row["file"]:
+                Path(row["file"]).unlink(missing_ok=True)
+        del self.rows[rows:], self.kept[kept:]
 
     def step(self, run, batch, faces) -> None:
         from ..detect import expand_boxes
@@ -167,14 +177,19 @@ class FaceCropsJob(Job):
 
 
 def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, embedder,
-                  options: FacesOptions | None = None, batch_size: int = 16, backend: str = "auto") -> pd.DataFrame:
+                  options: FacesOptions | None = None, batch_size: int = 16, backend: str = "auto",
+                  on_error=None) -> pd.DataFrame:
     """Run the whole job (:class:`FaceCropsJob` over every input, then grouping); returns the log table (also
     written to ``out_dir/faces.csv``): one row per face with ``status`` kept | rejected | duplicate and, for the
     others, the ``reason`` (which threshold it failed, with its value, or the kept face it duplicates).
 
+    A broken input is reported to ``on_error(input, exception)`` (:func:`gpuface.jobs.run_many`) and leaves
+    nothing behind; the others are still grouped.
+
     Raises:
         InvalidOptionError: bad options. NotEnoughFacesError: fewer faces than clusters requested.
     """
+    from ..jobs.driver import run_many
     from ..io.encode import write_image
     from .cluster import cluster_embeddings
 
@@ -183,8 +198,7 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     min_score = opt.min_score if opt.min_score is not None else MIN_SCORE.get(landmarker.detector.model, 0.5)
     out = Path(out_dir)
     job = FaceCropsJob(opt, embedder, out, min_score)
-    for path in inputs:
-        run_source(path, job, landmarker, batch_size, backend=backend)
+    run_many(inputs, lambda path: run_source(path, job, landmarker, batch_size, backend=backend), on_error)
     kept, rows = job.kept, job.rows
     if kept:
         e = np.stack([k[2] for k in kept])

@@ -74,10 +74,13 @@ class TemporalFill:
     """Streaming gap filling, padding and suppression (see the module docstring).
 
     ``push(batch, faces)`` takes a decoded batch and its detections (any batch size, frames in source order) and
-    returns the frames that are final, as ``(batch, faces, source)``: a :class:`FrameBatch` of up to
-    ``len(batch) + lookahead`` frames, their :class:`Faces` (``frame`` indexes that batch; keypoints dropped) and
-    int64 ``source`` (N,) with :data:`DETECTED`, :data:`FILLED` or :data:`PADDED`; or None when nothing is final
-    yet. ``flush()`` returns the rest at the end of the video.
+    returns the frames that are final, as ``(batch, faces, source, distinct)``: a :class:`FrameBatch` of up to
+    ``len(batch) + lookahead`` frames, their :class:`Faces` (``frame`` indexes that batch; keypoints dropped),
+    int64 ``source`` (N,) with :data:`DETECTED`, :data:`FILLED` or :data:`PADDED`, and bool ``distinct`` (N,):
+    one box per face and frame — a box is distinct unless it overlaps (IoU >= ``iou``) an earlier distinct box of
+    its frame, in the order detected, filled, padded (the mask is the union of every box; a table of faces takes
+    the distinct ones); or None when nothing is final yet. ``flush()`` returns the rest at the end of the video.
+    ``source`` and ``distinct`` are host tensors.
     """
 
     def __init__(self, options: FillOptions):
@@ -92,7 +95,8 @@ class TemporalFill:
 
     def push(self, batch: FrameBatch, faces: Faces):
         if not self.opt.active:  # pass-through: no delay, no copies
-            return batch, faces, torch.zeros(len(faces), dtype=torch.int64, device="cpu")
+            return (batch, faces, torch.zeros(len(faces), dtype=torch.int64, device="cpu"),
+                    torch.ones(len(faces), dtype=torch.bool, device="cpu"))
         self.meta = (batch.source, batch.fps)
         f = faces.to("cpu")                     # the one device→host copy (and sync) per batch
         with host_side():
@@ -151,22 +155,29 @@ class TemporalFill:
                 parts.append(self._kept(t))
                 src.append(PADDED)
         codes = torch.cat([torch.full((len(x),), s, dtype=torch.int64, device="cpu") for x, s in zip(parts, src)])
-        return torch.cat(parts), codes
+        rows = torch.cat(parts)
+        distinct = torch.ones(len(rows), dtype=torch.bool, device="cpu")
+        if len(rows) > 1:   # greedy in order: a box overlapping an earlier distinct one is the same face
+            iou = box_iou(rows[:, :4], rows[:, :4])
+            for i in range(1, len(rows)):
+                distinct[i] = not bool((iou[i, :i][distinct[:i]] >= self.opt.iou).any())
+        return rows, codes, distinct
 
     def _release(self, upto: int):
         """Release frames [released, upto) as one batch."""
         n = upto - self.released
         if n <= 0:
             return None
-        frames, index, pts, rows, codes, owner = [], [], [], [], [], []
+        frames, index, pts, rows, codes, distinct, owner = [], [], [], [], [], [], []
         for k in range(n):
             frame, idx, t = self.frames.popleft()
             frames.append(frame)
             index.append(idx)
             pts.append(t)
-            r, c = self._boxes_at(self.released + k)
+            r, c, d = self._boxes_at(self.released + k)
             rows.append(r)
             codes.append(c)
+            distinct.append(d)
             owner.append(torch.full((len(r),), k, dtype=torch.int64, device="cpu"))
         self.released = upto
         horizon = self.released - self.opt.lookahead - self.opt.max_gap - self.opt.reach - 1
@@ -174,13 +185,13 @@ class TemporalFill:
             for t in [t for t in table if t < horizon]:
                 del table[t]
         dev = frames[0].device
-        rows, codes = torch.cat(rows), torch.cat(codes)
+        rows, codes, distinct = torch.cat(rows), torch.cat(codes), torch.cat(distinct)
         # stacked channels-last, the decoders' layout (the encoder then reads rows without a transpose)
         stacked = torch.stack([f.permute(1, 2, 0) for f in frames]).permute(0, 3, 1, 2)
         batch = FrameBatch(stacked, torch.stack(index), torch.stack(pts), *self.meta)
         faces = Faces(row=upload(torch.cat(owner), dev), boxes=upload(rows[:, :4].contiguous(), dev),
                       scores=upload(rows[:, 4].contiguous(), dev), keypoints=torch.zeros(len(rows), 0, 2, device=dev))
-        return batch, faces, codes
+        return batch, faces, codes, distinct
 
 
 __all__ = ["TemporalFill", "FillOptions", "DETECTED", "FILLED", "PADDED"]
