@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from .errors import GpufaceError, InvalidOptionError
-from .jobspec import DETECTORS, add_job_options, job_options, parse_count
+from .jobspec import DETECTORS, ENCODERS, add_job_options, job_options, parse_count
 from .models.registry import ANONYMIZE_AUTO
 
 
@@ -55,7 +55,7 @@ def _overwrite_option(p: argparse.ArgumentParser) -> None:
 
 
 def _encoder_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--encoder", default="libx264", choices=("libx264", "h264_nvenc", "hevc_nvenc", "auto"),
+    p.add_argument("--encoder", default="libx264", choices=ENCODERS,
                    help="video encoder: x264 on the CPU (default), NVIDIA NVENC (GPUs that have one; not the "
                         "A100/H100/H200), or auto (NVENC when it opens, else x264)")
 
@@ -140,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --audit: exit 3 when a leak rate is above this (0-1)")
     a.add_argument("--min-face-size", type=int, help="MTCNN smallest face, px (default 20)")
     _overwrite_option(a)
+    _selection_options(a)
     _common(a)
 
     au = sub.add_parser("audit", help="leak audit: faces a second detector still finds in an anonymised video")
