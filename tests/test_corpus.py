@@ -213,7 +213,7 @@ def test_slurm_array_cancel_resubmit_merge(slurm_cluster, videos, tmp_path):
 
 
 def test_submitit_backend_runs_the_array_and_the_merge(slurm_cluster, videos, tmp_path):
-    pytest.importorskip("submitit", reason="submitit is the optional [slurm] backend")
+    import submitit  # noqa: F401 (the optional [slurm] backend; a test dependency)
     c = tmp_path / "corpus"
     corpus.plan([str(videos / "sample_01.mp4"), str(videos / "sample_02.mp4")], c)
     out = submitit_submit(c, _spec_file(tmp_path), 2, mem="1G", time_limit="00:10:00")

@@ -38,23 +38,17 @@ def test_no_tensor_is_created_without_a_device(name, videos, tmp_path, device):
     assert result.frames == FRAMES and result.faces > 0
 
 
-# Host syncs per batch of 8 frames (24-frame clips) measured by benchmarks/syncs.py on the CPU (an upper bound of a
-# CUDA run, see gpuface.syncs), with ~10 % headroom. A new .item()/.tolist()/.cpu()/mask index in a hot path
-# raises the count past its ceiling; a pipeline marked per-face-free must not grow with the faces in the frame.
-CEILINGS = {"detect mtcnn": 26, "detect blazeface-full": 6, "detect centerface": 6, "landmarks": 27,
-            "anonymize default": 23, "analyse": 178, "annotate": 35, "affect": 77, "manipulate blur": 38,
-            "manipulate recolour": 38, "manipulate relocate": 82}
 FACE_FREE = ("detect mtcnn", "detect blazeface-full", "detect centerface", "landmarks", "analyse", "annotate",
              "manipulate blur", "manipulate recolour", "manipulate relocate")
 
 
-@pytest.mark.parametrize("name", list(CEILINGS))
+@pytest.mark.parametrize("name", list(bench.CEILINGS))
 def test_host_syncs_per_batch_stay_at_their_census(name, videos):
     per = {}
     for label, video in videos.items():
         batches, counter = bench.census(name, video, BATCH)
         per[label] = counter.total / batches
-    assert per["4 faces"] <= CEILINGS[name], (per, counter.sites.most_common(5))
+    assert per["4 faces"] <= bench.CEILINGS[name], (per, counter.sites.most_common(5))
     if name in FACE_FREE:
         assert per["4 faces"] <= per["1 face"] * 1.05 + 1, per
 
@@ -75,4 +69,4 @@ def test_sync_counter_catches_a_sync_put_into_an_op(videos, monkeypatch):
     _, broken = bench.census("manipulate blur", videos["4 faces"], BATCH)
     added = broken.total - clean.total
     assert added >= 4 * batches, (clean.total, broken.total)     # 4 faces a frame, one .item() each
-    assert added > CEILINGS["manipulate blur"] - clean.total / batches    # the ceiling test above would fail
+    assert added > bench.CEILINGS["manipulate blur"] - clean.total / batches    # the ceiling test above would fail

@@ -35,7 +35,7 @@ def actors(samples, embedder):
 
 
 def test_dlib_port_matches_dlib(actors, embedder):
-    dlib = pytest.importorskip("dlib")
+    import dlib
     from gpuface import weights
 
     path = weights.weights_dir() / "upstream" / "dlib_face_recognition_resnet_model_v1.dat"

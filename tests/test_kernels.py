@@ -8,7 +8,11 @@ from gpuface.errors import InvalidOptionError
 from gpuface.manipulate.ops import OPS, Context
 from gpuface.regions import get_region, region_masks
 
-pytestmark = pytest.mark.skipif(not kernels.triton_available(), reason="Triton is not installed")
+from conftest import LINUX_X86_64  # noqa: E402
+
+# Triton comes with torch on Linux x86_64: there a missing Triton fails these tests instead of skipping them
+pytestmark = pytest.mark.skipif(not kernels.triton_available() and not LINUX_X86_64,
+                                reason="Triton has no wheel for this platform")
 
 
 @pytest.fixture(scope="module")

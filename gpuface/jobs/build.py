@@ -202,6 +202,22 @@ class Pipeline:
                                   au_model=o.get("au_model", "blendshapes"))
         return self._cached("affect", make)
 
+    def embedder(self):
+        """The identity :class:`~gpuface.identity.Embedder` of annotate (built once)."""
+        def make():
+            from ..identity import Embedder
+            return Embedder("dlib", device=self.device)
+        return self._cached("embedder", make)
+
+    def load(self) -> "Pipeline":
+        """Build every model the jobs need now, so that missing weights are one error before any input."""
+        self.model
+        if "annotate" in self.names:
+            self.embedder()
+        if "affect" in self.names or ("annotate" in self.names and self.options["affect"]):
+            self.affect_analyzer()
+        return self
+
     def layer_spec(self):
         """The manipulate job's :class:`~gpuface.manipulate.layers.LayerSpec` (loaded once)."""
         from ..manipulate.layers import load_spec
@@ -238,10 +254,9 @@ class Pipeline:
                     video.parent.mkdir(parents=True, exist_ok=True)
                 jobs.append(cls(tuple(o["regions"]), o["space"], o["flow"], o["dense"], video))
             elif name == "annotate":
-                from ..identity import Embedder
                 k = o["num_faces"]
-                jobs.append(cls(self._cached("embedder", lambda: Embedder("dlib", device=self.device)),
-                                k if isinstance(k, int) else tuple(k), o["per_face"], o["too_few"], o["embeddings"],
+                jobs.append(cls(self.embedder(), k if isinstance(k, int) else tuple(k), o["per_face"], o["too_few"],
+                                o["embeddings"],
                                 self.affect_analyzer() if o["affect"] else None))
             elif name == "affect":
                 jobs.append(cls(self.affect_analyzer(), o["report"], out_dir if out_dir is not None else
