@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 # Everything else loads on first use (PEP 562), so that `import gpuface` and `gpuface --help` do not import torch.
 _LAZY = {
     "analysis": (".analysis", None), "privacy": (".privacy", None),
-    "AffectAnalyzer": (".affect", "AffectAnalyzer"), "affect_source": (".affect", "affect_source"),
+    "AffectAnalyzer": (".affect", "AffectAnalyzer"), "affect_source": (".affect.source", "affect_source"),
     "FaceDetector": (".detect", "FaceDetector"), "expand_boxes": (".detect", "expand_boxes"),
     "filter_faces": (".detect", "filter_faces"),
     "Selection": (".io.decode", "Selection"), "VideoReader": (".io.decode", "VideoReader"),

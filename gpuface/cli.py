@@ -532,7 +532,7 @@ def cmd_anonymize(args) -> int:
     pipeline, results = _run_job(args, "anonymize", opts, out_dir, output, inputs=inputs)
     leaks = []
     if args.audit:   # each anonymised video audited by a second detector; a failed audit fails its input
-        from .jobs import run_many
+        from .pipeline import run_many
         masked_with = pipeline.anonymizer_setting()["detector"]
         done = {r.source: r for r in results if not r.error}
         audits = run_many(list(done), lambda src: _audit(src, done[src].outputs[0], masked_with, pipeline.device,

@@ -23,12 +23,14 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable, Iterable
 
 import pandas as pd
 import torch
 
+from .analysis.shots import shot_cuts
 from .detect import FaceDetector
-from .errors import InvalidOptionError
+from .errors import GpufaceError, InvalidOptionError
 from .io.decode import Selection
 from .io.encode import PRESETS, VideoWriter, free_path, write_image
 from .io.images import ImageReader
@@ -178,8 +180,8 @@ class Job:
         faces: ``"landmarks"`` or ``"detections"``: the model the runner feeds it from (jobs run together share
             one). ``track``: landmark a video as tracks (False: every frame as an unrelated still).
         detect_every: run the model on every k-th frame of the stream only (detections; the frames between get
-            no faces, for the job to fill). ``shot_cuts``: end the tracks at shot cuts (:func:`~gpuface.identity.
-            annotate.shot_cuts`), recorded in ``run.cut_frames``.
+            no faces, for the job to fill). ``shot_cuts``: end the tracks at shot cuts (:func:`~gpuface.analysis.
+            shots.shot_cuts`), recorded in ``run.cut_frames``.
     """
 
     faces = "landmarks"
@@ -190,6 +192,12 @@ class Job:
     def plan(self, run: Run) -> Selection | None:
         """The frames to read (default: the caller's selection); a job that reorders frames returns its own."""
         return run.selection
+
+    def stages(self) -> list[tuple[str, Callable]]:
+        """The stages this job needs after the faces are found, as ``(name, stage)``: ``("embedding",
+        Embedder)``, ``("affect", AffectAnalyzer)``; each takes ``(frames, faces)`` and returns new faces. The
+        runner builds one chain per pass, so jobs that need the same stage share one run of it per batch."""
+        return []
 
     def start(self, run: Run) -> None:
         """Before the first batch (open sinks, reset per-video state)."""
@@ -230,8 +238,6 @@ class _FaceFinder:
             return replace(faces, row=pick.to(faces.row.device)[faces.row])
         if not self.cuts:
             return self.guard(self.model, frames, self.state)
-        from .identity.annotate import shot_cuts
-
         cuts = torch.nonzero(shot_cuts(frames, self.last)).flatten().tolist()
         self.last = frames[-1]
         run.cut_frames.update(int(batch.index[c]) for c in cuts)
@@ -270,6 +276,12 @@ def run_source(path: str, jobs: Job | list[Job], model, batch_size: int = 32, se
         raise InvalidOptionError("two jobs choose their own frames; run them separately")
     run.selection = changed[0] if changed else selection
     finder = _FaceFinder(model, jobs, run.is_image)
+    chain: dict[str, Callable] = {}
+    for j in jobs:
+        for name, stage in j.stages():
+            if chain.setdefault(name, stage) is not stage:
+                raise InvalidOptionError(f"jobs {', '.join(type(j).__name__ for j in jobs)} bring two different "
+                                         f"{name} stages; give them one (gpuface.jobs.build does)")
     started = []
     try:
         for j in jobs:
@@ -279,6 +291,8 @@ def run_source(path: str, jobs: Job | list[Job], model, batch_size: int = 32, se
         with progress(total, os.path.basename(path), quiet) as bar:
             for batch in reader.batches(batch_size, run.selection, device=model.device):
                 faces = finder(run, batch)
+                for stage in chain.values():     # each stage once per batch, whichever jobs need it
+                    faces = stage(batch.frames, faces)
                 for j in jobs:
                     j.step(run, batch, faces)
                 run.result.frames += len(batch)
@@ -619,3 +633,18 @@ def draw_boxes(frames: torch.Tensor, faces, colour: str = "lime") -> torch.Tenso
         out[i] = draw_bounding_boxes(frames[i].cpu(), f.boxes[sel], labels=labels, colors=colour, width=3,
                                      font_size=24).to(frames.device)
     return out
+
+
+def run_many(items: Iterable[str], job: Callable[[str], object],
+             on_error: Callable[[str, Exception], None] | None = None) -> list:
+    """Run ``job(item)`` on each item; a :class:`GpufaceError` (or OSError) in one item becomes a failed
+    :class:`JobResult` (``error`` set) and the others still run (Python API loops over inputs)."""
+    results = []
+    for item in items:
+        try:
+            results.append(job(item))
+        except (GpufaceError, OSError) as e:
+            if on_error:
+                on_error(item, e)
+            results.append(JobResult(item, error=f"{e.__class__.__name__}: {e}"))
+    return results

@@ -5,7 +5,7 @@ For each frame, the faces are matched to the tracks alive at the previous frame 
 keypoint) distance divided by the face size, and the embedding distance divided by the same-person threshold.
 A pair is allowed only if its IoU is at least ``min_iou`` and its embedding distance at most ``max_distance``
 (dlib's 0.6), so a different person stepping into the same place starts a new track. Tracks end at shot cuts
-(:func:`gpuface.identity.annotate.shot_cuts`) and after ``max_gap`` frames without a match.
+(:func:`gpuface.analysis.shots.shot_cuts`) and after ``max_gap`` frames without a match.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import torch
 
 from gpuface.affect import AU_NAMES, EMOTIONS, AffectAnalyzer, affect_source, blendshapes_to_aus
 from gpuface.affect.report import write_affect_outputs
-from gpuface.affect.source import subtract_person_baseline
+from gpuface.affect.tables import subtract_person_baseline
 from gpuface.fetch import PyPIMember, fetch_file
 from gpuface.io.decode import Selection, VideoReader
 from gpuface.io.images import read_image
@@ -318,7 +318,7 @@ def test_opengraphau_port_matches_mexca(mexca_mefarg, samples, landmarker, tmp_p
     """Our batched MEFARG (one einsum for the 27 AU blocks, grid mean before the edge projection) against mexca's
     MEFARG on the same weights and real face chips; the analyser's table gets OpenGraphAU's 41 AU columns."""
     from gpuface.affect.emotions import imagenet_chips
-    from gpuface.affect.source import affect_columns
+    from gpuface.affect.tables import affect_columns
     from gpuface.models.opengraphau import OPENGRAPHAU_AUS
 
     monkeypatch.setenv("GPUFACE_WEIGHTS", str(tmp_path))

@@ -29,7 +29,7 @@ def actors(samples, embedder):
         batch = next(iter(VideoReader(samples[f"sample_0{i}.mp4"]).batches(8)))
         faces = lm(batch.frames, lm.new_state())
         chips.append(face_chips(batch.frames, faces.landmarks, faces.row))
-        embs.append(embedder(batch.frames, faces))
+        embs.append(embedder(batch.frames, faces).embedding)
         who += [0 if i <= 2 else 1] * len(faces)
     return torch.cat(chips), torch.cat(embs), np.array(who)
 

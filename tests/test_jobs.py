@@ -148,3 +148,38 @@ def test_models_ops_and_regions_import_no_pandas():
             "gpuface.models.facemesh; print('pandas' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
+
+
+def test_stages_return_new_faces_and_run_once_per_batch(samples, tmp_path):
+    """The stage contract: the embedder and the affect analyser return new Faces and leave their input alone; in a
+    composed pass ``[annotate (affect: true), affect]`` the analyser runs once per batch (it ran twice when each
+    job called it), and both jobs' affect columns are the same values."""
+    from gpuface.affect import AffectAnalyzer
+    from gpuface.jobs import build
+
+    pipeline = build({"job": ["annotate", "affect"], "options": {"affect": True, "end": 0.5, "num_faces": 1,
+                                                                 "report": False}, "batch_size": 8, "device": "cpu"})
+    analyzer = pipeline.load().affect_analyzer()
+    batch = next(iter(VideoReader(samples["sample_02.mp4"]).batches(4)))
+    faces = pipeline.model(batch.frames, pipeline.model.new_state())
+    out = analyzer(batch.frames, faces)
+    emb = pipeline.embedder()(batch.frames, faces)
+    assert faces.aus is None and faces.embedding is None                 # the input is not changed
+    assert out.aus.shape == (len(faces), len(analyzer.au_names)) and emb.embedding.shape == (len(faces), 128)
+    calls = []
+    original = AffectAnalyzer.__call__
+
+    def counted(self, frames, f):
+        calls.append(len(frames))
+        return original(self, frames, f)
+
+    AffectAnalyzer.__call__ = counted
+    try:
+        result = pipeline.run(samples["sample_02.mp4"], tmp_path)
+    finally:
+        AffectAnalyzer.__call__ = original
+    assert result.frames == 15 and len(calls) == 2 and sum(calls) == 15     # two batches, once each
+    annotation, affect = result.tables["annotation"], result.tables["affect"]
+    faced = annotation[annotation["face"].notna()].reset_index(drop=True)
+    assert len(faced) == int(affect["face"].notna().sum()) > 0
+    pd.testing.assert_series_equal(faced["AU12"], affect[affect["face"].notna()]["AU12"].reset_index(drop=True))

@@ -3,12 +3,12 @@ valence/arousal derived on Russell's circumplex, for every face of a batch at on
 
     affect = gf.AffectAnalyzer(device="cuda")
     faces = affect(batch.frames, landmarker(batch.frames, state))   # aus (N, 22), emotions (N, 7), valence, arousal
-    table, result = gf.affect_source("talk.mp4", landmarker, affect)
+    table, result = gf.affect_source("talk.mp4", landmarker, affect)   # the job: gpuface.affect.source
 """
 from .analyzer import AffectAnalyzer
 from .aus import AU_DESCRIPTIONS, AU_NAMES, AU_TABLE, AU_THRESHOLD, blendshapes_to_aus
 from .emotions import EMOTIONS, QUADRANTS, circumplex_valence_arousal, emotion_chips
-from .source import affect_rows, affect_source
+from .tables import affect_columns, affect_rows, subtract_person_baseline
 
 __all__ = ["AffectAnalyzer", "AU_DESCRIPTIONS", "AU_NAMES", "AU_TABLE", "AU_THRESHOLD", "blendshapes_to_aus",
-           "EMOTIONS", "QUADRANTS", "circumplex_valence_arousal", "emotion_chips", "affect_rows", "affect_source"]
+           "EMOTIONS", "QUADRANTS", "circumplex_valence_arousal", "emotion_chips", "affect_columns", "affect_rows", "subtract_person_baseline"]

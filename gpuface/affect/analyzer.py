@@ -1,6 +1,8 @@
 """The batched affect analyser: action units, emotions and valence/arousal for every face of a batch at once."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..errors import InvalidOptionError, resolve_device
@@ -81,7 +83,8 @@ class AffectAnalyzer:
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, faces: Faces) -> Faces:
-        """Fill ``faces.aus`` (N, K), ``faces.emotions`` (N, 7), ``faces.valence`` and ``faces.arousal`` (N,).
+        """A new :class:`Faces`: ``faces`` with ``aus`` (N, K), ``emotions`` (N, 7), ``valence`` and ``arousal`` (N,)
+        set; ``faces`` itself is not changed.
 
         Args:
             frames: uint8 (B, 3, H, W) RGB, the batch the faces were found in.
@@ -89,7 +92,7 @@ class AffectAnalyzer:
                 :class:`~gpuface.landmarks.FaceLandmarker` with blendshapes on); N = 0 is fine.
 
         Returns:
-            ``faces`` itself, its four affect fields set (float32, on ``self.device``).
+            The new faces, their four affect fields float32 on ``self.device``.
 
         Raises:
             InvalidOptionError: the faces have no landmarks or no blendshapes.
@@ -102,18 +105,18 @@ class AffectAnalyzer:
         if self.au_net is not None or self.emotion_model == "hsemotion":
             rgb = imagenet_chips(frames, landmarks, rows)
         if self.au_net is not None:
-            faces.aus = self.au_net(rgb)
+            aus = self.au_net(rgb)
         else:
-            faces.aus = blendshapes_to_aus(faces.blendshapes.to(self.device))
+            aus = blendshapes_to_aus(faces.blendshapes.to(self.device))
         if self.emotion_model == "hsemotion":
             from .models import HSEMOTION_CLASSES
-            probs, faces.valence, faces.arousal = self.emotion_net(rgb)
+            probs, valence, arousal = self.emotion_net(rgb)
             seven = probs[:, [HSEMOTION_CLASSES.index(e) for e in EMOTIONS]]
-            faces.emotions = seven / seven.sum(1, keepdim=True)
+            emotions = seven / seven.sum(1, keepdim=True)
         else:
-            faces.emotions = self.emotion_net(emotion_chips(frames, landmarks, rows))
-            faces.valence, faces.arousal = circumplex_valence_arousal(faces.emotions)
-        return faces
+            emotions = self.emotion_net(emotion_chips(frames, landmarks, rows))
+            valence, arousal = circumplex_valence_arousal(emotions)
+        return replace(faces, aus=aus, emotions=emotions, valence=valence, arousal=arousal)
 
 
 __all__ = ["AffectAnalyzer"]

@@ -38,7 +38,7 @@ def _identity_column(table: pd.DataFrame) -> str:
 
 
 def affect_json(table: pd.DataFrame, info, meta: dict) -> dict:
-    """The facetorch analyser's JSON layout from an affect table (:func:`gpuface.affect.source.affect_rows`).
+    """The facetorch analyser's JSON layout from an affect table (:func:`gpuface.affect.tables.affect_rows`).
 
     Args:
         table: the affect table of one video. info: its :class:`~gpuface.types.VideoInfo`.

@@ -12,23 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 
+from ..affect.tables import affect_columns
 from ..errors import UnsupportedInputError
 from ..outputs import faces_rows
 from ..pipeline import Job, run_source
-
-
-def shot_cuts(frames: torch.Tensor, previous: torch.Tensor | None = None, threshold: float = 0.1) -> torch.Tensor:
-    """bool (B,): frame i starts a new shot — the mean absolute difference of 32×32 grey thumbnails (0–1) from
-    the frame before (``previous``: the last frame of the previous batch) exceeds ``threshold`` (0.1: the
-    sample videos move by at most 0.03 between frames, hard cuts between faces by 0.17–0.30)."""
-    thumbs = F.adaptive_avg_pool2d(frames.float().mean(1, keepdim=True) / 255, 32)
-    if previous is not None:
-        thumbs = torch.cat([F.adaptive_avg_pool2d(previous[None].float().mean(1, keepdim=True) / 255, 32), thumbs])
-    diff = (thumbs[1:] - thumbs[:-1]).abs().mean(dim=(1, 2, 3))
-    cuts = diff > threshold
-    return cuts if previous is not None else torch.cat([torch.zeros(1, dtype=torch.bool, device=cuts.device), cuts])
 
 
 class AnnotateJob(Job):
@@ -42,20 +30,20 @@ class AnnotateJob(Job):
         self.embedder, self.num_faces, self.per_face, self.too_few = embedder, num_faces, per_face, too_few
         self.embeddings, self.affect = embeddings, affect
 
+    def stages(self):
+        return [("embedding", self.embedder)] + ([("affect", self.affect)] if self.affect is not None else [])
+
     def start(self, run) -> None:
         if run.is_image:
             raise UnsupportedInputError(f"{run.path}: annotate needs a video (tracks and identities over time)")
         self.rows, self.embs, self.frames_seen = [], [], []
 
     def step(self, run, batch, faces) -> None:
-        self.embedder(batch.frames, faces)
         table = faces_rows(faces, batch, run.path)
         f = faces.to("cpu")
         table.insert(9, "presence", f.presence.numpy())
         table.insert(10, "track", f.track_id.numpy())
         if self.affect is not None:
-            from ..affect.source import affect_columns
-            self.affect(batch.frames, faces)
             table = pd.concat([table, affect_columns(faces, self.affect.au_threshold, self.affect.au_names)], axis=1)
         self.rows.append(table)
         self.embs.append(f.embedding)
@@ -112,7 +100,7 @@ def annotate_source(path: str, landmarker, embedder, batch_size: int = 32, selec
         per_face: cluster single faces instead of tracks.
         too_few: ``error`` or ``each`` when there are fewer tracks/faces than identities.
         affect: a :class:`gpuface.affect.AffectAnalyzer` to add the affect columns
-            (:func:`gpuface.affect.source.affect_columns`: AUs, emotions, valence/arousal) to every face.
+            (:func:`gpuface.affect.tables.affect_columns`: AUs, emotions, valence/arousal) to every face.
 
     Raises:
         GpufaceError subclasses (NotEnoughFacesError included) for unreadable input or bad options.
@@ -122,4 +110,4 @@ def annotate_source(path: str, landmarker, embedder, batch_size: int = 32, selec
     return result.tables["annotation"], result
 
 
-__all__ = ["AnnotateJob", "annotate_source", "shot_cuts"]
+__all__ = ["AnnotateJob", "annotate_source"]

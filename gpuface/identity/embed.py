@@ -9,6 +9,8 @@ outer/inner, subnasale). A similarity is a rotated square ROI, so every chip of 
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from ..errors import InvalidOptionError, resolve_device
@@ -69,7 +71,8 @@ class Embedder:
             facenet-pytorch GitHub releases — online only).
         device: torch device.
 
-    ``embedder(frames, faces)`` → float32 (N, D) for ``faces`` with landmarks; ``faces.embedding`` is set too.
+    ``embedder(frames, faces)`` → a new :class:`~gpuface.types.Faces`, ``faces`` with ``embedding`` float32 (N, D)
+    (on ``device``) set; ``faces`` (with landmarks) is not changed.
 
     Raises:
         InvalidOptionError: unknown model. WeightsError: weights unavailable (offline for ``facenet``).
@@ -98,7 +101,7 @@ class Embedder:
         self.net = self.net.to(self.device).eval()
 
     @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor, faces) -> torch.Tensor:
+    def __call__(self, frames: torch.Tensor, faces) -> "Faces":
         if len(faces) == 0:
             emb = torch.zeros(0, self.dim, device=self.device)
         else:
@@ -107,8 +110,7 @@ class Embedder:
             if self.model == "facenet":
                 chips = (chips - 127.5) / 128.0   # facenet-pytorch's fixed_image_standardization
             emb = self.net(chips)
-        faces.embedding = emb
-        return emb
+        return replace(faces, embedding=emb)
 
 
 __all__ = ["Embedder", "face_chips", "DLIB_TEMPLATE_5", "MESH_TO_DLIB_5"]

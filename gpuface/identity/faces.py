@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from ..errors import InvalidOptionError
 from ..models.registry import DETECTORS
-from ..pipeline import Job, run_source
+from ..pipeline import Job, run_many, run_source
 
 
 #: Default detection score a face needs, per detector (the registry's ``crops`` use): MTCNN's scores of real faces
@@ -87,7 +87,7 @@ def _reference_embeddings(ref_dir: str, landmarker, embedder) -> dict[str, np.nd
             faces = landmarker(frame)
             if len(faces):
                 best = int(torch.argmax(faces.scores))
-                embs.append(embedder(frame, faces)[best].cpu().numpy())
+                embs.append(embedder(frame, faces).embedding[best].cpu().numpy())
         if embs:
             refs[person.name] = np.mean(embs, axis=0)
     if not refs:
@@ -114,6 +114,9 @@ class FaceCropsJob(Job):
         return Selection(step_seconds=opt.step, start=opt.start, end=opt.end, area=opt.area) \
             if run.info.num_frames > 1 else None
 
+    def stages(self):
+        return [("embedding", self.embedder)]
+
     def start(self, run) -> None:
         self.hashes, self.embs, self.kept_names = [], [], []
         self.mark = (len(self.rows), len(self.kept))
@@ -135,7 +138,7 @@ class FaceCropsJob(Job):
         opt, out, min_score = self.opt, self.out, self.min_score
         video = Path(run.path).stem
         h, w = batch.frames.shape[-2:]
-        emb = self.embedder(batch.frames, faces).cpu().numpy()
+        emb = faces.embedding.cpu().numpy()
         boxes = expand_boxes(faces.boxes, opt.scale, square=opt.square, frame_size=(h, w)).round().long()
         bw, bh = faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1]
         edge = torch.minimum(torch.minimum(faces.boxes[:, 0], faces.boxes[:, 1]),
@@ -183,13 +186,12 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     written to ``out_dir/faces.csv``): one row per face with ``status`` kept | rejected | duplicate and, for the
     others, the ``reason`` (which threshold it failed, with its value, or the kept face it duplicates).
 
-    A broken input is reported to ``on_error(input, exception)`` (:func:`gpuface.jobs.run_many`) and leaves
+    A broken input is reported to ``on_error(input, exception)`` (:func:`gpuface.pipeline.run_many`) and leaves
     nothing behind; the others are still grouped.
 
     Raises:
         InvalidOptionError: bad options. NotEnoughFacesError: fewer faces than clusters requested.
     """
-    from ..jobs.driver import run_many
     from ..io.encode import write_image
     from .cluster import cluster_embeddings
 

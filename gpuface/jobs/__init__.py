@@ -1,8 +1,8 @@
 """Jobs: the registry (:mod:`.registry`), the one options → models translation (:func:`build`) and the one
 per-input driver (:func:`drive`). Torch-free to import."""
 from .build import JobSpec, Pipeline, build, load_job_spec, output_path
-from .driver import drive, run_many
+from .driver import drive
 from .registry import DETECTION_JOBS, JOBS, job_names
 
-__all__ = ["JobSpec", "Pipeline", "build", "load_job_spec", "output_path", "drive", "run_many", "JOBS",
+__all__ = ["JobSpec", "Pipeline", "build", "load_job_spec", "output_path", "drive", "JOBS",
            "DETECTION_JOBS", "job_names"]

@@ -11,8 +11,6 @@ import os
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..errors import GpufaceError
-
 
 def drive(pipeline, inputs: Iterable[str], out_dir: str | os.PathLike | None = None,
           output: str | os.PathLike | None = None, overwrite: bool = False, quiet: bool = True,
@@ -34,6 +32,7 @@ def drive(pipeline, inputs: Iterable[str], out_dir: str | os.PathLike | None = N
     import pandas as pd
 
     from ..outputs import write_table
+    from ..pipeline import run_many
 
     parts: dict[str, list] = {name: [] for name in tables or {}}
 
@@ -59,21 +58,4 @@ def drive(pipeline, inputs: Iterable[str], out_dir: str | os.PathLike | None = N
     return results
 
 
-def run_many(items: Iterable[str], job: Callable[[str], object],
-             on_error: Callable[[str, Exception], None] | None = None) -> list:
-    """Run ``job(item)`` on each item; a :class:`GpufaceError` (or OSError) in one item becomes a failed
-    :class:`~gpuface.pipeline.JobResult` (``error`` set) and the others still run (Python API loops over inputs)."""
-    from ..pipeline import JobResult
-
-    results = []
-    for item in items:
-        try:
-            results.append(job(item))
-        except (GpufaceError, OSError) as e:
-            if on_error:
-                on_error(item, e)
-            results.append(JobResult(item, error=f"{e.__class__.__name__}: {e}"))
-    return results
-
-
-__all__ = ["drive", "run_many"]
+__all__ = ["drive"]

@@ -1,0 +1,115 @@
+"""The code's structure, read from its imports (``ast``, function-local imports included): no import cycle, and
+imports run one way — the compute layer (models, ops, detectors, landmarker, embedder, affect models, I/O) never
+imports the layer that wires it into jobs (the batch loop, the jobs, the job registry and schema, corpora, the
+CLI); jobs never import corpora or the CLI; nothing imports the CLI. ``gpuface --help`` imports no torch."""
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "gpuface"
+
+#: The wiring layer, lowest first: each may import the ones before it and the compute layer, never one after it.
+WIRING = [("jobspec", "pipeline", "privacy", "identity.annotate", "identity.faces", "affect.source"),
+          ("jobs",), ("corpus",), ("cli",)]
+
+
+def _modules() -> dict[str, Path]:
+    mods = {}
+    for p in PACKAGE.rglob("*.py"):
+        parts = p.relative_to(PACKAGE).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        mods[name] = p
+    return mods
+
+
+def _imports(name: str, path: Path, mods: dict) -> set[str]:
+    pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = []
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = pkg.split(".") if pkg else []
+                base = base[:len(base) - node.level + 1]
+                mod = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and node.module.startswith("gpuface"):
+                mod = node.module.removeprefix("gpuface").lstrip(".")
+            else:
+                continue
+            targets = [mod] + [f"{mod}.{a.name}".lstrip(".") for a in node.names]
+        elif isinstance(node, ast.Import):
+            targets = [a.name.removeprefix("gpuface").lstrip(".") for a in node.names if a.name.startswith("gpuface")]
+        out.update(t for t in targets if t in mods and t != name)
+    return out
+
+
+def _layer(name: str) -> int:
+    """0: compute; 1…: the wiring layers of :data:`WIRING` (a module belongs to the first prefix it matches)."""
+    for i, prefixes in enumerate(WIRING, 1):
+        if any(name == p or name.startswith(p + ".") for p in prefixes):
+            return i
+    return 0
+
+
+def test_no_import_cycle():
+    mods = _modules()
+    graph = {m: _imports(m, p, mods) for m, p in mods.items()}
+    seen, stack, cycles = {}, [], []
+
+    def visit(v):
+        seen[v] = 1
+        stack.append(v)
+        for w in sorted(graph[v]):
+            if seen.get(w) == 1:
+                cycles.append(stack[stack.index(w):] + [w])
+            elif w not in seen:
+                visit(w)
+        stack.pop()
+        seen[v] = 2
+
+    for m in sorted(graph):
+        if m not in seen:
+            visit(m)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_imports_run_one_way():
+    mods = _modules()
+    upward = [f"{m} (layer {_layer(m)}) imports {t} (layer {_layer(t)})"
+              for m, p in mods.items() if m for t in _imports(m, p, mods) if t and _layer(t) > _layer(m)]
+    assert not upward, "\n".join(sorted(upward))
+
+
+def test_the_checks_can_fail(tmp_path):
+    """The two checks above on a made-up package: a cycle and an upward import are found."""
+    global PACKAGE
+    fake = tmp_path / "gpuface"
+    (fake / "models").mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "models" / "__init__.py").write_text("")
+    (fake / "models" / "a.py").write_text("from ..pipeline import Job\n")
+    (fake / "pipeline.py").write_text("def f():\n    from .models import a\n")
+    saved, PACKAGE = PACKAGE, fake
+    try:
+        mods = _modules()
+        assert "pipeline" in _imports("models.a", mods["models.a"], mods)
+        assert _layer("models.a") == 0 and _layer("pipeline") == 1
+        try:
+            test_no_import_cycle()
+        except AssertionError as e:
+            assert "models.a -> pipeline -> models.a" in str(e)
+        else:
+            raise AssertionError("the cycle was not found")
+    finally:
+        PACKAGE = saved
+
+
+def test_help_imports_no_torch():
+    code = ("import sys, contextlib, io\nfrom gpuface.cli import build_parser\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    build_parser().parse_args(['anonymize', '--help'])\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pandas', 'numpy')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
