@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from gpuface.affect import AU_NAMES, EMOTIONS, AffectAnalyzer, affect_source, blendshapes_to_aus
+from gpuface.affect import AU_NAMES, EMOTIONS, AffectAnalyzer, blendshapes_to_aus
+from gpuface.affect.source import affect_source
 from gpuface.affect.report import write_affect_outputs
 from gpuface.affect.tables import subtract_person_baseline
 from gpuface.fetch import PyPIMember, fetch_file

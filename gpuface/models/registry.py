@@ -82,7 +82,9 @@ class AnonymizeSetting:
     def describe(self) -> str:
         """Its parts in words (``--help`` and the README)."""
         scale = f" at {self.input_scale:g}x the frame size" if self.input_scale else ""
-        return (f"{self.detector}{scale}, detecting on every {self.detect_every}. frame, gaps of up to "
+        n = self.detect_every
+        every = {1: "", 2: "2nd ", 3: "3rd "}.get(n, f"{n}th ")
+        return (f"{self.detector}{scale}, detecting on every {every}frame, gaps of up to "
                 f"{self.max_gap} frames filled, every detection also masking the {self.temporal_pad} frames before "
                 f"and after it")
 
