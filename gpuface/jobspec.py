@@ -15,7 +15,6 @@ from typing import Any
 from .errors import InvalidOptionError
 from .models.registry import ANONYMIZE_AUTO, DETECTORS as _REGISTRY
 
-JOBS = ("detect", "landmarks", "anonymize", "manipulate", "analyse", "annotate", "affect")
 DETECTORS = tuple(_REGISTRY)
 ENCODERS = ("libx264", "h264_nvenc", "hevc_nvenc", "auto")
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
@@ -297,5 +296,5 @@ def job_options(args: argparse.Namespace, job: str) -> dict[str, Any]:
     return opts
 
 
-__all__ = ["JOBS", "DETECTORS", "ENCODERS", "parse_scale", "Option", "JOB_OPTIONS", "SELECTION", "defaults", "validate_options",
+__all__ = ["DETECTORS", "ENCODERS", "parse_scale", "Option", "JOB_OPTIONS", "SELECTION", "defaults", "validate_options",
            "spec_reference", "add_job_options", "job_options", "parse_count"]

@@ -85,6 +85,16 @@ def test_cli_flags_and_job_spec_give_the_same_outputs(samples, tmp_path, media, 
         assert any(p.suffix == Path(src).suffix for p in produced)
 
 
+def test_one_job_registry_and_one_schema():
+    """Every registered job has its options in the schema and a class, and nothing else does."""
+    from gpuface.jobs import JOBS
+    from gpuface.jobspec import JOB_OPTIONS
+    from gpuface.pipeline import Job
+
+    assert set(JOBS) == set(JOB_OPTIONS)
+    assert all(issubclass(entry.job_class(), Job) for entry in JOBS.values())
+
+
 def test_anonymize_boxes_table_has_one_row_per_face_and_frame(samples, tmp_path):
     """Temporal padding masks each face with its neighbours' boxes too; the boxes table (MGT's data file) still holds
     one row per face and frame: the clip has one face, so one row per frame with a face."""
