@@ -34,7 +34,7 @@ from .manipulate.anonymize import AnonymizeOptions, anonymize
 from .manipulate.fill import FILLED, PADDED, FillOptions, TemporalFill
 from .models.registry import ANONYMIZE_AUTO, DETECTORS, detector_config
 from .outputs import faces_rows, write_table, write_text
-from .pipeline import Job, JobResult, Run, Sink, draw_boxes, progress, run_source
+from .pipeline import Job, JobResult, Run, Sink, draw_boxes, run_source
 from .types import Faces
 
 #: Score at or above which each detector's face is masked / the audit counts a face (the model registry's).
@@ -263,12 +263,95 @@ def audit_detector_for(masking_detector: str) -> str:
     return "centerface" if masking_detector == "mtcnn" else "mtcnn"
 
 
+class AuditJob(Job):
+    """The leak audit as a job over the anonymised video (see :func:`audit_source`): the runner detects faces in its
+    frames with the audit detector (every ``step``-th frame); the job reads the original in step from a second
+    reader, detects its faces at the same frames and counts the output's faces that overlap one of the original's.
+    ``result`` (an :class:`AuditResult`) is filled in :meth:`finish`, with the table, summary and contact sheet."""
+
+    faces = "detections"
+
+    def __init__(self, original: str, threshold: float, iou: float, batch_size: int, step: int,
+                 table_path=None, sheet_path=None, worst: int = 12, backend: str = "auto",
+                 reference_cache: dict | None = None):
+        self.original, self.threshold, self.iou, self.batch_size = original, threshold, iou, batch_size
+        self.detect_every, self.table_path, self.sheet_path, self.worst = step, table_path, sheet_path, worst
+        self.backend, self.cache = backend, reference_cache
+
+    def start(self, run: Run) -> None:
+        detector = run.model
+        self.result = AuditResult(self.original, run.path, detector.model)
+        self.rows, self.heap = [], []   # heap of (leaks, best score, frame, thumbnail) for the contact sheet
+        reader = open_source(self.original, backend=self.backend, device=detector.device)
+        self.originals = iter(reader.batches(self.batch_size, device=detector.device))
+
+    def step(self, run: Run, b, found: Faces) -> None:
+        a = next(self.originals, None)      # the original's frames at the same positions (extra frames: ignored)
+        if a is None:
+            return
+        detector, res, n = run.model, self.result, min(len(a), len(b))
+        pick = torch.arange((-run.position) % self.detect_every, n, self.detect_every, device="cpu")
+        if len(pick) == 0:
+            return
+        key = (self.original, detector.model, self.threshold, self.detect_every, self.batch_size, run.position + n)
+        if self.cache is not None and key in self.cache:
+            ref = self.cache[key]
+        else:
+            ref = detector(a.frames[pick.to(a.frames.device)]).to("cpu")
+            ref = replace(ref, row=pick[ref.row])
+            if self.cache is not None:
+                self.cache[key] = ref
+        ref = ref.select(ref.scores >= self.threshold)
+        found = found.to("cpu")
+        found = found.select((found.scores >= self.threshold) & (found.row < n))
+        leak = torch.zeros(len(found), dtype=torch.bool, device="cpu")
+        if len(ref) and len(found):
+            same = (box_iou(found.boxes, ref.boxes) >= self.iou) & (found.row[:, None] == ref.row[None, :])
+            leak = same.any(1)
+        res.frames += len(pick)
+        res.reference_faces += len(ref)
+        res.leaked += min(int(leak.sum()), len(ref))
+        res.unmatched += int((~leak).sum())
+        if len(found):
+            t = faces_rows(found, b, run.path, keypoints=False)
+            t["leak"] = leak.numpy()
+            self.rows.append(t[AUDIT_COLUMNS])
+            if self.sheet_path is not None:
+                for i in torch.unique(found.row[leak]).tolist():
+                    sel = (found.row == i) & leak
+                    item_key = (int(sel.sum()), float(found.scores[sel].max()), int(b.index[i]))
+                    if len(self.heap) < self.worst or item_key > self.heap[0][:3]:
+                        sub = found.select(sel)
+                        sub = replace(sub, row=torch.zeros_like(sub.row))
+                        thumb = draw_boxes(b.frames[i:i + 1].cpu(), sub, colour="red")[0]
+                        item = (*item_key, thumb)
+                        push = heapq.heappush if len(self.heap) < self.worst else heapq.heapreplace
+                        push(self.heap, item)
+
+    def finish(self, run: Run) -> None:
+        res = self.result
+        res.table = pd.concat(self.rows, ignore_index=True) if self.rows else pd.DataFrame(columns=AUDIT_COLUMNS)
+        if self.table_path is not None:
+            res.outputs.append(str(write_table(res.table, self.table_path)))
+            summary = {"original": str(self.original), "anonymised": str(run.path), "detector": res.detector,
+                       "threshold": self.threshold, "iou": self.iou, "step": self.detect_every, "frames": res.frames,
+                       "reference_faces": res.reference_faces, "leaked": res.leaked, "leak_rate": res.leak_rate,
+                       "unmatched": res.unmatched}
+            summary_path = Path(self.table_path).with_name(f"{Path(self.table_path).stem}_summary.json")
+            res.outputs.append(str(write_text(json.dumps(summary, indent=1), summary_path)))
+        if self.sheet_path is not None:
+            res.outputs.append(str(_contact_sheet(sorted(self.heap, reverse=True), self.sheet_path)))
+        run.result.outputs += res.outputs     # removed by the runner if a later job fails
+        run.result.tables["audit"] = res.table
+
+
 def audit_source(original: str, anonymised: str, detector: FaceDetector, masking_detector: str | None = None,
                  threshold: float | None = None, iou: float = 0.3, batch_size: int = 16,
                  table_path: str | os.PathLike | None = None, sheet_path: str | os.PathLike | None = None,
                  worst: int = 12, step: int = 1, backend: str = "auto", reference_cache: dict | None = None,
                  quiet: bool = True) -> AuditResult:
-    """Leak audit: run ``detector`` on an original and its anonymised version, frame by frame.
+    """Leak audit: run ``detector`` on an original and its anonymised version, frame by frame (:class:`AuditJob`
+    through :func:`~gpuface.pipeline.run_source`: the OOM guard, progress and cleanup of every job).
 
     Args:
         original, anonymised: the two videos (or images); frames are paired in order (an anonymised video has the
@@ -297,66 +380,10 @@ def audit_source(original: str, anonymised: str, detector: FaceDetector, masking
         raise InvalidOptionError(f"audit threshold must be in [0, 1], got {threshold}")
     if step < 1:
         raise InvalidOptionError(f"audit step must be >= 1, got {step}")
-    res = AuditResult(original, anonymised, detector.model)
-    rows, heap, seen = [], [], 0  # heap of (leaks, best score, frame, thumbnail) for the contact sheet
-    a_reader = open_source(original, backend=backend, device=detector.device)
-    b_reader = open_source(anonymised, backend=backend, device=detector.device)
-    with progress(b_reader.info.num_frames, f"audit {os.path.basename(anonymised)}", quiet) as bar:
-        for a, b in zip(a_reader.batches(batch_size, device=detector.device),
-                        b_reader.batches(batch_size, device=detector.device)):
-            n = min(len(a), len(b))
-            pick = torch.arange((-seen) % step, n, step, device="cpu")  # indexes index/pts (host) and frames
-            seen += n
-            bar.update(n)
-            if len(pick) == 0:
-                continue
-            a, b = (replace(x, frames=x.frames[pick.to(x.frames.device)], index=x.index[pick], pts=x.pts[pick])
-                    for x in (a, b))
-            n = len(pick)
-            key = (original, detector.model, threshold, step, batch_size, seen)
-            if reference_cache is not None and key in reference_cache:
-                ref = reference_cache[key]
-            else:
-                ref = detector(a.frames)
-                if reference_cache is not None:
-                    reference_cache[key] = ref.to("cpu")
-            found = detector(b.frames)
-            ref = ref.select(ref.scores >= threshold).to("cpu")
-            found = found.select(found.scores >= threshold).to("cpu")
-            leak = torch.zeros(len(found), dtype=torch.bool, device="cpu")
-            if len(ref) and len(found):
-                same = (box_iou(found.boxes, ref.boxes) >= iou) & (found.row[:, None] == ref.row[None, :])
-                leak = same.any(1)
-            res.frames += n
-            res.reference_faces += len(ref)
-            res.leaked += min(int(leak.sum()), len(ref))
-            res.unmatched += int((~leak).sum())
-            if len(found):
-                t = faces_rows(found, b, anonymised, keypoints=False)
-                t["leak"] = leak.numpy()
-                rows.append(t[AUDIT_COLUMNS])
-                if sheet_path is not None:
-                    for i in torch.unique(found.row[leak]).tolist():
-                        sel = (found.row == i) & leak
-                        key = (int(sel.sum()), float(found.scores[sel].max()), int(b.index[i]))
-                        if len(heap) < worst or key > heap[0][:3]:
-                            sub = found.select(sel)
-                            sub = replace(sub, row=torch.zeros_like(sub.row))
-                            thumb = draw_boxes(b.frames[i:i + 1].cpu(), sub, colour="red")[0]
-                            item = (*key, thumb)
-                            heapq.heappush(heap, item) if len(heap) < worst else heapq.heapreplace(heap, item)
-    res.table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=AUDIT_COLUMNS)
-    if table_path is not None:
-        res.outputs.append(str(write_table(res.table, table_path)))
-        summary = {"original": str(original), "anonymised": str(anonymised), "detector": detector.model,
-                   "threshold": threshold, "iou": iou, "step": step, "frames": res.frames,
-                   "reference_faces": res.reference_faces, "leaked": res.leaked, "leak_rate": res.leak_rate,
-                   "unmatched": res.unmatched}
-        summary_path = Path(table_path).with_name(f"{Path(table_path).stem}_summary.json")
-        res.outputs.append(str(write_text(json.dumps(summary, indent=1), summary_path)))
-    if sheet_path is not None:
-        res.outputs.append(str(_contact_sheet(sorted(heap, reverse=True), sheet_path)))
-    return res
+    job = AuditJob(original, threshold, iou, batch_size, step, table_path, sheet_path, worst, backend,
+                   reference_cache)
+    run_source(anonymised, job, detector, batch_size, backend=backend, quiet=quiet)
+    return job.result
 
 
 def _contact_sheet(items, path: str | os.PathLike, width: int = 320) -> Path:
@@ -377,6 +404,6 @@ def _contact_sheet(items, path: str | os.PathLike, width: int = 320) -> Path:
     return write_image(path, grid)
 
 
-__all__ = ["ANONYMIZE_THRESHOLDS", "AUDIT_THRESHOLDS", "default_anonymizer", "anonymization_detector",
+__all__ = ["ANONYMIZE_THRESHOLDS", "AUDIT_THRESHOLDS", "default_anonymizer", "anonymization_detector", "AuditJob",
            "anonymize_source", "audit_source",
            "audit_detector_for", "AuditResult", "write_face_heatmap", "DATA_FORMATS"]

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import InvalidOptionError, resolve_device
 from ..geometry import crop_rois
+from ..types import Faces
 
 #: dlib's 5-point template (``get_face_chip_details``, unit square) in its point order.
 DLIB_TEMPLATE_5 = ((0.8595674595992, 0.2134981538014), (0.6460604764104, 0.2289674387461),
@@ -101,7 +102,7 @@ class Embedder:
         self.net = self.net.to(self.device).eval()
 
     @torch.inference_mode()
-    def __call__(self, frames: torch.Tensor, faces) -> "Faces":
+    def __call__(self, frames: torch.Tensor, faces: Faces) -> Faces:
         if len(faces) == 0:
             emb = torch.zeros(0, self.dim, device=self.device)
         else:
