@@ -5,7 +5,7 @@ regions: ``a | b`` (union), ``a - b`` (difference), ``a & b`` (intersection). :f
 one region for every face of every frame of a batch into a mask (B, 1, H, W) in one pass: no Python loop over
 frames or faces (only over the ring's edges, as row-crossing counts, and over the terms of a combination).
 
-Rings come from PyFAME 1.0.10 ``pyfame/landmark/facial_landmarks.py`` (``../shared/notes/pyfame_regions.txt``)
+Rings come from PyFAME 1.0.10 ``pyfame/landmark/facial_landmarks.py`` (in its PyPI wheel)
 and MediaPipe's canonical FaceMesh contours (``face_mesh_connections.py``). "Left" and "right" are the
 subject's (MediaPipe's convention: the left eye, 263 …, is on the image's right in a frontal, non-mirrored
 video). Fixes relative to PyFAME:

@@ -1,8 +1,8 @@
 """Data contracts shared by every stage: :class:`VideoInfo`, :class:`FrameBatch` and :class:`Faces`.
 
-Conventions (see DESIGN.md): frames are uint8 RGB (B, 3, H, W) on the working device; compute happens in
+Conventions (ARCHITECTURE.md, "Contracts"): frames are uint8 RGB (B, 3, H, W) on the working device; compute happens in
 float32 in [0, 1] and converts back once, at the writer. Faces of a batch are ragged and stored flat, like
-torchvision / Kornia detections: row ``i`` belongs to frame ``frame[i]`` of the batch.
+torchvision / Kornia detections: face ``i`` belongs to row ``row[i]`` of the batch.
 """
 from __future__ import annotations
 

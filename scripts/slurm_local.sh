@@ -6,7 +6,7 @@
 #   bash scripts/slurm_local.sh down    # cancel jobs, stop the daemons by PID, remove the config it wrote
 #
 # Everything lives under $SLURM_LOCAL_ROOT (default /tmp/gpuface-slurm); /etc/slurm/slurm.conf is written only if
-# absent or written by this script. Recipe and gotchas: shared/notes/slurm.md.
+# absent or written by this script (Debian packages slurm-wlm and munge; loopback only).
 set -euo pipefail
 ROOT=${SLURM_LOCAL_ROOT:-/tmp/gpuface-slurm}
 CPUS=${SLURM_LOCAL_CPUS:-$(nproc)}

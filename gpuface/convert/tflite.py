@@ -6,7 +6,7 @@ every constant sub-graph (``DEQUANTIZE`` of float16 weights, ``DENSIFY`` of CSR-
 tensors, stores convolution weights in torch layout, and describes the remaining operators as a list of plain
 records. :class:`~gpuface.models.tflite_graph.TFLiteGraph` executes that list with torch ops, NCHW inside.
 
-Layout facts (see ``shared/notes/models.md``): ``CONV_2D`` kernels are ``[O, kh, kw, I]`` → ``(O, I, kh, kw)``;
+Layout facts (TFLite stores NHWC, torch wants NCHW): ``CONV_2D`` kernels are ``[O, kh, kw, I]`` → ``(O, I, kh, kw)``;
 ``DEPTHWISE_CONV_2D`` kernels ``[1, kh, kw, C]`` → ``(C, 1, kh, kw)``; ``PRELU`` alphas ``[1, 1, C]`` → ``(C,)``.
 
 Reference: TensorFlow Lite schema ``tensorflow/lite/schema/schema.fbs`` (operators, options, sparsity format).
