@@ -45,7 +45,7 @@ def test_dlib_port_matches_dlib(actors, embedder):
         ours = embedder.net(chips.float()).numpy()
     for chip, e in zip(chips, ours):
         ref = np.array(model.compute_face_descriptor(np.ascontiguousarray(chip.permute(1, 2, 0).numpy())))
-        assert np.abs(e - ref).max() <= 1e-4
+        assert np.abs(e - ref).max() <= 3e-6    # README: 2.7e-7
 
 
 def test_same_person_closer_than_dlibs_threshold(actors):

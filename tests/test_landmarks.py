@@ -76,7 +76,7 @@ def test_tflite_port_matches_litert(name, clip24):
     for spec, out in zip(graph.spec["outputs"], ours):
         ref = interp.get_tensor(spec["id"])
         diff = np.abs(out.numpy().reshape(ref.shape) - ref).max()
-        assert diff <= 1e-3 * max(np.abs(ref).max(), 1.0), (name, spec["id"], diff)
+        assert diff <= 1.5e-5 * max(np.abs(ref).max(), 1.0), (name, spec["id"], diff)   # README: 1.4e-6
 
 
 def test_tflite_reader_rejects_other_files():
@@ -289,7 +289,7 @@ def test_landmarks_same_at_any_batch_size(mosaic):
     assert len(ref) >= 4 * len(mosaic) - 4 and set(ref.track_id.tolist()) == {0, 1, 2, 3}
     for bs in (7, 32):
         assert torch.equal(runs[bs].row, ref.row) and torch.equal(runs[bs].track_id, ref.track_id)
-        assert (runs[bs].landmarks - ref.landmarks).abs().max() < 0.01                 # px; measured 5e-4
+        assert (runs[bs].landmarks - ref.landmarks).abs().max() < 5e-3                 # px; README: 5e-4
         assert (runs[bs].blendshapes - ref.blendshapes).abs().max() < 1e-3
     spec = load_spec({"seed": 7, "layers": [{"op": "noise", "region": "face_oval",
                                              "params": {"method": "gaussian", "std": 0.2}}]})
