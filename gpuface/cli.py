@@ -17,7 +17,7 @@ from .models.registry import ANONYMIZE_AUTO
 
 
 def _device(name: str):
-    from .errors import resolve_device
+    from .device import resolve_device
 
     return resolve_device(name)
 
@@ -109,8 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--colour", "--color", dest="colour", type=int, nargs=3, metavar=("R", "G", "B"),
                    help="fill colour for solid (default black)")
     a.add_argument("--replaceimg", "--mask-image", "--image", dest="image", help="RGBA/RGB image for img")
-    a.add_argument("--mosaicsize", dest="mosaic_size", type=_positive_int, help="mosaic block width in px (deface; default: about "
-                                                             "1/10 of each face's width)")
+    a.add_argument("--mosaicsize", dest="mosaic_size", type=_positive_int,
+                   help="mosaic block width in px (deface; default: about 1/10 of each face's width)")
     a.add_argument("--draw-scores", action="store_true", help="draw each detected face's box and score")
     a.add_argument("--max-gap", type=int, default=None, help="mask a face through up to N frames where the detector "
                                                              "missed it between two detections (default: measured)")
@@ -216,17 +216,21 @@ def build_parser() -> argparse.ArgumentParser:
     fc = sub.add_parser("faces", help="face crops grouped by person (clustering or reference images) + CSV log")
     fc.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
     fc.add_argument("-o", "--output", default="faces", help="output folder (default ./faces)")
-    fc.add_argument("--step", type=float, default=1.0, help="seconds between sampled frames (default 1)")
+    fc.add_argument("--step-seconds", "--video-step", dest="step_seconds", type=float, default=1.0,
+                    help="seconds between sampled frames (default 1; video-to-faces: --video-step)")
     fc.add_argument("--fragment", type=float, nargs=2, metavar=("START", "END"), help="only this part, seconds")
-    fc.add_argument("--area", type=int, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
+    fc.add_argument("--area", "--video-area", type=int, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
                     help="only faces inside this rectangle of the frame, px")
-    fc.add_argument("--min-score", type=float,
+    fc.add_argument("--min-score", "--det-min-score", dest="min_score", type=float,
                     help="detection score a face needs (default per detector: mtcnn 0.9, blazeface 0.5)")
-    fc.add_argument("--min-size", type=float, default=50.0, help="smallest face side kept, px (default 50)")
-    fc.add_argument("--min-border", type=float, default=0.0, help="least distance from the frame edge, px")
-    fc.add_argument("--scale", type=float, nargs=4, default=(1.0, 1.0, 1.0, 1.0), metavar=("L", "R", "U", "D"),
+    fc.add_argument("--min-size", "--det-min-size", dest="min_size", type=float, default=50.0,
+                    help="smallest face side kept, px (default 50)")
+    fc.add_argument("--min-border", "--det-min-border", dest="min_border", type=float, default=0.0,
+                    help="least distance from the frame edge, px")
+    fc.add_argument("--expand", "--det-scale", dest="expand", type=float, nargs=4, default=(1.0, 1.0, 1.0, 1.0),
+                    metavar=("L", "R", "U", "D"),
                     help="grow the crop box left, right, up, down by these factors of its size")
-    fc.add_argument("--square", action="store_true", help="square crops")
+    fc.add_argument("--square", "--det-square", dest="square", action="store_true", help="square crops")
     fc.add_argument("--group", default="clustering", choices=["clustering", "classification"],
                     help="clustering (unknown people) or classification against --ref-dir")
     fc.add_argument("--clusters", type=parse_count, default=[1, 9], metavar="K|MIN-MAX",
@@ -413,10 +417,11 @@ def cmd_faces(args) -> int:
     from .landmarks import FaceLandmarker
 
     start, end = args.fragment if args.fragment else (0.0, None)
-    options = FacesOptions(step=args.step, start=start, end=end, area=tuple(args.area) if args.area else None,
+    options = FacesOptions(step=args.step_seconds, start=start, end=end, area=tuple(args.area) if args.area else None,
                            min_score=args.min_score, min_size=args.min_size, min_border=args.min_border,
-                           scale=tuple(args.scale), square=args.square, group=args.group,
-                           clusters=args.clusters if isinstance(args.clusters, int) else tuple(args.clusters), ref_dir=args.ref_dir, prefix=args.prefix,
+                           scale=tuple(args.expand), square=args.square, group=args.group,
+                           clusters=args.clusters if isinstance(args.clusters, int) else tuple(args.clusters),
+                           ref_dir=args.ref_dir, prefix=args.prefix,
                            save_rejects=args.save_rejects, save_dupes=args.save_dupes)
     options.validate()
     device = _device(args.device)

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import box_iou
 
-from .errors import InvalidOptionError, resolve_device
+from .device import resolve_device
+from .errors import InvalidOptionError
 from .models.blazeface import BlazeFace
 from .models.centerface import CenterFace
 from .models.mtcnn import MTCNN

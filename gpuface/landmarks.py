@@ -32,7 +32,8 @@ import torch
 from torchvision.ops import box_iou
 
 from .detect import FaceDetector
-from .errors import InvalidOptionError, resolve_device
+from .device import resolve_device
+from .errors import InvalidOptionError
 from .geometry import crop_rois, rois_to_frame
 from .models.facemesh import MESH_INPUT, Blendshapes, FaceMesh
 from .models.graphs import Bucketed

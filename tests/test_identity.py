@@ -175,7 +175,7 @@ def test_faces_grouped_by_clustering_and_by_reference_images(samples, tmp_path):
 
     videos = [samples[f"sample_0{i}.mp4"] for i in range(1, 5)]
     out = tmp_path / "clustered"
-    assert main(["faces", *videos, "-o", str(out), "--fragment", "0", "2", "--step", "0.5", "--square",
+    assert main(["faces", *videos, "-o", str(out), "--fragment", "0", "2", "--step-seconds", "0.5", "--square",
                  "--save-dupes", "--quiet"]) == 0
     log = pd.read_csv(out / "faces.csv")
     kept = log[log["status"] == "kept"]

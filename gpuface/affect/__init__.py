@@ -11,4 +11,5 @@ from .emotions import EMOTIONS, QUADRANTS, circumplex_valence_arousal, emotion_c
 from .tables import affect_columns, affect_rows, subtract_person_baseline
 
 __all__ = ["AffectAnalyzer", "AU_DESCRIPTIONS", "AU_NAMES", "AU_TABLE", "AU_THRESHOLD", "blendshapes_to_aus",
-           "EMOTIONS", "QUADRANTS", "circumplex_valence_arousal", "emotion_chips", "affect_columns", "affect_rows", "subtract_person_baseline"]
+           "EMOTIONS", "QUADRANTS", "circumplex_valence_arousal", "emotion_chips", "affect_columns", "affect_rows",
+           "subtract_person_baseline"]

@@ -5,7 +5,8 @@ from dataclasses import replace
 
 import torch
 
-from ..errors import InvalidOptionError, resolve_device
+from ..device import resolve_device
+from ..errors import InvalidOptionError
 from ..types import Faces
 from .aus import AU_NAMES, AU_THRESHOLD, blendshapes_to_aus
 from .emotions import EMOTIONS, circumplex_valence_arousal, emotion_chips, imagenet_chips

@@ -13,7 +13,8 @@ from dataclasses import replace
 
 import torch
 
-from ..errors import InvalidOptionError, resolve_device
+from ..device import resolve_device
+from ..errors import InvalidOptionError
 from ..geometry import crop_rois
 from ..types import Faces
 

@@ -28,9 +28,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from ..errors import (EmptyVideoError, InputNotFoundError, InvalidOptionError, UnsupportedInputError, VideoDecodeError,
-                      resolve_device)
 from .. import threads
+from ..device import resolve_device
+from ..errors import EmptyVideoError, InputNotFoundError, InvalidOptionError, UnsupportedInputError, VideoDecodeError
 from ..types import FrameBatch, VideoInfo
 
 BACKENDS = ("decord", "pyav", "torchcodec")

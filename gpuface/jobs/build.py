@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..errors import InvalidOptionError, resolve_device
+from ..device import resolve_device
+from ..errors import InvalidOptionError
 from ..jobspec import SELECTION, defaults, parse_scale, validate_options
 from ..models.registry import ANONYMIZE_AUTO, ANONYMIZE_FILL, detector_config
 from .registry import JOBS, job_names
