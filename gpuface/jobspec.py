@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidOptionError
+from .io.codecs import ENCODERS, PRESETS
 from .models.registry import ANONYMIZE_AUTO, DETECTORS as _REGISTRY
 
 DETECTORS = tuple(_REGISTRY)
-ENCODERS = ("libx264", "h264_nvenc", "hevc_nvenc", "auto")
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
 
 
 @dataclass(frozen=True)

@@ -46,13 +46,16 @@ AUDIT_COLUMNS = ["frame", "time_s", "x1", "y1", "x2", "y2", "score", "leak"]
 DATA_FORMATS = ("csv", "tsv", "txt", "json")
 
 
-def anonymization_detector(model: str = "centerface", device: torch.device | str = "cpu", **kwargs) -> FaceDetector:
-    """A :class:`FaceDetector` whose own score floor is at or below its :data:`ANONYMIZE_THRESHOLDS` entry (BlazeFace's
-    MediaPipe floors of 0.5/0.6 would otherwise hide faces scored 0.3–0.5). ``kwargs`` go to the detector
+def anonymization_detector(model: str = "centerface", device: torch.device | str = "cpu",
+                           threshold: float | None = None, **kwargs) -> FaceDetector:
+    """A :class:`FaceDetector` whose own score floor is at or below the score a face is masked at: ``threshold``,
+    or its :data:`ANONYMIZE_THRESHOLDS` entry when lower or None (BlazeFace's MediaPipe floors of 0.5/0.6 would
+    otherwise hide faces scored 0.3–0.5; MTCNN has no floor of its own). ``kwargs`` go to the detector
     (e.g. CenterFace ``input_size=(W, H)``, MTCNN ``min_face_size``)."""
     detector_config(model)
     if model != "mtcnn":
-        kwargs.setdefault("score_threshold", ANONYMIZE_THRESHOLDS[model])
+        floor = ANONYMIZE_THRESHOLDS[model]
+        kwargs.setdefault("score_threshold", floor if threshold is None else min(threshold, floor))
     return FaceDetector(model, device=device, **kwargs)
 
 

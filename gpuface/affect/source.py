@@ -100,20 +100,6 @@ def affect_source(path: str, landmarker, analyzer, batch_size: int = 32, selecti
     return result.tables["affect"], result
 
 
-def affect_job(path: str, landmarker, analyzer, out_dir: str | os.PathLike, batch_size: int = 32,
-               selection: Selection | None = None, backend: str = "auto", quiet: bool = True,
-               table_ext: str = ".parquet", report: bool = True, overwrite: bool = False, baseline: str = "none"):
-    """:class:`AffectJob` on one input (with ``baseline="person"``, then :func:`subtract_person_baseline`), writing
-    every output file of :func:`gpuface.affect.report.write_affect_outputs` in ``out_dir`` (named after the
-    input's stem).
-
-    Returns:
-        The :class:`~gpuface.pipeline.JobResult` with the paths written.
-    """
-    job = AffectJob(analyzer, report, out_dir, table_ext, report, overwrite, baseline)
-    return run_source(path, job, landmarker, batch_size, selection, backend, quiet)
-
-
 def _keep_best(best: dict, faces: Faces, frames: torch.Tensor, crop_rois) -> None:
     """Update ``best`` (track → (score, uint8 crop)) with this batch's highest-scoring face of each track."""
     tracks = faces.track_id if faces.track_id is not None else torch.zeros(len(faces), dtype=torch.long, device=faces.scores.device)
@@ -130,4 +116,4 @@ def _keep_best(best: dict, faces: Faces, frames: torch.Tensor, crop_rois) -> Non
         best[t] = (float(scores[i]), crop[0].mul(255).round().byte().cpu())
 
 
-__all__ = ["AffectJob", "affect_source", "affect_job"]
+__all__ = ["AffectJob", "affect_source"]

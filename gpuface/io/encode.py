@@ -13,11 +13,8 @@ import torch
 
 from .. import threads
 from ..errors import InvalidOptionError, OutputExistsError, VideoEncodeError
+from .codecs import ENCODERS, PRESETS
 
-PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
-#: Video encoders: x264 on the CPU (default), NVIDIA's NVENC (H.264, HEVC) where the GPU has one (consumer and
-#: workstation GPUs, L4/L40; the A100, H100 and H200 have none), ``auto``: NVENC when it opens, else x264.
-ENCODERS = ("libx264", "h264_nvenc", "hevc_nvenc", "auto")
 _NVENC_PRESET = {p: f"p{min(i + 1, 7)}" for i, p in enumerate(PRESETS)}   # ultrafast → p1 … slow and slower → p7
 
 

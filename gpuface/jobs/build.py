@@ -164,11 +164,7 @@ class Pipeline:
             def make():
                 from ..privacy import anonymization_detector
                 s = self.anonymizer_setting()
-                kwargs = dict(s["kwargs"])
-                if s["detector"] != "mtcnn":   # its score floor at or below the threshold asked for
-                    kwargs["score_threshold"] = min(s["threshold"], detector_config(s["detector"]).threshold(
-                        "anonymize"))
-                return anonymization_detector(s["detector"], device=self.device, **kwargs)
+                return anonymization_detector(s["detector"], self.device, s["threshold"], **s["kwargs"])
             return self._cached("anonymizer", make)
         if self.names == ["detect"]:
             return self._cached("detector", self._detector)
