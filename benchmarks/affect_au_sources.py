@@ -21,11 +21,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from gpuface.affect import AU_NAMES, AffectAnalyzer
-from gpuface.fetch import PyPIMember, fetch_file
+from gpuface.stages.affect import AU_NAMES, AffectAnalyzer
+from gpuface.core.fetch import PyPIMember, fetch_file
 from gpuface.io.images import read_image
-from gpuface.landmarks import FaceLandmarker
-from gpuface.samples import fetch_samples, samples_dir
+from gpuface.stages.landmarks import FaceLandmarker
+from gpuface.io.samples import fetch_samples, samples_dir
 
 PROTOTYPES = {"happiness": {"AU06", "AU12"}, "surprise": {"AU01", "AU02", "AU05", "AU26"},
               "anger": {"AU04", "AU05", "AU07", "AU23"}, "disgust": {"AU09", "AU10"}}

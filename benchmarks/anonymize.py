@@ -3,7 +3,7 @@
     python benchmarks/anonymize.py [--frames 300] [--audit-step 3] [--device auto] [--deface PATH] [--json out.json]
 
 For each setting, ``gpuface.anonymize_source`` (in process, models loaded; decode + detect + fill + blur + x264
-veryfast) runs on every clip, then the leak audit (:func:`gpuface.privacy.audit_source`) of its output against two
+veryfast) runs on every clip, then the leak audit (:func:`gpuface.jobs.anonymize.audit_source`) of its output against two
 independent references: MTCNN (facenet-pytorch's arithmetic, faces at score 0.9) and deface's CenterFace at full
 resolution (our port, held to deface's own class by ``tests/test_centerface.py``; faces at 0.5). The leak rate
 is faces of the original still found in the output / faces found in the original, over every audited frame.
@@ -34,10 +34,10 @@ import time
 import torch
 
 import gpuface as gf
-from gpuface.manipulate.fill import FillOptions
+from gpuface.stages.gapfill import FillOptions
 from gpuface.models.registry import ANONYMIZE_AUTO as DEFAULT
-from gpuface.privacy import anonymization_detector, anonymize_source, audit_source
-from gpuface.samples import fetch_samples
+from gpuface.jobs.anonymize import anonymization_detector, anonymize_source, audit_source
+from gpuface.io.samples import fetch_samples
 
 CLIPS = ("sample_01.mp4", "sample_02.mp4", "sample_03.mp4", "dancer.avi", "pianist.avi", "mosaic")
 MOSAIC = "mosaic"  # 1920x1080: a 5x5 grid of the four PyFAME samples (25 faces), built from real frames

@@ -25,7 +25,7 @@ def landmarked_sample(device: str, n: int):
     """The 720p sample's path, its first ``n`` frames (uint8, CPU) and their faces (one face tracked, on
     ``device``)."""
     import gpuface as gf
-    from gpuface.samples import fetch_samples
+    from gpuface.io.samples import fetch_samples
 
     video = str(fetch_samples(["sample_01.mp4"])["sample_01.mp4"])
     frames = torch.cat([b.frames for b in gf.VideoReader(video).batches(32)])[:n]

@@ -64,7 +64,7 @@ def network_cost(factory, shape: tuple) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     mode = FakeTensorMode()
-    from gpuface.syncs import lift
+    from gpuface.core.syncs import lift
 
     from gpuface.models.graphs import Bucketed
 
@@ -88,12 +88,12 @@ def network_cost(factory, shape: tuple) -> dict:
 
 def stages(height: int) -> dict[str, dict]:
     """Per-frame cost of each stage at ``height`` (16:9), one face per frame."""
-    from gpuface.detect import centerface_input_size
+    from gpuface.stages.detect import centerface_input_size
     from gpuface.models.blazeface import BlazeFace
     from gpuface.models.centerface import CenterFace
     from gpuface.models.facemesh import Blendshapes, FaceMesh
     from gpuface.models.registry import ANONYMIZE_AUTO
-    from gpuface.weights import load_graph, load_state_dict
+    from gpuface.models.weights import load_graph, load_state_dict
 
     width = height * 16 // 9
     out = {}
@@ -121,8 +121,8 @@ def _mask_cost(height: int, width: int) -> dict:
     """The anonymisation mask and blur of one face, counted on real CPU tensors (data-dependent shapes)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from gpuface.manipulate.anonymize import anonymize
-    from gpuface.types import Faces
+    from gpuface.ops.anonymize import anonymize
+    from gpuface.core.types import Faces
 
     b = 8
     frames = torch.randint(0, 256, (b, 3, height, width), dtype=torch.uint8)
@@ -143,7 +143,7 @@ def x264_fps_per_core(height: int, preset: str = "veryfast", frames: int = 24) -
     import torch.nn.functional as F
 
     import gpuface as gf
-    from gpuface.samples import fetch_samples
+    from gpuface.io.samples import fetch_samples
 
     src = str(fetch_samples(["sample_01.mp4"])["sample_01.mp4"])
     x = next(iter(gf.VideoReader(src).batches(frames))).frames

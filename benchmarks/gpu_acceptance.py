@@ -113,7 +113,7 @@ def _perturbed(op: str | None):
 
     if not op:
         return contextlib.nullcontext()
-    from gpuface.manipulate import ops
+    import gpuface.ops.registry as ops
 
     original = ops.OPS[op]
 
@@ -147,7 +147,7 @@ def _counting_syncs(device: str, fn):
 
 def agreement(device: str, frames: int, batch: int, only: list[str] | None = None) -> list[dict]:
     """One record per pipeline: tables and video compared between the CPU and ``device``, and its ``verdict``."""
-    from gpuface.pipeline import run_source
+    from gpuface.jobs.runner import run_source
 
     syncs = _bench("syncs")
     video = syncs.clips(frames)["4 faces"]

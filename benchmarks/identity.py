@@ -17,8 +17,8 @@ def main() -> None:
     args, device = parse_args(__doc__)
 
     import gpuface as gf
-    from gpuface.identity import Embedder, face_chips
-    from gpuface.identity.annotate import annotate_source
+    from gpuface.stages.embed import Embedder, face_chips
+    from gpuface.jobs.annotate import annotate_source
 
     video, frames, faces = landmarked_sample(device, args.frames)
     lm = gf.FaceLandmarker(device=device, max_faces=1)

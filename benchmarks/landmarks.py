@@ -31,7 +31,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _frames(n: int, height: int | None = None) -> torch.Tensor:
     import gpuface as gf
-    from gpuface.samples import fetch_samples
+    from gpuface.io.samples import fetch_samples
 
     path = str(fetch_samples(["sample_01.mp4"])["sample_01.mp4"])
     frames = torch.cat([b.frames for b in gf.VideoReader(path).batches(32)])[:n]
@@ -44,7 +44,7 @@ def _frames(n: int, height: int | None = None) -> torch.Tensor:
 
 def worker(args) -> dict:
     """One configuration in this process: frames/s without decoding, peak memory, jitter."""
-    from gpuface.landmarks import FaceLandmarker
+    from gpuface.stages.landmarks import FaceLandmarker
 
     device = torch.device(args.device)
     frames = _frames(args.frames, args.height)
@@ -75,8 +75,8 @@ def worker(args) -> dict:
 def end_to_end(device: str, frames: int) -> float:
     """gpuface landmarks with decoding (decord/PyAV on a background thread), frames/s."""
     import gpuface as gf
-    from gpuface.landmarks import FaceLandmarker
-    from gpuface.samples import fetch_samples
+    from gpuface.stages.landmarks import FaceLandmarker
+    from gpuface.io.samples import fetch_samples
 
     path = str(fetch_samples(["sample_01.mp4"])["sample_01.mp4"])
     lm = FaceLandmarker("blazeface-short", device=device, max_faces=1)
@@ -104,8 +104,8 @@ def spawn(args, batch_size: int, height: int | None = None, compile: bool = Fals
 def mediapipe(args) -> dict | None:
     if not args.mediapipe_python:
         return None
-    from gpuface import weights
-    from gpuface.samples import fetch_samples
+    from gpuface.models import weights
+    from gpuface.io.samples import fetch_samples
 
     weights.fetch("facemesh")
     task = weights.weights_dir() / "upstream" / "face_landmarker.task"

@@ -62,9 +62,9 @@ def pyfame_seconds(python: str, video: str, layer_call: str) -> float:
 
 
 def gpuface_seconds(video: str, layer: dict, device: str, batch_size: int) -> float:
-    from gpuface.landmarks import FaceLandmarker
-    from gpuface.manipulate.layers import load_spec
-    from gpuface.pipeline import manipulate_source
+    from gpuface.stages.landmarks import FaceLandmarker
+    from gpuface.stages.layers import load_spec
+    from gpuface.jobs.runner import manipulate_source
 
     landmarker = FaceLandmarker("blazeface-short", device=device, max_faces=1)
     spec = load_spec([layer], seed=1)
@@ -89,7 +89,7 @@ def main() -> None:
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
 
     from gpuface.io.decode import probe
-    from gpuface.samples import fetch_samples
+    from gpuface.io.samples import fetch_samples
 
     video = str(fetch_samples(["sample_01.mp4"])["sample_01.mp4"])
     frames = probe(video).num_frames

@@ -12,7 +12,7 @@ every input beside the arrays)::
     /tmp/mp/bin/python benchmarks/mediapipe_reference.py --test-reference SAMPLES_DIR TASK \\
         -o tests/data/mediapipe_reference.npz
 
-with SAMPLES_DIR the sample cache (``python -c "import gpuface.samples as s; print(s.fetch_samples())"``): the first
+with SAMPLES_DIR the sample cache (``python -c "import gpuface.io.samples as s; print(s.fetch_samples())"``): the first
 24 frames of ``sample_01.mp4`` (VIDEO mode, one face) and ``multi_face.jpg`` (IMAGE mode, up to 5 faces).
 """
 import argparse

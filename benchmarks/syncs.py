@@ -1,4 +1,4 @@
-"""Host-sync census: the host syncs per batch of every pipeline, by call site (gpuface.syncs.SyncCounter).
+"""Host-sync census: the host syncs per batch of every pipeline, by call site (gpuface.core.syncs.SyncCounter).
 
     python benchmarks/syncs.py [--frames 48] [--batch-size 16] [--sites]
 
@@ -18,7 +18,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 OPS_PARAMS = {"overlay": {"image": "glasses.png"}}
 # Host syncs per batch of 8 frames (24-frame clips) measured by benchmarks/syncs.py on the CPU (an upper bound of a
-# CUDA run, see gpuface.syncs), with ~10 % headroom. A new .item()/.tolist()/.cpu()/mask index in a hot path
+# CUDA run, see gpuface.core.syncs), with ~10 % headroom. A new .item()/.tolist()/.cpu()/mask index in a hot path
 # raises the count past its ceiling; a pipeline marked per-face-free must not grow with the faces in the frame.
 CEILINGS = {"detect mtcnn": 26, "detect blazeface-full": 6, "detect centerface": 6, "landmarks": 27,
             "anonymize default": 23, "analyse": 178, "annotate": 35, "affect": 77, "manipulate blur": 38,
@@ -26,7 +26,7 @@ CEILINGS = {"detect mtcnn": 26, "detect blazeface-full": 6, "detect centerface":
 
 
 def pipelines():
-    from gpuface.manipulate.ops import OPS
+    from gpuface.ops.registry import OPS
     return ["detect mtcnn", "detect blazeface-full", "detect centerface", "landmarks", "anonymize default",
             "analyse", "annotate", "affect"] + [f"manipulate {op}" for op in OPS] + ["manipulate blur, reversed"]
 
@@ -36,7 +36,7 @@ def clips(frames: int) -> dict[str, str]:
     import torch
 
     import gpuface as gf
-    from gpuface.samples import fetch_samples
+    from gpuface.io.samples import fetch_samples
 
     s = {k: str(v) for k, v in fetch_samples().items()}
     out = {}
@@ -61,13 +61,13 @@ def build(name: str, device: str = "cpu", out: str | None = None):
     """The model and jobs of pipeline ``name`` (:func:`pipelines`), loaded on ``device``; video outputs go to
     ``out`` (a temporary file by default)."""
     import gpuface as gf
-    from gpuface.pipeline import AnalyseJob, DetectJob, LandmarksJob, ManipulateJob
+    from gpuface.jobs.runner import AnalyseJob, DetectJob, LandmarksJob, ManipulateJob
 
     out = out or os.path.join(tempfile.mkdtemp(), "out.mp4")
     if name.startswith("detect"):
         return gf.FaceDetector(name.split()[1], device=device), [DetectJob()]
     if name == "anonymize default":
-        from gpuface.privacy import AnonymizeJob, default_anonymizer
+        from gpuface.jobs.anonymize import AnonymizeJob, default_anonymizer
         model, fill, every = default_anonymizer(device)
         return model, [AnonymizeJob(out, gf.AnonymizeOptions(), fill=fill, detect_every=every, preset="ultrafast",
                                     overwrite=True)]
@@ -77,15 +77,15 @@ def build(name: str, device: str = "cpu", out: str | None = None):
     if name == "analyse":
         return model, [AnalyseJob(dense=True)]
     if name == "annotate":
-        from gpuface.identity import Embedder
-        from gpuface.identity.annotate import AnnotateJob
+        from gpuface.stages.embed import Embedder
+        from gpuface.jobs.annotate import AnnotateJob
         return model, [AnnotateJob(Embedder("dlib", device=device), num_faces=(1, 4), too_few="each")]
     if name == "affect":
-        from gpuface.affect import AffectAnalyzer
-        from gpuface.affect.source import AffectJob
+        from gpuface.stages.affect import AffectAnalyzer
+        from gpuface.jobs.affect import AffectJob
         return model, [AffectJob(AffectAnalyzer(device=device))]
-    from gpuface.manipulate.layers import load_spec
-    from gpuface.samples import fetch_samples
+    from gpuface.stages.layers import load_spec
+    from gpuface.io.samples import fetch_samples
     op = name.split()[1].rstrip(",")
     params = {k: str(fetch_samples()[v]) for k, v in OPS_PARAMS.get(op, {}).items()}
     temporal = {"temporal": {"method": "reverse", "block_duration": 0.25}} if name.endswith("reversed") else {}
@@ -98,8 +98,8 @@ def census(name: str, video: str, batch_size: int, device: str = "cpu"):
     import math
 
     import gpuface as gf
-    from gpuface.pipeline import run_source
-    from gpuface.syncs import SyncCounter
+    from gpuface.jobs.runner import run_source
+    from gpuface.core.syncs import SyncCounter
 
     model, jobs = build(name, device)
     frames = gf.VideoReader(video).info.num_frames
@@ -116,7 +116,7 @@ def main() -> None:
     ap.add_argument("--sites", action="store_true", help="list the call sites of each pipeline")
     args = ap.parse_args()
     videos = clips(args.frames)
-    print(f"# host syncs per batch ({args.frames} frames, batch {args.batch_size}); gpuface.syncs.SyncCounter")
+    print(f"# host syncs per batch ({args.frames} frames, batch {args.batch_size}); gpuface.core.syncs.SyncCounter")
     print("| pipeline | 1 face | 4 faces | top call sites (4 faces, per batch) |")
     print("|---|---:|---:|---|")
     for name in pipelines():

@@ -31,7 +31,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=100)
     ap.add_argument("--env", nargs="*", default=[], help="NAME=VALUE settings for every process")
     args = ap.parse_args()
-    from gpuface.samples import fetch_samples
+    from gpuface.io.samples import fetch_samples
 
     video = str(fetch_samples(["sample_01.mp4"])["sample_01.mp4"])
     env = {**os.environ, **dict(e.split("=", 1) for e in args.env)}

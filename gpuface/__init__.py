@@ -18,7 +18,7 @@ import os as _os
 
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .errors import (ChecksumError, DeviceUnavailableError, EmptyVideoError, GpufaceError,  # noqa: E402
+from gpuface.core.errors import (ChecksumError, DeviceUnavailableError, EmptyVideoError, GpufaceError,  # noqa: E402
                      ImageDecodeError, InputNotFoundError, InvalidOptionError, OutputExistsError, UnsupportedInputError,
                      VideoDecodeError, VideoEncodeError, WeightsError)
 
@@ -26,24 +26,24 @@ __version__ = "0.1.0"
 
 # Everything else loads on first use (PEP 562), so that `import gpuface` and `gpuface --help` do not import torch.
 _LAZY = {
-    "analysis": (".analysis", None), "privacy": (".privacy", None),
-    "AffectAnalyzer": (".affect", "AffectAnalyzer"), "affect_source": (".affect.source", "affect_source"),
-    "FaceDetector": (".detect", "FaceDetector"), "expand_boxes": (".detect", "expand_boxes"),
-    "filter_faces": (".detect", "filter_faces"),
+    "analysis": (".ops.analysis", None), "privacy": (".jobs.anonymize", None),
+    "AffectAnalyzer": (".stages.affect", "AffectAnalyzer"), "affect_source": (".jobs.affect", "affect_source"),
+    "FaceDetector": (".stages.detect", "FaceDetector"), "expand_boxes": (".stages.detect", "expand_boxes"),
+    "filter_faces": (".stages.detect", "filter_faces"),
     "Selection": (".io.decode", "Selection"), "VideoReader": (".io.decode", "VideoReader"),
     "probe": (".io.decode", "probe"), "VideoWriter": (".io.encode", "VideoWriter"),
     "ImageReader": (".io.images", "ImageReader"), "read_image": (".io.images", "read_image"),
     "expand_inputs": (".io.sources", "expand_inputs"), "open_source": (".io.sources", "open_source"),
-    "FaceLandmarker": (".landmarks", "FaceLandmarker"), "to_ibug68": (".landmarks", "to_ibug68"),
-    "AnonymizeOptions": (".manipulate.anonymize", "AnonymizeOptions"),
-    "anonymize": (".manipulate.anonymize", "anonymize"),
-    "anonymize_source": (".privacy", "anonymize_source"), "audit_source": (".privacy", "audit_source"),
-    "anonymization_detector": (".privacy", "anonymization_detector"),
-    "FillOptions": (".manipulate.fill", "FillOptions"), "detect_source": (".pipeline", "detect_source"),
-    "landmarks_source": (".pipeline", "landmarks_source"),
-    "REGIONS": (".regions", "REGIONS"), "Region": (".regions", "Region"), "get_region": (".regions", "get_region"),
-    "region_masks": (".regions", "region_masks"),
-    "Faces": (".types", "Faces"), "FrameBatch": (".types", "FrameBatch"), "VideoInfo": (".types", "VideoInfo"),
+    "FaceLandmarker": (".stages.landmarks", "FaceLandmarker"), "to_ibug68": (".stages.landmarks", "to_ibug68"),
+    "AnonymizeOptions": (".ops.anonymize", "AnonymizeOptions"),
+    "anonymize": (".ops.anonymize", "anonymize"),
+    "anonymize_source": (".jobs.anonymize", "anonymize_source"), "audit_source": (".jobs.anonymize", "audit_source"),
+    "anonymization_detector": (".jobs.anonymize", "anonymization_detector"),
+    "FillOptions": (".stages.gapfill", "FillOptions"), "detect_source": (".jobs.runner", "detect_source"),
+    "landmarks_source": (".jobs.runner", "landmarks_source"),
+    "REGIONS": (".ops.regions", "REGIONS"), "Region": (".ops.regions", "Region"), "get_region": (".ops.regions", "get_region"),
+    "region_masks": (".ops.regions", "region_masks"),
+    "Faces": (".core.types", "Faces"), "FrameBatch": (".core.types", "FrameBatch"), "VideoInfo": (".core.types", "VideoInfo"),
 }
 
 

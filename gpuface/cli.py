@@ -11,13 +11,13 @@ import os
 import sys
 from pathlib import Path
 
-from .errors import GpufaceError, InvalidOptionError
-from .jobspec import DETECTORS, ENCODERS, add_job_options, job_options, parse_count
-from .models.registry import ANONYMIZE_AUTO
+from gpuface.core.errors import GpufaceError, InvalidOptionError
+from gpuface.jobs.schema import DETECTORS, ENCODERS, add_job_options, job_options, parse_count
+from gpuface.models.registry import ANONYMIZE_AUTO
 
 
 def _device(name: str):
-    from .device import resolve_device
+    from gpuface.core.device import resolve_device
 
     return resolve_device(name)
 
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     mp = sub.add_parser("manipulate", help="stimulus manipulations (PyFAME layers) on every face → videos + logs")
     mp.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
-    mp.add_argument("--layers", required=True, help="layer spec, YAML or JSON (see gpuface.manipulate.layers)")
+    mp.add_argument("--layers", required=True, help="layer spec, YAML or JSON (see gpuface.stages.layers)")
     mp.add_argument("-o", "--output", help="output folder (default: beside each input)")
     mp.add_argument("--seed", type=int, help="seed of every random draw (overrides the spec's)")
     add_job_options(mp, "manipulate")
@@ -333,9 +333,9 @@ def _run_job(args, job: str, options: dict, out_dir=None, tables: dict | None = 
     input (:func:`gpuface.jobs.drive`, the one driver). ``tables``: table name → file collected over the inputs (a
     numbered name if it exists, unless ``--overwrite``); ``per_input``: ``-o`` places each input's outputs
     (:func:`_placement`). Returns (pipeline, results)."""
-    from .io.encode import free_path
-    from .io.sources import expand_inputs
-    from .jobs import JobSpec, build, drive
+    from gpuface.io.encode import free_path
+    from gpuface.io.sources import expand_inputs
+    from gpuface.jobs import JobSpec, build, drive
 
     inputs = expand_inputs(args.inputs, args.ext)
     output = None
@@ -367,7 +367,7 @@ def _placement(output: str | None, inputs: list[str]) -> tuple[Path | None, Path
 
 def _table_command(args, job: str, table: str) -> tuple[object, int]:
     """A command writing one table over all its inputs to ``-o`` (files such as drawings beside it)."""
-    from .outputs import table_format
+    from gpuface.stages.tables import table_format
 
     opts = job_options(args, job)
     table_format(args.output)  # a bad extension fails before any work
@@ -391,7 +391,7 @@ def cmd_annotate(args) -> int:
 
 
 def cmd_manipulate(args) -> int:
-    from .io.sources import read_spec_file
+    from gpuface.io.sources import read_spec_file
 
     opts = job_options(args, "manipulate")
     layers = read_spec_file(args.layers, "layer spec")
@@ -415,10 +415,10 @@ def cmd_affect(args) -> int:
 
 
 def cmd_faces(args) -> int:
-    from .identity import Embedder
-    from .identity.faces import FacesOptions, extract_faces
-    from .io.sources import expand_inputs
-    from .landmarks import FaceLandmarker
+    from gpuface.stages.embed import Embedder
+    from gpuface.jobs.crops import FacesOptions, extract_faces
+    from gpuface.io.sources import expand_inputs
+    from gpuface.stages.landmarks import FaceLandmarker
 
     start, end = args.fragment if args.fragment else (0.0, None)
     options = FacesOptions(step=args.step_seconds, start=start, end=end, area=tuple(args.area) if args.area else None,
@@ -446,8 +446,8 @@ def cmd_faces(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from .io.sources import expand_inputs
-    from .jobs import build, drive, load_job_spec
+    from gpuface.io.sources import expand_inputs
+    from gpuface.jobs import build, drive, load_job_spec
 
     spec = load_job_spec(args.spec)
     if args.check:
@@ -463,7 +463,7 @@ def cmd_run(args) -> int:
 def cmd_corpus(args) -> int:
     import json
 
-    from . import corpus
+    from gpuface import corpus
 
     if args.corpus_command == "plan":
         table = corpus.plan(args.inputs, args.output, args.ext)
@@ -472,7 +472,7 @@ def cmd_corpus(args) -> int:
         return 0
     if args.corpus_command == "run":
         if args.devices:
-            from .corpus.runner import run_devices
+            from gpuface.corpus.runner import run_devices
             stats = run_devices(args.corpus, args.spec, args.devices.split(","), args.shard, args.num_shards,
                                 args.retries)
             print(json.dumps(stats))
@@ -496,7 +496,7 @@ def cmd_corpus(args) -> int:
 
 
 def cmd_slurm(args) -> int:
-    from .corpus.slurm import submit, submitit_submit
+    from gpuface.corpus.slurm import submit, submitit_submit
 
     if args.backend == "submitit":
         if args.dry_run:
@@ -518,7 +518,7 @@ def cmd_slurm(args) -> int:
 
 
 def cmd_moviefy(args) -> int:
-    from .manipulate.moviefy import images_in, moviefy
+    from gpuface.io.moviefy import images_in, moviefy
 
     images = []
     for item in args.inputs:
@@ -537,7 +537,7 @@ def cmd_anonymize(args) -> int:
     pipeline, results = _run_job(args, "anonymize", opts, per_input=True)
     leaks = []
     if args.audit:   # each anonymised video audited by a second detector; a failed audit fails its input
-        from .pipeline import run_many
+        from gpuface.jobs.runner import run_many
         masked_with = pipeline.anonymizer_setting()["detector"]
         done = {r.source: r for r in results if not r.error}
         audits = run_many(list(done), lambda src: _audit(src, done[src].outputs[0], masked_with, pipeline.device,
@@ -553,9 +553,9 @@ def cmd_anonymize(args) -> int:
 
 def _audit(original: str, anonymised: str, masked_with: str | None, device, detector_name: str | None,
            output: str | None, threshold: float | None, args):
-    from .detect import FaceDetector
-    from .io.encode import free_path
-    from .privacy import audit_detector_for, audit_source
+    from gpuface.stages.detect import FaceDetector
+    from gpuface.io.encode import free_path
+    from gpuface.jobs.anonymize import audit_detector_for, audit_source
 
     name = detector_name or audit_detector_for(masked_with or "")
     detector = FaceDetector(name, device=device)
@@ -592,9 +592,9 @@ def cmd_audit(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from .io.decode import probe
-    from .jobs import JobSpec, build, drive
-    from .samples import DEMO_VIDEOS, fetch_samples, samples_dir
+    from gpuface.io.decode import probe
+    from gpuface.jobs import JobSpec, build, drive
+    from gpuface.io.samples import DEMO_VIDEOS, fetch_samples, samples_dir
 
     _say(args.quiet, f"gpuface demo: fetching the PyFAME 1.0.10 sample videos into {samples_dir()} …")
     videos = [str(p) for p in fetch_samples(DEMO_VIDEOS).values()]
@@ -619,7 +619,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_weights(args) -> int:
-    from . import weights
+    from gpuface.models import weights
 
     names = args.names or list(weights.REGISTRY)
     status = 0
@@ -654,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
                 "affect": cmd_affect, "faces": cmd_faces, "corpus": cmd_corpus, "slurm": cmd_slurm,
                 "anonymize": cmd_anonymize, "audit": cmd_audit, "demo": cmd_demo, "weights": cmd_weights}
     try:
-        from . import threads
+        from gpuface.core import threads
         threads.apply(getattr(args, "threads", None))
         return handlers[args.command](args)
     except GpufaceError as e:

@@ -37,11 +37,11 @@ def _sha(path) -> str:
 def make_chips(out: str) -> None:
     import torch
 
-    from gpuface.affect.emotions import emotion_chips
+    from gpuface.stages.affect.emotions import emotion_chips
     from gpuface.io.decode import Selection, VideoReader
     from gpuface.io.images import read_image
-    from gpuface.landmarks import FaceLandmarker
-    from gpuface.samples import fetch_samples
+    from gpuface.stages.landmarks import FaceLandmarker
+    from gpuface.io.samples import fetch_samples
 
     paths = fetch_samples(STILLS + VIDEOS)
     lm = FaceLandmarker("mtcnn", max_faces=5)

@@ -60,7 +60,7 @@ def media(root: Path) -> None:
     from PIL import Image
 
     from gpuface.io.decode import VideoReader
-    from gpuface.samples import fetch_samples
+    from gpuface.io.samples import fetch_samples
 
     s = fetch_samples()
     root.mkdir(parents=True, exist_ok=True)

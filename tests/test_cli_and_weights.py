@@ -5,9 +5,9 @@ import pandas as pd
 import pytest
 
 import gpuface as gf
-from gpuface import weights
+from gpuface.models import weights
 from gpuface.cli import main
-from gpuface.fetch import InstalledFile, fetch_file
+from gpuface.core.fetch import InstalledFile, fetch_file
 
 
 def test_detect_tables(samples, tmp_path, capsys):

@@ -14,7 +14,7 @@ import pytest
 from gpuface import corpus
 from gpuface.jobs import load_job_spec
 from gpuface.corpus.slurm import _gigabytes, _minutes, _ranges, submit, submitit_submit
-from gpuface.errors import InvalidOptionError
+from gpuface.core.errors import InvalidOptionError
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = {"job": "landmarks", "batch_size": 8, "device": "cpu",
@@ -240,8 +240,8 @@ def test_slurm_unit_conversions():
 def test_oom_guard_halves_the_chunk_until_it_fits():
     import torch
 
-    from gpuface.pipeline import OomGuard
-    from gpuface.types import Faces
+    from gpuface.jobs.runner import OomGuard
+    from gpuface.core.types import Faces
 
     calls = []
 
@@ -291,13 +291,13 @@ def test_annotate_job_spec(videos, tmp_path):
                                            ({"space": "cmyk"}, "space must be one of rgb")])
 def test_bad_job_spec_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, options, says):
     """A misspelt or out-of-range option: one line naming it, exit 2, nothing written, no model loaded."""
-    import gpuface.landmarks
+    import gpuface.stages.landmarks
     from gpuface.cli import main
 
     def no_model(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(gpuface.landmarks.FaceLandmarker, "__init__", no_model)
+    monkeypatch.setattr(gpuface.stages.landmarks.FaceLandmarker, "__init__", no_model)
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"job": "analyse", "options": options}))
     assert main(["run", "missing.mp4", "--spec", str(spec), "-o", str(tmp_path / "out")]) == 2
@@ -310,7 +310,7 @@ def test_bad_job_spec_is_one_line_before_any_work(tmp_path, capsys, monkeypatch,
 def test_readme_spec_reference_is_generated_from_the_schema():
     from pathlib import Path
 
-    from gpuface.jobspec import spec_reference
+    from gpuface.jobs.schema import spec_reference
 
     assert spec_reference() in (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -322,15 +322,15 @@ def test_readme_spec_reference_is_generated_from_the_schema():
     (["manipulate", "x.mp4", "--layers", "l.yaml", "--crf", "-1"], "--crf must be an integer >= 0")])
 def test_bad_cli_option_is_one_line_before_any_work(tmp_path, capsys, monkeypatch, argv, says):
     """CLI options are checked against the job schema, as a spec is: one line, exit 2, no model, nothing written."""
-    import gpuface.detect
-    import gpuface.landmarks
+    import gpuface.stages.detect
+    import gpuface.stages.landmarks
     from gpuface.cli import main
 
     def no_model(*a, **k):
         raise AssertionError("a model was loaded")
 
-    monkeypatch.setattr(gpuface.landmarks.FaceLandmarker, "__init__", no_model)
-    monkeypatch.setattr(gpuface.detect.FaceDetector, "__init__", no_model)
+    monkeypatch.setattr(gpuface.stages.landmarks.FaceLandmarker, "__init__", no_model)
+    monkeypatch.setattr(gpuface.stages.detect.FaceDetector, "__init__", no_model)
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -342,7 +342,7 @@ def test_cli_job_options_are_the_schema():
     """Every schema option a CLI command takes is a flag of that command, and a spec with the same options
     builds the same landmarker (one builder for the CLI and job specs)."""
     from gpuface.cli import build_parser
-    from gpuface.jobspec import JOB_OPTIONS, SELECTION, job_options
+    from gpuface.jobs.schema import JOB_OPTIONS, SELECTION, job_options
 
     parser = build_parser()
     for job in ("detect", "landmarks", "analyse", "annotate", "affect", "manipulate"):

@@ -5,7 +5,7 @@ import torch
 from torchvision.ops import box_iou
 
 import gpuface as gf
-from gpuface.detect import nms_min
+from gpuface.stages.detect import nms_min
 
 
 def _facenet_detect(frames: torch.Tensor):

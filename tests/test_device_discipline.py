@@ -2,7 +2,7 @@
 
 - no tensor without a device: every pipeline runs on CPU while the default device is ``meta``, so a tensor created
   without ``device=`` (which on a GPU run would land on the CPU and force a copy or a crash) fails at once;
-- host syncs: every pipeline's syncs per batch are counted by call site (:class:`gpuface.syncs.SyncCounter`, the
+- host syncs: every pipeline's syncs per batch are counted by call site (:class:`gpuface.core.syncs.SyncCounter`, the
   same census as ``benchmarks/syncs.py``) and held to the numbers below; those that must not depend on the number
   of faces are checked on a one-face clip and a four-face mosaic.
 """
@@ -27,7 +27,7 @@ def videos(samples):
 
 @pytest.mark.parametrize("name", bench.pipelines())
 def test_no_tensor_is_created_without_a_device(name, videos, tmp_path, device):
-    from gpuface.pipeline import run_source
+    from gpuface.jobs.runner import run_source
 
     model, jobs = bench.build(name, device, str(tmp_path / "out.mp4"))
     torch.set_default_device("meta")
@@ -55,7 +55,7 @@ def test_host_syncs_per_batch_stay_at_their_census(name, videos):
 
 def test_sync_counter_catches_a_sync_put_into_an_op(videos, monkeypatch):
     """Breaking an op on purpose: an `.item()` per face inside `blur` shows up as syncs at its call site."""
-    from gpuface.manipulate import ops
+    import gpuface.ops.registry as ops
 
     batches, clean = bench.census("manipulate blur", videos["4 faces"], BATCH)
     original = ops.OPS["blur"]

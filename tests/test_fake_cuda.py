@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-from gpuface.syncs import lift
-from gpuface.weights import load_graph, load_state_dict
+from gpuface.core.syncs import lift
+from gpuface.models.weights import load_graph, load_state_dict
 
 
 def _mtcnn(part):
@@ -63,7 +63,7 @@ MODELS = [
     ("mini-xception", lambda: _loaded("gpuface.models.mini_xception.MiniXception", "mini-xception"),
      [(3, 1, 64, 64)]),
     ("opengraphau", lambda: _loaded("gpuface.models.opengraphau.OpenGraphAU", None), [(2, 3, 224, 224)]),
-    ("hsemotion", lambda: _loaded("gpuface.affect.models.HSEmotionNet", None), [(2, 3, 224, 224)]),
+    ("hsemotion", lambda: _loaded("gpuface.models.online.HSEmotionNet", None), [(2, 3, 224, 224)]),
 ]
 
 
@@ -94,9 +94,9 @@ def test_fake_cuda_catches_what_it_should():
 def _op_call():
     """Arguments for one op on fake CUDA: 4 frames of 180×320, 5 faces (fake values), as LayerStack passes them
     after the first batch of a video (per-video state sampled, host weights given)."""
-    from gpuface.manipulate.ops import Context
-    from gpuface.regions import get_region
-    from gpuface.types import Faces
+    from gpuface.ops.registry import Context
+    from gpuface.ops.regions import get_region
+    from gpuface.core.types import Faces
 
     d, b, n = "cuda:0", 4, 5
     x, mask = torch.empty(b, 3, 180, 320, device=d), torch.empty(b, 1, 180, 320, device=d)
@@ -131,7 +131,7 @@ KNOWN_SYNCS = [("point_light", {"history": "relative"}, "trails are kept on the 
 
 
 def _run_op(name, params):
-    from gpuface.manipulate.ops import OPS
+    from gpuface.ops.registry import OPS
 
     x, mask, weight, ctx = _op_call()
     if name == "overlay":
@@ -140,7 +140,7 @@ def _run_op(name, params):
 
 
 def test_the_cases_cover_every_op():
-    from gpuface.manipulate.ops import OPS
+    from gpuface.ops.registry import OPS
 
     assert {name for name, _ in SYNC_FREE_CASES} == set(OPS)
 
@@ -167,7 +167,7 @@ def test_known_syncs_are_real(name, params, why):
 @pytest.mark.parametrize("feather", [0.0, 3.0])
 def test_region_masks_on_fake_cuda_without_host_sync(feather):
     """Region rasters on a GPU use a frame-sized grid per face (no sync for the size) and a host-built Gaussian."""
-    from gpuface.regions import region_masks
+    from gpuface.ops.regions import region_masks
 
     with FakeTensorMode():
         lm = torch.empty(3, 478, 3, device="cuda:0")

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import gpuface as gf
-from gpuface.manipulate.anonymize import face_masks, scale_boxes
-from gpuface.manipulate.fill import DETECTED, FILLED, PADDED, FillOptions, TemporalFill
-from gpuface.types import Faces, FrameBatch
+from gpuface.ops.anonymize import face_masks, scale_boxes
+from gpuface.stages.gapfill import DETECTED, FILLED, PADDED, FillOptions, TemporalFill
+from gpuface.core.types import Faces, FrameBatch
 
 
 def _stream(dets: dict[int, list[list[float]]], n: int, batch: int, opt: FillOptions, distinct_only: bool = False):

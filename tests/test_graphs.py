@@ -9,15 +9,15 @@ import pytest
 import torch
 
 from gpuface.io.decode import VideoReader
-from gpuface.landmarks import FaceLandmarker
+from gpuface.stages.landmarks import FaceLandmarker
 from gpuface.models.graphs import BUCKETS, Bucketed
 
 
 @pytest.fixture(scope="module")
 def crops(samples):
     """Real FaceMesh inputs: 40 crops of the 720p sample's face (tracked ROIs, as the landmarker cuts them)."""
-    from gpuface.geometry import crop_rois
-    from gpuface.landmarks import MESH_INPUT, rois_from_landmarks
+    from gpuface.ops.geometry import crop_rois
+    from gpuface.stages.landmarks import MESH_INPUT, rois_from_landmarks
 
     clip = next(iter(VideoReader(samples["sample_01.mp4"]).batches(40)))
     faces = FaceLandmarker("blazeface-short", max_faces=1)(clip.frames)
@@ -27,7 +27,7 @@ def crops(samples):
 
 def _mesh():
     from gpuface.models.facemesh import FaceMesh
-    from gpuface.weights import load_graph
+    from gpuface.models.weights import load_graph
 
     return FaceMesh(load_graph("facemesh")).eval()
 

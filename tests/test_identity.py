@@ -7,12 +7,13 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from gpuface.identity import Embedder, cluster_embeddings, face_chips, label_confidence
-from gpuface.identity.cluster import NotEnoughFacesError
+from gpuface.ops.cluster import cluster_embeddings, label_confidence
+from gpuface.stages.embed import Embedder, face_chips
+from gpuface.ops.cluster import NotEnoughFacesError
 from gpuface.io.decode import VideoReader
 from gpuface.io.encode import write_image
 from gpuface.io.images import read_image
-from gpuface.landmarks import FaceLandmarker
+from gpuface.stages.landmarks import FaceLandmarker
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def actors(samples, embedder):
 
 def test_dlib_port_matches_dlib(actors, embedder):
     import dlib
-    from gpuface import weights
+    from gpuface.models import weights
 
     path = weights.weights_dir() / "upstream" / "dlib_face_recognition_resnet_model_v1.dat"
     model = dlib.face_recognition_model_v1(str(path))
@@ -76,7 +77,7 @@ def test_clustering_actors_and_confidence(actors):
 
 def _people(samples):
     """Crops of the five people of multi_face.jpg (square, 2x the MTCNN box, 240 px), left to right."""
-    from gpuface.detect import FaceDetector
+    from gpuface.stages.detect import FaceDetector
 
     img = read_image(samples["multi_face.jpg"])
     faces = FaceDetector("mtcnn")(img[None])
@@ -92,7 +93,7 @@ def _people(samples):
 
 
 def test_annotate_people_in_sequence_and_in_a_mosaic(samples, tmp_path):
-    from gpuface.identity.annotate import annotate_source
+    from gpuface.jobs.annotate import annotate_source
     from gpuface.io.encode import VideoWriter
 
     crops = _people(samples)
@@ -202,7 +203,7 @@ def test_faces_grouped_by_clustering_and_by_reference_images(samples, tmp_path):
 
 
 def test_assign_tracks_links_by_overlap_and_identity():
-    from gpuface.track import assign_tracks
+    from gpuface.stages.track import assign_tracks
 
     a, b = torch.zeros(128), torch.zeros(128)
     a[0], b[1] = 1.0, 1.0                                   # two people, far apart in embedding space

@@ -176,7 +176,7 @@ def test_encoder_choice_falls_back_to_x264_and_names_a_missing_nvenc(tmp_path):
 
     from fractions import Fraction
 
-    from gpuface.errors import InvalidOptionError, VideoEncodeError
+    from gpuface.core.errors import InvalidOptionError, VideoEncodeError
     from gpuface.io.encode import VideoWriter
 
     x = torch.randint(0, 256, (6, 3, 64, 96), dtype=torch.uint8)

@@ -1,4 +1,4 @@
-"""The job skeleton (gpuface.pipeline.run_source): composed jobs in one decode pass give exactly what the jobs give
+"""The job skeleton (gpuface.jobs.runner.run_source): composed jobs in one decode pass give exactly what the jobs give
 one by one, a failed job leaves nothing behind, and an out-of-memory retry replays the tracker from its snapshot."""
 import copy
 import json
@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from gpuface.io.decode import Selection, VideoReader
-from gpuface.landmarks import FaceLandmarker
-from gpuface.manipulate.layers import load_spec
-from gpuface.pipeline import AnalyseJob, LandmarksJob, ManipulateJob, OomGuard, landmarks_source, run_source
+from gpuface.stages.landmarks import FaceLandmarker
+from gpuface.stages.layers import load_spec
+from gpuface.jobs.runner import AnalyseJob, LandmarksJob, ManipulateJob, OomGuard, landmarks_source, run_source
 
 SPEC = [{"op": "recolour", "region": "face_skin", "params": {"colour": "green", "magnitude": 12}},
         {"op": "noise", "region": "face_oval", "params": {"std": 0.1}}]
@@ -72,8 +72,8 @@ def test_a_failing_job_removes_every_output_of_the_pass(samples, landmarker, tmp
 
 
 def test_jobs_needing_different_faces_do_not_compose(samples, landmarker, tmp_path):
-    from gpuface.errors import InvalidOptionError
-    from gpuface.pipeline import DetectJob
+    from gpuface.core.errors import InvalidOptionError
+    from gpuface.jobs.runner import DetectJob
 
     with pytest.raises(InvalidOptionError, match="cannot run in one pass"):
         run_source(samples["sample_02.mp4"], [LandmarksJob(), DetectJob()], landmarker, selection=Selection(end=0.2))
@@ -144,7 +144,7 @@ def test_models_ops_and_regions_import_no_pandas():
     import subprocess
     import sys
 
-    code = ("import sys, gpuface.landmarks, gpuface.detect, gpuface.regions, gpuface.manipulate.layers, "
+    code = ("import sys, gpuface.stages.landmarks, gpuface.stages.detect, gpuface.ops.regions, gpuface.stages.layers, "
             "gpuface.models.facemesh; print('pandas' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() \
         == "False"
@@ -154,7 +154,7 @@ def test_stages_return_new_faces_and_run_once_per_batch(samples, tmp_path):
     """The stage contract: the embedder and the affect analyser return new Faces and leave their input alone; in a
     composed pass ``[annotate (affect: true), affect]`` the analyser runs once per batch (it ran twice when each
     job called it), and both jobs' affect columns are the same values."""
-    from gpuface.affect import AffectAnalyzer
+    from gpuface.stages.affect import AffectAnalyzer
     from gpuface.jobs import build
 
     pipeline = build({"job": ["annotate", "affect"], "options": {"affect": True, "end": 0.5, "num_faces": 1,

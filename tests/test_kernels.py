@@ -4,9 +4,9 @@ import torch
 import torch.nn.functional as F
 
 from gpuface import kernels
-from gpuface.errors import InvalidOptionError
-from gpuface.manipulate.ops import OPS, Context
-from gpuface.regions import get_region, region_masks
+from gpuface.core.errors import InvalidOptionError
+from gpuface.ops.registry import OPS, Context
+from gpuface.ops.regions import get_region, region_masks
 
 from conftest import LINUX_X86_64  # noqa: E402
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(not kernels.triton_available() and not LINUX_X86
 def small(clip):
     """Two real frames at quarter size (180 x 320, small enough for Triton's interpreter) with their landmarks
     and a feathered face-oval mask."""
-    from gpuface.landmarks import FaceLandmarker
+    from gpuface.stages.landmarks import FaceLandmarker
 
     lm = FaceLandmarker("blazeface-short", max_faces=1)
     faces = lm(clip.frames[:2], lm.new_state())

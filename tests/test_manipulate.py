@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from gpuface.errors import InvalidOptionError
-from gpuface.landmarks import FaceLandmarker
-from gpuface.manipulate.layers import LayerStack, load_spec
-from gpuface.manipulate.ops import OPS, Context
-from gpuface.manipulate.temporal import frame_order, frames_left_out, shuffled_block_array
-from gpuface.manipulate.timing import Timing
-from gpuface.regions import get_region, region_masks
-from gpuface.types import Faces
+from gpuface.core.errors import InvalidOptionError
+from gpuface.stages.landmarks import FaceLandmarker
+from gpuface.stages.layers import LayerStack, load_spec
+from gpuface.ops.registry import OPS, Context
+from gpuface.ops.temporal import frame_order, frames_left_out, shuffled_block_array
+from gpuface.ops.timing import Timing
+from gpuface.ops.regions import get_region, region_masks
+from gpuface.core.types import Faces
 
 
 @pytest.fixture(scope="module")
@@ -350,7 +350,7 @@ def test_manipulate_cli_writes_videos_and_logs(samples, tmp_path, caplog):
 
 
 def test_region_colour_means_match_a_direct_masked_mean(scene):
-    from gpuface.analysis import region_colour_means
+    from gpuface.ops.analysis import region_colour_means
 
     clip, faces, x = scene
     table = region_colour_means(clip, faces, regions=("face_skin", "nose"), space="rgb", video="v")
@@ -407,7 +407,7 @@ def test_pencil_sketch_and_overlay(scene, samples):
 
 def test_moviefy(samples, tmp_path):
     from gpuface.io.decode import VideoReader, probe
-    from gpuface.manipulate.moviefy import moviefy
+    from gpuface.io.moviefy import moviefy
 
     out = moviefy([samples["multi_face.jpg"], samples["single_face.jpg"]], tmp_path / "m.mp4", fps=10, repeat=1.0,
                   blend=0.3, size="pad", pad_colour=(0, 255, 0))
@@ -485,7 +485,7 @@ def test_ops_without_host_syncs_give_the_exact_paths_pixels(scene, samples, op, 
 def test_faces_of_a_frame_compose_like_blending_them_one_by_one():
     """The scan that composites per-face layers (overlay, relocate) against blending the faces one after the other
     (``x + (y - x)·α·w`` per face, in order): 3 faces in frame 0, none in 1, 1 in 2, 4 in 3."""
-    from gpuface.manipulate.opbase import _per_face_blend
+    from gpuface.ops.base import _per_face_blend
 
     g = torch.Generator().manual_seed(0)
     frame = torch.tensor([0, 0, 0, 2, 3, 3, 3, 3])
@@ -506,7 +506,7 @@ def test_faces_of_a_frame_compose_like_blending_them_one_by_one():
 def test_pencil_sketch_box_mean_is_kornias_box_blur():
     """The sketch's exact fixed-point box mean against Kornia's box filter (reflected borders), and the same pixels
     in a window as in the whole image."""
-    from gpuface.manipulate.ops_stylise import _box_mean
+    from gpuface.ops.stylise import _box_mean
 
     x = torch.rand(2, 1, 40, 57, generator=torch.Generator().manual_seed(3))
     for t in (3, 9, 15):
@@ -519,7 +519,7 @@ def test_pencil_sketch_box_mean_is_kornias_box_blur():
 def test_discs_raster_paints_the_pixels_of_the_direct_write():
     """Point-light discs on a GPU go through a raster (no host sync); on the CPU the pixels are written directly:
     the same pixels, with discs cut by every border of the frame."""
-    from gpuface.draw import discs
+    from gpuface.ops.draw import discs
 
     g = torch.Generator().manual_seed(2)
     xy = torch.rand(60, 2, generator=g) * torch.tensor([90.0, 50.0]) - 5

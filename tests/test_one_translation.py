@@ -88,8 +88,8 @@ def test_cli_flags_and_job_spec_give_the_same_outputs(samples, tmp_path, media, 
 def test_one_job_registry_and_one_schema():
     """Every registered job has its options in the schema and a class, and nothing else does."""
     from gpuface.jobs import JOBS
-    from gpuface.jobspec import JOB_OPTIONS
-    from gpuface.pipeline import Job
+    from gpuface.jobs.schema import JOB_OPTIONS
+    from gpuface.jobs.runner import Job
 
     assert set(JOBS) == set(JOB_OPTIONS)
     assert all(issubclass(entry.job_class(), Job) for entry in JOBS.values())

@@ -1,7 +1,8 @@
 """The code's structure, read from its imports (``ast``, function-local imports included): no import cycle, and
-imports run one way — the compute layer (models, ops, detectors, landmarker, embedder, affect models, I/O) never
-imports the layer that wires it into jobs (the batch loop, the jobs, the job registry and schema, corpora, the
-CLI); jobs never import corpora or the CLI; nothing imports the CLI. ``gpuface --help`` imports no torch."""
+imports run one way through the layers the folders name — ``core`` (contracts, errors, device, syncs) → ``io`` →
+``ops`` (stateless tensor functions) → ``models`` (+ weights, converters, the model registry) → ``stages`` →
+``jobs`` → ``corpus`` → ``cli``: a module may import its own layer and the ones before it, never one after it.
+``gpuface --help`` imports no torch."""
 import ast
 import subprocess
 import sys
@@ -10,9 +11,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "gpuface"
 
-#: The wiring layer, lowest first: each may import the ones before it and the compute layer, never one after it.
-WIRING = [("jobspec", "pipeline", "privacy", "identity.annotate", "identity.faces", "affect.source"),
-          ("jobs",), ("corpus",), ("cli",)]
+#: The layers, lowest first: each may import itself and the ones before it, never one after it.
+LAYERS = ("core", "io", "ops", "models", "stages", "jobs", "corpus", "cli")
 
 
 def _modules() -> dict[str, Path]:
@@ -46,11 +46,9 @@ def _imports(name: str, path: Path, mods: dict) -> set[str]:
 
 
 def _layer(name: str) -> int:
-    """0: compute; 1…: the wiring layers of :data:`WIRING` (a module belongs to the first prefix it matches)."""
-    for i, prefixes in enumerate(WIRING, 1):
-        if any(name == p or name.startswith(p + ".") for p in prefixes):
-            return i
-    return 0
+    """The index of a module's layer in :data:`LAYERS` (its top-level folder; the package root is below all)."""
+    top = name.split(".")[0]
+    return LAYERS.index(top) if top in LAYERS else -1
 
 
 def test_no_import_cycle():
@@ -77,6 +75,8 @@ def test_no_import_cycle():
 
 def test_imports_run_one_way():
     mods = _modules()
+    stray = sorted(m for m in mods if m and _layer(m) < 0)
+    assert not stray, f"modules outside the layers {LAYERS}: {stray}"
     upward = [f"{m} (layer {_layer(m)}) imports {t} (layer {_layer(t)})"
               for m, p in mods.items() if m for t in _imports(m, p, mods) if t and _layer(t) > _layer(m)]
     assert not upward, "\n".join(sorted(upward))
@@ -89,19 +89,25 @@ def test_the_checks_can_fail(tmp_path):
     (fake / "models").mkdir(parents=True)
     (fake / "__init__.py").write_text("")
     (fake / "models" / "__init__.py").write_text("")
-    (fake / "models" / "a.py").write_text("from ..pipeline import Job\n")
-    (fake / "pipeline.py").write_text("def f():\n    from .models import a\n")
+    (fake / "models" / "a.py").write_text("from ..jobs import Job\n")
+    (fake / "jobs.py").write_text("def f():\n    from .models import a\n")
     saved, PACKAGE = PACKAGE, fake
     try:
         mods = _modules()
-        assert "pipeline" in _imports("models.a", mods["models.a"], mods)
-        assert _layer("models.a") == 0 and _layer("pipeline") == 1
+        assert "jobs" in _imports("models.a", mods["models.a"], mods)
+        assert _layer("models.a") == 3 and _layer("jobs") == 5
         try:
             test_no_import_cycle()
         except AssertionError as e:
-            assert "models.a -> pipeline -> models.a" in str(e)
+            assert "jobs -> models.a -> jobs" in str(e)
         else:
             raise AssertionError("the cycle was not found")
+        try:
+            test_imports_run_one_way()
+        except AssertionError as e:
+            assert "models.a (layer 3) imports jobs (layer 5)" in str(e)
+        else:
+            raise AssertionError("the upward import was not found")
     finally:
         PACKAGE = saved
 

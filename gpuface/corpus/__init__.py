@@ -11,7 +11,7 @@ Folder layout (``corpus/``)::
     merged/<table>.parquet  per-video tables combined; merged/summary.json
     slurm/                  the generated sbatch scripts, their logs and the submissions made
 """
-from .manifest import load_manifest, plan, video_id
-from .runner import merge, retry, run_shard, shard_of, status
+from gpuface.corpus.manifest import load_manifest, plan, video_id
+from gpuface.corpus.runner import merge, retry, run_shard, shard_of, status
 
 __all__ = ["plan", "load_manifest", "video_id", "run_shard", "status", "retry", "merge", "shard_of"]

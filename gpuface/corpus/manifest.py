@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import GpufaceError, InvalidOptionError
-from ..io.sources import expand_inputs
+from gpuface.core.errors import GpufaceError, InvalidOptionError
+from gpuface.io.sources import expand_inputs
 
 MANIFEST = "manifest.parquet"
 COLUMNS = ["id", "path", "size", "duration", "fps", "frames", "width", "height", "error"]
@@ -30,9 +30,9 @@ def plan(inputs: list[str], corpus: str | os.PathLike, extensions: list[str] | N
     Returns:
         The manifest (pandas DataFrame, columns :data:`COLUMNS`).
     """
-    from ..io.decode import probe
-    from ..io.images import is_image
-    from ..outputs import write_table
+    from gpuface.io.decode import probe
+    from gpuface.io.images import is_image
+    from gpuface.stages.tables import write_table
 
     rows = []
     for path in expand_inputs(inputs, extensions):
@@ -61,7 +61,7 @@ def plan(inputs: list[str], corpus: str | os.PathLike, extensions: list[str] | N
 
 def load_manifest(corpus: str | os.PathLike) -> pd.DataFrame:
     """The manifest of a corpus folder. InputNotFoundError when it has none."""
-    from ..errors import InputNotFoundError
+    from gpuface.core.errors import InputNotFoundError
 
     path = Path(corpus) / MANIFEST
     if not path.exists():

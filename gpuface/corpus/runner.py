@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..errors import GpufaceError, InvalidOptionError
-from ..outputs import read_table, write_table
-from ..jobs.build import JobSpec, build, load_job_spec
-from .manifest import load_manifest
+from gpuface.core.errors import GpufaceError, InvalidOptionError
+from gpuface.stages.tables import read_table, write_table
+from gpuface.jobs.build import JobSpec, build, load_job_spec
+from gpuface.corpus.manifest import load_manifest
 
 
 def shard_of(item_id: str, num_shards: int) -> int:
@@ -173,7 +173,7 @@ def run_devices(corpus: str | os.PathLike, spec: str | os.PathLike, devices: lis
     import subprocess
     import sys
 
-    from ..threads import budget
+    from gpuface.core.threads import budget
 
     procs = []
     for d, dev in enumerate(devices):

@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import GpufaceError, InvalidOptionError
-from ..jobs.build import load_job_spec
-from .runner import status
+from gpuface.core.errors import GpufaceError, InvalidOptionError
+from gpuface.jobs.build import load_job_spec
+from gpuface.corpus.runner import status
 
 ARRAY_TEMPLATE = """#!/bin/bash
 # gpuface corpus shards as a SLURM job array (written by `gpuface slurm submit`; safe to edit and resubmit).
@@ -181,7 +181,7 @@ def submitit_submit(corpus: str | os.PathLike, spec: str | os.PathLike, num_shar
         import submitit
     except ImportError as e:
         raise GpufaceError("submitit is not installed (pip install 'gpuface[slurm]')") from e
-    from .runner import merge, run_shard
+    from gpuface.corpus.runner import merge, run_shard
 
     corpus = Path(corpus).resolve()
     spec_path = Path(spec).resolve()

@@ -28,10 +28,10 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from .. import threads
-from ..device import resolve_device
-from ..errors import EmptyVideoError, InputNotFoundError, InvalidOptionError, UnsupportedInputError, VideoDecodeError
-from ..types import FrameBatch, VideoInfo
+from gpuface.core import threads
+from gpuface.core.device import resolve_device
+from gpuface.core.errors import EmptyVideoError, InputNotFoundError, InvalidOptionError, UnsupportedInputError, VideoDecodeError
+from gpuface.core.types import FrameBatch, VideoInfo
 
 BACKENDS = ("decord", "pyav", "torchcodec")
 
@@ -57,7 +57,7 @@ def probe(path: str | os.PathLike) -> VideoInfo:
         path: a video file any FFmpeg build reads (mp4, mov, mkv, avi, webm, ...).
 
     Returns:
-        :class:`~gpuface.types.VideoInfo` with fps as an exact ``Fraction`` (the stream's average rate), frame
+        :class:`~gpuface.core.types.VideoInfo` with fps as an exact ``Fraction`` (the stream's average rate), frame
         count (container's count, or duration × fps rounded when the container has none), size, duration in
         seconds and whether an audio stream is present.
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import threads
-from ..errors import InvalidOptionError, OutputExistsError, VideoEncodeError
-from .codecs import ENCODERS, PRESETS
+from gpuface.core import threads
+from gpuface.core.errors import InvalidOptionError, OutputExistsError, VideoEncodeError
+from gpuface.io.codecs import ENCODERS, PRESETS
 
 _NVENC_PRESET = {p: f"p{min(i + 1, 7)}" for i, p in enumerate(PRESETS)}   # ultrafast → p1 … slow and slower → p7
 

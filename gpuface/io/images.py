@@ -7,8 +7,8 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from ..errors import ImageDecodeError, InputNotFoundError
-from ..types import FrameBatch, VideoInfo
+from gpuface.core.errors import ImageDecodeError, InputNotFoundError
+from gpuface.core.types import FrameBatch, VideoInfo
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 

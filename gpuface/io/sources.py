@@ -7,9 +7,9 @@ from typing import Iterable
 
 import torch
 
-from ..errors import InputNotFoundError, InvalidOptionError, UnsupportedInputError
-from .decode import VideoReader
-from .images import IMAGE_EXTENSIONS, ImageReader, is_image
+from gpuface.core.errors import InputNotFoundError, InvalidOptionError, UnsupportedInputError
+from gpuface.io.decode import VideoReader
+from gpuface.io.images import IMAGE_EXTENSIONS, ImageReader, is_image
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
 

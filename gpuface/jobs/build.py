@@ -15,7 +15,7 @@ Landmark jobs compose into one decode pass (the faces of each batch found once),
 Every way in goes through here: the CLI commands turn their flags into a spec, and ``gpuface run``, ``gpuface
 corpus run``, SLURM shards and ``gpuface demo`` load one, so a flag and a spec option cannot mean two things.
 Per-model defaults (thresholds per use, CenterFace's input scale, the anonymiser's detection stride) come from the
-model registry (:mod:`gpuface.models.registry`), the option defaults from the schema (:mod:`gpuface.jobspec`).
+model registry (:mod:`gpuface.models.registry`), the option defaults from the schema (:mod:`gpuface.jobs.schema`).
 """
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..device import resolve_device
-from ..errors import InvalidOptionError
-from ..jobspec import SELECTION, defaults, parse_scale, validate_options
-from ..models.registry import ANONYMIZE_AUTO, ANONYMIZE_FILL, detector_config
-from .registry import JOBS, job_names
+from gpuface.core.device import resolve_device
+from gpuface.core.errors import InvalidOptionError
+from gpuface.jobs.schema import SELECTION, defaults, parse_scale, validate_options
+from gpuface.models.registry import ANONYMIZE_AUTO, ANONYMIZE_FILL, detector_config
+from gpuface.jobs.registry import JOBS, job_names
 
 #: Keys a job spec may have.
 SPEC_KEYS = ("job", "options", "batch_size", "device", "backend", "layers", "temporal", "seed")
@@ -54,7 +54,7 @@ def load_job_spec(source: str | os.PathLike | dict) -> JobSpec:
     Raises:
         InvalidOptionError: an unknown job, key or option, a value out of its range, a manipulate job without layers.
     """
-    from ..io.sources import read_spec_file
+    from gpuface.io.sources import read_spec_file
 
     data: Any = source if isinstance(source, dict) else read_spec_file(source, "job spec")
     if not isinstance(data, dict) or "job" not in data:
@@ -73,7 +73,7 @@ def load_job_spec(source: str | os.PathLike | dict) -> JobSpec:
     if "manipulate" in names:
         if not extra.get("layers") and not extra.get("temporal"):
             raise InvalidOptionError("a manipulate job needs layers (and/or temporal)")
-        from ..manipulate.layers import load_spec
+        from gpuface.stages.layers import load_spec
         load_spec(extra)   # layer names and parameters, checked now
     batch = data.get("batch_size", 16)
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
@@ -94,7 +94,7 @@ class Pipeline:
     """A job spec made runnable: options checked together, models built once (on first use), jobs made per input.
 
     ``pipeline.run(path, out_dir)`` runs every job of the spec on one video or image in one decode pass and returns
-    its :class:`~gpuface.pipeline.JobResult` (tables in ``result.tables``; files written into ``out_dir``, beside
+    its :class:`~gpuface.jobs.runner.JobResult` (tables in ``result.tables``; files written into ``out_dir``, beside
     the input when None, the main output at ``output`` when given). :meth:`run_into` also writes every table into
     the folder (``gpuface run``, corpus shards).
 
@@ -123,7 +123,7 @@ class Pipeline:
                 raise InvalidOptionError("scale applies to the centerface detector (MTCNN: min_face_size)")
             if o["mode"] in ("img", "image") and "image" not in o:
                 raise InvalidOptionError("mode img needs an image (--replaceimg)")
-        from ..regions import get_region
+        from gpuface.ops.regions import get_region
         for key in ("regions", "draw_regions"):
             for r in o.get(key, ()):
                 get_region(r)  # unknown names fail before any work
@@ -162,7 +162,7 @@ class Pipeline:
         """The model feeding the jobs: the anonymiser's or the detect job's detector, or the landmarker."""
         if self.names == ["anonymize"]:
             def make():
-                from ..privacy import anonymization_detector
+                from gpuface.jobs.anonymize import anonymization_detector
                 s = self.anonymizer_setting()
                 return anonymization_detector(s["detector"], self.device, s["threshold"], **s["kwargs"])
             return self._cached("anonymizer", make)
@@ -171,7 +171,7 @@ class Pipeline:
         return self._cached("landmarker", self._landmarker)
 
     def _detector(self):
-        from ..detect import FaceDetector
+        from gpuface.stages.detect import FaceDetector
 
         o = self.options
         kwargs = {"min_face_size": o["min_face_size"]} if o["detector"] == "mtcnn" else {}
@@ -180,7 +180,7 @@ class Pipeline:
         return FaceDetector(o["detector"], device=self.device, min_score=o["threshold"], **kwargs)
 
     def _landmarker(self):
-        from ..landmarks import FaceLandmarker
+        from gpuface.stages.landmarks import FaceLandmarker
 
         o = self.options
         return FaceLandmarker(o["detector"], device=self.device, max_faces=o.get("max_faces"),
@@ -188,10 +188,10 @@ class Pipeline:
                               redetect_every=o.get("redetect_every"), blendshapes=o["blendshapes"])
 
     def affect_analyzer(self):
-        """The :class:`~gpuface.affect.AffectAnalyzer` of the affect options (built once)."""
+        """The :class:`~gpuface.stages.affect.AffectAnalyzer` of the affect options (built once)."""
         def make():
-            from ..affect import AffectAnalyzer
-            from ..affect.models import parse_weights_option
+            from gpuface.stages.affect import AffectAnalyzer
+            from gpuface.models.online import parse_weights_option
             o = self.options
             return AffectAnalyzer(device=self.device, au_threshold=o.get("au_threshold"),
                                   emotion_model=o.get("emotion_model", "mini-xception"),
@@ -200,9 +200,9 @@ class Pipeline:
         return self._cached("affect", make)
 
     def embedder(self):
-        """The identity :class:`~gpuface.identity.Embedder` of annotate (built once)."""
+        """The identity :class:`~gpuface.stages.embed.Embedder` of annotate (built once)."""
         def make():
-            from ..identity import Embedder
+            from gpuface.stages.embed import Embedder
             return Embedder("dlib", device=self.device)
         return self._cached("embedder", make)
 
@@ -216,13 +216,13 @@ class Pipeline:
         return self
 
     def layer_spec(self):
-        """The manipulate job's :class:`~gpuface.manipulate.layers.LayerSpec` (loaded once)."""
-        from ..manipulate.layers import load_spec
+        """The manipulate job's :class:`~gpuface.stages.layers.LayerSpec` (loaded once)."""
+        from gpuface.stages.layers import load_spec
         return self._cached("layers", lambda: load_spec(dict(self.spec.extra)))
 
     def selection(self):
         """The :class:`~gpuface.io.decode.Selection` of the selection options (None: every frame)."""
-        from ..io.decode import Selection
+        from gpuface.io.decode import Selection
 
         s = self.selection_options
         return Selection(**{k: tuple(v) if k == "area" else v for k, v in s.items()}) if s else None
@@ -231,8 +231,8 @@ class Pipeline:
     def jobs(self, path: str, out_dir: str | os.PathLike | None, output: str | os.PathLike | None = None,
              overwrite: bool = False) -> list:
         """The spec's jobs for one input, their files named by :func:`output_path` (``output``: the main output)."""
-        from ..io.encode import free_path
-        from ..io.images import is_image
+        from gpuface.io.encode import free_path
+        from gpuface.io.images import is_image
 
         o, jobs = self.options, []
         for name in self.names:
@@ -265,9 +265,9 @@ class Pipeline:
         return jobs
 
     def _anonymize_job(self, cls, output: Path, overwrite: bool):
-        from ..io.images import read_rgba
-        from ..manipulate.anonymize import AnonymizeOptions
-        from ..manipulate.fill import FillOptions
+        from gpuface.io.images import read_rgba
+        from gpuface.ops.anonymize import AnonymizeOptions
+        from gpuface.stages.gapfill import FillOptions
 
         o, s = self.options, self.anonymizer_setting()
         overlay = self._cached("overlay", lambda: read_rgba(o["image"])) if "image" in o else None
@@ -281,7 +281,7 @@ class Pipeline:
     def run(self, path: str, out_dir: str | os.PathLike | None = None, output: str | os.PathLike | None = None,
             overwrite: bool = False, quiet: bool = True):
         """Run the spec on one input (one decode pass); see the class docstring."""
-        from ..pipeline import run_source
+        from gpuface.jobs.runner import run_source
 
         jobs = self.jobs(path, out_dir, output, overwrite)
         return run_source(path, jobs, self.model, self.spec.batch_size, self.selection(), self.spec.backend, quiet)
@@ -289,7 +289,7 @@ class Pipeline:
     def run_into(self, path: str, folder: str | os.PathLike, quiet: bool = True):
         """:meth:`run` with every file written into ``folder`` and every table the jobs leave written there too,
         under its registered name (``faces.parquet``, ``landmarks.parquet``, …)."""
-        from ..outputs import write_table
+        from gpuface.stages.tables import write_table
 
         folder = Path(folder)
         result = self.run(path, folder, overwrite=True, quiet=quiet)

@@ -1,7 +1,7 @@
 """The one per-input driver: a :class:`~gpuface.jobs.build.Pipeline` over many inputs, each isolated.
 
 Every command, ``gpuface run`` and ``gpuface demo`` run their inputs through :func:`drive`: a broken input becomes a
-failed :class:`~gpuface.pipeline.JobResult` (and one ``on_error`` call), the others still run; tables collected
+failed :class:`~gpuface.jobs.runner.JobResult` (and one ``on_error`` call), the others still run; tables collected
 over the inputs are written once, at the end, atomically. Corpus shards call :meth:`Pipeline.run_into` per video
 inside their own resumable loop (status records, retries, signals).
 """
@@ -27,12 +27,12 @@ def drive(pipeline, inputs: Iterable[str], out_dir: str | os.PathLike | None = N
         on_error: called with (input, exception) for an input that failed.
 
     Returns:
-        One :class:`~gpuface.pipeline.JobResult` per input, in order (``error`` set for a failed one).
+        One :class:`~gpuface.jobs.runner.JobResult` per input, in order (``error`` set for a failed one).
     """
     import pandas as pd
 
-    from ..outputs import write_table
-    from ..pipeline import run_many
+    from gpuface.stages.tables import write_table
+    from gpuface.jobs.runner import run_many
 
     parts: dict[str, list] = {name: [] for name in tables or {}}
 

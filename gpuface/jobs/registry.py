@@ -1,7 +1,7 @@
 """The one job registry: every job's name, its class, the faces it needs and the tables it leaves.
 
 The job-spec ``job`` values (``gpuface run``, ``gpuface corpus run``), the CLI commands and :func:`gpuface.jobs.build`
-all read this table; a job's options are its :data:`gpuface.jobspec.JOB_OPTIONS` entry. Torch-free (classes are
+all read this table; a job's options are its :data:`gpuface.jobs.schema.JOB_OPTIONS` entry. Torch-free (classes are
 imported on first use), so the CLI can build its parser from it.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from ..errors import InvalidOptionError
+from gpuface.core.errors import InvalidOptionError
 
 
 @dataclass(frozen=True)
@@ -20,9 +20,9 @@ class JobEntry:
 
     Attributes:
         name: the job-spec ``job`` value and CLI command.
-        target: ``module:Class`` of its :class:`~gpuface.pipeline.Job`.
-        faces: ``detections`` (a :class:`~gpuface.detect.FaceDetector`; runs alone) or ``landmarks`` (a
-            :class:`~gpuface.landmarks.FaceLandmarker`; landmark jobs compose into one decode pass).
+        target: ``module:Class`` of its :class:`~gpuface.jobs.runner.Job`.
+        faces: ``detections`` (a :class:`~gpuface.stages.detect.FaceDetector`; runs alone) or ``landmarks`` (a
+            :class:`~gpuface.stages.landmarks.FaceLandmarker`; landmark jobs compose into one decode pass).
         tables: the tables it leaves in ``JobResult.tables`` → their file name in a per-input output folder.
         summary: one line for ``--help`` and the README.
     """
@@ -44,19 +44,19 @@ def _entry(name, target, kind, summary, **tables) -> JobEntry:
 
 
 JOBS: Mapping[str, JobEntry] = MappingProxyType({e.name: e for e in (
-    _entry("detect", "gpuface.pipeline:DetectJob", "detections", "face boxes, scores and keypoints per frame",
+    _entry("detect", "gpuface.jobs.runner:DetectJob", "detections", "face boxes, scores and keypoints per frame",
            faces="faces.parquet"),
-    _entry("landmarks", "gpuface.pipeline:LandmarksJob", "landmarks",
+    _entry("landmarks", "gpuface.jobs.runner:LandmarksJob", "landmarks",
            "478 FaceMesh landmarks, presence and 52 blendshapes per face", landmarks="landmarks.parquet"),
-    _entry("anonymize", "gpuface.privacy:AnonymizeJob", "detections",
+    _entry("anonymize", "gpuface.jobs.anonymize:AnonymizeJob", "detections",
            "every face blurred, filled or covered; boxes table"),
-    _entry("manipulate", "gpuface.pipeline:ManipulateJob", "landmarks", "stimulus manipulations (layer spec)"),
-    _entry("analyse", "gpuface.pipeline:AnalyseJob", "landmarks", "region colour means and optical flow per frame",
+    _entry("manipulate", "gpuface.jobs.runner:ManipulateJob", "landmarks", "stimulus manipulations (layer spec)"),
+    _entry("analyse", "gpuface.jobs.runner:AnalyseJob", "landmarks", "region colour means and optical flow per frame",
            colour_means="colour_means.parquet", landmark_flow="landmark_flow.parquet",
            dense_flow="dense_flow.parquet"),
-    _entry("annotate", "gpuface.identity.annotate:AnnotateJob", "landmarks",
+    _entry("annotate", "gpuface.jobs.annotate:AnnotateJob", "landmarks",
            "every face of every frame with an identity label", annotation="annotation.parquet"),
-    _entry("affect", "gpuface.affect.source:AffectJob", "landmarks",
+    _entry("affect", "gpuface.jobs.affect:AffectJob", "landmarks",
            "action units, emotions and valence/arousal per face"),
 )})
 

@@ -1,1 +1,1 @@
-"""Neural-network modules only (no file or network I/O); weights come from :mod:`gpuface.weights`."""
+"""Neural-network modules only (no file or network I/O); weights come from :mod:`gpuface.models.weights`."""

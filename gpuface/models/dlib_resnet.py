@@ -40,7 +40,7 @@ def _add_prev(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 class DlibResNet(nn.Module):
     """``forward(x)``: x float (N, 3, 150, 150) RGB in 0–255 (an aligned chip, see
-    :func:`gpuface.identity.embed.face_chips`). Returns float (N, 128) embeddings (not normalised)."""
+    :func:`gpuface.stages.embed.face_chips`). Returns float (N, 128) embeddings (not normalised)."""
 
     def __init__(self):
         super().__init__()

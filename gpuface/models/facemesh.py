@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .tflite_graph import TFLiteGraph
+from gpuface.models.tflite_graph import TFLiteGraph
 
 #: FaceMesh input side in pixels.
 MESH_INPUT = 256

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping
 
-from ..errors import InvalidOptionError
+from gpuface.core.errors import InvalidOptionError
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """TFLiteGraph: an ``nn.Module`` that runs a converted TFLite graph with torch ops, batched, NCHW inside.
 
-The graph spec and constants come from :func:`gpuface.convert.tflite.read_tflite`; the constants are the
+The graph spec and constants come from :func:`gpuface.models.convert.tflite.read_tflite`; the constants are the
 module's buffers (its ``state_dict``), so ``.to(device)``, ``.half()`` and ``torch.compile`` work as for any
 module. Spatial operators (convolutions, pooling, padding, resizing, depth-to-space) run in NCHW; operators
 whose semantics depend on TensorFlow's NHWC layout (reshape, transpose, reductions, slices, concatenation)
@@ -48,7 +48,7 @@ def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, 
 
 
 class TFLiteGraph(nn.Module):
-    """Executes a TFLite graph spec (see :func:`gpuface.convert.tflite.read_tflite`).
+    """Executes a TFLite graph spec (see :func:`gpuface.models.convert.tflite.read_tflite`).
 
     Args:
         spec: the JSON graph spec.

@@ -1,0 +1,229 @@
+"""Face crops grouped by person (video-to-faces): sample frames, detect and filter faces, drop duplicates,
+group by clustering or by classification against reference images, save crops and CSV logs.
+
+Per input: frames every ``step`` seconds of a fragment (and an optional area), BlazeFace + FaceMesh on those
+frames as unrelated stills, filters (score, size in px, distance to the border in px), boxes expanded by
+(left, right, up, down) factors and optionally squared (:func:`gpuface.stages.detect.expand_boxes`), dlib embeddings
+of aligned chips. Duplicates (video-to-faces ``dup_*``): a face whose 8×8 average hash differs from a kept
+face of the same video by at most ``hash_threshold`` bits and whose embedding is within ``dup_distance`` is a
+duplicate. Grouping: ``clustering`` (:func:`cluster_embeddings` over all kept faces, k or a range) or
+``classification`` (nearest person of ``ref_dir/<person>/*.jpg`` by mean embedding; ``other`` beyond
+``max_distance``). Output: ``out/<group>/<prefix><video>_<frame>_<face>.jpg``, ``out/faces.csv`` (and
+``rejects/``, ``dupes/`` folders on request).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from gpuface.core.errors import InvalidOptionError
+from gpuface.models.registry import DETECTORS
+from gpuface.jobs.runner import Job, run_many, run_source
+
+
+#: Default detection score a face needs, per detector (the registry's ``crops`` use): MTCNN's scores of real faces
+#: sit above 0.9 (video-to-faces' det_min_score); BlazeFace's are lower (0.82–0.89 on the PyFAME samples), so its
+#: default is MediaPipe's own min_detection_confidence, 0.5.
+MIN_SCORE = {k: c.threshold("crops") for k, c in DETECTORS.items()}
+
+
+@dataclass
+class FacesOptions:
+    """Options of :func:`extract_faces` (video-to-faces names in brackets)."""
+
+    step: float = 1.0                     # seconds between sampled frames
+    start: float = 0.0
+    end: float | None = None
+    area: tuple[int, int, int, int] | None = None
+    min_score: float | None = None        # [det_min_score]; None: the detector's (MIN_SCORE)
+    min_size: float = 50.0                # px [det_min_size]
+    min_border: float = 0.0               # px [det_min_border]
+    scale: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)   # left, right, up, down [det_scale]
+    square: bool = True
+    group: str = "clustering"             # clustering | classification
+    clusters: int | tuple[int, int] = (1, 9)
+    ref_dir: str | None = None
+    max_distance: float = 0.6             # classification: beyond this a face is "other"
+    hash_threshold: int = 5               # [dup_max_hash_diff] bits of 64
+    dup_distance: float = 0.3             # embedding distance for duplicates
+    prefix: str = ""
+    save_rejects: bool = False
+    save_dupes: bool = False
+
+    def validate(self) -> None:
+        if self.group not in ("clustering", "classification"):
+            raise InvalidOptionError("group must be clustering or classification")
+        if self.group == "classification" and not (self.ref_dir and Path(self.ref_dir).is_dir()):
+            raise InvalidOptionError("classification needs --ref-dir with one sub-folder of images per person")
+        if (self.step <= 0 or (self.min_score is not None and not 0 <= self.min_score <= 1) or self.min_size < 0
+                or self.min_border < 0):
+            raise InvalidOptionError("step > 0, 0 <= min_score <= 1, min_size and min_border >= 0")
+
+
+def average_hash(crops: list[torch.Tensor]) -> np.ndarray:
+    """64-bit average hashes (N, 64) bool of uint8 (3, h, w) crops: 8×8 grey thumbnail above its mean."""
+    if not crops:
+        return np.zeros((0, 64), dtype=bool)
+    thumbs = torch.stack([F.adaptive_avg_pool2d(c.float().mean(0, keepdim=True), 8).flatten() for c in crops])
+    return (thumbs > thumbs.mean(1, keepdim=True)).numpy()
+
+
+def _reference_embeddings(ref_dir: str, landmarker, embedder) -> dict[str, np.ndarray]:
+    from gpuface.io.images import IMAGE_EXTENSIONS, read_image
+
+    refs = {}
+    for person in sorted(p for p in Path(ref_dir).iterdir() if p.is_dir()):
+        embs = []
+        for img in sorted(person.iterdir()):
+            if img.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            frame = read_image(img)[None]
+            faces = landmarker(frame)
+            if len(faces):
+                best = int(torch.argmax(faces.scores))
+                embs.append(embedder(frame, faces).embedding[best].cpu().numpy())
+        if embs:
+            refs[person.name] = np.mean(embs, axis=0)
+    if not refs:
+        raise InvalidOptionError(f"{ref_dir}: no reference faces found (one sub-folder of images per person)")
+    return refs
+
+
+class FaceCropsJob(Job):
+    """Face crops of sampled frames (no tracking: the frames are unrelated), each kept, rejected (score, size or
+    border, with the ``reason``) or a duplicate of a face kept earlier in the same video (average hash and
+    embedding). Collects over every input it runs on (:attr:`rows`, :attr:`kept`); :func:`extract_faces` groups and
+    writes them."""
+
+    track = False
+
+    def __init__(self, opt: "FacesOptions", embedder, out: Path, min_score: float):
+        self.opt, self.embedder, self.out, self.min_score = opt, embedder, out, min_score
+        self.kept, self.rows = [], []
+
+    def plan(self, run):
+        from gpuface.io.decode import Selection
+
+        opt = self.opt
+        return Selection(step_seconds=opt.step, start=opt.start, end=opt.end, area=opt.area) \
+            if run.info.num_frames > 1 else None
+
+    def stages(self):
+        return [("embedding", self.embedder)]
+
+    def start(self, run) -> None:
+        self.hashes, self.embs, self.kept_names = [], [], []
+        self.mark = (len(self.rows), len(self.kept))
+
+    def abort(self, run) -> None:
+        """Forget this input's faces and remove the crops it saved (rejects, duplicates)."""
+        rows, kept = self.mark
+        for row in self.rows[rows:]:
+            if row["file"]:
+                Path(row["file"]).unlink(missing_ok=True)
+        del self.rows[rows:], self.kept[kept:]
+
+    def step(self, run, batch, faces) -> None:
+        from gpuface.stages.detect import expand_boxes
+        from gpuface.io.encode import write_image
+
+        if len(faces) == 0:
+            return
+        opt, out, min_score = self.opt, self.out, self.min_score
+        video = Path(run.path).stem
+        h, w = batch.frames.shape[-2:]
+        emb = faces.embedding.cpu().numpy()
+        boxes = expand_boxes(faces.boxes, opt.scale, square=opt.square, frame_size=(h, w)).round().long()
+        bw, bh = faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1]
+        edge = torch.minimum(torch.minimum(faces.boxes[:, 0], faces.boxes[:, 1]),
+                             torch.minimum(w - faces.boxes[:, 2], h - faces.boxes[:, 3]))
+        for n in range(len(faces)):
+            x1, y1, x2, y2 = boxes[n].tolist()
+            crop = batch.frames[faces.row[n], :, y1:max(y2, y1 + 1), x1:max(x2, x1 + 1)].cpu()
+            frame_no = int(batch.index[faces.row[n].cpu()])
+            name = f"{opt.prefix}{video}_{frame_no}_{n}.jpg"
+            row = {"file": None, "video": run.path, "frame": frame_no, "face": n, "x1": x1, "y1": y1, "x2": x2,
+                   "y2": y2, "score": float(faces.scores[n]), "status": "kept", "reason": None, "group": None,
+                   "distance": None}
+            size, score = float(min(bw[n], bh[n])), float(faces.scores[n])
+            reasons = ([f"score {score:.3f} < {min_score}"] if score < min_score else []) + \
+                ([f"size {size:.0f} px < {opt.min_size:g}"] if size < opt.min_size else []) + \
+                ([f"border {float(edge[n]):.0f} px < {opt.min_border:g}"] if edge[n] < opt.min_border else [])
+            if reasons:
+                row["status"], row["reason"] = "rejected", "; ".join(reasons)
+                if opt.save_rejects:
+                    row["file"] = str(write_image(out / "rejects" / name, crop))
+                self.rows.append(row)
+                continue
+            hsh = average_hash([crop])[0]
+            dup = next((j for j, (h0, e0) in enumerate(zip(self.hashes, self.embs))
+                        if (hsh != h0).sum() <= opt.hash_threshold
+                        and np.linalg.norm(emb[n] - e0) <= opt.dup_distance), None)
+            if dup is not None:
+                row["status"] = "duplicate"
+                row["reason"] = f"same as {self.kept_names[dup]} (average hash and embedding)"
+                if opt.save_dupes:
+                    row["file"] = str(write_image(out / "dupes" / name, crop))
+                self.rows.append(row)
+                continue
+            self.hashes.append(hsh)
+            self.embs.append(emb[n])
+            self.kept_names.append(name)
+            self.kept.append((len(self.rows), crop, emb[n], name))
+            self.rows.append(row)
+
+
+def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, embedder,
+                  options: FacesOptions | None = None, batch_size: int = 16, backend: str = "auto",
+                  on_error=None) -> pd.DataFrame:
+    """Run the whole job (:class:`FaceCropsJob` over every input, then grouping); returns the log table (also
+    written to ``out_dir/faces.csv``): one row per face with ``status`` kept | rejected | duplicate and, for the
+    others, the ``reason`` (which threshold it failed, with its value, or the kept face it duplicates).
+
+    A broken input is reported to ``on_error(input, exception)`` (:func:`gpuface.jobs.runner.run_many`) and leaves
+    nothing behind; the others are still grouped.
+
+    Raises:
+        InvalidOptionError: bad options. NotEnoughFacesError: fewer faces than clusters requested.
+    """
+    from gpuface.io.encode import write_image
+    from gpuface.ops.cluster import cluster_embeddings
+
+    opt = options or FacesOptions()
+    opt.validate()
+    min_score = opt.min_score if opt.min_score is not None else MIN_SCORE.get(landmarker.detector.model, 0.5)
+    out = Path(out_dir)
+    job = FaceCropsJob(opt, embedder, out, min_score)
+    run_many(inputs, lambda path: run_source(path, job, landmarker, batch_size, backend=backend), on_error)
+    kept, rows = job.kept, job.rows
+    if kept:
+        e = np.stack([k[2] for k in kept])
+        if opt.group == "clustering":
+            labels = cluster_embeddings(e, opt.clusters, too_few="each")
+            groups = [f"person_{lab}" for lab in labels]
+            dists = [None] * len(kept)
+        else:
+            refs = _reference_embeddings(opt.ref_dir, landmarker, embedder)
+            names = list(refs)
+            d = np.linalg.norm(e[:, None] - np.stack([refs[n] for n in names])[None], axis=2)
+            best = d.argmin(1)
+            groups = [names[b] if d[i, b] <= opt.max_distance else "other" for i, b in enumerate(best)]
+            dists = d[np.arange(len(kept)), best].tolist()
+        for (i, crop, _, name), g, dist in zip(kept, groups, dists):
+            rows[i]["group"], rows[i]["distance"] = g, dist
+            rows[i]["file"] = str(write_image(out / g / name, crop))
+    table = pd.DataFrame(rows, columns=["file", "video", "frame", "face", "x1", "y1", "x2", "y2", "score", "status",
+                                        "reason", "group", "distance"])
+    out.mkdir(parents=True, exist_ok=True)
+    from gpuface.stages.tables import write_table
+    write_table(table, out / "faces.csv")
+    return table
+
+
+__all__ = ["FacesOptions", "MIN_SCORE", "FaceCropsJob", "extract_faces", "average_hash"]
