@@ -30,7 +30,7 @@ def main() -> None:
 
     import gpuface as gf
     from gpuface.io.decode import Selection
-    from gpuface.jobs.runner import landmarks_source
+    from gpuface.jobs.landmarks import landmarks_source
 
     video, frames, faces = landmarked_sample(device, 32)
     frames = frames.to(device)

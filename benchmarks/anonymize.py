@@ -36,7 +36,8 @@ import torch
 import gpuface as gf
 from gpuface.stages.gapfill import FillOptions
 from gpuface.models.registry import ANONYMIZE_AUTO as DEFAULT
-from gpuface.jobs.anonymize import anonymization_detector, anonymize_source, audit_source
+from gpuface.jobs.anonymize import anonymization_detector, anonymize_source
+from gpuface.jobs.audit import audit_source
 from gpuface.io.samples import fetch_samples
 
 CLIPS = ("sample_01.mp4", "sample_02.mp4", "sample_03.mp4", "dancer.avi", "pianist.avi", "mosaic")

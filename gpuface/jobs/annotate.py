@@ -9,21 +9,40 @@ track, spectral clustering of the tracks (or of single faces) into identities
 """
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-import torch
+from dataclasses import dataclass
 
-from gpuface.stages.affect.tables import affect_columns
 from gpuface.core.errors import UnsupportedInputError
-from gpuface.stages.tables import faces_rows
-from gpuface.jobs.runner import Job, run_source
+from gpuface.jobs.base import Job
+from gpuface.jobs.registry import register
+from gpuface.jobs.schema import LandmarkerOptions, SelectionOptions, boolean, choice, option
 
 
+@register("annotate", "every face of every frame with an identity label", tables={"annotation": "annotation.parquet"})
 class AnnotateJob(Job):
     """Landmarks, tracks (ended at shot cuts), embeddings and identities of every face: table ``annotation``
     (see :func:`annotate_source`; identities are clustered over the whole video in :meth:`finish`)."""
 
     shot_cuts = True
+
+    @dataclass(frozen=True)
+    class Options(SelectionOptions, LandmarkerOptions):
+        num_faces: int | tuple = option("count", "identities per video: K, or MIN-MAX to estimate it from", [1, 9])
+        per_face: bool = boolean("cluster single faces instead of tracks")
+        too_few: str = choice("fewer tracks than identities: an error, or one label each", ("error", "each"), "error")
+        embeddings: bool = boolean("add the 128 embedding columns")
+        affect: bool = boolean("add action units, emotion probabilities, valence/arousal")
+
+    @classmethod
+    def load(cls, pipeline, o) -> None:
+        pipeline.embedder()
+        if o.affect:
+            pipeline.affect_analyzer()
+
+    @classmethod
+    def create(cls, pipeline, o, path, out_dir, output, overwrite):
+        k = o.num_faces
+        return cls(pipeline.embedder(), k if isinstance(k, int) else tuple(k), o.per_face, o.too_few, o.embeddings,
+                   pipeline.affect_analyzer() if o.affect else None)
 
     def __init__(self, embedder, num_faces=(1, 9), per_face: bool = False, too_few: str = "error",
                  embeddings: bool = False, affect=None):
@@ -39,6 +58,11 @@ class AnnotateJob(Job):
         self.rows, self.embs, self.frames_seen = [], [], []
 
     def step(self, run, batch, faces) -> None:
+        import pandas as pd
+
+        from gpuface.stages.affect.tables import affect_columns
+        from gpuface.stages.tables import faces_rows
+
         table = faces_rows(faces, batch, run.path)
         f = faces.to("cpu")
         table.insert(9, "presence", f.presence.numpy())
@@ -50,8 +74,12 @@ class AnnotateJob(Job):
         self.frames_seen.append(pd.DataFrame({"frame": batch.index.numpy(), "time_s": batch.pts.numpy()}))
 
     def finish(self, run) -> None:
-        from gpuface.stages.track import assign_tracks
+        import numpy as np
+        import pandas as pd
+        import torch
+
         from gpuface.ops.cluster import cluster_embeddings, estimate_count, label_confidence
+        from gpuface.stages.track import assign_tracks
 
         table = pd.concat(self.rows, ignore_index=True)
         emb = torch.cat(self.embs).numpy() if self.embs else np.zeros((0, self.embedder.dim))
@@ -105,6 +133,8 @@ def annotate_source(path: str, landmarker, embedder, batch_size: int = 32, selec
     Raises:
         GpufaceError subclasses (NotEnoughFacesError included) for unreadable input or bad options.
     """
+    from gpuface.jobs.runner import run_source
+
     job = AnnotateJob(embedder, num_faces, per_face, too_few, embeddings, affect)
     result = run_source(path, job, landmarker, batch_size, selection, backend, quiet)
     return result.tables["annotation"], result

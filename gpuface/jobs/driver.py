@@ -1,7 +1,7 @@
 """The one per-input driver: a :class:`~gpuface.jobs.build.Pipeline` over many inputs, each isolated.
 
 Every command, ``gpuface run`` and ``gpuface demo`` run their inputs through :func:`drive`: a broken input becomes a
-failed :class:`~gpuface.jobs.runner.JobResult` (and one ``on_error`` call), the others still run; tables collected
+failed :class:`~gpuface.jobs.base.JobResult` (and one ``on_error`` call), the others still run; tables collected
 over the inputs are written once, at the end, atomically. Corpus shards call :meth:`Pipeline.run_into` per video
 inside their own resumable loop (status records, retries, signals).
 """
@@ -27,7 +27,7 @@ def drive(pipeline, inputs: Iterable[str], out_dir: str | os.PathLike | None = N
         on_error: called with (input, exception) for an input that failed.
 
     Returns:
-        One :class:`~gpuface.jobs.runner.JobResult` per input, in order (``error`` set for a failed one).
+        One :class:`~gpuface.jobs.base.JobResult` per input, in order (``error`` set for a failed one).
     """
     import pandas as pd
 

@@ -1,10 +1,12 @@
 """Drawing into batches of frames with tensor ops (no per-frame loops): discs and line segments at points of any
-frames of a batch. Used by the point-light display and the optical-flow visualisation."""
+frames of a batch (the point-light display, the optical-flow visualisation), the landmark mesh with tinted regions
+(``landmarks --draw``), and boxes with scores (torchvision; the anonymiser's ``--draw-scores``, the audit's sheet)."""
 from __future__ import annotations
 
 import torch
 
 from gpuface.core.syncs import upload
+from gpuface.ops.regions import region_masks
 
 
 def discs(out: torch.Tensor, frame: torch.Tensor, xy: torch.Tensor, radius: int, colour: torch.Tensor,
@@ -50,4 +52,42 @@ def segments(out: torch.Tensor, frame: torch.Tensor, a: torch.Tensor, b: torch.T
     discs(out, frame[:, None].expand(-1, steps + 1).reshape(-1), pts, radius, colour)
 
 
-__all__ = ["discs", "segments"]
+def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), alpha: float = 0.35) -> torch.Tensor:
+    """Frames (B, 3, H, W) uint8 with each region tinted (one colour per region) and the 478 points drawn as
+    2×2 px dots, for all faces of the batch in tensor ops."""
+    palette = torch.tensor([[255, 64, 64], [64, 160, 255], [255, 200, 0], [255, 0, 200], [0, 220, 120]],
+                           dtype=torch.float32, device=frames.device)
+    if len(faces) == 0:
+        return frames
+    b, _, h, w = frames.shape
+    out = frames.float()
+    for i, name in enumerate(regions):
+        m = region_masks(faces.landmarks, faces.row, name, b, (h, w)).mul_(alpha)
+        out.mul_(1 - m).add_(palette[i % len(palette)].view(1, 3, 1, 1) * m)
+    pts = faces.landmarks[..., :2].floor().long()
+    frame = faces.row[:, None].expand(-1, pts.shape[1]).reshape(-1)
+    green = torch.tensor([0.0, 255.0, 0.0], device=frames.device)
+    for dy in (0, 1):
+        for dx in (0, 1):
+            x = (pts[..., 0] + dx).clamp(0, w - 1).reshape(-1)
+            y = (pts[..., 1] + dy).clamp(0, h - 1).reshape(-1)
+            out[frame, :, y, x] = green
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def draw_boxes(frames: torch.Tensor, faces, colour: str = "lime") -> torch.Tensor:
+    """Draw each face's box and score on its frame (torchvision ``draw_bounding_boxes``; CPU, per frame with
+    faces: a visual check, not a hot path). uint8 (B, 3, H, W) in and out."""
+    from torchvision.utils import draw_bounding_boxes
+
+    out = frames.clone()
+    f = faces.to("cpu")
+    for i in torch.unique(f.row).tolist():
+        sel = f.row == i
+        labels = [f"{s:.2f}" for s in f.scores[sel].tolist()]
+        out[i] = draw_bounding_boxes(frames[i].cpu(), f.boxes[sel], labels=labels, colors=colour, width=3,
+                                     font_size=24).to(frames.device)
+    return out
+
+
+__all__ = ["discs", "segments", "draw_landmarks", "draw_boxes"]

@@ -127,7 +127,7 @@ class FaceLandmarker:
         min_presence: drop a face below this presence (MediaPipe ``min_face_presence_confidence`` 0.5).
         redetect_every: also run the detector every this many frames while ``max_faces`` tracks are alive
             (None: only when a track is lost).
-        detect_every: while fewer than ``max_faces`` faces are tracked (always, without ``max_faces``), the
+        search_every: while fewer than ``max_faces`` faces are tracked (always, without ``max_faces``), the
             detector looks for new faces every this many frames (default 16, about half a second).
         refine_tolerance: re-run FaceMesh on a frame when its own landmarks' ROI differs from the first ROI by
             more than this (fraction of the side; radians for rotation). 0 always refines.
@@ -153,15 +153,15 @@ class FaceLandmarker:
     def __init__(self, detector: str = "blazeface-short", device: torch.device | str = "cpu",
                  max_faces: int | None = None, min_score: float | None = None, min_presence: float = 0.5,
                  redetect_every: int | None = None, refine_tolerance: float = 0.04, keyframe_step: int = 4,
-                 blendshapes: bool = True, half: bool = False, compile: bool = False, detect_every: int = 16):
+                 blendshapes: bool = True, half: bool = False, compile: bool = False, search_every: int = 16):
         from gpuface.models.weights import load_graph
 
         if max_faces is not None and max_faces < 1:
             raise InvalidOptionError("max_faces must be >= 1 (or None for all faces)")
-        if (not 0 <= min_presence <= 1 or refine_tolerance < 0 or keyframe_step < 1 or detect_every < 1
+        if (not 0 <= min_presence <= 1 or refine_tolerance < 0 or keyframe_step < 1 or search_every < 1
                 or (redetect_every is not None and redetect_every < 1)):
             raise InvalidOptionError("min_presence in [0, 1], refine_tolerance >= 0, keyframe_step >= 1, "
-                                     "detect_every >= 1, redetect_every >= 1")
+                                     "search_every >= 1, redetect_every >= 1")
         self.device = resolve_device(device)
         kwargs = {} if min_score is None or detector == "mtcnn" else {"score_threshold": min_score}
         self.detector = FaceDetector(detector, self.device, min_score=min_score or 0.0, **kwargs)
@@ -170,7 +170,7 @@ class FaceLandmarker:
         self.blend = Blendshapes(load_graph("blendshapes", self.device)) if blendshapes else None
         self.max_faces, self.min_presence = max_faces, min_presence
         self.redetect_every, self.refine_tolerance = redetect_every, refine_tolerance
-        self.keyframe_step, self.detect_every = keyframe_step, detect_every
+        self.keyframe_step, self.search_every = keyframe_step, search_every
         # one bucketed runner: CUDA graphs on CUDA (gpuface.models.graphs); with compile, fixed chunks of 8 crops
         # (zero-padded) so that one compiled graph serves every batch
         self._mesh_run = (Bucketed(torch.compile(self.mesh, dynamic=False), "pad", (8,)) if compile
@@ -222,7 +222,7 @@ class FaceLandmarker:
         faces = self.detector(frames[row:row + 1])
         self.detector_frames += 1
         state.lost = False
-        every = self.detect_every if self.max_faces is None or len(state) < self.max_faces else self.redetect_every
+        every = self.search_every if self.max_faces is None or len(state) < self.max_faces else self.redetect_every
         state.next_detection = (state.position // every + 1) * every if every else 1 << 62
         n_old = len(state)
         if len(faces) == 0:

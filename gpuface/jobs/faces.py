@@ -1,9 +1,9 @@
 """Face crops grouped by person (video-to-faces): sample frames, detect and filter faces, drop duplicates,
 group by clustering or by classification against reference images, save crops and CSV logs.
 
-Per input: frames every ``step`` seconds of a fragment (and an optional area), BlazeFace + FaceMesh on those
+Per input: frames every ``step_seconds`` of a fragment (and an optional area), BlazeFace + FaceMesh on those
 frames as unrelated stills, filters (score, size in px, distance to the border in px), boxes expanded by
-(left, right, up, down) factors and optionally squared (:func:`gpuface.stages.detect.expand_boxes`), dlib embeddings
+``expand`` (left, right, up, down) factors and optionally squared (:func:`gpuface.stages.detect.expand_boxes`), dlib embeddings
 of aligned chips. Duplicates (video-to-faces ``dup_*``): a face whose 8×8 average hash differs from a kept
 face of the same video by at most ``hash_threshold`` bits and whose embedding is within ``dup_distance`` is a
 duplicate. Grouping: ``clustering`` (:func:`cluster_embeddings` over all kept faces, k or a range) or
@@ -17,64 +17,37 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-import torch.nn.functional as F
-
 from gpuface.core.errors import InvalidOptionError
-from gpuface.models.registry import DETECTORS
-from gpuface.jobs.runner import Job, run_many, run_source
-
+from gpuface.jobs.base import Job
+from gpuface.jobs.registry import register, validate_options
+from gpuface.jobs.schema import DETECTORS, boolean, choice, integer, number, option
+from gpuface.models.registry import DETECTORS as _REGISTRY
 
 #: Default detection score a face needs, per detector (the registry's ``crops`` use): MTCNN's scores of real faces
 #: sit above 0.9 (video-to-faces' det_min_score); BlazeFace's are lower (0.82–0.89 on the PyFAME samples), so its
 #: default is MediaPipe's own min_detection_confidence, 0.5.
-MIN_SCORE = {k: c.threshold("crops") for k, c in DETECTORS.items()}
+MIN_SCORE = {k: c.threshold("crops") for k, c in _REGISTRY.items()}
+LOG_COLUMNS = ["file", "video", "frame", "face", "x1", "y1", "x2", "y2", "score", "status", "reason", "group",
+               "distance"]
 
 
-@dataclass
-class FacesOptions:
-    """Options of :func:`extract_faces` (video-to-faces names in brackets)."""
+def average_hash(crops: list):
+    """64-bit average hashes (N, 64) bool numpy array of uint8 (3, h, w) torch crops: 8×8 grey thumbnail above its
+    mean (the average hash of video-to-faces' ``imagehash.average_hash``)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
 
-    step: float = 1.0                     # seconds between sampled frames
-    start: float = 0.0
-    end: float | None = None
-    area: tuple[int, int, int, int] | None = None
-    min_score: float | None = None        # [det_min_score]; None: the detector's (MIN_SCORE)
-    min_size: float = 50.0                # px [det_min_size]
-    min_border: float = 0.0               # px [det_min_border]
-    scale: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)   # left, right, up, down [det_scale]
-    square: bool = True
-    group: str = "clustering"             # clustering | classification
-    clusters: int | tuple[int, int] = (1, 9)
-    ref_dir: str | None = None
-    max_distance: float = 0.6             # classification: beyond this a face is "other"
-    hash_threshold: int = 5               # [dup_max_hash_diff] bits of 64
-    dup_distance: float = 0.3             # embedding distance for duplicates
-    prefix: str = ""
-    save_rejects: bool = False
-    save_dupes: bool = False
-
-    def validate(self) -> None:
-        if self.group not in ("clustering", "classification"):
-            raise InvalidOptionError("group must be clustering or classification")
-        if self.group == "classification" and not (self.ref_dir and Path(self.ref_dir).is_dir()):
-            raise InvalidOptionError("classification needs --ref-dir with one sub-folder of images per person")
-        if (self.step <= 0 or (self.min_score is not None and not 0 <= self.min_score <= 1) or self.min_size < 0
-                or self.min_border < 0):
-            raise InvalidOptionError("step > 0, 0 <= min_score <= 1, min_size and min_border >= 0")
-
-
-def average_hash(crops: list[torch.Tensor]) -> np.ndarray:
-    """64-bit average hashes (N, 64) bool of uint8 (3, h, w) crops: 8×8 grey thumbnail above its mean."""
     if not crops:
         return np.zeros((0, 64), dtype=bool)
     thumbs = torch.stack([F.adaptive_avg_pool2d(c.float().mean(0, keepdim=True), 8).flatten() for c in crops])
     return (thumbs > thumbs.mean(1, keepdim=True)).numpy()
 
 
-def _reference_embeddings(ref_dir: str, landmarker, embedder) -> dict[str, np.ndarray]:
+def _reference_embeddings(ref_dir: str, landmarker, embedder) -> dict:
+    import numpy as np
+    import torch
+
     from gpuface.io.images import IMAGE_EXTENSIONS, read_image
 
     refs = {}
@@ -95,15 +68,51 @@ def _reference_embeddings(ref_dir: str, landmarker, embedder) -> dict[str, np.nd
     return refs
 
 
+@register("faces", "face crops grouped by person (video-to-faces)", spec=False)
 class FaceCropsJob(Job):
     """Face crops of sampled frames (no tracking: the frames are unrelated), each kept, rejected (score, size or
     border, with the ``reason``) or a duplicate of a face kept earlier in the same video (average hash and
     embedding). Collects over every input it runs on (:attr:`rows`, :attr:`kept`); :func:`extract_faces` groups and
-    writes them."""
+    writes them. It groups faces across inputs, so a spec (one input at a time) cannot run it: ``gpuface faces``
+    does. Options in video-to-faces' names are accepted as aliases on the command line."""
 
     track = False
 
-    def __init__(self, opt: "FacesOptions", embedder, out: Path, min_score: float):
+    @dataclass(frozen=True)
+    class Options:
+        detector: str = choice("face detector", DETECTORS, "blazeface-full")
+        step_seconds: float = number("seconds between sampled frames (video-to-faces: --video-step)", 1.0,
+                                     open_lo=True, flags=("--step-seconds", "--video-step"))
+        start: float = number("fragment start, s", 0.0)
+        end: float | None = number("fragment end, s", open_lo=True)
+        area: tuple | None = option("box", "only faces inside this rectangle of the frame, px",
+                                    flags=("--area", "--video-area"))
+        min_score: float | None = number("detection score a face needs (default per detector: mtcnn 0.9, "
+                                         "blazeface 0.5)", hi=1.0, flags=("--min-score", "--det-min-score"))
+        min_size: float = number("smallest face side kept, px", 50.0, flags=("--min-size", "--det-min-size"))
+        min_border: float = number("least distance from the frame edge, px", 0.0,
+                                   flags=("--min-border", "--det-min-border"))
+        expand: tuple = option("factors", "grow the crop box left, right, up, down by these factors of its size",
+                               [1.0, 1.0, 1.0, 1.0], flags=("--expand", "--det-scale"))
+        square: bool = boolean("square crops", flags=("--square", "--det-square"))
+        group: str = choice("clustering (unknown people) or classification against ref_dir",
+                            ("clustering", "classification"), "clustering")
+        clusters: int | tuple = option("count", "people: K, or MIN-MAX to estimate", [1, 9])
+        ref_dir: str | None = option("path", "classification: one sub-folder of images per person")
+        max_distance: float = number("classification: embedding distance beyond which a face is 'other'", 0.6)
+        hash_threshold: int = integer("duplicates: average-hash bits (of 64) within which two crops may be one face",
+                                      5, lo=0)
+        dup_distance: float = number("duplicates: embedding distance within which two crops are one face", 0.3)
+        prefix: str = option("text", "prefix of every crop's file name", "")
+        save_rejects: bool = boolean("also save rejected crops in rejects/")
+        save_dupes: bool = boolean("also save duplicate crops in dupes/")
+
+    @classmethod
+    def check(cls, pipeline, o) -> None:
+        if o.group == "classification" and not (o.ref_dir and Path(o.ref_dir).is_dir()):
+            raise InvalidOptionError("classification needs --ref-dir with one sub-folder of images per person")
+
+    def __init__(self, opt, embedder, out: Path, min_score: float):
         self.opt, self.embedder, self.out, self.min_score = opt, embedder, out, min_score
         self.kept, self.rows = [], []
 
@@ -111,7 +120,8 @@ class FaceCropsJob(Job):
         from gpuface.io.decode import Selection
 
         opt = self.opt
-        return Selection(step_seconds=opt.step, start=opt.start, end=opt.end, area=opt.area) \
+        area = tuple(opt.area) if opt.area is not None else None
+        return Selection(step_seconds=opt.step_seconds, start=opt.start, end=opt.end, area=area) \
             if run.info.num_frames > 1 else None
 
     def stages(self):
@@ -130,8 +140,11 @@ class FaceCropsJob(Job):
         del self.rows[rows:], self.kept[kept:]
 
     def step(self, run, batch, faces) -> None:
-        from gpuface.stages.detect import expand_boxes
+        import numpy as np
+        import torch
+
         from gpuface.io.encode import write_image
+        from gpuface.stages.detect import expand_boxes
 
         if len(faces) == 0:
             return
@@ -139,7 +152,7 @@ class FaceCropsJob(Job):
         video = Path(run.path).stem
         h, w = batch.frames.shape[-2:]
         emb = faces.embedding.cpu().numpy()
-        boxes = expand_boxes(faces.boxes, opt.scale, square=opt.square, frame_size=(h, w)).round().long()
+        boxes = expand_boxes(faces.boxes, tuple(opt.expand), square=opt.square, frame_size=(h, w)).round().long()
         bw, bh = faces.boxes[:, 2] - faces.boxes[:, 0], faces.boxes[:, 3] - faces.boxes[:, 1]
         edge = torch.minimum(torch.minimum(faces.boxes[:, 0], faces.boxes[:, 1]),
                              torch.minimum(w - faces.boxes[:, 2], h - faces.boxes[:, 3]))
@@ -179,12 +192,15 @@ class FaceCropsJob(Job):
             self.rows.append(row)
 
 
-def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, embedder,
-                  options: FacesOptions | None = None, batch_size: int = 16, backend: str = "auto",
-                  on_error=None) -> pd.DataFrame:
+def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, embedder, options=None,
+                  batch_size: int = 16, backend: str = "auto", on_error=None):
     """Run the whole job (:class:`FaceCropsJob` over every input, then grouping); returns the log table (also
     written to ``out_dir/faces.csv``): one row per face with ``status`` kept | rejected | duplicate and, for the
     others, the ``reason`` (which threshold it failed, with its value, or the kept face it duplicates).
+
+    Args:
+        landmarker: a :class:`~gpuface.stages.landmarks.FaceLandmarker`; embedder: a
+            :class:`~gpuface.stages.embed.Embedder`; options: a :class:`FaceCropsJob.Options` (default: its defaults).
 
     A broken input is reported to ``on_error(input, exception)`` (:func:`gpuface.jobs.runner.run_many`) and leaves
     nothing behind; the others are still grouped.
@@ -192,11 +208,17 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     Raises:
         InvalidOptionError: bad options. NotEnoughFacesError: fewer faces than clusters requested.
     """
-    from gpuface.io.encode import write_image
-    from gpuface.ops.cluster import cluster_embeddings
+    import numpy as np
+    import pandas as pd
 
-    opt = options or FacesOptions()
-    opt.validate()
+    from gpuface.io.encode import write_image
+    from gpuface.jobs.runner import run_many, run_source
+    from gpuface.ops.cluster import cluster_embeddings
+    from gpuface.stages.tables import write_table
+
+    opt = options or FaceCropsJob.Options()
+    validate_options("faces", {k: v for k, v in vars(opt).items() if v is not None})
+    FaceCropsJob.check(None, opt)
     min_score = opt.min_score if opt.min_score is not None else MIN_SCORE.get(landmarker.detector.model, 0.5)
     out = Path(out_dir)
     job = FaceCropsJob(opt, embedder, out, min_score)
@@ -205,7 +227,8 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     if kept:
         e = np.stack([k[2] for k in kept])
         if opt.group == "clustering":
-            labels = cluster_embeddings(e, opt.clusters, too_few="each")
+            k = opt.clusters
+            labels = cluster_embeddings(e, k if isinstance(k, int) else tuple(k), too_few="each")
             groups = [f"person_{lab}" for lab in labels]
             dists = [None] * len(kept)
         else:
@@ -218,12 +241,10 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
         for (i, crop, _, name), g, dist in zip(kept, groups, dists):
             rows[i]["group"], rows[i]["distance"] = g, dist
             rows[i]["file"] = str(write_image(out / g / name, crop))
-    table = pd.DataFrame(rows, columns=["file", "video", "frame", "face", "x1", "y1", "x2", "y2", "score", "status",
-                                        "reason", "group", "distance"])
+    table = pd.DataFrame(rows, columns=LOG_COLUMNS)
     out.mkdir(parents=True, exist_ok=True)
-    from gpuface.stages.tables import write_table
     write_table(table, out / "faces.csv")
     return table
 
 
-__all__ = ["FacesOptions", "MIN_SCORE", "FaceCropsJob", "extract_faces", "average_hash"]
+__all__ = ["MIN_SCORE", "FaceCropsJob", "extract_faces", "average_hash"]
