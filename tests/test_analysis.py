@@ -83,7 +83,7 @@ def test_draw_flow_codes_direction_and_draws_vectors(tracked_clip):
     assert abs(float(hsv[0, 0]) - torch.pi / 2) < 0.02 and abs(float(hsv[0, 2]) - 0.5) < 0.01
     points = faces.landmarks[0, :50, :2]
     vectors = torch.tensor([[5.0, 0.0]]).expand(50, 2)
-    out = draw_flow(frames, points=points, vectors=vectors, frame=torch.zeros(50, dtype=torch.long), scale=2.0)
+    out = draw_flow(frames, points=points, vectors=vectors, row=torch.zeros(50, dtype=torch.long), scale=2.0)
     px = points.floor().long()
     assert (out[0, :, px[:, 1], px[:, 0]] == 255).all()                           # white dots on the points
     tip = (points + torch.tensor([8.0, 0.0])).floor().long()                     # on the red segment, not a dot

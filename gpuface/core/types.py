@@ -62,13 +62,13 @@ class FrameBatch:
         return replace(self, frames=self.frames.to(device, non_blocking=non_blocking))
 
 
-def rank_in_frame(frame: torch.Tensor) -> torch.Tensor:
+def rank_in_frame(row: torch.Tensor) -> torch.Tensor:
     """int64 (N,) rank of each face within its frame, for faces sorted by frame (``Faces.row``): 0, 1, …
-    restarting at each frame; on ``frame``'s device, no host sync."""
-    pos = torch.arange(len(frame), device=frame.device)
-    if len(frame) == 0:
+    restarting at each frame; on ``row``'s device, no host sync."""
+    pos = torch.arange(len(row), device=row.device)
+    if len(row) == 0:
         return pos
-    starts = torch.cat([torch.ones(1, dtype=torch.bool, device=frame.device), frame[1:] != frame[:-1]])
+    starts = torch.cat([torch.ones(1, dtype=torch.bool, device=row.device), row[1:] != row[:-1]])
     first = torch.cummax(torch.where(starts, pos, torch.zeros_like(pos)), 0).values
     return pos - first
 

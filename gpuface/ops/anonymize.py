@@ -88,7 +88,7 @@ def scale_boxes(boxes: torch.Tensor, factor: float) -> torch.Tensor:
     return torch.cat([c - half, c + half], 1)
 
 
-def face_masks(boxes: torch.Tensor, frame: torch.Tensor, shape: tuple[int, int, int], ellipse: bool = True) -> torch.Tensor:
+def face_masks(boxes: torch.Tensor, row: torch.Tensor, shape: tuple[int, int, int], ellipse: bool = True) -> torch.Tensor:
     """Rasterise boxes (or their inscribed ellipses) of many frames into one mask per frame.
 
     A pixel is covered when its centre lies inside the box (``x1 <= x + 0.5 < x2``, same for y) or inside the
@@ -97,16 +97,16 @@ def face_masks(boxes: torch.Tensor, frame: torch.Tensor, shape: tuple[int, int, 
     area, not with faces × frame area.
 
     Args:
-        boxes: float (N, 4) xyxy in pixels. frame: int64 (N,) frame of each box.
+        boxes: float (N, 4) xyxy in pixels. row: int64 (N,) row in the batch of each box.
         shape: (B, H, W). ellipse: ellipse inscribed in the box instead of the box.
 
     Returns:
         float32 (B, 1, H, W) in {0, 1}: 1 where any face of that frame covers the pixel centre.
     """
-    return _cover(boxes, frame, shape, ellipse)[:, None].float()
+    return _cover(boxes, row, shape, ellipse)[:, None].float()
 
 
-def _cover(boxes: torch.Tensor, frame: torch.Tensor, shape: tuple[int, int, int], ellipse: bool) -> torch.Tensor:
+def _cover(boxes: torch.Tensor, row: torch.Tensor, shape: tuple[int, int, int], ellipse: bool) -> torch.Tensor:
     """:func:`face_masks` as bool (B, H, W)."""
     b, h, w = shape
     dev = boxes.device
@@ -135,7 +135,7 @@ def _cover(boxes: torch.Tensor, frame: torch.Tensor, shape: tuple[int, int, int]
         c1 = (bx[owner, 2] - 0.5).ceil()
     c0, c1 = c0.clamp(0, w).long(), c1.clamp(0, w).long()
     c1 = torch.where(keep & (c1 > c0), c1, c0)        # an empty span adds +1 and -1 at one place: nothing
-    f = frame[owner]
+    f = row[owner]
     diff = torch.zeros(b, h, w + 1, dtype=torch.int16, device=dev)  # coverage counts: overlapping faces
     one = torch.ones(len(f), dtype=torch.int16, device=dev)
     diff.index_put_((f, row, c0), one, accumulate=True)
@@ -243,7 +243,7 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
     return (x * 255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def _overlay(x: torch.Tensor, boxes: torch.Tensor, frame: torch.Tensor, opt: AnonymizeOptions) -> torch.Tensor:
+def _overlay(x: torch.Tensor, boxes: torch.Tensor, row: torch.Tensor, opt: AnonymizeOptions) -> torch.Tensor:
     """Alpha-blend ``opt.overlay`` stretched over each (scaled) box; ellipse option clips it to the ellipse.
 
     Each pixel takes the overlay of the last face (in detection order) whose box covers it: a per-pixel owner
@@ -260,7 +260,7 @@ def _overlay(x: torch.Tensor, boxes: torch.Tensor, frame: torch.Tensor, opt: Ano
     m = (iny[:, :, None] & inx[:, None, :]).float()
     with warnings.catch_warnings():  # index_reduce is flagged beta; its amax semantics are what we need
         warnings.simplefilter("ignore", UserWarning)
-        owner.index_reduce_(0, frame, m * (ids[:, None, None] + 1) - 1, "amax")
+        owner.index_reduce_(0, row, m * (ids[:, None, None] + 1) - 1, "amax")
     has = owner >= 0
     o = owner.clamp(min=0).long()
     bx = boxes[o]  # (B, H, W, 4)

@@ -152,12 +152,12 @@ def _rgb(colour, like: torch.Tensor) -> torch.Tensor:
     return (c / 255.0).view(1, 3, 1, 1)
 
 
-def _per_face_blend(x: torch.Tensor, frame: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor,
+def _per_face_blend(x: torch.Tensor, row: torch.Tensor, y: torch.Tensor, alpha: torch.Tensor,
                     weight: torch.Tensor, sync: bool) -> torch.Tensor:
     """Blend per-face layers into their frames, the faces of a frame in order (each over the ones before it).
 
     Args:
-        x: float32 (B, 3, H, W) frames. frame: int64 (N,) frame of each face, sorted (``Faces.row``).
+        x: float32 (B, 3, H, W) frames. row: int64 (N,) row in the batch of each face, sorted (``Faces.row``).
         y: float32 (N, 3, H, W) each face's layer; alpha: float32 (N, 1, H, W) in [0, 1]; weight: (B,) opacity.
         sync: whether the host may read how many faces the most crowded frame has (the number of scan steps; on
             a GPU the bound is N, known on the host, and the extra steps change nothing).
@@ -169,20 +169,20 @@ def _per_face_blend(x: torch.Tensor, frame: torch.Tensor, y: torch.Tensor, alpha
         other faces' results go to a spill frame): no host sync, the same pixels at any batch size and on any
         device; where α = 0 the values of ``x`` bit for bit.
     """
-    n = len(frame)
+    n = len(row)
     if n == 0:
         return x
-    a = alpha * weight[frame][:, None, None, None]
+    a = alpha * weight[row][:, None, None, None]
     t, c = 1 - a, y * a
-    rank = rank_in_frame(frame)
+    rank = rank_in_frame(row)
     span, s = int(rank.max()) + 1 if sync else n, 1
     while s < span:     # face i absorbs the maps of faces i-2s+1 … i-s of its frame (Hillis–Steele step)
         on = (rank >= s)[:, None, None, None]
         t, c = (torch.where(on, torch.cat([t[:s], t[s:] * t[:-s]]), t),
                 torch.where(on, torch.cat([c[:s], t[s:] * c[:-s] + c[s:]]), c))
         s *= 2
-    last = torch.cat([frame[1:] != frame[:-1], torch.ones(1, dtype=torch.bool, device=frame.device)])
+    last = torch.cat([row[1:] != row[:-1], torch.ones(1, dtype=torch.bool, device=row.device)])
     b = x.shape[0]
     out = torch.cat([x, x[:1]])
-    out.index_copy_(0, torch.where(last, frame, b), x[frame] * t + c)
+    out.index_copy_(0, torch.where(last, row, b), x[row] * t + c)
     return out[:b]

@@ -9,12 +9,12 @@ from gpuface.core.syncs import upload
 from gpuface.ops.regions import region_masks
 
 
-def discs(out: torch.Tensor, frame: torch.Tensor, xy: torch.Tensor, radius: int, colour: torch.Tensor,
+def discs(out: torch.Tensor, row: torch.Tensor, xy: torch.Tensor, radius: int, colour: torch.Tensor,
           raster: bool | None = None) -> None:
     """Draw filled discs in place.
 
     Args:
-        out: (B, 3, H, W) frames, any dtype (written in place). frame: int64 (M,) frame of each disc.
+        out: (B, 3, H, W) frames, any dtype (written in place). row: int64 (M,) row in the batch of each disc.
         xy: float (M, 2) centres (x, y) in pixels (continuous coordinates: pixel ``i`` covers ``[i, i+1)``).
         radius: px (0: one pixel). colour: (3,) in ``out``'s dtype and range.
         raster: paint through a frame-sized raster of the disc pixels (no host sync: how GPUs draw) instead of
@@ -29,7 +29,7 @@ def discs(out: torch.Tensor, frame: torch.Tensor, xy: torch.Tensor, radius: int,
     dx, dy = upload(torch.tensor(offsets, dtype=torch.long, device="cpu"), out.device).unbind(1)
     px = (xy[:, 0].floor().long()[:, None] + dx[None]).reshape(-1)
     py = (xy[:, 1].floor().long()[:, None] + dy[None]).reshape(-1)
-    f = frame[:, None].expand(-1, dx.numel()).reshape(-1)
+    f = row[:, None].expand(-1, dx.numel()).reshape(-1)
     ok = (px >= 0) & (px < w) & (py >= 0) & (py < h)
     if not (out.device.type != "cpu" if raster is None else raster):   # write the disc pixels only
         out[f[ok], :, py[ok], px[ok]] = colour.to(out.dtype).view(1, 3).expand(int(ok.sum()), 3)
@@ -40,16 +40,16 @@ def discs(out: torch.Tensor, frame: torch.Tensor, xy: torch.Tensor, radius: int,
     out.copy_(torch.where(hit[:-1].view(b, 1, h, w), colour.to(out.dtype).view(1, 3, 1, 1), out))
 
 
-def segments(out: torch.Tensor, frame: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius: int,
+def segments(out: torch.Tensor, row: torch.Tensor, a: torch.Tensor, b: torch.Tensor, radius: int,
              colour: torch.Tensor) -> None:
-    """Draw line segments from ``a`` to ``b`` (float (M, 2) px) in frames ``frame`` (M,), ``radius`` px thick
+    """Draw line segments from ``a`` to ``b`` (float (M, 2) px) in the batch rows ``row`` (M,), ``radius`` px thick
     (discs every pixel of length), in place; see :func:`discs`."""
     if a.numel() == 0:
         return
     steps = int((b - a).norm(dim=1).max().ceil().clamp(min=1))
     t = torch.linspace(0, 1, steps + 1, device=a.device, dtype=a.dtype)
     pts = torch.lerp(a[:, None], b[:, None], t[None, :, None]).reshape(-1, 2)     # (M * (steps + 1), 2)
-    discs(out, frame[:, None].expand(-1, steps + 1).reshape(-1), pts, radius, colour)
+    discs(out, row[:, None].expand(-1, steps + 1).reshape(-1), pts, radius, colour)
 
 
 def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), alpha: float = 0.35) -> torch.Tensor:

@@ -41,13 +41,13 @@ def roi_theta(centres: torch.Tensor, sides: torch.Tensor, angles: torch.Tensor, 
     return torch.stack([row0, row1], dim=1)
 
 
-def crop_rois(frames: torch.Tensor, frame_index: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor,
+def crop_rois(frames: torch.Tensor, row: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor,
               angles: torch.Tensor, size: int, antialias: bool = False) -> torch.Tensor:
     """Crop N rotated square ROIs from a batch of frames in one bilinear ``grid_sample`` (zeros outside).
 
     Args:
         frames: uint8 (B, 3, H, W) RGB, or float in [0, 1].
-        frame_index: int64 (N,) frame of each ROI. centres: float (N, 2) px. sides: float (N,) px.
+        row: int64 (N,) row in the batch of each ROI. centres: float (N, 2) px. sides: float (N,) px.
         angles: float (N,) radians. size: output side S in pixels.
         antialias: (uint8 frames) an ROI with a side of 2^k·S px or more (k ≥ 1) is sampled from the frames shrunk
             by 2^k with an anti-aliased (PIL-style) bilinear resize, so that downscaled crops do not alias and the
@@ -59,28 +59,28 @@ def crop_rois(frames: torch.Tensor, frame_index: torch.Tensor, centres: torch.Te
         float32 (N, 3, S, S) crops in [0, 1] (MediaPipe's FaceMesh input range; float16 when ``frames`` is
         float16); 0 outside the frame.
     """
-    n = frame_index.numel()
+    n = row.numel()
     if n == 0:
         return frames.new_zeros((0, 3, size, size), dtype=torch.float32)
     if not (antialias and frames.dtype == torch.uint8):
-        return _crop(frames, frame_index, centres, sides, angles, size, 1)
+        return _crop(frames, row, centres, sides, angles, size, 1)
     levels = torch.log2(sides / size).floor().clamp(min=0).long()
     out = frames.new_empty((n, 3, size, size), dtype=torch.float32)
     for k in torch.unique(levels).tolist():     # usually one level per batch
         sel = levels == k
-        out[sel] = _crop(frames, frame_index[sel], centres[sel], sides[sel], angles[sel], size, 2 ** k)
+        out[sel] = _crop(frames, row[sel], centres[sel], sides[sel], angles[sel], size, 2 ** k)
     return out
 
 
-def _crop(frames, frame_index, centres, sides, angles, size: int, shrink: int) -> torch.Tensor:
+def _crop(frames, row, centres, sides, angles, size: int, shrink: int) -> torch.Tensor:
     """:func:`crop_rois` from the window of the frames the ROIs can touch (their joint bounding box), converted
     to float; with ``shrink`` > 1 the window (aligned to multiples of ``shrink``, with a margin for the filter)
     is first resized by 1/shrink."""
-    n = frame_index.numel()
+    n = row.numel()
     reach = sides * (angles.cos().abs() + angles.sin().abs()) / 2 + 2 + 2 * (shrink > 1) * shrink
     h, w = frames.shape[-2:]
     lo, hi = (centres - reach[:, None]).amin(0).floor(), (centres + reach[:, None]).amax(0).ceil()
-    bounds, rows = to_host(torch.cat([lo, hi]), frame_index)    # one sync: the window and the frames it needs
+    bounds, rows = to_host(torch.cat([lo, hi]), row)    # one sync: the window and the frames it needs
     with host_side():
         x0, y0, x1, y1 = bounds.tolist()
         used, inverse = torch.unique(rows, return_inverse=True)

@@ -180,14 +180,14 @@ def _eval(region: Region, points, lo, hm, wm) -> torch.Tensor:
     return a | b if region.op == "|" else (a & ~b if region.op == "-" else a & b)
 
 
-def region_masks(landmarks: torch.Tensor, frame: torch.Tensor, region: str | Region, batch_size: int,
+def region_masks(landmarks: torch.Tensor, row: torch.Tensor, region: str | Region, batch_size: int,
                  frame_size: tuple[int, int], feather: float = 0.0, compact: bool | None = None) -> torch.Tensor:
     """Rasterise a region for every face of a batch into one mask per frame.
 
     Args:
         landmarks: float (N, 478, ≥2) FaceMesh landmarks in frame pixels (continuous coordinates: pixel ``i``
             covers ``[i, i+1)``).
-        frame: int64 (N,) frame of each face within the batch.
+        row: int64 (N,) row in the batch of each face.
         region: a :class:`Region` or a name / expression for :func:`get_region`.
         batch_size: B. frame_size: (H, W) in pixels.
         feather: standard deviation in pixels of a Gaussian that softens the mask edge (0: hard 0/1 mask).
@@ -229,7 +229,7 @@ def region_masks(landmarks: torch.Tensor, frame: torch.Tensor, region: str | Reg
     ys = lo[:, 1, None, None] + torch.arange(hm, device=device)[None, :, None]
     xs = lo[:, 0, None, None] + torch.arange(wm, device=device)[None, None, :]
     valid = (ys < h) & (xs < w)
-    flat = frame[:, None, None] * (h * w) + ys.clamp(max=h - 1) * w + xs.clamp(max=w - 1)
+    flat = row[:, None, None] * (h * w) + ys.clamp(max=h - 1) * w + xs.clamp(max=w - 1)
     spill = batch_size * h * w            # pixels outside the frame go to one extra slot, dropped: no mask indexing
     out = torch.cat([out, out.new_zeros(1)])
     out.scatter_reduce_(0, torch.where(valid, flat, spill).flatten(), local.flatten(), reduce="amax")

@@ -368,7 +368,7 @@ def letterbox(frames: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tens
                                                                                  dtype=torch.float32)
 
 
-def weighted_nms(scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor, frame: torch.Tensor,
+def weighted_nms(scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Tensor, row: torch.Tensor,
                  iou_threshold: float = 0.3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """MediaPipe's weighted non-maximum suppression (``NonMaxSuppressionCalculator``, ``WEIGHTED``), batched.
 
@@ -378,16 +378,16 @@ def weighted_nms(scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Ten
     joins the first leader, in leader order, that it overlaps.
 
     Args:
-        scores: (N,). boxes: (N, 4) xyxy. keypoints: (N, K, 2). frame: int64 (N,) frame of each box.
+        scores: (N,). boxes: (N, 4) xyxy. keypoints: (N, K, 2). row: int64 (N,) row in the batch of each box.
 
     Returns:
         ``(scores, boxes, keypoints, frame)`` of the M clusters, sorted by frame then descending score.
     """
     if scores.numel() == 0:
-        return scores, boxes, keypoints, frame
-    leaders = _batched_nms(boxes, scores, frame, iou_threshold)
-    leaders = leaders[torch.argsort(frame[leaders] * 2.0 - scores[leaders], stable=True)]
-    overlap = (box_iou(boxes, boxes[leaders]) > iou_threshold) & (frame[:, None] == frame[leaders][None, :])
+        return scores, boxes, keypoints, row
+    leaders = _batched_nms(boxes, scores, row, iou_threshold)
+    leaders = leaders[torch.argsort(row[leaders] * 2.0 - scores[leaders], stable=True)]
+    overlap = (box_iou(boxes, boxes[leaders]) > iou_threshold) & (row[:, None] == row[leaders][None, :])
     overlap[leaders, torch.arange(leaders.numel(), device=leaders.device)] = True
     owner = overlap.int().argmax(dim=1)  # first overlapping leader (leaders are in greedy order per frame)
     m = leaders.numel()
@@ -395,7 +395,7 @@ def weighted_nms(scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Ten
     box_sum = boxes.new_zeros(m, 4).index_add_(0, owner, boxes * w)
     kp_sum = keypoints.new_zeros(m, *keypoints.shape[1:]).index_add_(0, owner, keypoints * w[:, :, None])
     w_sum = scores.new_zeros(m).index_add_(0, owner, scores)
-    return scores[leaders], box_sum / w_sum[:, None], kp_sum / w_sum[:, None, None], frame[leaders]
+    return scores[leaders], box_sum / w_sum[:, None], kp_sum / w_sum[:, None, None], row[leaders]
 
 
 class BlazeFaceDetector(nn.Module):

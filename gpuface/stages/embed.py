@@ -41,13 +41,13 @@ def _umeyama(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.
     return s, r, t
 
 
-def face_chips(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: torch.Tensor, size: int = 150,
+def face_chips(frames: torch.Tensor, landmarks: torch.Tensor, row: torch.Tensor, size: int = 150,
                padding: float = 0.25, antialias: bool = False) -> torch.Tensor:
     """dlib-style aligned chips of every face.
 
     Args:
         frames: uint8 (B, 3, H, W) RGB. landmarks: float (N, 478, ≥2) FaceMesh landmarks in frame pixels.
-        frame_index: int64 (N,) frame of each face. size: chip side in px (dlib: 150). padding: dlib's 0.25.
+        row: int64 (N,) row in the batch of each face. size: chip side in px (dlib: 150). padding: dlib's 0.25.
         antialias: shrink large faces with an anti-aliased resize first (:func:`gpuface.ops.geometry.crop_rois`).
 
     Returns:
@@ -61,7 +61,7 @@ def face_chips(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: torch
     centre = ((r.transpose(1, 2) @ (centre_chip - t)[..., None])[..., 0]) / s[:, None]
     axis = r.transpose(1, 2)[:, :, 0]                                             # chip x axis in the frame
     angle = torch.atan2(axis[:, 1], axis[:, 0])
-    return crop_rois(frames, frame_index, centre, size / s, angle, size, antialias) * 255.0
+    return crop_rois(frames, row, centre, size / s, angle, size, antialias) * 255.0
 
 
 class Embedder:

@@ -185,26 +185,26 @@ class FaceLandmarker:
         return TrackState(torch.zeros(0, 2, device=d), torch.zeros(0, device=d), torch.zeros(0, device=d),
                           torch.zeros(0, dtype=torch.long, device=d), torch.zeros(0, device=d))
 
-    def _mesh(self, frames, frame_index, centres, sides, angles):
-        crops = crop_rois(frames, frame_index, centres, sides, angles, MESH_INPUT).to(self.dtype)
+    def _mesh(self, frames, row, centres, sides, angles):
+        crops = crop_rois(frames, row, centres, sides, angles, MESH_INPUT).to(self.dtype)
         n = crops.shape[0]
         self.mesh_crops += n
         crops = crops.contiguous(memory_format=torch.channels_last)
         pts, presence = self._mesh_run(crops)
         return rois_to_frame(pts.float(), centres, sides, angles, MESH_INPUT), presence.float()
 
-    def _mesh_refined(self, frames, frame_index, slots, rois, landmarks, presence):
+    def _mesh_refined(self, frames, row, slots, rois, landmarks, presence):
         """FaceMesh on ``slots`` from ``rois``; slots whose own landmarks' ROI moved by more than the tolerance
         run again from that ROI. Writes ``landmarks``/``presence`` in place; returns the final landmarks' ROIs."""
         centres, sides, angles = rois
-        lm, pr = self._mesh(frames, frame_index[slots], centres, sides, angles)
+        lm, pr = self._mesh(frames, row[slots], centres, sides, angles)
         c2, s2, a2 = rois_from_landmarks(lm)
         tol = self.refine_tolerance
         moved = (((c2 - centres).norm(dim=1) / sides > tol) | ((s2 / sides - 1).abs() > tol)
                  | (_wrap(a2 - angles).abs() > tol)) & (pr >= self.min_presence)
         idx = torch.nonzero(moved).flatten()      # one host sync
         if len(idx):
-            lm[idx], pr[idx] = self._mesh(frames, frame_index[slots[idx]], c2[idx], s2[idx], a2[idx])
+            lm[idx], pr[idx] = self._mesh(frames, row[slots[idx]], c2[idx], s2[idx], a2[idx])
             c2[idx], s2[idx], a2[idx] = rois_from_landmarks(lm[idx])
         landmarks[slots], presence[slots] = lm, pr
         return c2, s2, a2
@@ -356,9 +356,9 @@ class FaceLandmarker:
         return self._faces(landmarks[keep], presence[keep], faces.row[keep], faces.scores[keep],
                            torch.full((int(keep.sum()),), -1, dtype=torch.long, device=self.device))
 
-    def _faces(self, landmarks, presence, frame, scores, track_ids) -> Faces:
+    def _faces(self, landmarks, presence, row, scores, track_ids) -> Faces:
         lo, hi = landmarks[..., :2].amin(dim=1), landmarks[..., :2].amax(dim=1)
-        faces = Faces(row=frame, boxes=torch.cat([lo, hi], dim=1), scores=scores,
+        faces = Faces(row=row, boxes=torch.cat([lo, hi], dim=1), scores=scores,
                       keypoints=landmarks[:, list(KEYPOINTS_FROM_MESH), :2].contiguous())
         faces.landmarks, faces.presence, faces.track_id = landmarks, presence, track_ids
         faces.blendshapes = (self._blend_run(landmarks[:, self.blend.subset, :2])[0] if self.blend is not None

@@ -226,7 +226,7 @@ def flow_to_rgb(flow: torch.Tensor, max_magnitude: float = 8.0) -> torch.Tensor:
 
 
 def draw_flow(frames: torch.Tensor, dense: torch.Tensor | None = None, points: torch.Tensor | None = None,
-              vectors: torch.Tensor | None = None, frame: torch.Tensor | None = None, scale: float = 4.0,
+              vectors: torch.Tensor | None = None, row: torch.Tensor | None = None, scale: float = 4.0,
               max_magnitude: float = 8.0) -> torch.Tensor:
     """Flow visualisation frames (PyFAME's ``output_visualization``): the frame at half brightness, the dense
     flow's colour code (:func:`flow_to_rgb`) blended over it by its brightness, and each point drawn as a white
@@ -234,7 +234,7 @@ def draw_flow(frames: torch.Tensor, dense: torch.Tensor | None = None, points: t
 
     Args:
         frames: uint8 (B, 3, H, W). dense: float (B, 2, H, W) or None. points, vectors: float (M, 2) px (start
-            positions and displacements) with frame: int64 (M,) their frames in the batch, or None.
+            positions and displacements) with row: int64 (M,) their frames in the batch, or None.
 
     Returns:
         uint8 (B, 3, H, W).
@@ -248,8 +248,8 @@ def draw_flow(frames: torch.Tensor, dense: torch.Tensor | None = None, points: t
         out = out + (code - out) * alpha
     if points is not None and points.numel():
         red, white = (torch.tensor(c, dtype=out.dtype, device=out.device) for c in ((255, 40, 40), (255, 255, 255)))
-        segments(out, frame, points, points + vectors * scale, 0, red)
-        discs(out, frame, points, 1, white)
+        segments(out, row, points, points + vectors * scale, 0, red)
+        discs(out, row, points, 1, white)
     return out.round().clamp(0, 255).to(torch.uint8)
 
 

@@ -33,32 +33,32 @@ CHIP_SIZE = 64
 CHIP_PADDING = 0.45
 
 
-def emotion_chips(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: torch.Tensor,
+def emotion_chips(frames: torch.Tensor, landmarks: torch.Tensor, row: torch.Tensor,
                   size: int = CHIP_SIZE, padding: float = CHIP_PADDING) -> torch.Tensor:
     """Aligned grey face chips, the mini-Xception's input.
 
     Args:
         frames: uint8 (B, 3, H, W) RGB. landmarks: float (N, 478, ≥2) FaceMesh landmarks in frame pixels.
-        frame_index: int64 (N,) row of each face in ``frames``. size: chip side in px. padding: dlib template
+        row: int64 (N,) row of each face in ``frames``. size: chip side in px. padding: dlib template
             padding.
 
     Returns:
         float32 (N, 1, size, size) in [-1, 1] on the frames' device (N = 0 gives an empty tensor).
     """
-    rgb = face_chips(frames, landmarks, frame_index, size, padding, antialias=True)     # (N, 3, S, S) 0-255
+    rgb = face_chips(frames, landmarks, row, size, padding, antialias=True)     # (N, 3, S, S) 0-255
     weights = torch.tensor([0.299, 0.587, 0.114], device=rgb.device, dtype=rgb.dtype).view(1, 3, 1, 1)
     grey = (rgb * weights).sum(1, keepdim=True)
     return (grey / 255.0 - 0.5) * 2.0
 
 
-def imagenet_chips(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: torch.Tensor, size: int = 224,
+def imagenet_chips(frames: torch.Tensor, landmarks: torch.Tensor, row: torch.Tensor, size: int = 224,
                    padding: float = 0.35) -> torch.Tensor:
     """Aligned RGB face chips normalised with ImageNet's mean and std (HSEmotion's input, 224² for B0).
 
     Returns:
         float32 (N, 3, size, size) on the frames' device.
     """
-    rgb = face_chips(frames, landmarks, frame_index, size, padding, antialias=True) / 255.0
+    rgb = face_chips(frames, landmarks, row, size, padding, antialias=True) / 255.0
     mean = torch.tensor([0.485, 0.456, 0.406], device=rgb.device).view(1, 3, 1, 1)
     std = torch.tensor([0.229, 0.224, 0.225], device=rgb.device).view(1, 3, 1, 1)
     return (rgb - mean) / std
