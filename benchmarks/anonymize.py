@@ -34,7 +34,7 @@ import time
 import torch
 
 import gpuface as gf
-from gpuface.stages.gapfill import FillOptions
+from gpuface.stages.gapfill import GapFillOptions
 from gpuface.models.registry import ANONYMIZE_AUTO as DEFAULT
 from gpuface.jobs.anonymize import anonymization_detector, anonymize_source
 from gpuface.jobs.audit import audit_source
@@ -173,7 +173,7 @@ def main() -> None:
                                  overwrite=True, boxes_format=None, selection=gf.Selection(end=0.2))  # warm-up
                 r = anonymize_source(path, det, out, gf.AnonymizeOptions(), batch_size=args.batch_size,
                                      preset="veryfast", overwrite=True, boxes_format=None, detect_every=every,
-                                     fill=FillOptions(**fill) if fill else None)
+                                     fill=GapFillOptions(**fill) if fill else None)
                 row["fps"][name] = r.fps
                 row["leaks"][name] = audit(path, out, refs, args.audit_step)
             rows.append(row)

@@ -60,7 +60,7 @@ _LAZY = {
     "anonymize_source": (".jobs.anonymize", "anonymize_source"), "audit_source": (".jobs.audit", "audit_source"),
     "anonymization_detector": (".jobs.anonymize", "anonymization_detector"),
     "default_anonymizer": (".jobs.anonymize", "default_anonymizer"),
-    "FillOptions": (".stages.gapfill", "FillOptions"), "detect_source": (".jobs.detect", "detect_source"),
+    "GapFillOptions": (".stages.gapfill", "GapFillOptions"), "detect_source": (".jobs.detect", "detect_source"),
     "landmarks_source": (".jobs.landmarks", "landmarks_source"),
     "REGIONS": (".ops.regions", "REGIONS"), "Region": (".ops.regions", "Region"), "get_region": (".ops.regions", "get_region"),
     "region_masks": (".ops.regions", "region_masks"),

@@ -116,7 +116,7 @@ def _op_call():
 # Every op, in each of its code paths: the per-video state (points, grid partners, relocation moves) is sampled on
 # the first batch (a few host syncs once per video), so _op_call gives it as LayerStack holds it afterwards.
 SYNC_FREE_CASES = [("recolour", {}), ("recolour", {"scale": "absolute"}), ("saturation", {}), ("brightness", {}),
-                   ("mask", {}), ("fill", {}), ("fill", {"method": "colour"}), ("fill", {"method": "mean"}),
+                   ("mask_background", {}), ("fill", {}), ("fill", {"method": "colour"}), ("fill", {"method": "mean"}),
                    ("bar", {}), ("blur", {}),
                    ("blur", {"method": "median"}), ("blur", {"method": "average"}), ("noise", {}),
                    ("noise", {"method": "pixelate"}), ("noise", {"method": "salt_and_pepper"}), ("bubbles", {}),

@@ -6,11 +6,11 @@ import torch
 
 import gpuface as gf
 from gpuface.ops.anonymize import face_masks, scale_boxes
-from gpuface.stages.gapfill import DETECTED, FILLED, PADDED, FillOptions, TemporalFill
+from gpuface.stages.gapfill import DETECTED, FILLED, PADDED, GapFillOptions, TemporalFill
 from gpuface.core.types import Faces, FrameBatch
 
 
-def _stream(dets: dict[int, list[list[float]]], n: int, batch: int, opt: FillOptions, distinct_only: bool = False):
+def _stream(dets: dict[int, list[list[float]]], n: int, batch: int, opt: GapFillOptions, distinct_only: bool = False):
     """Push n blank frames with the given per-frame boxes through a filler in batches; returns
     {frame: sorted list of (x1, y1, x2, y2, source)} (``distinct_only``: the boxes marked distinct)."""
     fill = TemporalFill(opt)
@@ -41,26 +41,26 @@ def _stream(dets: dict[int, list[list[float]]], n: int, batch: int, opt: FillOpt
 def test_gap_is_filled_by_interpolation():
     # a face at frames 0..3 and 7..9 moving right by 5 px per frame, missed at 4, 5, 6
     dets = {t: [[5.0 * t, 0, 5.0 * t + 50, 50]] for t in [0, 1, 2, 3, 7, 8, 9]}
-    out = _stream(dets, 10, 4, FillOptions(max_gap=3))
+    out = _stream(dets, 10, 4, GapFillOptions(max_gap=3))
     for t in (4, 5, 6):
         assert out[t] == [(5.0 * t, 0.0, 5.0 * t + 50, 50.0, FILLED)]
     assert out[3] == [(15.0, 0.0, 65.0, 50.0, DETECTED)]
     # a gap longer than max_gap is not filled
-    assert _stream(dets, 10, 4, FillOptions(max_gap=2))[5] == []
+    assert _stream(dets, 10, 4, GapFillOptions(max_gap=2))[5] == []
 
 
 def test_no_fill_between_different_faces():
     dets = {0: [[0.0, 0, 50, 50]], 3: [[300.0, 0, 350, 50]]}
-    out = _stream(dets, 5, 2, FillOptions(max_gap=3))
+    out = _stream(dets, 5, 2, GapFillOptions(max_gap=3))
     assert out[1] == [] and out[2] == []
 
 
 def test_pad_and_drop_isolated():
     dets = {5: [[0.0, 0, 50, 50]], 12: [[100.0, 0, 150, 50]], 13: [[101.0, 0, 151, 50]]}
-    out = _stream(dets, 16, 3, FillOptions(pad=2))
+    out = _stream(dets, 16, 3, GapFillOptions(pad=2))
     assert [t for t in range(16) if out[t]] == [3, 4, 5, 6, 7, 10, 11, 12, 13, 14, 15]
     assert out[4] == [(0.0, 0.0, 50.0, 50.0, PADDED)]
-    out = _stream(dets, 16, 3, FillOptions(drop_isolated=True))
+    out = _stream(dets, 16, 3, GapFillOptions(drop_isolated=True))
     assert [t for t in range(16) if out[t]] == [12, 13]  # the one-frame detection at 5 is gone
 
 
@@ -74,15 +74,15 @@ def test_same_result_at_any_batch_size(batch):
             dets[t] = [[x, 10, x + 60, 70]]
         if torch.rand(1, generator=g) < 0.3:
             dets.setdefault(t, []).append([400.0, 300, 440, 350])
-    opt = FillOptions(max_gap=3, pad=1, drop_isolated=True)
+    opt = GapFillOptions(max_gap=3, pad=1, drop_isolated=True)
     assert _stream(dets, 40, batch, opt) == _stream(dets, 40, 40, opt)
 
 
 def test_options_are_checked():
     with pytest.raises(gf.InvalidOptionError):
-        TemporalFill(FillOptions(max_gap=-1))
+        TemporalFill(GapFillOptions(max_gap=-1))
     with pytest.raises(gf.InvalidOptionError):
-        TemporalFill(FillOptions(iou=0))
+        TemporalFill(GapFillOptions(iou=0))
 
 
 SEL = gf.Selection(start=3.82, end=5.42)  # dancer.avi (25 fps) frames 96-135
@@ -107,7 +107,7 @@ def dancer_misses(samples):
 def test_missed_frames_are_masked_on_a_real_clip(samples, dancer_misses, tmp_path):
     frames, index, det, misses = dancer_misses
     assert misses, "the detector missed no frame of the clip: pick a harder setting"
-    fill = FillOptions(max_gap=2)
+    fill = GapFillOptions(max_gap=2)
     src = samples["dancer.avi"]
     runs = {}
     for bs in (8, 32):
@@ -145,8 +145,8 @@ def test_distinct_boxes_are_one_per_face_and_frame(batch):
     a = [[100.0, 100, 150, 150]]
     b = [[400.0, 100, 450, 150]]
     dets = {t: a + (b if t >= 5 else []) for t in range(3, 9)}
-    everything = _stream(dets, 12, batch, FillOptions(pad=2))
-    out = _stream(dets, 12, batch, FillOptions(pad=2), distinct_only=True)
+    everything = _stream(dets, 12, batch, GapFillOptions(pad=2))
+    out = _stream(dets, 12, batch, GapFillOptions(pad=2), distinct_only=True)
     assert len(everything[5]) == 8     # a: itself + 4 padded copies, b: itself + 2 (from 6, 7): the mask is the union
     for t in range(12):
         faces = {box[:4] for box in out[t]}

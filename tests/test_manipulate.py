@@ -78,9 +78,16 @@ def test_hsv_shifts(scene, op, channel, sign):
     assert d.mean().item() * sign > 0.05
 
 
+def test_the_earlier_op_name_mask_is_an_alias():
+    from gpuface.stages.layers import load_spec
+
+    layer = load_spec({"layers": [{"op": "mask", "params": {"background": [255, 0, 0]}}]}).layers[0]
+    assert layer.op == "mask_background"
+
+
 def test_mask_fill_and_bar(scene):
     clip, faces, x = scene
-    y, mask = _run(scene, "mask", "face_oval", background=(255, 0, 0))
+    y, mask = _run(scene, "mask_background", "face_oval", background=(255, 0, 0))
     outside = (mask[:, 0] == 0)
     assert torch.all(y[:, 0][outside] == 1) and torch.all(y[:, 1][outside] == 0)
     assert torch.equal(y[:, :, 300:360, 600:680], x[:, :, 300:360, 600:680])  # middle of the face untouched

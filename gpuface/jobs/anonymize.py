@@ -71,13 +71,13 @@ def anonymization_detector(model: str = "centerface", device="cpu", threshold: f
 
 def default_anonymizer(device="cpu"):
     """The measured default (:data:`gpuface.models.registry.ANONYMIZE_AUTO`): its
-    :class:`~gpuface.stages.detect.FaceDetector`, its temporal filling (:class:`~gpuface.stages.gapfill.FillOptions`)
+    :class:`~gpuface.stages.detect.FaceDetector`, its temporal filling (:class:`~gpuface.stages.gapfill.GapFillOptions`)
     and its detection stride (pass the last as ``detect_every`` to :func:`anonymize_source`)."""
-    from gpuface.stages.gapfill import FillOptions
+    from gpuface.stages.gapfill import GapFillOptions
 
     a = ANONYMIZE_AUTO
     detector = anonymization_detector(a.detector, device=device, input_scale=a.input_scale)
-    return detector, FillOptions(max_gap=a.max_gap, pad=a.temporal_pad), a.detect_every
+    return detector, GapFillOptions(max_gap=a.max_gap, pad=a.temporal_pad), a.detect_every
 
 
 @register("anonymize", "every face blurred, filled or covered; boxes table", suffix="_anonymized")
@@ -145,13 +145,13 @@ class AnonymizeJob(Job):
     def create(cls, pipeline, o, path, out_dir, output, overwrite):
         from gpuface.io.images import read_rgba
         from gpuface.ops.anonymize import AnonymizeOptions
-        from gpuface.stages.gapfill import FillOptions
+        from gpuface.stages.gapfill import GapFillOptions
 
         s = anonymizer_setting(o)
         overlay = pipeline.cached(("overlay", o.image), lambda: read_rgba(o.image)) if o.image else None
         options = AnonymizeOptions(mode=o.mode, ellipse=o.ellipse, mask_scale=o.mask_scale, colour=tuple(o.colour),
                                    overlay=overlay, mosaic_size=o.mosaic_size)
-        fill = FillOptions(max_gap=s["max_gap"], pad=s["temporal_pad"], drop_isolated=o.drop_isolated)
+        fill = GapFillOptions(max_gap=s["max_gap"], pad=s["temporal_pad"], drop_isolated=o.drop_isolated)
         return cls(output, options, s["threshold"], None if o.data_format == "none" else o.data_format, o.crf,
                    o.preset, overwrite, o.draw_scores, fill, o.x264_options, o.keep_metadata, o.heatmap,
                    s["detect_every"], o.encoder)
@@ -161,7 +161,7 @@ class AnonymizeJob(Job):
                  draw_scores: bool = False, fill=None, x264_options: dict | None = None,
                  keep_metadata: bool = False, heatmap: bool = False, detect_every: int = 1,
                  encoder: str = "libx264"):
-        from gpuface.stages.gapfill import FillOptions
+        from gpuface.stages.gapfill import GapFillOptions
 
         options.validate()
         if threshold is not None and not 0 <= threshold <= 1:
@@ -170,7 +170,7 @@ class AnonymizeJob(Job):
             raise InvalidOptionError(f"boxes format must be one of {', '.join(DATA_FORMATS)}, got {boxes_format!r}")
         if detect_every < 1:
             raise InvalidOptionError(f"detect_every must be >= 1, got {detect_every}")
-        fill = fill or FillOptions()
+        fill = fill or GapFillOptions()
         if fill.max_gap < detect_every - 1:
             fill = replace(fill, max_gap=detect_every - 1)
         self.output, self.options, self.threshold, self.boxes_format = output, options, threshold, boxes_format
@@ -263,7 +263,7 @@ def anonymize_source(path: str, detector, output: str | os.PathLike, options,
         selection: frames to process (a fragment or area crop; anonymised videos normally keep every frame).
         crf, preset: x264 settings; ``x264_options``: further libx264 options (deface ``--ffmpeg-config``).
         draw_scores: write each face's score above its box.
-        fill: temporal gap filling / padding / isolated-detection suppression (:class:`FillOptions`; off: None).
+        fill: temporal gap filling / padding / isolated-detection suppression (:class:`GapFillOptions`; off: None).
         keep_metadata: copy the container metadata (video) or EXIF (image) of the source (deface
             ``--keep-metadata``).
         heatmap: also write ``<output stem>_heatmap.png``, the density of face centres over the video (MGT

@@ -111,19 +111,19 @@ def _cover(boxes: torch.Tensor, row: torch.Tensor, shape: tuple[int, int, int], 
     b, h, w = shape
     dev = boxes.device
     bx = boxes.float()
-    r0 = (bx[:, 1] - 0.5).ceil().clamp(0, h).long()   # first row whose centre is >= y1
-    r1 = (bx[:, 3] - 0.5).ceil().clamp(0, h).long()   # first row whose centre is >= y2 (exclusive)
-    # one (face, row) span per face and frame row (rows outside the box are empty spans): sizes known on the host
+    r0 = (bx[:, 1] - 0.5).ceil().clamp(0, h).long()   # first pixel row whose centre is >= y1
+    r1 = (bx[:, 3] - 0.5).ceil().clamp(0, h).long()   # first pixel row whose centre is >= y2 (exclusive)
+    # one span per face and pixel row (rows outside the box are empty spans): sizes known on the host
     n = len(bx)
     owner = torch.arange(n, device=dev).repeat_interleave(h, output_size=n * h)
-    row = r0[owner] + torch.arange(h, device=dev).repeat(n)
-    inside = row < r1[owner]
-    row = row.clamp(max=h - 1)
+    y = r0[owner] + torch.arange(h, device=dev).repeat(n)
+    inside = y < r1[owner]
+    y = y.clamp(max=h - 1)
     if ellipse:
         cx, cy = (bx[:, 0] + bx[:, 2]) / 2, (bx[:, 1] + bx[:, 3]) / 2
         rx = ((bx[:, 2] - bx[:, 0]) / 2).clamp(min=1e-3)
         ry = ((bx[:, 3] - bx[:, 1]) / 2).clamp(min=1e-3)
-        dy = (row.float() + 0.5 - cy[owner]) / ry[owner]
+        dy = (y.float() + 0.5 - cy[owner]) / ry[owner]
         half = rx[owner] * (1 - dy * dy).clamp(min=0).sqrt()
         keep = inside & (dy.abs() <= 1)
         lo, hi = cx[owner] - half, cx[owner] + half                   # centres x + 0.5 in [lo, hi]
@@ -138,8 +138,8 @@ def _cover(boxes: torch.Tensor, row: torch.Tensor, shape: tuple[int, int, int], 
     f = row[owner]
     diff = torch.zeros(b, h, w + 1, dtype=torch.int16, device=dev)  # coverage counts: overlapping faces
     one = torch.ones(len(f), dtype=torch.int16, device=dev)
-    diff.index_put_((f, row, c0), one, accumulate=True)
-    diff.index_put_((f, row, c1), -one, accumulate=True)
+    diff.index_put_((f, y, c0), one, accumulate=True)
+    diff.index_put_((f, y, c1), -one, accumulate=True)
     return diff.cumsum(2, dtype=torch.int16)[..., :w] > 0
 
 

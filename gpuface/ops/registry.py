@@ -10,7 +10,7 @@ Every op has the signature ``op(x, mask, weight, ctx, **params) -> x'``:
   ``ctx``: :class:`Context` (landmarks of the batch, frame numbers, random-stream key, per-video state).
 * It returns the manipulated batch. Frames whose weight is 0 are returned unchanged, and so are pixels where
   ``mask`` is 0 (bit-exact after the uint8 round trip) — except for the ops whose point is to paint outside a
-  region: ``mask`` (the background), ``bar``, ``point_light``, ``overlay`` and ``relocate``, which place
+  region: ``mask_background`` (the background), ``bar``, ``point_light``, ``overlay`` and ``relocate``, which place
   their result from the landmarks.
 
 Semantics follow PyFAME 1.0.10 (``pyfame/layer/manipulations``, read from its PyPI wheel), fixed where it is
@@ -38,14 +38,17 @@ REACH = {
     "noise": lambda p: (0.0, p.get("pixel_size", 32) if p.get("method") == "pixelate" else 0),
     "grid_shuffle": lambda p: (0.0, p.get("square_size", 40)) if p.get("grid_dimensions") is None else (0.5, 2),
     "relocate": lambda p: (p.get("max_offset", 0.15) + 0.1, 4 + 3 * p.get("feather", 2.0)),
-    "mask": None, "point_light": None, "overlay": None,
+    "mask_background": None, "point_light": None, "overlay": None,
 }
 
 OPS = {
-    "recolour": recolour, "saturation": saturation, "brightness": brightness, "mask": mask_background,
+    "recolour": recolour, "saturation": saturation, "brightness": brightness, "mask_background": mask_background,
     "fill": fill, "bar": bar, "blur": blur, "noise": noise, "bubbles": bubbles, "grid_shuffle": grid_shuffle,
     "point_light": point_light, "pencil_sketch": pencil_sketch, "overlay": overlay, "relocate": relocate,
 }
 
-__all__ = ["Context", "OPS", "REACH", "recolour", "saturation", "brightness", "mask_background", "fill", "bar",
+#: Earlier op names, still accepted in layer specs: ``mask`` (every op's region argument is also called ``mask``).
+OP_ALIASES = {"mask": "mask_background"}
+
+__all__ = ["Context", "OPS", "REACH", "OP_ALIASES", "recolour", "saturation", "brightness", "mask_background", "fill", "bar",
            "blur", "noise", "bubbles", "grid_shuffle", "point_light", "pencil_sketch", "overlay", "relocate"]

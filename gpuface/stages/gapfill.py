@@ -34,7 +34,7 @@ DETECTED, FILLED, PADDED = 0, 1, 2  # values of the ``source`` column of filled 
 
 
 @dataclass(frozen=True)
-class FillOptions:
+class GapFillOptions:
     """Parameters of :class:`TemporalFill` (all off by default: every frame masked from its own detections).
 
     Attributes:
@@ -83,7 +83,7 @@ class TemporalFill:
     ``source`` and ``distinct`` are host tensors.
     """
 
-    def __init__(self, options: FillOptions):
+    def __init__(self, options: GapFillOptions):
         options.validate()
         self.opt = options
         self.frames: deque = deque()     # pending (frame tensor (3, H, W), index, pts) of frames not yet released
@@ -194,4 +194,4 @@ class TemporalFill:
         return batch, faces, codes, distinct
 
 
-__all__ = ["TemporalFill", "FillOptions", "DETECTED", "FILLED", "PADDED"]
+__all__ = ["TemporalFill", "GapFillOptions", "DETECTED", "FILLED", "PADDED"]

@@ -28,7 +28,7 @@ from gpuface.ops.geometry import window_slices
 from gpuface.ops.regions import get_region, region_masks
 from gpuface.core.syncs import upload
 from gpuface.core.types import Faces
-from gpuface.ops.registry import OPS, REACH, Context
+from gpuface.ops.registry import OP_ALIASES, OPS, REACH, Context
 from gpuface.ops.rng import stream_key
 from gpuface.ops.temporal import METHODS
 from gpuface.ops.timing import Timing
@@ -46,6 +46,7 @@ class Layer:
     inputs: dict | None = field(default=None, repr=False, compare=False)   # params with files read (validate)
 
     def validate(self) -> None:
+        self.op = OP_ALIASES.get(self.op, self.op)
         if self.op not in OPS:
             raise InvalidOptionError(f"unknown manipulation {self.op!r}; choose one of {', '.join(OPS)}")
         get_region(self.region)
