@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 
 from gpuface.core.errors import InvalidOptionError
-from gpuface.jobs.base import Job, output_path
+from gpuface.jobs.base import Job, check_regions, output_path
 from gpuface.jobs.registry import register
 from gpuface.jobs.schema import LandmarkerOptions, SelectionOptions, boolean, choice, option
 
@@ -35,10 +35,7 @@ class AnalyseJob(Job):
 
     @classmethod
     def check(cls, pipeline, o) -> None:
-        from gpuface.ops.regions import get_region
-
-        for r in o.regions:
-            get_region(r)   # an unknown name fails before any work
+        check_regions(o.regions)
 
     @classmethod
     def create(cls, pipeline, o, path, out_dir, output, overwrite):

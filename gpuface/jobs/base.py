@@ -143,4 +143,17 @@ def output_path(path: str, out_dir: str | os.PathLike | None, suffix: str, ext: 
     return src.with_name(name) if out_dir is None else Path(out_dir) / name
 
 
-__all__ = ["Job", "Run", "JobResult", "output_path"]
+
+def check_regions(names) -> None:
+    """Region names or expressions (:func:`gpuface.ops.regions.get_region`), checked before any work.
+
+    Raises:
+        InvalidOptionError: an unknown region, naming it and the known ones.
+    """
+    from gpuface.ops.regions import get_region
+
+    for name in names:
+        get_region(name)
+
+
+__all__ = ["Job", "Run", "JobResult", "output_path", "check_regions"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from gpuface.jobs.base import Job, output_path
+from gpuface.jobs.base import Job, check_regions, output_path
 from gpuface.jobs.registry import register
 from gpuface.jobs.schema import LandmarkerOptions, SelectionOptions, boolean, option
 
@@ -32,10 +32,7 @@ class LandmarksJob(Job):
 
     @classmethod
     def check(cls, pipeline, o) -> None:
-        from gpuface.ops.regions import get_region
-
-        for r in o.draw_regions:
-            get_region(r)   # an unknown name fails before any work
+        check_regions(o.draw_regions)
 
     @classmethod
     def create(cls, pipeline, o, path, out_dir, output, overwrite):
