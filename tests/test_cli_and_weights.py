@@ -140,3 +140,13 @@ def test_landmarks_draw_keeps_audio(samples, tmp_path):
     decoded = sum(len(b) for b in gf.VideoReader(samples["sample_01.mp4"]).batches(32))   # 99 of 100 announced
     with av.open(str(tmp_path / "sample_01_landmarks.mp4")) as c:
         assert len(c.streams.audio) == 1 and c.streams.video[0].frames == decoded
+
+
+def test_weights_cache_is_the_checkouts_weights_folder(monkeypatch):
+    """Without GPUFACE_WEIGHTS, a checkout keeps its converted weights in its own weights/ folder."""
+    from pathlib import Path
+
+    from gpuface.models.weights import weights_dir
+
+    monkeypatch.delenv("GPUFACE_WEIGHTS", raising=False)
+    assert weights_dir() == Path(__file__).resolve().parent.parent / "weights"

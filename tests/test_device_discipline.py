@@ -70,3 +70,18 @@ def test_sync_counter_catches_a_sync_put_into_an_op(videos, monkeypatch):
     added = broken.total - clean.total
     assert added >= 4 * batches, (clean.total, broken.total)     # 4 faces a frame, one .item() each
     assert added > bench.CEILINGS["manipulate blur"] - clean.total / batches    # the ceiling test above would fail
+
+
+def test_sync_census_names_the_package_file_that_synced():
+    """A host sync is attributed to the gpuface module that asked for it (``gpuface/<layer>/<file>.py:line``), not to
+    the census itself or the caller."""
+    import torch
+
+    from gpuface.core.syncs import SyncCounter
+    from gpuface.core.types import Faces
+
+    faces = Faces.empty(device="cpu")
+    with SyncCounter() as counter:
+        faces.select(torch.zeros(0, dtype=torch.bool))
+    assert counter.total >= 1
+    assert all(site.startswith("gpuface/core/types.py:") for site in counter.sites), counter.sites

@@ -27,7 +27,7 @@ _aten = torch.ops.aten
 SYNC_OPS = {_aten._local_scalar_dense.default, _aten.item.default, _aten.nonzero.default, _aten._unique2.default,
             _aten.unique_consecutive.default, _aten.unique_dim.default, _aten.masked_select.default,
             _aten.equal.default, _aten.is_nonzero.default, _aten.repeat_interleave.Tensor}
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # gpuface/
 _HERE = os.path.abspath(__file__)
 
 

@@ -215,7 +215,7 @@ def weights_dir() -> Path:
     env = os.environ.get("GPUFACE_WEIGHTS")
     if env:
         return Path(env)
-    repo = Path(__file__).resolve().parent.parent / "weights"
+    repo = Path(__file__).resolve().parents[2] / "weights"
     if (repo / "README.md").exists() and os.access(repo, os.W_OK):
         return repo
     return Path.home() / ".cache" / "gpuface" / "weights"
