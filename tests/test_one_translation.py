@@ -94,6 +94,10 @@ def test_one_job_registry_and_one_schema():
     assert set(JOB_OPTIONS) == {n for n, e in JOBS.items() if e.spec}
     assert set(JOBS) - set(JOB_OPTIONS) == {"audit", "faces"}   # two inputs / all inputs at once: their commands
     assert all(issubclass(entry.cls, Job) and entry.cls.name == name for name, entry in JOBS.items())
+    # a job is one file: every module of gpuface/jobs/ but the machinery registers exactly one job, found by listing
+    from gpuface.jobs import registry
+    files = {p.stem for p in Path(registry.__file__).parent.glob("*.py")} - registry._NOT_JOBS - {"__init__"}
+    assert sorted(e.cls.__module__.rpartition(".")[2] for e in JOBS.values()) == sorted(files)
 
 
 def test_detectors_get_their_documented_anonymize_defaults():
@@ -103,26 +107,19 @@ def test_detectors_get_their_documented_anonymize_defaults():
     from gpuface.jobs import build
     from gpuface.jobs.anonymize import anonymizer_setting
 
-    class Built:
-        def __init__(self, pipeline):
-            self.model = pipeline.model
-            self.setting = anonymizer_setting(pipeline.job_options["anonymize"])
-
-        def anonymizer_setting(self):
-            return self.setting
-
     def setting(**options):
-        return Built(build({"job": "anonymize", "options": options, "device": "cpu"}))
+        pipeline = build({"job": "anonymize", "options": options, "device": "cpu"})
+        return anonymizer_setting(pipeline.job_options["anonymize"]), pipeline
 
-    auto, named = setting(), setting(detector="centerface")
-    assert auto.anonymizer_setting() == {"detector": "centerface", "kwargs": {"input_scale": 0.5}, "detect_every": 3,
-                                         "max_gap": 2, "temporal_pad": 2, "threshold": 0.2}
-    assert named.anonymizer_setting() == {"detector": "centerface", "kwargs": {"input_scale": 1.0},
-                                          "detect_every": 1, "max_gap": 2, "temporal_pad": 2, "threshold": 0.2}
-    assert (auto.model.net.input_scale, named.model.net.input_scale) == (0.5, 1.0)
-    assert setting(detector="mtcnn").anonymizer_setting()["threshold"] == 0.7
-    assert setting(detector="blazeface-full", threshold=0.5).anonymizer_setting()["threshold"] == 0.5
-    assert setting(detector="centerface", scale="640x360").anonymizer_setting()["kwargs"] == {"input_size": (640, 360)}
+    (auto, auto_pipeline), (named, named_pipeline) = setting(), setting(detector="centerface")
+    assert auto == {"detector": "centerface", "kwargs": {"input_scale": 0.5}, "detect_every": 3, "max_gap": 2,
+                    "temporal_pad": 2, "threshold": 0.2}
+    assert named == {"detector": "centerface", "kwargs": {"input_scale": 1.0}, "detect_every": 1, "max_gap": 2,
+                     "temporal_pad": 2, "threshold": 0.2}
+    assert (auto_pipeline.model.net.input_scale, named_pipeline.model.net.input_scale) == (0.5, 1.0)
+    assert setting(detector="mtcnn")[0]["threshold"] == 0.7
+    assert setting(detector="blazeface-full", threshold=0.5)[0]["threshold"] == 0.5
+    assert setting(detector="centerface", scale="640x360")[0]["kwargs"] == {"input_size": (640, 360)}
 
 
 def test_anonymize_boxes_table_has_one_row_per_face_and_frame(samples, tmp_path):

@@ -215,13 +215,11 @@ _KINDS: dict[str, dict[str, Any]] = {
 }
 
 
-def add_job_options(parser: argparse.ArgumentParser, job: str, skip: tuple[str, ...] = ()) -> None:
-    """Add a flag for every option of a job's schema (but ``skip`` and options with ``cli=False``), spelt as the
-    option's ``flags``. Unset flags stay absent from the namespace, so the schema's default applies; booleans that
-    default to true are ``--no-<option>`` (or their given spelling, which then turns them off)."""
+def add_job_options(parser: argparse.ArgumentParser, job: str) -> None:
+    """Add a flag for every option of a job's schema, spelt as the option's ``flags``. Unset flags stay absent from
+    the namespace, so the schema's default applies; booleans that default to true are ``--no-<option>`` (or their
+    given spelling, which then turns them off); choices are checked by :func:`job_options` (one error line)."""
     for key, o in JOBS[job].options.items():
-        if key in skip or not o.cli:
-            continue
         shown = "" if o.default is None or o.kind == "bool" else f" (default {o.default})"
         kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS, "help": o.help + shown}
         if o.kind == "bool":

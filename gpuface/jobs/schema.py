@@ -13,7 +13,6 @@ import argparse
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from gpuface.core.errors import InvalidOptionError  # noqa: F401  (re-exported for job files)
 from gpuface.io.codecs import ENCODERS, PRESETS
 from gpuface.models.registry import DETECTORS as _REGISTRY
 
@@ -23,10 +22,9 @@ DETECTORS = tuple(_REGISTRY)
 @dataclass(frozen=True)
 class Option:
     """One option: ``kind`` int | float | choice | bool | list | count | rgb | box | factors | scale | mapping | path |
-    text, bounds
-    or choices, default (None: the model's own), help text. ``flags``: its command-line spellings (default
-    ``--<name>``, or ``--no-<name>`` for a boolean that defaults to true; deface's, MGT's and video-to-faces' names
-    are given here); ``cli``: False for an option no command takes as a flag."""
+    text, bounds or choices, default (None: the model's own), help text, and ``flags``: its command-line spellings
+    (default ``--<name>``, or ``--no-<name>`` for a boolean that defaults to true; deface's, MGT's and
+    video-to-faces' names are given here)."""
 
     kind: str
     help: str
@@ -35,7 +33,6 @@ class Option:
     hi: float | None = None
     open_lo: bool = False
     choices: tuple = ()
-    cli: bool = True
     flags: tuple = ()
 
     def describe(self) -> str:
