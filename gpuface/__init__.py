@@ -39,8 +39,8 @@ if not any(isinstance(f, type) and f.__name__ == "_CheckoutKernels" for f in _sy
     _sys.meta_path.insert(0, _CheckoutKernels)
 
 from gpuface.core.errors import (ChecksumError, DeviceUnavailableError, EmptyVideoError, GpufaceError,  # noqa: E402
-                     ImageDecodeError, InputNotFoundError, InvalidOptionError, OutputExistsError, UnsupportedInputError,
-                     VideoDecodeError, VideoEncodeError, WeightsError)
+                                 ImageDecodeError, InputNotFoundError, InvalidOptionError, OutputExistsError,
+                                 UnsupportedInputError, VideoDecodeError, VideoEncodeError, WeightsError)
 
 __version__ = "0.1.0"
 
@@ -62,9 +62,11 @@ _LAZY = {
     "default_anonymizer": (".jobs.anonymize", "default_anonymizer"),
     "GapFillOptions": (".stages.gapfill", "GapFillOptions"), "detect_source": (".jobs.detect", "detect_source"),
     "landmarks_source": (".jobs.landmarks", "landmarks_source"),
-    "REGIONS": (".ops.regions", "REGIONS"), "Region": (".ops.regions", "Region"), "get_region": (".ops.regions", "get_region"),
+    "REGIONS": (".ops.regions", "REGIONS"), "Region": (".ops.regions", "Region"),
+    "get_region": (".ops.regions", "get_region"),
     "region_masks": (".ops.regions", "region_masks"),
-    "Faces": (".core.types", "Faces"), "FrameBatch": (".core.types", "FrameBatch"), "VideoInfo": (".core.types", "VideoInfo"),
+    "Faces": (".core.types", "Faces"), "FrameBatch": (".core.types", "FrameBatch"),
+    "VideoInfo": (".core.types", "VideoInfo"),
 }
 
 

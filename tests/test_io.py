@@ -122,7 +122,7 @@ def test_thread_budget_follows_affinity_slurm_and_option():
     import sys
 
     code = ("import os, sys; os.sched_setaffinity(0, {0}) if sys.argv[1] == 'pin' else None; "
-            "import gpuface, torch; from gpuface import threads; "
+            "import gpuface, torch; from gpuface.core import threads; "
             "n = threads.apply(int(sys.argv[2]) if sys.argv[2] != '-' else None); "
             "print(n, torch.get_num_threads(), threads.budget(), os.environ['OMP_WAIT_POLICY'])")
     env = {k: v for k, v in os.environ.items() if k not in ("SLURM_CPUS_PER_TASK", "GPUFACE_THREADS",

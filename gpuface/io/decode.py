@@ -30,7 +30,8 @@ import torch
 
 from gpuface.core import threads
 from gpuface.core.device import resolve_device
-from gpuface.core.errors import EmptyVideoError, InputNotFoundError, InvalidOptionError, UnsupportedInputError, VideoDecodeError
+from gpuface.core.errors import (EmptyVideoError, InputNotFoundError, InvalidOptionError, UnsupportedInputError,
+                                 VideoDecodeError)
 from gpuface.core.types import FrameBatch, VideoInfo
 
 BACKENDS = ("decord", "pyav", "torchcodec")

@@ -19,7 +19,7 @@ from typing import Any
 
 from gpuface.core.errors import InvalidOptionError
 from gpuface.io.codecs import ENCODERS, PRESETS
-from gpuface.jobs.base import Job
+from gpuface.jobs.base import Job, JobResult
 from gpuface.jobs.registry import register
 from gpuface.jobs.schema import (DETECTORS, ENCODER_HELP, SelectionOptions, boolean, choice, integer, number,
                                  option, parse_scale)

@@ -1,7 +1,7 @@
-"""The leak audit: a second detector — never the one that drove the masks — run on the original and on its anonymised
-version, frame by frame, reporting the faces it still finds in the output: per frame and box, the leak rate (faces
-found in the output at a face of the original / faces found in the original) and a contact sheet of the worst
-frames. No tool we replace measures its own leaks.
+"""The leak audit: a second detector — never the one that drove the masks — run on the original and on its
+anonymised version, frame by frame, reporting the faces it still finds in the output: per frame and box, the leak
+rate (faces found in the output at a face of the original / faces found in the original) and a contact sheet of the
+worst frames. No tool we replace measures its own leaks.
 
 It is a job over the anonymised video with the original read in step by a second reader, so
 :func:`~gpuface.jobs.runner.run_source` is the only batch loop (its OOM guard, progress and cleanup cover the audit).

@@ -3,7 +3,8 @@ group by clustering or by classification against reference images, save crops an
 
 Per input: frames every ``step_seconds`` of a fragment (and an optional area), BlazeFace + FaceMesh on those
 frames as unrelated stills, filters (score, size in px, distance to the border in px), boxes expanded by
-``expand`` (left, right, up, down) factors and optionally squared (:func:`gpuface.stages.detect.expand_boxes`), dlib embeddings
+``expand`` (left, right, up, down) factors and optionally squared (:func:`gpuface.stages.detect.expand_boxes`),
+dlib embeddings
 of aligned chips. Duplicates (video-to-faces ``dup_*``): a face whose 8×8 average hash differs from a kept
 face of the same video by at most ``hash_threshold`` bits and whose embedding is within ``dup_distance`` is a
 duplicate. Grouping: ``clustering`` (:func:`cluster_embeddings` over all kept faces, k or a range) or

@@ -164,7 +164,8 @@ def run_source(path: str, jobs: Job | list[Job], model, batch_size: int = 32, se
 
     Args:
         jobs: one job or several sharing ``model`` (their faces are found once per batch).
-        model: the :class:`~gpuface.stages.landmarks.FaceLandmarker` or :class:`~gpuface.stages.detect.FaceDetector` the jobs'
+        model: the :class:`~gpuface.stages.landmarks.FaceLandmarker` or
+            :class:`~gpuface.stages.detect.FaceDetector` the jobs'
             :attr:`~gpuface.jobs.base.Job.faces` names; its ``device`` is where frames are decoded to.
         selection: frames to read (a job may choose its own: :meth:`Job.plan`).
 

@@ -50,5 +50,6 @@ OPS = {
 #: Earlier op names, still accepted in layer specs: ``mask`` (every op's region argument is also called ``mask``).
 OP_ALIASES = {"mask": "mask_background"}
 
-__all__ = ["Context", "OPS", "REACH", "OP_ALIASES", "recolour", "saturation", "brightness", "mask_background", "fill", "bar",
+__all__ = ["Context", "OPS", "REACH", "OP_ALIASES", "recolour", "saturation", "brightness", "mask_background", "fill",
+           "bar",
            "blur", "noise", "bubbles", "grid_shuffle", "point_light", "pencil_sketch", "overlay", "relocate"]

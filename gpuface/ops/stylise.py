@@ -9,8 +9,8 @@ from gpuface.ops.draw import discs, segments
 from gpuface.core.errors import InvalidOptionError
 from gpuface.kernels import masked_blend
 from gpuface.core.syncs import upload
-from gpuface.ops.base import (_first_face_width, _may_sync, _normalised_blur, _normalised_blur_reach, _per_face_blend, _rgb,
-                     _windowed)
+from gpuface.ops.base import (_first_face_width, _may_sync, _normalised_blur, _normalised_blur_reach, _per_face_blend,
+                              _rgb, _windowed)
 from gpuface.ops.rng import uniform
 
 

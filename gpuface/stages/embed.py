@@ -73,8 +73,8 @@ class Embedder:
             facenet-pytorch GitHub releases — online only).
         device: torch device.
 
-    ``embedder(frames, faces)`` → a new :class:`~gpuface.core.types.Faces`, ``faces`` with ``embedding`` float32 (N, D)
-    (on ``device``) set; ``faces`` (with landmarks) is not changed.
+    ``embedder(frames, faces)`` → a new :class:`~gpuface.core.types.Faces`, ``faces`` with ``embedding`` float32
+    (N, D) (on ``device``) set; ``faces`` (with landmarks) is not changed.
 
     Raises:
         InvalidOptionError: unknown model. WeightsError: weights unavailable (offline for ``facenet``).

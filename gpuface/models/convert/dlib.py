@@ -1,4 +1,5 @@
-"""dlib ``.dat`` (serialised ``dnn`` network) → PyTorch ``state_dict`` for :class:`gpuface.models.dlib_resnet.DlibResNet`.
+"""dlib ``.dat`` (serialised ``dnn`` network) → PyTorch ``state_dict`` for
+:class:`gpuface.models.dlib_resnet.DlibResNet`.
 
 A pure-Python reader of dlib's serialisation (``dlib/serialize.h``): integers are one byte ``sign << 7 |
 byte count`` followed by that many little-endian bytes; strings are a length and bytes; tensors are

@@ -1,4 +1,5 @@
-"""TFLite flatbuffer → PyTorch: a graph spec (JSON) and a ``state_dict`` for :class:`gpuface.models.tflite_graph.TFLiteGraph`.
+"""TFLite flatbuffer → PyTorch: a graph spec (JSON) and a ``state_dict`` for
+:class:`gpuface.models.tflite_graph.TFLiteGraph`.
 
 The MediaPipe face models (BlazeFace short and full range, FaceMesh v2, the blendshapes MLP-Mixer) are float16
 TFLite graphs. This reader parses the flatbuffer with the ``tflite`` package (pure Python, no TensorFlow), folds
