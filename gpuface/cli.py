@@ -280,7 +280,6 @@ def cmd_affect(args) -> int:
 
 
 def cmd_faces(args) -> int:
-    from gpuface.core.device import resolve_device
     from gpuface.io.sources import expand_inputs
     from gpuface.jobs.faces import FaceCropsJob, extract_faces
     from gpuface.stages.embed import Embedder
@@ -291,7 +290,7 @@ def cmd_faces(args) -> int:
         opts["start"], opts["end"] = args.fragment
     options = FaceCropsJob.Options(**opts)
     FaceCropsJob.check(None, options)
-    device = resolve_device(args.device)
+    device = _device(args.device)
     landmarker = FaceLandmarker(options.detector, device=device)
     failed = []
 

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from gpuface.core.device import resolve_device
 from gpuface.core.errors import InvalidOptionError
 from gpuface.jobs.base import output_path
-from gpuface.jobs.registry import JOBS, defaults, job_names, spec_jobs, validate_options
+from gpuface.jobs.registry import JOBS, job_names, spec_jobs, validate_options
 from gpuface.jobs.schema import SELECTION
 
 #: Keys a job spec may have.
@@ -104,7 +104,6 @@ class Pipeline:
         opts = dict(spec.options)
         validate_options(self.names, opts)
         self.selection_options = {k: opts[k] for k in opts if k in SELECTION}
-        self.options = opts
         self.job_options = {}
         for name in self.names:
             cls = JOBS[name].cls
@@ -132,24 +131,23 @@ class Pipeline:
 
     def landmarker(self):
         """The :class:`~gpuface.stages.landmarks.FaceLandmarker` of the landmarker options (built once)."""
-        def make():
+        def make():   # every landmark job's Options holds the landmarker's (the same values: one spec)
             from gpuface.stages.landmarks import FaceLandmarker
-            o = {**defaults(self.names), **self.options}
-            return FaceLandmarker(o["detector"], device=self.device, max_faces=o.get("max_faces"),
-                                  min_score=o.get("threshold"), min_presence=o["min_presence"],
-                                  redetect_every=o.get("redetect_every"), blendshapes=o["blendshapes"])
+            o = self.job_options[self.names[0]]
+            return FaceLandmarker(o.detector, device=self.device, max_faces=o.max_faces, min_score=o.threshold,
+                                  min_presence=o.min_presence, redetect_every=o.redetect_every,
+                                  blendshapes=o.blendshapes)
         return self.cached("landmarker", make)
 
     def affect_analyzer(self):
-        """The :class:`~gpuface.stages.affect.AffectAnalyzer` of the affect options (built once)."""
+        """The :class:`~gpuface.stages.affect.AffectAnalyzer` of the affect job's options (its defaults when only
+        ``annotate(affect: true)`` asks for it; built once)."""
         def make():
             from gpuface.models.online import parse_weights_option
             from gpuface.stages.affect import AffectAnalyzer
-            o = self.options
-            return AffectAnalyzer(device=self.device, au_threshold=o.get("au_threshold"),
-                                  emotion_model=o.get("emotion_model", "mini-xception"),
-                                  weights=parse_weights_option(o.get("weights")),
-                                  au_model=o.get("au_model", "blendshapes"))
+            o = self.job_options.get("affect") or JOBS["affect"].cls.Options()
+            return AffectAnalyzer(device=self.device, au_threshold=o.au_threshold, emotion_model=o.emotion_model,
+                                  weights=parse_weights_option(o.weights), au_model=o.au_model)
         return self.cached("affect", make)
 
     def embedder(self):

@@ -239,13 +239,5 @@ def job_options(args: argparse.Namespace, job: str) -> dict[str, Any]:
     return opts
 
 
-def defaults(job: str | list[str]) -> dict[str, Any]:
-    """Every option's default for a job (or composed jobs), None omitted."""
-    out: dict[str, Any] = {}
-    for name in [job] if isinstance(job, str) else job:
-        out.update({k: o.default for k, o in JOBS[name].options.items() if o.default is not None})
-    return out
-
-
 __all__ = ["JobEntry", "JOBS", "JOB_OPTIONS", "register", "spec_jobs", "detection_jobs", "job_names",
-           "validate_options", "spec_reference", "add_job_options", "job_options", "defaults", "SELECTION"]
+           "validate_options", "spec_reference", "add_job_options", "job_options", "SELECTION"]
