@@ -46,14 +46,16 @@ class Context:
     windows: bool = True
 
 
-def _region_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of values (B, 1, H, W) over mask > 0.5 in the first frame where the mask is not empty (nan if none),
-    so that what is sampled does not depend on how the video is cut into batches. A 0-dim tensor, no host sync."""
-    m = (mask > 0.5).flatten(1)
+def _region_mean(values: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Mean of values (B, 1, H, W) over mask > 0.5 in the first frame where the layer acts (weight (B,) > 0) and
+    the mask is not empty (nan if none), so that what is sampled does not depend on how the video is cut into
+    batches (a layer is skipped in batches where it does not act). Summed in float64: the window's size follows
+    the batch, and float32 sums of different lengths round differently. A 0-dim float32 tensor, no host sync."""
+    m = ((mask > 0.5) & (weight > 0)[:, None, None, None]).flatten(1)
     counts = m.sum(dim=1)
-    sums = (values.flatten(1) * m).sum(dim=1)
-    first = torch.argmax((counts > 0).to(torch.uint8)).view(1)    # the first frame with the region (0 when none)
-    return (sums.index_select(0, first) / counts.index_select(0, first))[0]   # 0 / 0 = nan when no frame has it
+    sums = (values.flatten(1).double() * m).sum(dim=1)
+    first = torch.argmax((counts > 0).to(torch.uint8)).view(1)    # the first such frame (0 when none)
+    return (sums.index_select(0, first) / counts.index_select(0, first))[0].float()   # 0 / 0 = nan when none
 
 
 def _sampled_once(ctx, key: str, value: torch.Tensor) -> torch.Tensor:
@@ -65,16 +67,26 @@ def _sampled_once(ctx, key: str, value: torch.Tensor) -> torch.Tensor:
     return kept
 
 
+def _first_active_faces(ctx) -> list[int]:
+    """Indices in ``ctx.faces`` of the faces of the first frame of the batch where the layer acts (weight > 0;
+    every frame when the weights are not given): where an op samples per-video state, so that it is sampled on the
+    same frame at any batch size (a batch where the layer does not act never reaches the op). Empty when no
+    active frame has a face. One host sync (ops call it once per video)."""
+    rows = ctx.faces.row.tolist()
+    active = [r for r in rows if ctx.weights is None or ctx.weights[r] > 0]
+    return [i for i, r in enumerate(rows) if r == min(active)] if active else []
+
+
 def _first_face_width(ctx) -> float:
-    """Mean face width (px: the landmarks' horizontal extent) over the faces of the video's first landmarked
-    frame, kept in ``ctx.state``: a filter size that depends on it is then the same at any batch size. One host
-    sync per video (a size is a shape)."""
+    """Mean face width (px: the landmarks' horizontal extent) over the faces of the first frame the layer acts on
+    (:func:`_first_active_faces`), kept in ``ctx.state``: a filter size that depends on it is then the same at any
+    batch size. 0 until such a frame has faces. One host sync per video (a size is a shape)."""
     if "face_width" not in ctx.state:
-        faces = ctx.faces
-        lm = faces.landmarks[..., 0]
-        width = lm.amax(1) - lm.amin(1)
-        first = (faces.row == faces.row.amin()).to(width.dtype)
-        ctx.state["face_width"] = float((width * first).sum() / first.sum())
+        first = _first_active_faces(ctx)
+        if not first:
+            return 0.0
+        lm = ctx.faces.landmarks[first, :, 0]
+        ctx.state["face_width"] = float((lm.amax(1) - lm.amin(1)).mean())
     return ctx.state["face_width"]
 
 

@@ -18,22 +18,25 @@ def recolour(x, mask, weight, ctx, colour: str = "red", magnitude: float = 10.0,
 
     ``magnitude`` is in per cent: ``absolute`` shifts by ``magnitude`` % of the channel's half range (127 or
     128 units) × weight; ``relative`` by ``magnitude`` % of the head-room between the region's mean a*/b* on
-    the video's first landmarked frame and the end of the range, × weight (PyFAME 1.0.10
+    the first frame the layer acts on (weight > 0) and the end of the range, × weight (PyFAME 1.0.10
     ``layer_colour_recolour``). Result clipped to a*, b* ∈ [-128, 127] and to RGB [0, 1].
     """
     if colour not in _RECOLOUR or scale not in ("relative", "absolute") or magnitude < 0:
         raise InvalidOptionError("recolour: colour red|green|yellow|blue, scale relative|absolute, magnitude >= 0")
     channel, sign, half = _RECOLOUR[colour]
-    lab = kornia.color.rgb_to_lab(x)
+    # CIELAB in float64: its powers and cube roots in float32 differ in the last bit between ATen's vectorised and
+    # scalar loops, so a pixel would round differently in windows of different sizes (batch sizes)
+    x64 = x.double()
+    lab = kornia.color.rgb_to_lab(x64)
     if scale == "absolute":
         amount = half * magnitude / 100
-    else:  # sampled on the video's first frame with the region (nan, then no shift, until then): no host sync
-        mean = _region_mean(lab[:, channel:channel + 1], mask)
+    else:  # sampled on the first frame the layer acts on with the region (nan, no shift, until then): no host sync
+        mean = _region_mean(lab[:, channel:channel + 1], mask, weight)
         room = (127.0 - mean) if sign > 0 else (128.0 + mean)
         amount = torch.nan_to_num(_sampled_once(ctx, "amount", magnitude * room / 100))
     shifted = lab.clone()
     shifted[:, channel] = (lab[:, channel] + sign * amount * weight[:, None, None]).clamp(-128, 127)
-    return masked_blend(x, kornia.color.lab_to_rgb(shifted).clamp(0, 1), mask)
+    return masked_blend(x, kornia.color.lab_to_rgb(shifted).clamp(0, 1).to(x.dtype), mask)
 
 
 def _hsv_shift(x, mask, weight, ctx, channel: int, magnitude: float, scale: str, name: str):
@@ -43,7 +46,7 @@ def _hsv_shift(x, mask, weight, ctx, channel: int, magnitude: float, scale: str,
     if scale == "absolute":
         amount = magnitude / 100
     else:
-        mean = _region_mean(hsv[:, channel:channel + 1], mask)
+        mean = _region_mean(hsv[:, channel:channel + 1], mask, weight)
         amount = torch.nan_to_num(_sampled_once(ctx, "amount", magnitude * (1.0 - mean) / 100))
     hsv[:, channel] = (hsv[:, channel] + amount * weight[:, None, None]).clamp(0, 1)
     return masked_blend(x, kornia.color.hsv_to_rgb(hsv).clamp(0, 1), mask)
@@ -51,8 +54,8 @@ def _hsv_shift(x, mask, weight, ctx, channel: int, magnitude: float, scale: str,
 
 @_windowed
 def saturation(x, mask, weight, ctx, magnitude: float = -12.0, scale: str = "relative"):
-    """Shift HSV saturation by ``magnitude`` % (of the full range, or of the head-room above the region's
-    first-frame mean when ``relative``) × weight; PyFAME 1.0.10 ``layer_colour_saturation``."""
+    """Shift HSV saturation by ``magnitude`` % (of the full range, or of the head-room above the region's mean on
+    the first frame the layer acts on when ``relative``) × weight; PyFAME 1.0.10 ``layer_colour_saturation``."""
     return _hsv_shift(x, mask, weight, ctx, 1, magnitude, scale, "saturation")
 
 

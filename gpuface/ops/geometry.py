@@ -4,7 +4,8 @@ An ROI is a centre ``(cx, cy)`` and a side in frame pixels plus a rotation ``ang
 image coordinates, i.e. the ROI's x axis points along ``(cos a, sin a)`` with y down). Frame coordinates are
 continuous: pixel ``i`` covers ``[i, i + 1)``, as MediaPipe's normalised coordinates × image size. This is
 MediaPipe's ``NormalizedRect`` + ``ImageToTensorCalculator`` (bilinear, zero border) +
-``LandmarkProjectionCalculator``, done for all ROIs of all frames in one ``grid_sample``.
+``LandmarkProjectionCalculator``, for all ROIs of all frames at once, each ROI's numbers independent of the others'
+(so that the landmarks do not depend on the batch size).
 """
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 from gpuface.core.syncs import host_side, to_host, upload
-
 
 
 def window_slices(box: torch.Tensor, height: int, width: int, pad: float = 0.0,
@@ -32,79 +32,117 @@ def window_slices(box: torch.Tensor, height: int, width: int, pad: float = 0.0,
     y1 = min(-(-int(math.ceil(y1)) // align) * align, height)
     return slice(y0, max(y1, y0)), slice(x0, max(x1, x0))
 
-def roi_theta(centres: torch.Tensor, sides: torch.Tensor, angles: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """``affine_grid`` matrices (N, 2, 3) mapping an output crop to its ROI in a (height, width) frame."""
-    cos, sin = torch.cos(angles), torch.sin(angles)
-    sx, sy = sides / width, sides / height
-    row0 = torch.stack([sx * cos, -sx * sin, 2 * centres[:, 0] / width - 1], dim=1)
-    row1 = torch.stack([sy * sin, sy * cos, 2 * centres[:, 1] / height - 1], dim=1)
-    return torch.stack([row0, row1], dim=1)
-
-
 def crop_rois(frames: torch.Tensor, row: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor,
               angles: torch.Tensor, size: int, antialias: bool = False) -> torch.Tensor:
-    """Crop N rotated square ROIs from a batch of frames in one bilinear ``grid_sample`` (zeros outside).
+    """Crop N rotated square ROIs from a batch of frames by bilinear sampling (zeros outside the frame).
+
+    Each output pixel ``(i, j)`` samples the frame at ``c + side / 2 · R(angle) · (x_j, y_i)`` (continuous
+    coordinates), ``x_j = (2j + 1) / S − 1``: MediaPipe's ``ImageToTensorCalculator``, as ``grid_sample(
+    align_corners=False, padding_mode="zeros")``. Each ROI is sampled from its own window of the frame — a square
+    whose place and side (a multiple of 64 px) follow from that ROI alone — converted to float, with a sampling
+    grid computed element by element (float64 trigonometry). So a crop's values never depend on the other ROIs of
+    the call, on how many there are, or on the batch size (bit for bit), and only the pixels near faces are
+    converted to float.
 
     Args:
         frames: uint8 (B, 3, H, W) RGB, or float in [0, 1].
         row: int64 (N,) row in the batch of each ROI. centres: float (N, 2) px. sides: float (N,) px.
         angles: float (N,) radians. size: output side S in pixels.
-        antialias: (uint8 frames) an ROI with a side of 2^k·S px or more (k ≥ 1) is sampled from the frames shrunk
-            by 2^k with an anti-aliased (PIL-style) bilinear resize, so that downscaled crops do not alias and the
-            float conversion touches 4^k times fewer pixels. The shrink is aligned to the frame's 2^k-pixel grid,
-            so each crop depends only on its own ROI, never on the other ROIs of the batch (batch-size invariant).
-            MediaPipe's crops do not do this (off by default).
+        antialias: (uint8 frames) an ROI with a side of 2^k·S px or more (k ≥ 1) is sampled from its window
+            shrunk by 2^k with an anti-aliased (PIL-style) bilinear resize (the window aligned to the frame's
+            2^k-pixel grid, with a margin for the filter), so that downscaled crops do not alias. MediaPipe's
+            crops do not do this (off by default).
 
     Returns:
         float32 (N, 3, S, S) crops in [0, 1] (MediaPipe's FaceMesh input range; float16 when ``frames`` is
         float16); 0 outside the frame.
     """
     n = row.numel()
+    out_dtype = torch.float16 if frames.dtype == torch.float16 else torch.float32
+    out = frames.new_zeros((n, 3, size, size), dtype=out_dtype)
     if n == 0:
-        return frames.new_zeros((0, 3, size, size), dtype=torch.float32)
-    if not (antialias and frames.dtype == torch.uint8):
-        return _crop(frames, row, centres, sides, angles, size, 1)
-    levels = torch.log2(sides / size).floor().clamp(min=0).long()
-    out = frames.new_empty((n, 3, size, size), dtype=torch.float32)
-    for k in torch.unique(levels).tolist():     # usually one level per batch
-        sel = levels == k
-        out[sel] = _crop(frames, row[sel], centres[sel], sides[sel], angles[sel], size, 2 ** k)
+        return out
+    shrink = (2 ** torch.log2(sides / size).floor().clamp(min=0) if antialias and frames.dtype == torch.uint8
+              else torch.ones_like(sides))
+    a = angles.double()
+    reach = sides * (a.cos().abs() + a.sin().abs()).float() / 2 + 2 + 2 * shrink * (shrink > 1)
+    side = torch.ceil(2 * reach / (64 * shrink)) * 64 * shrink                    # window side, px
+    x0, y0 = (centres[:, 0] - side / 2), (centres[:, 1] - side / 2)
+    x0, y0 = torch.floor(x0 / shrink) * shrink, torch.floor(y0 / shrink) * shrink   # on the 2^k grid
+    plan = to_host(torch.stack([x0, y0, side, shrink], dim=1), row)                  # one host sync
+    with host_side():
+        windows, rows = plan[0].long().tolist(), plan[1].tolist()
+        groups: dict[tuple, list[int]] = {}
+        for i, (_, _, w, k) in enumerate(windows):
+            groups.setdefault((w, k), []).append(i)
+    h, w = frames.shape[-2:]
+    for (win, k), members in groups.items():
+        for at in range(0, len(members), _CHUNK):
+            idx = members[at:at + _CHUNK]
+            cut = frames.new_zeros((len(idx), 3, win, win), dtype=torch.float32)
+            for j, i in enumerate(idx):    # copied and converted in one pass; zeros outside the frame
+                wx, wy = windows[i][:2]
+                xa, ya, xb, yb = max(wx, 0), max(wy, 0), min(wx + win, w), min(wy + win, h)
+                if xb > xa and yb > ya:
+                    cut[j, :, ya - wy:yb - wy, xa - wx:xb - wx] = frames[rows[i], :, ya:yb, xa:xb]
+            if k > 1:   # normalised window coordinates are unchanged by resizing the window
+                cut = F.interpolate(cut, size=(win // k, win // k), mode="bilinear", antialias=True,
+                                    align_corners=False)
+            sel = upload(torch.tensor(idx, device="cpu"), frames.device)
+            grid = _grid(centres[sel] - torch.stack([x0[sel], y0[sel]], dim=1), sides[sel], angles[sel], win, size)
+            crops = F.grid_sample(cut, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+            out[sel] = (crops.div_(255.0) if frames.dtype == torch.uint8 else crops).to(out_dtype)
     return out
 
 
-def _crop(frames, row, centres, sides, angles, size: int, shrink: int) -> torch.Tensor:
-    """:func:`crop_rois` from the window of the frames the ROIs can touch (their joint bounding box), converted
-    to float; with ``shrink`` > 1 the window (aligned to multiples of ``shrink``, with a margin for the filter)
-    is first resized by 1/shrink."""
-    n = row.numel()
-    reach = sides * (angles.cos().abs() + angles.sin().abs()) / 2 + 2 + 2 * (shrink > 1) * shrink
-    h, w = frames.shape[-2:]
-    lo, hi = (centres - reach[:, None]).amin(0).floor(), (centres + reach[:, None]).amax(0).ceil()
-    bounds, rows = to_host(torch.cat([lo, hi]), row)    # one sync: the window and the frames it needs
-    with host_side():
-        x0, y0, x1, y1 = bounds.tolist()
-        used, inverse = torch.unique(rows, return_inverse=True)
-        one_each = torch.equal(inverse, torch.arange(n, device="cpu"))       # one ROI per frame, in frame order
-    x0 = int(min(max(x0, 0), w - 1)) // shrink * shrink
-    y0 = int(min(max(y0, 0), h - 1)) // shrink * shrink
-    x1, y1 = int(min(max(x1, x0 + 1), w)), int(min(max(y1, y0 + 1), h))
-    if shrink > 1:   # whole 2^k blocks (the last partial block at the frame's edge is dropped)
-        x1 = x0 + max((min(-(-(x1 - x0) // shrink) * shrink, w - x0)) // shrink, 1) * shrink
-        y1 = y0 + max((min(-(-(y1 - y0) // shrink) * shrink, h - y0)) // shrink, 1) * shrink
-    window = frames[:, :, y0:y1, x0:x1]
-    if used.numel() < frames.shape[0]:
-        window = window[upload(used, frames.device)]
-    if shrink > 1:   # normalised coordinates (theta below) are unchanged by resizing the window
-        window = F.interpolate(window, size=((y1 - y0) // shrink, (x1 - x0) // shrink), mode="bilinear",
-                               antialias=True, align_corners=False)
-    window = window.float().div_(255.0) if window.dtype == torch.uint8 else window
-    offset = upload(torch.tensor([x0, y0], dtype=window.dtype, device="cpu"), window.device)
-    theta = roi_theta(centres.to(window.dtype) - offset, sides.to(window.dtype), angles.to(window.dtype),
-                      y1 - y0, x1 - x0)
-    grid = F.affine_grid(theta, [n, 3, size, size], align_corners=False)
-    if not one_each:  # several ROIs per frame, or unsorted
-        window = window[upload(inverse, window.device)]
-    return F.grid_sample(window, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+#: ROIs cut and sampled together at most (bounds the windows' memory; the values do not depend on it)
+_CHUNK = 16
+
+
+def _grid(centres: torch.Tensor, sides: torch.Tensor, angles: torch.Tensor, window: int,
+          size: int) -> torch.Tensor:
+    """``grid_sample`` grids (N, S, S, 2) of ROIs (centres relative to their window's corner, px) in windows of
+    ``window`` px: ``affine_grid``'s formula, element by element (float64 trigonometry; no batched matmul, whose
+    algorithm depends on N)."""
+    scale = sides.double() / window
+    u = (scale * torch.cos(angles.double())).float()[:, None, None]
+    v = (scale * torch.sin(angles.double())).float()[:, None, None]
+    t = (torch.arange(size, dtype=torch.float32, device=centres.device) * 2 + 1) / size - 1
+    xs, ys = t[None, None, :], t[None, :, None]
+    cx = (2 * centres[:, 0].float() / window - 1)[:, None, None]
+    cy = (2 * centres[:, 1].float() / window - 1)[:, None, None]
+    return torch.stack([cx + u * xs - v * ys, cy + v * xs + u * ys], dim=-1)
+
+
+def sample_at(x: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
+    """Bilinear samples of images at pixel positions, zeros outside: ``grid_sample(align_corners=False,
+    padding_mode="zeros")`` given pixel-centre coordinates instead of coordinates normalised by the image's size.
+
+    Normalising by the size rounds each position differently for images of different sizes, so an op computed in a
+    window whose size follows the batch would not give the same pixels at every batch size; this evaluates each
+    sample from its own position only (four gathers and the bilinear weights, element by element).
+
+    Args:
+        x: float (N, C, H, W). px, py: float (N, h, w) positions in x's pixel-index coordinates (pixel ``i``'s
+            centre at ``i``).
+
+    Returns:
+        (N, C, h, w) in x's dtype.
+    """
+    n, c, height, width = x.shape
+    x0, y0 = px.floor(), py.floor()
+    fx, fy = (px - x0).to(x.dtype), (py - y0).to(x.dtype)
+    x0, y0 = x0.long(), y0.long()
+    flat = x.reshape(n, c, height * width)
+    out = None
+    for dy, wy in ((0, 1 - fy), (1, fy)):
+        for dx, wx in ((0, 1 - fx), (1, fx)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
+            index = (yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)).view(n, 1, -1).expand(-1, c, -1)
+            term = flat.gather(2, index).view(n, c, *px.shape[1:]) * (wx * wy * inside)[:, None]
+            out = term if out is None else out.add_(term)
+    return out
 
 
 def rois_to_frame(points: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor, angles: torch.Tensor,
@@ -112,11 +150,13 @@ def rois_to_frame(points: torch.Tensor, centres: torch.Tensor, sides: torch.Tens
     """Map points (N, P, 2 or 3) from crop pixels (0–size) back to frame pixels; a z column scales with x."""
     p = points[..., 0] / size - 0.5
     q = points[..., 1] / size - 0.5
-    cos, sin, s = torch.cos(angles)[:, None], torch.sin(angles)[:, None], sides[:, None]
+    # float64 trigonometry: float32 cos/sin differ in the last bit between vectorised and scalar loops
+    cos, sin = torch.cos(angles.double()).to(p.dtype)[:, None], torch.sin(angles.double()).to(p.dtype)[:, None]
+    s = sides[:, None]
     x = centres[:, None, 0] + s * (p * cos - q * sin)
     y = centres[:, None, 1] + s * (p * sin + q * cos)
     cols = [x, y] + ([points[..., 2] / size * s] if points.shape[-1] > 2 else [])
     return torch.stack(cols, dim=-1)
 
 
-__all__ = ["roi_theta", "crop_rois", "rois_to_frame"]
+__all__ = ["crop_rois", "sample_at", "rois_to_frame"]

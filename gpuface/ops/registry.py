@@ -15,7 +15,7 @@ Every op has the signature ``op(x, mask, weight, ctx, **params) -> x'``:
 
 Semantics follow PyFAME 1.0.10 (``pyfame/layer/manipulations``, read from its PyPI wheel), fixed where it is
 wrong: colour shifts are in CIELAB a*/b* (recolour) or HSV S/V (saturation, brightness) with magnitudes in per
-cent, "relative" scales taking the head-room from the region's mean in the first frame of the video; values
+cent, "relative" scales taking the head-room from the region's mean in the first frame the layer acts on; values
 are clipped before uint8 (PyFAME 0.7 wrapped). Colour conversions: ``kornia.color``.
 """
 from __future__ import annotations

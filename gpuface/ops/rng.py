@@ -51,10 +51,12 @@ def uniform(key: int, frames: torch.Tensor, index: tuple[int, ...] | torch.Tenso
 
 
 def normal(key: int, frames: torch.Tensor, index: tuple[int, ...] | torch.Tensor) -> torch.Tensor:
-    """Standard normal values, shaped as :func:`uniform` (Box–Muller on two uniform streams)."""
-    u1 = uniform(key, frames, index).clamp_(min=1e-7)
-    u2 = uniform(key ^ 0x5BD1E995, frames, index)
-    return torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * torch.pi * u2)
+    """Standard normal values, shaped as :func:`uniform` (Box–Muller on two uniform streams), float32. The
+    logarithm and cosine are taken in float64: float32 ``log``/``cos`` differ in the last bit between ATen's
+    vectorised and scalar loops, so a value would depend on how many were drawn with it (the window's size)."""
+    u1 = uniform(key, frames, index).clamp_(min=1e-7).double()
+    u2 = uniform(key ^ 0x5BD1E995, frames, index).double()
+    return (torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * torch.pi * u2)).float()
 
 
 __all__ = ["stream_key", "uniform", "normal"]

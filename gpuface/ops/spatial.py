@@ -1,7 +1,6 @@
 """Spatial ops: grid shuffles (PyFAME's scrambles) and the relocation of face parts."""
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
@@ -9,11 +8,12 @@ import torch.nn.functional as F
 
 from gpuface.core.errors import InvalidOptionError
 from gpuface.kernels import masked_blend
+from gpuface.ops.geometry import sample_at
 from gpuface.ops.regions import region_masks
 from gpuface.core.syncs import upload
 from gpuface.core.types import rank_in_frame
 from gpuface.ops.rng import uniform
-from gpuface.ops.base import _first_face_width, _may_sync, _normalised_blur, _per_face_blend
+from gpuface.ops.base import _first_active_faces, _first_face_width, _may_sync, _normalised_blur, _per_face_blend
 
 
 def _neighbour_swaps(key: int, size: int, reach: int, device) -> torch.Tensor:
@@ -89,8 +89,12 @@ def grid_shuffle(x, mask, weight, ctx, method: str = "random", square_size: int 
     else:
         gx, gy = (int(g) for g in grid_dimensions)
         dims = upload(torch.tensor([gx, gy], device="cpu"), dev)
-        if "cell" not in ctx.state:  # cell size fixed for the video from its first face
-            ctx.state["cell"] = ((hi[0] - lo[0]) / dims).ceil().clamp(min=1).long().tolist()
+        if "cell" not in ctx.state:  # cell size fixed for the video from the first face the layer acts on
+            chosen = _first_active_faces(ctx)
+            if not chosen:
+                return x
+            i = chosen[0]
+            ctx.state["cell"] = ((hi[i] - lo[i]) / dims).ceil().clamp(min=1).long().tolist()
         sw, sh = ctx.state["cell"]
         size = upload(torch.tensor([gx * sw, gy * sh], device="cpu"), dev)
         origin = ((lo + hi) / 2 - size / 2).floor().long()
@@ -187,7 +191,10 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
     b, _, h, w = x.shape
     dev = x.device
     on = (weight > 0.5).to(x.dtype)[:, None, None, None]
-    lm = faces.landmarks[..., :2]
+    # frame coordinates (window + origin: exact): a part's centre and where its pixels come from are rounded as in
+    # the frame, whatever window (batch) the op runs in
+    origin = torch.tensor(ctx.origin, dtype=x.dtype, device=dev)
+    lm = faces.landmarks[..., :2] + origin
     face_w = (lm[:, 454] - lm[:, 234]).norm(dim=1)
     regions = [get_region(p) for p in parts]
     n = len(faces)
@@ -218,7 +225,7 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
         # where the part lands: d = R (s - c) + c + t; on the CPU compute only in the box around that, for all
         # faces (on a GPU in the whole window: reading the box would cost a host sync)
         if sync:
-            dest = (part - centre[:, None]) @ rot.T + (centre + shift)[:, None]
+            dest = (part - centre[:, None]) @ rot.T + (centre + shift)[:, None] - origin
             x0, y0 = (dest.amin((0, 1)) - pad).floor().clamp(min=0).long().tolist()
             x1, y1 = (dest.amax((0, 1)) + pad).ceil().long().tolist()
             x1, y1 = min(max(x1, x0), w), min(max(y1, y0), h)
@@ -226,13 +233,14 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
                 continue
         else:
             x0, y0, x1, y1 = 0, 0, w, h
-        gy, gx = torch.meshgrid(torch.arange(y0, y1, device=dev, dtype=x.dtype) + 0.5,
-                                torch.arange(x0, x1, device=dev, dtype=x.dtype) + 0.5, indexing="ij")
-        d = torch.stack([gx, gy], -1)[None] - (centre + shift)[:, None, None]        # (N, hc, wc, 2)
-        src = d @ rot + centre[:, None, None]                                        # s = R^-1 (d - c - t) + c
-        grid = torch.stack([src[..., 0] / (w / 2), src[..., 1] / (h / 2)], -1) - 1
-        sample = functools.partial(F.grid_sample, grid=grid, mode="bilinear", padding_mode="zeros",
-                                   align_corners=False)
-        out[:, :, y0:y1, x0:x1] = _per_face_blend(out[:, :, y0:y1, x0:x1], faces.row, sample(x_faces),
-                                                  sample(m), on.view(-1), sync)
+        ox, oy = ctx.origin
+        gy, gx = torch.meshgrid(torch.arange(y0 + oy, y1 + oy, device=dev, dtype=x.dtype) + 0.5,
+                                torch.arange(x0 + ox, x1 + ox, device=dev, dtype=x.dtype) + 0.5, indexing="ij")
+        dx_, dy_ = gx[None] - (centre + shift)[:, 0, None, None], gy[None] - (centre + shift)[:, 1, None, None]
+        # s = R^-1 (d - c - t) + c, element by element (a batched matmul's algorithm depends on N), then back to
+        # the window's pixel-index coordinates (exact), sampled without normalising by the window's size
+        sx = dx_ * rot[0, 0] + dy_ * rot[1, 0] + centre[:, 0, None, None] - (ox + 0.5)
+        sy = dx_ * rot[0, 1] + dy_ * rot[1, 1] + centre[:, 1, None, None] - (oy + 0.5)
+        out[:, :, y0:y1, x0:x1] = _per_face_blend(out[:, :, y0:y1, x0:x1], faces.row, sample_at(x_faces, sx, sy),
+                                                  sample_at(m, sx, sy), on.view(-1), sync)
     return out

@@ -9,8 +9,8 @@ from gpuface.ops.draw import discs, segments
 from gpuface.core.errors import InvalidOptionError
 from gpuface.kernels import masked_blend
 from gpuface.core.syncs import upload
-from gpuface.ops.base import (_first_face_width, _may_sync, _normalised_blur, _normalised_blur_reach, _per_face_blend,
-                              _rgb, _windowed)
+from gpuface.ops.base import (_first_active_faces, _first_face_width, _may_sync, _normalised_blur,
+                              _normalised_blur_reach, _per_face_blend, _rgb, _windowed)
 from gpuface.ops.rng import uniform
 
 
@@ -18,7 +18,7 @@ def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 25
                 history: str | None = None, history_window: float = 0.5, history_colour=(255, 0, 0),
                 keep_background: bool = False, invert: bool = False):
     """Point-light display (PyFAME ``layer_stylise_point_light``; Johansson 1973): the landmarks lying inside the
-    region on the video's first landmarked frame (a seeded ``density`` fraction of them) drawn as discs of
+    region on the first frame the layer acts on (its first face; a seeded ``density`` fraction of them) drawn as discs of
     ``radius`` px on black (or over the frame with ``keep_background``; ``invert``: black on white). History:
     ``origin`` draws each point's path from its first position, ``relative`` its trail over the last
     ``history_window`` seconds (as dots every frame). Random draws: the layer's stream.
@@ -32,8 +32,11 @@ def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 25
         return x
     lm = faces.landmarks[..., :2]
     if "points" not in ctx.state:
-        first = int(faces.row.min())
-        i = int(torch.nonzero(faces.row == first)[0])
+        chosen = _first_active_faces(ctx)
+        if not chosen:       # no face yet where the layer acts: frames without a face stay as they are
+            return x
+        i = chosen[0]
+        first = int(faces.row[i])
         pos = lm[i].floor().long()
         h, w = mask.shape[-2:]
         ok = (pos[:, 0] >= 0) & (pos[:, 0] < w) & (pos[:, 1] >= 0) & (pos[:, 1] < h)
@@ -70,7 +73,7 @@ def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 25
 
 
 def _sketch_filters(ctx, detail: float) -> tuple[float, int]:
-    """The pencil sketch's illumination σ and threshold window (px), from the video's first faces
+    """The pencil sketch's illumination σ and threshold window (px), from the first faces the layer acts on
     (:func:`_first_face_width`): the same filters at any batch size."""
     face_w = _first_face_width(ctx)
     return max(face_w * 0.05 / detail, 1.0), max(int(face_w * 0.04 / detail) | 1, 3)
@@ -138,12 +141,13 @@ def overlay(x, mask, weight, ctx, image=None, anchors=(33, 263), centre: int = 1
     a, b_ = lm[:, anchors[0]], lm[:, anchors[1]]
     axis = b_ - a
     width = scale * axis.norm(dim=1)
-    angle = torch.atan2(axis[:, 1], axis[:, 0])
+    # trigonometry in float64: float32's differs in the last bit between vectorised and scalar loops (N faces)
+    angle = torch.atan2(axis[:, 1].double(), axis[:, 0].double())
+    cos, sin = torch.cos(angle).float(), torch.sin(angle).float()
     height = width * rgba.shape[1] / rgba.shape[2]
-    down = torch.stack([-torch.sin(angle), torch.cos(angle)], dim=1)
+    down = torch.stack([-sin, cos], dim=1)
     c = lm[:, centre] + down * (y_offset * height)[:, None]
     bsz, _, h, w = x.shape
-    cos, sin = torch.cos(angle), torch.sin(angle)
     # inverse map: frame pixel -> overlay coordinates in [-1, 1], per face, on the whole frame
     theta = torch.stack([torch.stack([cos * 2 / width * w / 2, sin * 2 / width * h / 2,
                                       (cos * (w / 2 - c[:, 0]) + sin * (h / 2 - c[:, 1])) * 2 / width], 1),

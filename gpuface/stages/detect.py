@@ -476,7 +476,7 @@ class CenterFaceDetector(nn.Module):
         if not 0 <= score_threshold <= 1:
             raise InvalidOptionError(f"CenterFace score threshold must be in [0, 1], got {score_threshold}")
         self.net = net.to(memory_format=torch.channels_last)
-        self.run = Bucketed(self.net)
+        self.run = Bucketed(self.net, cpu_chunk=1)  # on a CPU one frame per call: faster, and batch-size invariant
         self.score_threshold, self.input_size, self.iou_threshold = score_threshold, input_size, iou_threshold
         self.input_scale = input_scale
 
@@ -492,7 +492,9 @@ class CenterFaceDetector(nn.Module):
         heat, scale, offset, marks = self.run(x.to(dtype))
         fb, cy, cx = (heat[:, 0] > self.score_threshold).nonzero(as_tuple=True)
         score = heat[fb, 0, cy, cx].float()
-        sh, sw = (scale[fb, :, cy, cx].float().exp() * 4).unbind(1)
+        # exp in float64: float32 exp differs in the last bit between vectorised and scalar loops, so the number of
+        # cells above the threshold in the batch would change a box
+        sh, sw = (scale[fb, :, cy, cx].double().exp().float() * 4).unbind(1)
         oy, ox = offset[fb, :, cy, cx].float().unbind(1)
         x1 = ((cx + ox + 0.5) * 4 - sw / 2).clamp(0, nw)
         y1 = ((cy + oy + 0.5) * 4 - sh / 2).clamp(0, nh)

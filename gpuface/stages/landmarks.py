@@ -44,6 +44,15 @@ from gpuface.core.types import Faces, rank_in_frame
 #: upper-lip centre (inner), right/left tragion (subject-centric).
 KEYPOINTS_FROM_MESH = (468, 473, 1, 13, 234, 454)
 
+#: Rows per FaceMesh call where a call's size would otherwise follow the batch size (crops between key frames, and
+#: of stills; :class:`~gpuface.models.graphs.Bucketed`'s ``cpu_chunk``). 8: FaceMesh's fastest chunk per crop on a
+#: 2-core x86 VM (0.96 s per 96 crops vs 1.21 at 6 and 1.37 at 3).
+MESH_CHUNK = 8
+#: Rows per call of the re-runs from refined ROIs between key frames (usually one or two crops: 2 pads least).
+REFINE_CHUNK = 2
+#: Rows per blendshape call: the MLP gives a row the same bits wherever it sits in a call only from 8 rows up.
+BLEND_CHUNK = 16
+
 #: FaceMesh index of each of the 68 iBUG 300-W / dlib points (jaw 0–16, brows 17–26, nose 27–35, eyes 36–47,
 #: lips 48–67), the nearest mesh vertex to each 68-point definition on MediaPipe's canonical face model. An
 #: approximation for tools that expect 68 points, not a re-trained 68-point model.
@@ -67,14 +76,20 @@ def rois_from_detections(boxes: torch.Tensor, keypoints: torch.Tensor, scale: fl
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     sides = scale * (boxes[:, 2:] - boxes[:, :2]).amax(dim=1)
     d = keypoints[:, 1] - keypoints[:, 0]
-    return centres, sides, torch.atan2(d[:, 1], d[:, 0])
+    return centres, sides, _angle(d)
 
 
 def rois_from_landmarks(landmarks: torch.Tensor, scale: float = 1.5):
     """ROIs from landmarks (N, 478, ≥2) px: bounding-box centre, 1.5 × longer side, rotation 33 → 263."""
     lo, hi = landmarks[..., :2].amin(dim=1), landmarks[..., :2].amax(dim=1)
     d = landmarks[:, 263, :2] - landmarks[:, 33, :2]
-    return (lo + hi) / 2, scale * (hi - lo).amax(dim=1), torch.atan2(d[:, 1], d[:, 0])
+    return (lo + hi) / 2, scale * (hi - lo).amax(dim=1), _angle(d)
+
+
+def _angle(d: torch.Tensor) -> torch.Tensor:
+    """``atan2(dy, dx)`` of vectors (N, 2), in float64 then rounded: float32 ``atan2`` differs in the last bit
+    between vectorised and scalar loops, so the number of ROIs in a call would change an ROI's angle."""
+    return torch.atan2(d[:, 1].double(), d[:, 0].double()).to(d.dtype)
 
 
 def _wrap(a: torch.Tensor) -> torch.Tensor:
@@ -171,11 +186,19 @@ class FaceLandmarker:
         self.max_faces, self.min_presence = max_faces, min_presence
         self.redetect_every, self.refine_tolerance = redetect_every, refine_tolerance
         self.keyframe_step, self.search_every = keyframe_step, search_every
-        # one bucketed runner: CUDA graphs on CUDA (gpuface.models.graphs); with compile, fixed chunks of 8 crops
-        # (zero-padded) so that one compiled graph serves every batch
-        self._mesh_run = (Bucketed(torch.compile(self.mesh, dynamic=False), "pad", (8,)) if compile
-                          else Bucketed(self.mesh))
-        self._blend_run = Bucketed(self.blend) if blendshapes else None
+        # Bucketed runners (gpuface.models.graphs): CUDA graphs on CUDA. A key frame's calls have as many crops as
+        # there are tracks, whatever the batch size; the other frames' calls (and stills, and the blendshapes of a
+        # batch) grow with the batch, so they run in fixed chunks of MESH_CHUNK rows, zero-padded: a CPU kernel
+        # picks its algorithm by the number of rows, and a crop's landmarks must not depend on its company. With
+        # compile, every call runs in those chunks, so that one compiled graph serves every batch.
+        if compile:
+            self._mesh_run = Bucketed(torch.compile(self.mesh, dynamic=False), "pad", (MESH_CHUNK,))
+            self._mesh_fixed = self._mesh_refine = self._mesh_run
+        else:
+            self._mesh_run = Bucketed(self.mesh)
+            self._mesh_fixed = Bucketed(self.mesh, cpu_chunk=MESH_CHUNK)
+            self._mesh_refine = Bucketed(self.mesh, cpu_chunk=REFINE_CHUNK)
+        self._blend_run = Bucketed(self.blend, cpu_chunk=BLEND_CHUNK) if blendshapes else None
         self.detector_frames = 0  # frames the detector ran on (for reports)
         self.mesh_crops = 0       # FaceMesh forward passes, in crops
 
@@ -185,26 +208,28 @@ class FaceLandmarker:
         return TrackState(torch.zeros(0, 2, device=d), torch.zeros(0, device=d), torch.zeros(0, device=d),
                           torch.zeros(0, dtype=torch.long, device=d), torch.zeros(0, device=d))
 
-    def _mesh(self, frames, row, centres, sides, angles):
+    def _mesh(self, frames, row, centres, sides, angles, fixed):
         crops = crop_rois(frames, row, centres, sides, angles, MESH_INPUT).to(self.dtype)
         n = crops.shape[0]
         self.mesh_crops += n
         crops = crops.contiguous(memory_format=torch.channels_last)
-        pts, presence = self._mesh_run(crops)
+        pts, presence = (fixed or self._mesh_run)(crops)
         return rois_to_frame(pts.float(), centres, sides, angles, MESH_INPUT), presence.float()
 
-    def _mesh_refined(self, frames, row, slots, rois, landmarks, presence):
+    def _mesh_refined(self, frames, row, slots, rois, landmarks, presence, fixed: bool = False):
         """FaceMesh on ``slots`` from ``rois``; slots whose own landmarks' ROI moved by more than the tolerance
-        run again from that ROI. Writes ``landmarks``/``presence`` in place; returns the final landmarks' ROIs."""
+        run again from that ROI. Writes ``landmarks``/``presence`` in place; returns the final landmarks' ROIs.
+        ``fixed``: the number of slots depends on the batch size (run in fixed-shape chunks)."""
         centres, sides, angles = rois
-        lm, pr = self._mesh(frames, row[slots], centres, sides, angles)
+        lm, pr = self._mesh(frames, row[slots], centres, sides, angles, fixed and self._mesh_fixed)
         c2, s2, a2 = rois_from_landmarks(lm)
         tol = self.refine_tolerance
         moved = (((c2 - centres).norm(dim=1) / sides > tol) | ((s2 / sides - 1).abs() > tol)
                  | (_wrap(a2 - angles).abs() > tol)) & (pr >= self.min_presence)
         idx = torch.nonzero(moved).flatten()      # one host sync
         if len(idx):
-            lm[idx], pr[idx] = self._mesh(frames, row[slots[idx]], c2[idx], s2[idx], a2[idx])
+            lm[idx], pr[idx] = self._mesh(frames, row[slots[idx]], c2[idx], s2[idx], a2[idx],
+                                          fixed and self._mesh_refine)
             c2[idx], s2[idx], a2[idx] = rois_from_landmarks(lm[idx])
         landmarks[slots], presence[slots] = lm, pr
         return c2, s2, a2
@@ -314,7 +339,8 @@ class FaceLandmarker:
             n = rows.numel()
             landmarks = torch.empty(n, 478, 3, device=self.device)
             presence = torch.empty(n, device=self.device)
-            self._mesh_refined(frames, rows, torch.arange(n, device=self.device), rois, landmarks, presence)
+            self._mesh_refined(frames, rows, torch.arange(n, device=self.device), rois, landmarks, presence,
+                               fixed=True)
             keep = (presence >= self.min_presence).nonzero()[:, 0]
             parts.append((rows[keep], landmarks[keep], presence[keep], torch.cat([i for *_, i, _ in between])[keep],
                           torch.cat([sc for *_, sc in between])[keep]))
@@ -351,7 +377,7 @@ class FaceLandmarker:
         presence = torch.empty(n, device=self.device)
         slots = torch.arange(n, device=self.device)
         self._mesh_refined(frames, faces.row, slots, rois_from_detections(faces.boxes, faces.keypoints),
-                           landmarks, presence)
+                           landmarks, presence, fixed=True)
         keep = presence >= self.min_presence
         return self._faces(landmarks[keep], presence[keep], faces.row[keep], faces.scores[keep],
                            torch.full((int(keep.sum()),), -1, dtype=torch.long, device=self.device))
