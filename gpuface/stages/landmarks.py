@@ -45,9 +45,11 @@ from gpuface.core.types import Faces, rank_in_frame
 KEYPOINTS_FROM_MESH = (468, 473, 1, 13, 234, 454)
 
 #: Rows per FaceMesh call where a call's size would otherwise follow the batch size (crops between key frames, and
-#: of stills; :class:`~gpuface.models.graphs.Bucketed`'s ``cpu_chunk``). 8: FaceMesh's fastest chunk per crop on a
-#: 2-core x86 VM (0.96 s per 96 crops vs 1.21 at 6 and 1.37 at 3).
-MESH_CHUNK = 8
+#: of stills; :class:`~gpuface.models.graphs.Bucketed`'s ``cpu_chunk``). 12: the default batch of 16 frames holds
+#: 12 frames between key frames per face, so no padding there; and per crop FaceMesh ran faster in chunks of 12
+#: than of 8, 6 or 3 on a 2-core x86 VM (0.86, 0.96, 1.21, 1.37 s per 96 crops); `benchmarks/run.py` landmarks row:
+#: 37.6 frames/s at 12, 35.3 at 6, 31–34 at 8 (45 before chunking).
+MESH_CHUNK = 12
 #: Rows per call of the re-runs from refined ROIs between key frames (usually one or two crops: 2 pads least).
 REFINE_CHUNK = 2
 #: Rows per blendshape call: the MLP gives a row the same bits wherever it sits in a call only from 8 rows up.
