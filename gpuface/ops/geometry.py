@@ -32,6 +32,21 @@ def window_slices(box: torch.Tensor, height: int, width: int, pad: float = 0.0,
     y1 = min(-(-int(math.ceil(y1)) // align) * align, height)
     return slice(y0, max(y1, y0)), slice(x0, max(x1, x0))
 
+def cos_sin(angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos`` and ``sin`` of angles (any shape, radians), evaluated in float64 and rounded to the angles' dtype.
+
+    ATen's vectorised (SLEEF) and scalar float32 loops differ in the last bit, and which one a value takes depends
+    on the array's length; evaluated in float64 and rounded, a value no longer depends on how many came with it
+    (the batch size)."""
+    a = angles.double()
+    return torch.cos(a).to(angles.dtype), torch.sin(a).to(angles.dtype)
+
+
+def angle_of(d: torch.Tensor) -> torch.Tensor:
+    """``atan2(dy, dx)`` of vectors (N, 2) in radians, in float64 then rounded to d's dtype (see :func:`cos_sin`)."""
+    return torch.atan2(d[:, 1].double(), d[:, 0].double()).to(d.dtype)
+
+
 def crop_rois(frames: torch.Tensor, row: torch.Tensor, centres: torch.Tensor, sides: torch.Tensor,
               angles: torch.Tensor, size: int, antialias: bool = False) -> torch.Tensor:
     """Crop N rotated square ROIs from a batch of frames by bilinear sampling (zeros outside the frame).
@@ -64,8 +79,8 @@ def crop_rois(frames: torch.Tensor, row: torch.Tensor, centres: torch.Tensor, si
         return out
     shrink = (2 ** torch.log2(sides / size).floor().clamp(min=0) if antialias and frames.dtype == torch.uint8
               else torch.ones_like(sides))
-    a = angles.double()
-    reach = sides * (a.cos().abs() + a.sin().abs()).float() / 2 + 2 + 2 * shrink * (shrink > 1)
+    cos, sin = cos_sin(angles)
+    reach = sides * (cos.abs() + sin.abs()) / 2 + 2 + 2 * shrink * (shrink > 1)
     side = torch.ceil(2 * reach / (64 * shrink)) * 64 * shrink                    # window side, px
     x0, y0 = (centres[:, 0] - side / 2), (centres[:, 1] - side / 2)
     x0, y0 = torch.floor(x0 / shrink) * shrink, torch.floor(y0 / shrink) * shrink   # on the 2^k grid
@@ -105,8 +120,8 @@ def _grid(centres: torch.Tensor, sides: torch.Tensor, angles: torch.Tensor, wind
     ``window`` px: ``affine_grid``'s formula, element by element (float64 trigonometry; no batched matmul, whose
     algorithm depends on N)."""
     scale = sides.double() / window
-    u = (scale * torch.cos(angles.double())).float()[:, None, None]
-    v = (scale * torch.sin(angles.double())).float()[:, None, None]
+    cos, sin = cos_sin(angles.double())
+    u, v = (scale * cos).float()[:, None, None], (scale * sin).float()[:, None, None]
     t = (torch.arange(size, dtype=torch.float32, device=centres.device) * 2 + 1) / size - 1
     xs, ys = t[None, None, :], t[None, :, None]
     cx = (2 * centres[:, 0].float() / window - 1)[:, None, None]
@@ -150,8 +165,7 @@ def rois_to_frame(points: torch.Tensor, centres: torch.Tensor, sides: torch.Tens
     """Map points (N, P, 2 or 3) from crop pixels (0–size) back to frame pixels; a z column scales with x."""
     p = points[..., 0] / size - 0.5
     q = points[..., 1] / size - 0.5
-    # float64 trigonometry: float32 cos/sin differ in the last bit between vectorised and scalar loops
-    cos, sin = torch.cos(angles.double()).to(p.dtype)[:, None], torch.sin(angles.double()).to(p.dtype)[:, None]
+    cos, sin = (t.to(p.dtype)[:, None] for t in cos_sin(angles))
     s = sides[:, None]
     x = centres[:, None, 0] + s * (p * cos - q * sin)
     y = centres[:, None, 1] + s * (p * sin + q * cos)
@@ -159,4 +173,4 @@ def rois_to_frame(points: torch.Tensor, centres: torch.Tensor, sides: torch.Tens
     return torch.stack(cols, dim=-1)
 
 
-__all__ = ["crop_rois", "sample_at", "rois_to_frame"]
+__all__ = ["cos_sin", "angle_of", "crop_rois", "sample_at", "rois_to_frame"]

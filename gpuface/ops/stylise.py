@@ -11,6 +11,7 @@ from gpuface.kernels import masked_blend
 from gpuface.core.syncs import upload
 from gpuface.ops.base import (_first_active_faces, _first_face_width, _may_sync, _normalised_blur,
                               _normalised_blur_reach, _per_face_blend, _rgb, _windowed)
+from gpuface.ops.geometry import angle_of, cos_sin
 from gpuface.ops.rng import uniform
 
 
@@ -141,9 +142,7 @@ def overlay(x, mask, weight, ctx, image=None, anchors=(33, 263), centre: int = 1
     a, b_ = lm[:, anchors[0]], lm[:, anchors[1]]
     axis = b_ - a
     width = scale * axis.norm(dim=1)
-    # trigonometry in float64: float32's differs in the last bit between vectorised and scalar loops (N faces)
-    angle = torch.atan2(axis[:, 1].double(), axis[:, 0].double())
-    cos, sin = torch.cos(angle).float(), torch.sin(angle).float()
+    cos, sin = cos_sin(angle_of(axis))        # float64 inside: the same bits for any number of faces
     height = width * rgba.shape[1] / rgba.shape[2]
     down = torch.stack([-sin, cos], dim=1)
     c = lm[:, centre] + down * (y_offset * height)[:, None]

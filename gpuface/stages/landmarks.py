@@ -34,7 +34,7 @@ from torchvision.ops import box_iou
 from gpuface.stages.detect import FaceDetector
 from gpuface.core.device import resolve_device
 from gpuface.core.errors import InvalidOptionError
-from gpuface.ops.geometry import crop_rois, rois_to_frame
+from gpuface.ops.geometry import angle_of, crop_rois, rois_to_frame
 from gpuface.models.facemesh import MESH_INPUT, Blendshapes, FaceMesh
 from gpuface.models.graphs import Bucketed
 from gpuface.core.syncs import upload
@@ -78,20 +78,14 @@ def rois_from_detections(boxes: torch.Tensor, keypoints: torch.Tensor, scale: fl
     centres = (boxes[:, :2] + boxes[:, 2:]) / 2
     sides = scale * (boxes[:, 2:] - boxes[:, :2]).amax(dim=1)
     d = keypoints[:, 1] - keypoints[:, 0]
-    return centres, sides, _angle(d)
+    return centres, sides, angle_of(d)
 
 
 def rois_from_landmarks(landmarks: torch.Tensor, scale: float = 1.5):
     """ROIs from landmarks (N, 478, ≥2) px: bounding-box centre, 1.5 × longer side, rotation 33 → 263."""
     lo, hi = landmarks[..., :2].amin(dim=1), landmarks[..., :2].amax(dim=1)
     d = landmarks[:, 263, :2] - landmarks[:, 33, :2]
-    return (lo + hi) / 2, scale * (hi - lo).amax(dim=1), _angle(d)
-
-
-def _angle(d: torch.Tensor) -> torch.Tensor:
-    """``atan2(dy, dx)`` of vectors (N, 2), in float64 then rounded: float32 ``atan2`` differs in the last bit
-    between vectorised and scalar loops, so the number of ROIs in a call would change an ROI's angle."""
-    return torch.atan2(d[:, 1].double(), d[:, 0].double()).to(d.dtype)
+    return (lo + hi) / 2, scale * (hi - lo).amax(dim=1), angle_of(d)
 
 
 def _wrap(a: torch.Tensor) -> torch.Tensor:
@@ -153,9 +147,10 @@ class FaceLandmarker:
             between start from their key frame's ROIs. The schedule follows the frame's position in the video
             (``TrackState.position``), never the batch, so outputs do not depend on the batch size.
         blendshapes: compute the 52 blendshape coefficients.
-        compile: run FaceMesh through ``torch.compile`` (Inductor) in fixed chunks of 8 crops (zero-padded, so one
-            compiled graph serves every batch). FaceMesh alone is ~3x faster on a 2-core CPU at batch 32, but end
-            to end the gain there was ~10 % after a one-off compilation of ~25 s per process: for long videos.
+        compile: run FaceMesh through ``torch.compile`` (Inductor) in fixed chunks of :data:`MESH_CHUNK` crops
+            (zero-padded, so one compiled graph serves every batch). FaceMesh alone is ~3x faster on a 2-core CPU
+            at batch 32, but end to end the gain there was ~10 % after a one-off compilation of ~25 s per process:
+            for long videos.
 
     Raises:
         InvalidOptionError: bad option values. WeightsError: weights unavailable.
@@ -193,13 +188,14 @@ class FaceLandmarker:
         # batch) grow with the batch, so they run in fixed chunks of MESH_CHUNK rows, zero-padded: a CPU kernel
         # picks its algorithm by the number of rows, and a crop's landmarks must not depend on its company. With
         # compile, every call runs in those chunks, so that one compiled graph serves every batch.
+        # (first pass, re-runs from refined ROIs): for key frames, and for calls that grow with the batch
         if compile:
-            self._mesh_run = Bucketed(torch.compile(self.mesh, dynamic=False), "pad", (MESH_CHUNK,))
-            self._mesh_fixed = self._mesh_refine = self._mesh_run
+            run = Bucketed(torch.compile(self.mesh, dynamic=False), "pad", (MESH_CHUNK,))
+            self._key_runs = self._batch_runs = (run, run)
         else:
-            self._mesh_run = Bucketed(self.mesh)
-            self._mesh_fixed = Bucketed(self.mesh, cpu_chunk=MESH_CHUNK)
-            self._mesh_refine = Bucketed(self.mesh, cpu_chunk=REFINE_CHUNK)
+            run = Bucketed(self.mesh)
+            self._key_runs = (run, run)
+            self._batch_runs = (Bucketed(self.mesh, cpu_chunk=MESH_CHUNK), Bucketed(self.mesh, cpu_chunk=REFINE_CHUNK))
         self._blend_run = Bucketed(self.blend, cpu_chunk=BLEND_CHUNK) if blendshapes else None
         self.detector_frames = 0  # frames the detector ran on (for reports)
         self.mesh_crops = 0       # FaceMesh forward passes, in crops
@@ -210,28 +206,27 @@ class FaceLandmarker:
         return TrackState(torch.zeros(0, 2, device=d), torch.zeros(0, device=d), torch.zeros(0, device=d),
                           torch.zeros(0, dtype=torch.long, device=d), torch.zeros(0, device=d))
 
-    def _mesh(self, frames, row, centres, sides, angles, fixed):
+    def _mesh(self, frames, row, centres, sides, angles, run: Bucketed):
         crops = crop_rois(frames, row, centres, sides, angles, MESH_INPUT).to(self.dtype)
         n = crops.shape[0]
         self.mesh_crops += n
         crops = crops.contiguous(memory_format=torch.channels_last)
-        pts, presence = (fixed or self._mesh_run)(crops)
+        pts, presence = run(crops)
         return rois_to_frame(pts.float(), centres, sides, angles, MESH_INPUT), presence.float()
 
-    def _mesh_refined(self, frames, row, slots, rois, landmarks, presence, fixed: bool = False):
+    def _mesh_refined(self, frames, row, slots, rois, landmarks, presence, runs: tuple[Bucketed, Bucketed]):
         """FaceMesh on ``slots`` from ``rois``; slots whose own landmarks' ROI moved by more than the tolerance
         run again from that ROI. Writes ``landmarks``/``presence`` in place; returns the final landmarks' ROIs.
-        ``fixed``: the number of slots depends on the batch size (run in fixed-shape chunks)."""
+        ``runs``: the runners of the first pass and of the re-runs (``_key_runs`` or ``_batch_runs``)."""
         centres, sides, angles = rois
-        lm, pr = self._mesh(frames, row[slots], centres, sides, angles, fixed and self._mesh_fixed)
+        lm, pr = self._mesh(frames, row[slots], centres, sides, angles, runs[0])
         c2, s2, a2 = rois_from_landmarks(lm)
         tol = self.refine_tolerance
         moved = (((c2 - centres).norm(dim=1) / sides > tol) | ((s2 / sides - 1).abs() > tol)
                  | (_wrap(a2 - angles).abs() > tol)) & (pr >= self.min_presence)
         idx = torch.nonzero(moved).flatten()      # one host sync
         if len(idx):
-            lm[idx], pr[idx] = self._mesh(frames, row[slots[idx]], c2[idx], s2[idx], a2[idx],
-                                          fixed and self._mesh_refine)
+            lm[idx], pr[idx] = self._mesh(frames, row[slots[idx]], c2[idx], s2[idx], a2[idx], runs[1])
             c2[idx], s2[idx], a2[idx] = rois_from_landmarks(lm[idx])
         landmarks[slots], presence[slots] = lm, pr
         return c2, s2, a2
@@ -342,7 +337,7 @@ class FaceLandmarker:
             landmarks = torch.empty(n, 478, 3, device=self.device)
             presence = torch.empty(n, device=self.device)
             self._mesh_refined(frames, rows, torch.arange(n, device=self.device), rois, landmarks, presence,
-                               fixed=True)
+                               self._batch_runs)
             keep = (presence >= self.min_presence).nonzero()[:, 0]
             parts.append((rows[keep], landmarks[keep], presence[keep], torch.cat([i for *_, i, _ in between])[keep],
                           torch.cat([sc for *_, sc in between])[keep]))
@@ -361,7 +356,8 @@ class FaceLandmarker:
         landmarks = torch.empty(n, 478, 3, device=self.device)
         presence = torch.empty(n, device=self.device)
         rows = torch.full((n,), row, dtype=torch.long, device=self.device)
-        own = self._mesh_refined(frames, rows, torch.arange(n, device=self.device), rois, landmarks, presence)
+        own = self._mesh_refined(frames, rows, torch.arange(n, device=self.device), rois, landmarks, presence,
+                                 self._key_runs)
         return landmarks, presence, own
 
     def _stills(self, frames: torch.Tensor) -> Faces:
@@ -379,7 +375,7 @@ class FaceLandmarker:
         presence = torch.empty(n, device=self.device)
         slots = torch.arange(n, device=self.device)
         self._mesh_refined(frames, faces.row, slots, rois_from_detections(faces.boxes, faces.keypoints),
-                           landmarks, presence, fixed=True)
+                           landmarks, presence, self._batch_runs)
         keep = presence >= self.min_presence
         return self._faces(landmarks[keep], presence[keep], faces.row[keep], faces.scores[keep],
                            torch.full((int(keep.sum()),), -1, dtype=torch.long, device=self.device))
