@@ -74,7 +74,10 @@ def _first_active_faces(ctx) -> list[int]:
     active frame has a face. One host sync (ops call it once per video)."""
     rows = ctx.faces.row.tolist()
     active = [r for r in rows if ctx.weights is None or ctx.weights[r] > 0]
-    return [i for i, r in enumerate(rows) if r == min(active)] if active else []
+    if not active:
+        return []
+    first = min(active)
+    return [i for i, r in enumerate(rows) if r == first]
 
 
 def _first_face_width(ctx) -> float:

@@ -193,6 +193,7 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
     on = (weight > 0.5).to(x.dtype)[:, None, None, None]
     # frame coordinates (window + origin: exact): a part's centre and where its pixels come from are rounded as in
     # the frame, whatever window (batch) the op runs in
+    ox, oy = ctx.origin
     origin = torch.tensor(ctx.origin, dtype=x.dtype, device=dev)
     lm = faces.landmarks[..., :2] + origin
     face_w = (lm[:, 454] - lm[:, 234]).norm(dim=1)
@@ -222,10 +223,11 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
         part = lm[:, list(region.indices())]                                          # (N, P, 2)
         centre = part.mean(1)                                                         # (N, 2)
         shift, rot = offsets[j] * face_w[:, None], rots[j]
+        target = centre + shift                                                       # (N, 2) frame px
         # where the part lands: d = R (s - c) + c + t; on the CPU compute only in the box around that, for all
         # faces (on a GPU in the whole window: reading the box would cost a host sync)
         if sync:
-            dest = (part - centre[:, None]) @ rot.T + (centre + shift)[:, None] - origin
+            dest = (part - centre[:, None]) @ rot.T + target[:, None] - origin
             x0, y0 = (dest.amin((0, 1)) - pad).floor().clamp(min=0).long().tolist()
             x1, y1 = (dest.amax((0, 1)) + pad).ceil().long().tolist()
             x1, y1 = min(max(x1, x0), w), min(max(y1, y0), h)
@@ -233,10 +235,9 @@ def relocate(x, mask, weight, ctx, parts=("left_eye_region", "right_eye_region",
                 continue
         else:
             x0, y0, x1, y1 = 0, 0, w, h
-        ox, oy = ctx.origin
         gy, gx = torch.meshgrid(torch.arange(y0 + oy, y1 + oy, device=dev, dtype=x.dtype) + 0.5,
                                 torch.arange(x0 + ox, x1 + ox, device=dev, dtype=x.dtype) + 0.5, indexing="ij")
-        dx_, dy_ = gx[None] - (centre + shift)[:, 0, None, None], gy[None] - (centre + shift)[:, 1, None, None]
+        dx_, dy_ = gx[None] - target[:, 0, None, None], gy[None] - target[:, 1, None, None]
         # s = R^-1 (d - c - t) + c, element by element (a batched matmul's algorithm depends on N), then back to
         # the window's pixel-index coordinates (exact), sampled without normalising by the window's size
         sx = dx_ * rot[0, 0] + dy_ * rot[1, 0] + centre[:, 0, None, None] - (ox + 0.5)

@@ -19,8 +19,8 @@ def point_light(x, mask, weight, ctx, density: float = 1.0, colour=(255, 255, 25
                 history: str | None = None, history_window: float = 0.5, history_colour=(255, 0, 0),
                 keep_background: bool = False, invert: bool = False):
     """Point-light display (PyFAME ``layer_stylise_point_light``; Johansson 1973): the landmarks lying inside the
-    region on the first frame the layer acts on (its first face; a seeded ``density`` fraction of them) drawn as discs of
-    ``radius`` px on black (or over the frame with ``keep_background``; ``invert``: black on white). History:
+    region on the first frame the layer acts on (its first face; a seeded ``density`` fraction of them) drawn as
+    discs of ``radius`` px on black (or over the frame with ``keep_background``; ``invert``: black on white). History:
     ``origin`` draws each point's path from its first position, ``relative`` its trail over the last
     ``history_window`` seconds (as dots every frame). Random draws: the layer's stream.
 
