@@ -299,11 +299,11 @@ def cmd_faces(args) -> int:
         _error(path, e)
 
     table = extract_faces(expand_inputs(args.inputs, args.ext), args.output, landmarker, Embedder("dlib", device),
-                          options, args.batch_size, args.backend, on_error)
+                          options, args.batch_size, args.backend, on_error, args.overwrite)
     counts = table[table["status"] == "kept"].groupby("group").size().to_dict()
     out = Path(args.output)
     _say(args.quiet, f"{out}: {counts}; rejected {int((table['status'] == 'rejected').sum())}, "
-                     f"duplicates {int((table['status'] == 'duplicate').sum())}; log {out / 'faces.csv'}")
+                     f"duplicates {int((table['status'] == 'duplicate').sum())}; log {table.attrs['log']}")
     return 1 if failed else 0
 
 

@@ -414,6 +414,8 @@ def test_pencil_sketch_and_overlay(scene, samples):
 
 def test_moviefy(samples, tmp_path):
     from gpuface.io.decode import VideoReader, probe
+    from PIL import Image
+
     from gpuface.io.moviefy import moviefy
 
     out = moviefy([samples["multi_face.jpg"], samples["single_face.jpg"]], tmp_path / "m.mp4", fps=10, repeat=1.0,
@@ -423,6 +425,14 @@ def test_moviefy(samples, tmp_path):
     frames = torch.cat([b.frames for b in VideoReader(out).batches(20)]).float()
     diffs = (frames[1:] - frames[:-1]).abs().mean(dim=(1, 2, 3))
     assert (diffs[:6] < 1).all() and (diffs[6:10] > 1).all() and (diffs[11:] < 1).all()   # hold, fade, hold
+    # against the images as PIL reads them, padded by hand (centred, pad colour green), through x264 at crf 18
+    first, second = (torch.from_numpy(np.array(Image.open(samples[n]).convert("RGB"))).permute(2, 0, 1).float()
+                     for n in ("multi_face.jpg", "single_face.jpg"))
+    padded = torch.tensor([0.0, 255.0, 0.0]).view(3, 1, 1).expand(3, 667, 1000).clone()
+    padded[:, 52:52 + 562, 214:214 + 572] = second
+    assert (frames[0, :, :666] - first[:, :666]).abs().mean() < 2
+    assert (frames[15, :, :666] - padded[:, :666]).abs().mean() < 2
+    assert (frames[8, :, :666] - (first[:, :666] + padded[:, :666]) / 2).abs().mean() < 2   # fade step 2 of 3: ½ + ½
     with pytest.raises(InvalidOptionError):
         moviefy([], tmp_path / "x.mp4")
 

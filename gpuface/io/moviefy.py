@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from gpuface.core.errors import InvalidOptionError
-from gpuface.io.encode import VideoWriter
+from gpuface.io.encode import VideoWriter, free_path
 from gpuface.io.images import IMAGE_EXTENSIONS, read_image
 
 
@@ -38,6 +38,7 @@ def moviefy(images: list[str | os.PathLike], output: str | os.PathLike, fps: flo
         repeat: seconds per image (≥ 0.1). blend: fraction of each image's time spent blending (0 ≤ blend < 1).
         size: ``crop`` (every image centre-cropped to the smallest width and height) or ``pad`` (centre-padded
             with ``pad_colour`` to the largest).
+        overwrite: replace an existing ``output``; otherwise the video gets a numbered name (``clip_1.mp4``).
 
     Returns:
         The written path.
@@ -64,6 +65,7 @@ def moviefy(images: list[str | os.PathLike], output: str | os.PathLike, fps: flo
     per_image = max(int(round(repeat * fps)), 1)
     fade = int(round(blend * per_image))
     rate = Fraction(fps).limit_denominator(1001)
+    output = free_path(output, overwrite)
     with VideoWriter(output, rate, w, h, crf=crf, preset=preset, overwrite=overwrite) as writer:
         current = _fit(read_image(images[0]), h, w, pad_colour)
         for i in range(len(images)):
@@ -75,7 +77,7 @@ def moviefy(images: list[str | os.PathLike], output: str | os.PathLike, fps: flo
                 mix = current[None].float() * (1 - a) + nxt[None].float() * a
                 writer.write(mix.round().to(torch.uint8))
             current = nxt
-    return Path(output)
+    return output
 
 
 def images_in(folder: str | os.PathLike) -> list[str]:

@@ -113,8 +113,8 @@ class FaceCropsJob(Job):
         if o.group == "classification" and not (o.ref_dir and Path(o.ref_dir).is_dir()):
             raise InvalidOptionError("classification needs --ref-dir with one sub-folder of images per person")
 
-    def __init__(self, opt, embedder, out: Path, min_score: float):
-        self.opt, self.embedder, self.out, self.min_score = opt, embedder, out, min_score
+    def __init__(self, opt, embedder, out: Path, min_score: float, overwrite: bool = False):
+        self.opt, self.embedder, self.out, self.min_score, self.overwrite = opt, embedder, out, min_score, overwrite
         self.kept, self.rows = [], []
 
     def plan(self, run):
@@ -140,11 +140,16 @@ class FaceCropsJob(Job):
                 Path(row["file"]).unlink(missing_ok=True)
         del self.rows[rows:], self.kept[kept:]
 
+    def _save(self, path: Path, crop) -> str:
+        """Write a crop at ``path``, or at a numbered sibling where a file is there (unless overwrite)."""
+        from gpuface.io.encode import free_path, write_image
+
+        return str(write_image(free_path(path, self.overwrite), crop))
+
     def step(self, run, batch, faces) -> None:
         import numpy as np
         import torch
 
-        from gpuface.io.encode import write_image
         from gpuface.stages.detect import expand_boxes
 
         if len(faces) == 0:
@@ -172,7 +177,7 @@ class FaceCropsJob(Job):
             if reasons:
                 row["status"], row["reason"] = "rejected", "; ".join(reasons)
                 if opt.save_rejects:
-                    row["file"] = str(write_image(out / "rejects" / name, crop))
+                    row["file"] = self._save(out / "rejects" / name, crop)
                 self.rows.append(row)
                 continue
             hsh = average_hash([crop])[0]
@@ -183,7 +188,7 @@ class FaceCropsJob(Job):
                 row["status"] = "duplicate"
                 row["reason"] = f"same as {self.kept_names[dup]} (average hash and embedding)"
                 if opt.save_dupes:
-                    row["file"] = str(write_image(out / "dupes" / name, crop))
+                    row["file"] = self._save(out / "dupes" / name, crop)
                 self.rows.append(row)
                 continue
             self.hashes.append(hsh)
@@ -194,14 +199,16 @@ class FaceCropsJob(Job):
 
 
 def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, embedder, options=None,
-                  batch_size: int = 16, backend: str = "auto", on_error=None):
+                  batch_size: int = 16, backend: str = "auto", on_error=None, overwrite: bool = False):
     """Run the whole job (:class:`FaceCropsJob` over every input, then grouping); returns the log table (also
-    written to ``out_dir/faces.csv``): one row per face with ``status`` kept | rejected | duplicate and, for the
-    others, the ``reason`` (which threshold it failed, with its value, or the kept face it duplicates).
+    written to ``out_dir/faces.csv``, or ``faces_N.csv`` where one exists; its path in ``table.attrs["log"]``): one
+    row per face with ``status`` kept | rejected | duplicate and, for the others, the ``reason`` (which threshold it
+    failed, with its value, or the kept face it duplicates).
 
     Args:
         landmarker: a :class:`~gpuface.stages.landmarks.FaceLandmarker`; embedder: a
             :class:`~gpuface.stages.embed.Embedder`; options: a :class:`FaceCropsJob.Options` (default: its defaults).
+        overwrite: replace existing crops and log; otherwise each gets a numbered name (``faces_1.csv``).
 
     A broken input is reported to ``on_error(input, exception)`` (:func:`gpuface.jobs.runner.run_many`) and leaves
     nothing behind; the others are still grouped.
@@ -212,7 +219,7 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     import numpy as np
     import pandas as pd
 
-    from gpuface.io.encode import write_image
+    from gpuface.io.encode import free_path
     from gpuface.jobs.runner import run_many, run_source
     from gpuface.ops.cluster import cluster_embeddings
     from gpuface.stages.tables import write_table
@@ -222,7 +229,7 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     FaceCropsJob.check(None, opt)
     min_score = opt.min_score if opt.min_score is not None else MIN_SCORE.get(landmarker.detector.model, 0.5)
     out = Path(out_dir)
-    job = FaceCropsJob(opt, embedder, out, min_score)
+    job = FaceCropsJob(opt, embedder, out, min_score, overwrite)
     run_many(inputs, lambda path: run_source(path, job, landmarker, batch_size, backend=backend), on_error)
     kept, rows = job.kept, job.rows
     if kept:
@@ -241,10 +248,11 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
             dists = d[np.arange(len(kept)), best].tolist()
         for (i, crop, _, name), g, dist in zip(kept, groups, dists):
             rows[i]["group"], rows[i]["distance"] = g, dist
-            rows[i]["file"] = str(write_image(out / g / name, crop))
+            rows[i]["file"] = job._save(out / g / name, crop)
     table = pd.DataFrame(rows, columns=LOG_COLUMNS)
     out.mkdir(parents=True, exist_ok=True)
-    write_table(table, out / "faces.csv")
+    log = write_table(table, free_path(out / "faces.csv", overwrite))
+    table.attrs["log"] = str(log)
     return table
 
 
