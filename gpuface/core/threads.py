@@ -19,22 +19,50 @@ from gpuface.core.errors import InvalidOptionError
 _budget: int | None = None
 
 
-def _cgroup_quota() -> int | None:
-    """CPUs allowed by the cgroup quota (rounded up), or None without a quota."""
+def _quota_v2(folder: Path) -> float | None:
+    text = (folder / "cpu.max").read_text().split()
+    return int(text[0]) / int(text[1]) if text and text[0] != "max" else None
+
+
+def _quota_v1(folder: Path) -> float | None:
+    quota, period = (int((folder / f"cpu.cfs_{k}_us").read_text()) for k in ("quota", "period"))
+    return quota / period if quota > 0 and period > 0 else None
+
+
+def _cgroup_quota(root: Path = Path("/sys/fs/cgroup"), proc: Path = Path("/proc/self/cgroup")) -> int | None:
+    """CPUs allowed by the cgroup CPU quota of this process (rounded up), or None without a quota.
+
+    The process's own cgroup is read from ``/proc/self/cgroup`` (``0::/path`` for cgroup v2; ``N:cpu,…:/path`` for
+    the v1 ``cpu`` controller), and the quota is the smallest on the way from that cgroup up to the hierarchy's root
+    (a SLURM job step's cgroup sits below the job's, which holds the limit): cgroup v2's ``cpu.max``
+    (``quota period`` or ``max``), v1's ``cpu.cfs_quota_us / cpu.cfs_period_us`` (−1: none). See the Linux kernel's
+    Documentation/admin-guide/cgroup-v2.rst and scheduler/sched-bwc.rst.
+    """
     try:
-        text = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if text and text[0] != "max":
-            return max(1, math.ceil(int(text[0]) / int(text[1])))
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
-        if quota > 0 and period > 0:
-            return max(1, math.ceil(quota / period))
-    except (OSError, ValueError):
-        pass
-    return None
+        lines = proc.read_text().splitlines()
+    except OSError:
+        lines = ["0::/"]
+    found = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            bases, read = [root], _quota_v2
+        elif "cpu" in controllers.split(","):
+            bases, read = [root / controllers, root / "cpu", root / "cpu,cpuacct", root / "cpuacct,cpu"], _quota_v1
+        else:
+            continue
+        for base in dict.fromkeys(bases):
+            folder = base / path.lstrip("/")
+            for level in [folder, *folder.parents]:
+                try:
+                    q = read(level)
+                except (OSError, ValueError, IndexError):
+                    q = None
+                if q:
+                    found.append(q)
+                if level == base:
+                    break
+    return max(1, math.ceil(min(found))) if found else None
 
 
 def available_cpus() -> int:

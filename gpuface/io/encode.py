@@ -67,6 +67,9 @@ class VideoWriter:
             to p1 … p7; ``auto`` falls back to x264 when NVENC does not open (no NVIDIA GPU or driver). The encoder
             used is ``self.encoder``. Frames on a CUDA device are copied to pinned host memory on a side stream
             and awaited by the encoder thread, so the caller never waits for the copy.
+        audio_span: ``(start, end)`` in seconds (end None: to the end): only the audio packets that start in it are
+            copied, their timestamps moved back by ``start`` (a fragment's sound; packets are not cut, so it may
+            begin up to one audio frame, ~20–30 ms, late). None or ``(0, None)``: every packet.
 
     Raises:
         InvalidOptionError: bad crf / preset / size / fps / encoder. OutputExistsError: see ``overwrite``.
@@ -78,7 +81,8 @@ class VideoWriter:
     def __init__(self, path: str | os.PathLike, fps: Fraction, width: int, height: int, crf: int = 18,
                  preset: str = "medium", audio_from: str | os.PathLike | None = None, overwrite: bool = False,
                  background: bool = True, x264_options: dict[str, str] | None = None,
-                 metadata: dict[str, str] | None = None, encoder: str = "libx264"):
+                 metadata: dict[str, str] | None = None, encoder: str = "libx264",
+                 audio_span: tuple[float, float | None] | None = None):
         import av
 
         self.path = Path(path)
@@ -98,6 +102,7 @@ class VideoWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temporary_path(self.path)
         self.audio_from = os.fspath(audio_from) if audio_from else None
+        self.audio_span = audio_span
         self.frames_written = 0
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
@@ -225,9 +230,16 @@ class VideoWriter:
             self._out.mux(self._stream.encode(None))
             if self._audio:
                 streams = {src.index: dst for src, dst in self._audio}
+                start, end = self.audio_span or (0.0, None)
                 for packet in self._audio_src.demux([s for s, _ in self._audio]):
                     if packet.dts is None:
                         continue
+                    if start > 0 or end is not None:   # a fragment: its packets, moved to start at 0
+                        t = float(packet.pts * packet.time_base)
+                        if t < start or (end is not None and t >= end):
+                            continue
+                        shift = round(start / packet.time_base)
+                        packet.pts, packet.dts = packet.pts - shift, packet.dts - shift
                     packet.stream = streams[packet.stream.index]
                     self._out.mux(packet)
             self._close_containers()

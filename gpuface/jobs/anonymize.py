@@ -188,8 +188,9 @@ class AnonymizeJob(Job):
         self.filler, self.rows, self.masked = TemporalFill(self.fill), [], 0
         self.path = free_path(self.output, self.overwrite)
         self.sink = Sink(self.path, run.is_image, run.info.fps, self.crf, self.preset,
-                         audio_from=run.path if run.whole else None, x264_options=self.x264_options,
-                         metadata_from=run.path if self.keep_metadata else None, encoder=self.encoder)
+                         audio_from=run.path if run.audio_span else None, audio_span=run.audio_span,
+                         x264_options=self.x264_options, metadata_from=run.path if self.keep_metadata else None,
+                         encoder=self.encoder)
 
     def _emit(self, run, ready) -> None:
         from gpuface.ops.anonymize import anonymize

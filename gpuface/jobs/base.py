@@ -52,11 +52,17 @@ class Run:
         return self.result.frames
 
     @property
-    def whole(self) -> bool:
-        """Every frame of a video in order (its audio then fits frame for frame)."""
+    def audio_span(self) -> tuple[float, float | None] | None:
+        """``(start, end)`` seconds of the source whose sound goes with the output: every frame of a contiguous
+        fragment (or of the whole video) in order; None for stills and for steps or frame lists (no sound fits)."""
         s = self.selection
-        return not self.is_image and (s is None or (s.frames is None and s.step == 1 and s.step_seconds is None
-                                                    and s.start == 0 and s.end is None))
+        if self.is_image:
+            return None
+        if s is None:
+            return 0.0, None
+        if s.frames is None and s.step == 1 and s.step_seconds is None:
+            return float(s.start), s.end
+        return None
 
 
 class Job:

@@ -48,7 +48,7 @@ class LandmarksJob(Job):
         self.parts, self.sink = [], None
         if self.draw is not None:
             self.sink = Sink(free_path(self.draw, self.overwrite), run.is_image, run.info.fps, preset="veryfast",
-                             audio_from=run.path if run.whole else None)
+                             audio_from=run.path if run.audio_span else None, audio_span=run.audio_span)
 
     def step(self, run, batch, faces) -> None:
         from gpuface.ops.draw import draw_landmarks

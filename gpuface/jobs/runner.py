@@ -80,7 +80,7 @@ class Sink:
 
     def __init__(self, path: str | os.PathLike, is_image: bool, fps, crf: int = 18, preset: str = "medium",
                  audio_from: str | None = None, x264_options: dict | None = None, metadata_from: str | None = None,
-                 encoder: str = "libx264"):
+                 encoder: str = "libx264", audio_span: tuple[float, float | None] | None = None):
         if not 0 <= crf <= 51 or preset not in PRESETS:
             raise InvalidOptionError(f"crf must be in 0..51 and preset one of {', '.join(PRESETS)}")
         self.path, self.is_image, self.fps, self.metadata_from = Path(path), is_image, fps, metadata_from
@@ -91,7 +91,7 @@ class Sink:
             with av.open(str(metadata_from)) as src:
                 metadata = dict(src.metadata)
         self.options = {"crf": crf, "preset": preset, "audio_from": audio_from, "x264_options": x264_options,
-                        "metadata": metadata, "encoder": encoder}
+                        "metadata": metadata, "encoder": encoder, "audio_span": audio_span}
         self.writer = None
 
     def write(self, frames: torch.Tensor) -> None:
