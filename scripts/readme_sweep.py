@@ -55,8 +55,20 @@ def examples() -> list[str]:
     return out
 
 
-def media(root: Path) -> None:
-    """The README's inputs, made from the samples."""
+def _first_frames(src: str, dst: Path, frames: int) -> None:
+    """The first ``frames`` frames of ``src`` with their stretch of sound (x264 ultrafast, audio packets copied)."""
+    from gpuface.io.decode import VideoReader, probe
+    from gpuface.io.encode import VideoWriter
+
+    info = probe(src)
+    batch = next(iter(VideoReader(src).batches(frames)))
+    with VideoWriter(dst, info.fps, info.width, info.height, preset="ultrafast", audio_from=src,
+                     audio_span=(0.0, frames / float(info.fps))) as w:
+        w.write(batch.frames)
+
+
+def media(root: Path, frames: int | None = None) -> None:
+    """The README's inputs, made from the samples (``frames``: only the first frames of every video)."""
     from PIL import Image
 
     from gpuface.io.decode import VideoReader
@@ -64,15 +76,22 @@ def media(root: Path) -> None:
 
     s = fetch_samples()
     root.mkdir(parents=True, exist_ok=True)
+
+    def put(src: str, dst: Path) -> None:
+        if frames and dst.suffix == ".mp4":
+            _first_frames(str(s[src]), dst, frames)
+        else:
+            shutil.copy(s[src], dst)
+
     for name, src in (("talk.mp4", "sample_01.mp4"), ("interview.mp4", "sample_03.mp4"), ("crowd.jpg", "multi_face.jpg"),
                       ("sticker.png", "glasses.png")):
-        shutil.copy(s[src], root / name)
+        put(src, root / name)
     for d, files in (("interviews", ["sample_03.mp4"]), ("videos", ["sample_01.mp4", "sample_03.mp4"]),
                      ("stimuli", ["sample_04.mp4"]),
                      ("photos", ["expression_anger.jpg", "expression_happiness.jpg", "single_face.jpg"])):
         (root / d).mkdir(exist_ok=True)
         for f in files:
-            shutil.copy(s[f], root / d / f)
+            put(f, root / d / f)
     (root / "list.txt").write_text(str(root / "talk.mp4") + "\n")
     (root / "spec.yaml").write_text(LAYERS)
     for person, src in (("actor_a", "sample_01.mp4"), ("actor_b", "sample_03.mp4")):
