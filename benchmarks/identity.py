@@ -44,6 +44,14 @@ def main() -> None:
     _, result = annotate_source(video, lm, emb, 32, sel, num_faces=1)
     print(f"| gpuface annotate end to end (decode, landmarks, embeddings, clustering) | 32 | "
           f"{result.frames / (time.perf_counter() - t):.1f} |")
+    import numpy as np
+    from gpuface.ops.cluster import cluster_embeddings
+
+    rng = np.random.default_rng(0)   # six well-separated identities, as in tests/test_identity.py
+    x = rng.normal(size=(6, 128))[rng.integers(0, 6, 100_000)] + 0.3 * rng.normal(size=(100_000, 128))
+    t = time.perf_counter()
+    cluster_embeddings(x, 6, max_spectral_size=500)
+    print(f"| spectral clustering of 100 000 embeddings (pre-reduced to 500) | - | {time.perf_counter() - t:.1f} s |")
     try:
         from facenet_pytorch import MTCNN, InceptionResnetV1
         enc = InceptionResnetV1(pretrained="vggface2", device=device).eval()
