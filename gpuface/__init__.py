@@ -39,8 +39,9 @@ if not any(isinstance(f, type) and f.__name__ == "_CheckoutKernels" for f in _sy
     _sys.meta_path.insert(0, _CheckoutKernels)
 
 from gpuface.core.errors import (ChecksumError, DeviceUnavailableError, EmptyVideoError, GpufaceError,  # noqa: E402
-                                 ImageDecodeError, InputNotFoundError, InvalidOptionError, OutputExistsError,
-                                 UnsupportedInputError, VideoDecodeError, VideoEncodeError, WeightsError)
+                                 ImageDecodeError, InputNotFoundError, InvalidOptionError, NoFaceError,
+                                 OutputExistsError, UnsupportedInputError, VideoDecodeError, VideoEncodeError,
+                                 WeightsError)
 
 __version__ = "0.1.0"
 
@@ -67,6 +68,8 @@ _LAZY = {
     "region_masks": (".ops.regions", "region_masks"),
     "Faces": (".core.types", "Faces"), "FrameBatch": (".core.types", "FrameBatch"),
     "VideoInfo": (".core.types", "VideoInfo"),
+    "describe": (".catalogue", "describe"), "draw_regions": (".catalogue", "draw_regions"),
+    "setup_logging": (".core.log", "setup_logging"),
 }
 
 
@@ -87,5 +90,5 @@ def __dir__():
 
 
 __all__ = ["ChecksumError", "DeviceUnavailableError", "EmptyVideoError", "GpufaceError", "ImageDecodeError",
-           "InputNotFoundError", "InvalidOptionError", "OutputExistsError", "UnsupportedInputError",
+           "InputNotFoundError", "InvalidOptionError", "NoFaceError", "OutputExistsError", "UnsupportedInputError",
            "VideoDecodeError", "VideoEncodeError", "WeightsError", "__version__", *_LAZY]

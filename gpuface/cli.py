@@ -1,4 +1,4 @@
-"""The ``gpuface`` command line: detect, landmarks, manipulate, anonymize, annotate, affect, demo, weights.
+"""The ``gpuface`` command line: detect, landmarks, manipulate, anonymize, annotate, affect, demo, weights, list.
 
 Every error that bad input causes prints as one line ``gpuface: error: <what and where>`` and the exit status
 is non-zero (1: some inputs failed, 2: bad usage or nothing could run). With several inputs a broken one is
@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from gpuface.catalogue import KINDS
 from gpuface.core.errors import GpufaceError, InvalidOptionError
 from gpuface.jobs.registry import JOBS, add_job_options, job_options, spec_jobs
 from gpuface.models.registry import ANONYMIZE_AUTO
@@ -34,12 +35,18 @@ def _overwrite_option(p: argparse.ArgumentParser) -> None:
                    help="replace existing outputs (default: a numbered name, e.g. faces_1.csv)")
 
 
+def _log_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", "-v", action="store_true", help="log each input's start, end and outputs (INFO)")
+    p.add_argument("--log-file", help="also append the log to this file (time-stamped, rotated at 5 MB × 5)")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="torch device: auto (cuda if available), cpu, cuda, cuda:1")
     p.add_argument("--batch-size", type=_positive_int, default=16, help="frames per batch (default 16)")
     p.add_argument("--backend", default="auto", help="decoder: auto, decord, pyav, torchcodec")
     p.add_argument("--ext", nargs="*", help="extensions to take from input folders (default: videos and images)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    _log_options(p)
     p.add_argument("--threads", type=_positive_int,
                    help="CPU threads for torch, decoding and encoding (default: the CPUs this process may use: "
                         "affinity, SLURM_CPUS_PER_TASK, cgroup quota)")
@@ -88,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--layers", required=True, help="layer spec, YAML or JSON (see gpuface.stages.layers)")
     mp.add_argument("--seed", type=int, help="seed of every random draw (overrides the spec's)")
     job_command("analyse", "per-frame region colour means and landmark optical flow → tables",
-                {"required": True, "help": "folder for colour_means.parquet, landmark_flow.parquet"})
+                {"required": True, "help": "folder for colour_means.parquet, landmark_flow.parquet, "
+                                           "dense_flow.parquet; or a table name (x.csv, x.parquet, x.tsv, x.json): "
+                                           "x_colour_means.csv … beside it"})
 
     mv = sub.add_parser("moviefy", help="a folder of stills → one video with blended transitions")
     mv.add_argument("inputs", nargs="+", help="image files or folders (sorted by name)")
@@ -162,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--device", default="auto")
     m.add_argument("--batch-size", type=_positive_int, default=16)
     m.add_argument("--quiet", action="store_true")
+
+    ls = sub.add_parser("list", help="every region, op, timing curve, shuffle, detector or model, with its "
+                                     "parameters, defaults and units (PyFAME's display_* helpers)")
+    ls.add_argument("kind", choices=KINDS)
+    ls.add_argument("--json", action="store_true", help="print JSON records instead of text")
+
+    rg = sub.add_parser("regions", help="regions drawn on a face: gpuface regions draw IMAGE -o regions.png")
+    rg.add_argument("action", choices=["draw"])
+    rg.add_argument("image", help="a still image with a face")
+    rg.add_argument("-o", "--output", default="regions.png", help="PNG contact sheet (default ./regions.png)")
+    rg.add_argument("--detector", default="blazeface-short", help="face detector of the landmarker")
+    _overwrite_option(rg)
 
     w = sub.add_parser("weights", help="model weights: list, fetch, verify")
     w.add_argument("action", choices=["list", "fetch", "verify"])
@@ -268,8 +289,16 @@ def cmd_manipulate(args) -> int:
 
 
 def cmd_analyse(args) -> int:
+    from gpuface.stages.tables import table_format
+
     out = Path(args.output)
-    tables = {name: out / f"{name}.parquet" for name in ("colour_means", "landmark_flow", "dense_flow")}
+    if out.suffix and not out.is_dir():     # -o results.csv: results_colour_means.csv, … beside it (PyFAME's CSV)
+        table_format(out)
+        tables = {name: out.with_name(f"{out.stem}_{name}{out.suffix}")
+                  for name in ("colour_means", "landmark_flow", "dense_flow")}
+        out = out.parent
+    else:
+        tables = {name: out / f"{name}.parquet" for name in ("colour_means", "landmark_flow", "dense_flow")}
     _, results = _run_job(args, "analyse", job_options(args, "analyse"), out, tables=tables)
     return _collected_status(results, args.quiet)
 
@@ -510,18 +539,43 @@ def cmd_weights(args) -> int:
     return status
 
 
+def cmd_list(args) -> int:
+    import json
+
+    from gpuface.catalogue import describe, format_entries
+
+    entries = describe(args.kind)
+    if args.json:
+        print(json.dumps([{"name": e.name, "meaning": e.meaning,
+                           "parameters": [{"name": p, "default": v, "meaning": m} for p, v, m in e.parameters]}
+                          for e in entries], indent=1, default=str))
+    else:
+        print(format_entries(entries))
+    return 0
+
+
+def cmd_regions(args) -> int:
+    from gpuface.catalogue import draw_regions
+
+    print(draw_regions(args.image, args.output, args.detector, overwrite=args.overwrite))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handlers = {"detect": cmd_detect, "landmarks": cmd_landmarks, "manipulate": cmd_manipulate,
                 "moviefy": cmd_moviefy, "analyse": cmd_analyse, "run": cmd_run, "annotate": cmd_annotate,
                 "affect": cmd_affect, "faces": cmd_faces, "corpus": cmd_corpus, "slurm": cmd_slurm,
-                "anonymize": cmd_anonymize, "audit": cmd_audit, "demo": cmd_demo, "weights": cmd_weights}
+                "anonymize": cmd_anonymize, "audit": cmd_audit, "demo": cmd_demo, "weights": cmd_weights,
+                "list": cmd_list, "regions": cmd_regions}
     try:
         from gpuface.core import threads
+        from gpuface.core.log import setup_logging
+        setup_logging(getattr(args, "verbose", False), getattr(args, "log_file", None))
         threads.apply(getattr(args, "threads", None))
         return handlers[args.command](args)
-    except GpufaceError as e:
+    except (GpufaceError, OSError) as e:
         print(f"gpuface: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -351,8 +351,12 @@ def test_temporal_orders():
     r = frame_order(30, 3, "random", seed=1, video="a")
     assert sorted(r.tolist()) == list(range(30)) and r.tolist() != list(range(30))
     assert np.array_equal(r, frame_order(30, 3, "random", seed=1, video="a"))
-    assert sorted(shuffled_block_array(30, 3, "random", seed=1).tolist()) == list(range(10))
-    rep = shuffled_block_array(300, 3, "random_with_replacement", seed=2)
+    order, size, duration = shuffled_block_array(30, 3, "random", seed=1)     # PyFAME's pair and the duration
+    assert sorted(order.tolist()) == list(range(10)) and size == 3 and duration == 1.0
+    order, size, duration = shuffled_block_array(300, 30, "reverse", block_duration=0.5)
+    # PyFAME 1.0.10: num_blocks = video_duration / block_duration, block_size = int(num_frames // num_blocks)
+    assert size == int(300 // (300 / 30 / 0.5)) == 15 and duration == 0.5 and order.tolist() == list(range(19, -1, -1))
+    rep = shuffled_block_array(300, 3, "random_with_replacement", seed=2).order
     assert len(rep) == 100 and len(set(rep.tolist())) < 100
 
 
@@ -578,9 +582,9 @@ def test_pencil_sketch_equals_opencvs_illumination_divide_and_adaptive_threshold
     """PyFAME's sketch pipeline built from OpenCV's own calls, without its bilateral filter (which the op leaves
     out): ``cv2.GaussianBlur`` illumination at the op's σ, ``cv2.divide`` by it, ``cv2.adaptiveThreshold``
     (mean, the op's block and bias). Inside the face oval 99.4 % of the pixels get the same stroke or paper
-    (limit 98 %); the rest sit at the threshold (our illumination is computed on a 4× coarser grid, OpenCV rounds to 8 bits)."""
+    (limit 98 %); the rest sit at the threshold (our illumination is computed on a 4× coarser grid, OpenCV rounds
+    to 8 bits)."""
     import cv2
-    import numpy as np
 
     from gpuface.ops.stylise import _sketch_filters
 

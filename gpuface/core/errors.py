@@ -30,6 +30,10 @@ class ImageDecodeError(GpufaceError):
     """A still image could not be read."""
 
 
+class NoFaceError(GpufaceError):
+    """A command that needs a face found none (``gpuface regions draw`` on a picture without one)."""
+
+
 class VideoEncodeError(GpufaceError):
     """A video could not be written."""
 

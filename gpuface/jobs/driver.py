@@ -7,6 +7,7 @@ inside their own resumable loop (status records, retries, signals).
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Callable, Iterable
@@ -51,7 +52,9 @@ def drive(pipeline, inputs: Iterable[str], out_dir: str | os.PathLike | None = N
     results = run_many(inputs, one, on_error)
     for name, file in (tables or {}).items():
         if parts[name]:
-            written = str(write_table(pd.concat(parts[name], ignore_index=True), file))
+            table = pd.concat(parts[name], ignore_index=True)
+            written = str(write_table(table, file))
+            logging.getLogger("gpuface").info("%s: %d rows of %d inputs written", written, len(table), len(parts[name]))
             for r in results:
                 if not r.error:
                     r.outputs.insert(0, written)

@@ -52,8 +52,10 @@ class ManipulateJob(Job):
         args = (info.num_frames, float(info.fps), t["method"], t["block_duration"])
         order = frame_order(*args, seed, run.path, t["drop_last"])
         dropped = frames_left_out(*args, t["drop_last"])
-        self.log_order = {"blocks": shuffled_block_array(*args, seed, run.path, t["drop_last"]).tolist(),
-                          "frames": order.tolist(), "frames_dropped": dropped}
+        blocks = shuffled_block_array(*args, seed, run.path, t["drop_last"])
+        self.log_order = {"blocks": blocks.order.tolist(), "block_size": blocks.block_size,
+                          "block_duration": blocks.block_duration, "frames": order.tolist(),
+                          "frames_dropped": dropped}
         if dropped > 0:
             import logging
             logging.getLogger("gpuface").warning(

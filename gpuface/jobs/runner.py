@@ -224,11 +224,20 @@ def run_many(items: Iterable[str], job: Callable[[str], object],
              on_error: Callable[[str, Exception], None] | None = None) -> list:
     """Run ``job(item)`` on each item; a :class:`GpufaceError` (or OSError) in one item becomes a failed
     :class:`~gpuface.jobs.base.JobResult` (``error`` set) and the others still run."""
+    import logging
+
+    log = logging.getLogger("gpuface")
     results = []
     for item in items:
+        log.info("%s: started", item)
         try:
-            results.append(job(item))
+            r = job(item)
+            results.append(r)
+            if isinstance(r, JobResult):
+                log.info("%s: %d frames, %d faces, %.1f frames/s; %s", item, r.frames, r.faces, r.fps,
+                         ", ".join(r.outputs) or "no outputs")
         except (GpufaceError, OSError) as e:
+            log.info("%s: failed: %s: %s", item, e.__class__.__name__, e)
             if on_error:
                 on_error(item, e)
             results.append(JobResult(item, error=f"{e.__class__.__name__}: {e}"))

@@ -65,6 +65,12 @@ def _ring(name: str, idx: list[int]) -> Region:
 FACE_OVAL = _ring("face_oval", [10, 338, 297, 332, 284, 251, 389, 356, 454, 366, 401, 288, 397, 365, 379, 378, 400,
                                 377, 152, 148, 176, 149, 150, 136, 172, 58, 177, 137, 234, 127, 162, 21, 54, 103,
                                 67, 109])
+# PyFAME 0.7's FACE_OVAL_TIGHT_IDX (src/pyfame/utils/landmarks.py, Gavin-Bosman/PyFAME; dropped in 1.x): the oval
+# drawn just inside the face's edge (through the cheeks' 345/352/376/433 and 213/147/123/116 instead of the jaw's
+# outline) so that colour sampling takes no background
+FACE_OVAL_TIGHT = _ring("face_oval_tight", [10, 338, 297, 332, 284, 251, 389, 356, 345, 352, 376, 433, 397, 365, 379,
+                                            378, 400, 377, 152, 148, 176, 149, 150, 136, 172, 213, 147, 123, 116, 127,
+                                            162, 21, 54, 103, 67, 109, 10])
 RIGHT_EYE = _ring("right_eye", [33, 7, 163, 144, 145, 153, 154, 155, 133, 173, 157, 158, 159, 160, 161, 246])
 LEFT_EYE = _ring("left_eye", [263, 249, 390, 373, 374, 380, 381, 382, 362, 398, 384, 385, 386, 387, 388, 466])
 RIGHT_IRIS = _ring("right_iris", [469, 470, 471, 472])
@@ -114,24 +120,38 @@ CHEEKS = (LEFT_CHEEK | RIGHT_CHEEK).named("cheeks")
 CHEEKS_NOSE = (CHEEKS | NOSE_WIDE).named("cheeks_nose")
 FACE_SKIN = (FACE_OVAL - EYES - BROWS - LIPS_OUTER).named("face_skin")
 
+#: The whole frame (``region: frame``): every pixel of every frame, faces or not; for the ops that may cover it
+#: (:data:`FRAME_OPS`); not part of an expression.
+FRAME = Region("frame", op="frame")
+#: Ops that accept ``region: frame`` (PyFAME can noise the whole frame).
+FRAME_OPS = ("noise", "blur")
+
 #: Every named region.
 REGIONS: dict[str, Region] = {r.name: r for r in (
-    FACE_OVAL, FACE_SKIN, EYES, LEFT_EYE, RIGHT_EYE, EYE_REGIONS, LEFT_EYE_REGION, RIGHT_EYE_REGION, BROWS,
+    FACE_OVAL, FACE_OVAL_TIGHT, FACE_SKIN, EYES, LEFT_EYE, RIGHT_EYE, EYE_REGIONS, LEFT_EYE_REGION, RIGHT_EYE_REGION,
+    BROWS,
     LEFT_EYEBROW, RIGHT_EYEBROW, IRISES, LEFT_IRIS, RIGHT_IRIS, NOSE, NOSE_WIDE, LIPS, LIPS_OUTER, LIPS_INNER,
     MOUTH, CHEEKS, LEFT_CHEEK, RIGHT_CHEEK, CHEEKS_NOSE, CHIN, LEFT_HEMIFACE, RIGHT_HEMIFACE, TOP_HEMIFACE,
-    BOTTOM_HEMIFACE, FOREHEAD,
+    BOTTOM_HEMIFACE, FOREHEAD, FRAME,
 )}
 
 
-def get_region(spec: str | Region) -> Region:
-    """A region by name, or an expression of names with ``|``, ``-``, ``&`` (left to right, no parentheses),
-    e.g. ``"face_oval - eyes - lips"``.
+def get_region(spec: str | Region | list) -> Region:
+    """A region by name, an expression of names with ``|``, ``-``, ``&`` (left to right, no parentheses),
+    e.g. ``"face_oval - eyes - lips"``, or a custom ring of FaceMesh landmark indices (PyFAME's ``create_path``):
+    a list ``[i, j, k, …]`` (≥ 3 indices in 0–477, closed or not) or a list of such lists (their union).
 
     Raises:
-        InvalidOptionError: unknown region name.
+        InvalidOptionError: unknown region name, ``frame`` inside an expression, a bad index list.
     """
     if isinstance(spec, Region):
         return spec
+    if isinstance(spec, (list, tuple)):
+        return _custom(spec)
+    if not isinstance(spec, str):
+        raise InvalidOptionError(f"a region is a name, an expression or a list of landmark indices, got {spec!r}")
+    if spec.strip() == "frame":
+        return FRAME
     tokens = spec.replace("|", " | ").replace("-", " - ").replace("&", " & ").split()
     out, op = None, None
     for tok in tokens:
@@ -140,11 +160,28 @@ def get_region(spec: str | Region) -> Region:
             continue
         if tok not in REGIONS:
             raise InvalidOptionError(f"unknown region {tok!r}; known: {', '.join(REGIONS)}")
+        if tok == "frame":
+            raise InvalidOptionError("region frame stands alone: it cannot be combined with | - &")
         r = REGIONS[tok]
         out = r if out is None else {"|": out | r, "-": out - r, "&": out & r}[op]
     if out is None:
         raise InvalidOptionError("empty region expression")
     return out
+
+
+def _custom(spec: list | tuple) -> Region:
+    rings = [spec] if all(isinstance(i, int) and not isinstance(i, bool) for i in spec) else spec
+    out = None
+    for ring in rings:
+        if (not isinstance(ring, (list, tuple)) or len(ring) < 3
+                or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 478 for i in ring)):
+            raise InvalidOptionError(f"a custom region is a list of >= 3 FaceMesh landmark indices (0-477) or a list "
+                                     f"of such lists, got {ring!r}")
+        r = _ring("custom", list(ring))
+        out = r if out is None else out | r
+    if out is None:
+        raise InvalidOptionError("a custom region needs at least one ring of landmark indices")
+    return out.named("custom")
 
 
 def _fill_ring(points: torch.Tensor, ring: tuple[int, ...], lo: torch.Tensor, hm: int, wm: int) -> torch.Tensor:
@@ -197,7 +234,7 @@ def region_masks(landmarks: torch.Tensor, row: torch.Tensor, region: str | Regio
 
     Returns:
         float32 (B, 1, H, W) in [0, 1]; the union (max) over faces of the same frame; zeros for frames
-        without faces.
+        without faces (ones everywhere for ``frame``).
 
     Raises:
         InvalidOptionError: unknown region or negative feather.
@@ -207,6 +244,8 @@ def region_masks(landmarks: torch.Tensor, row: torch.Tensor, region: str | Regio
     region = get_region(region)
     h, w = frame_size
     device = landmarks.device
+    if region.op == "frame":
+        return torch.ones(batch_size, 1, h, w, device=device)
     out = torch.zeros(batch_size * h * w, device=device)
     if landmarks.shape[0] == 0:
         return out.view(batch_size, 1, h, w)
@@ -236,4 +275,4 @@ def region_masks(landmarks: torch.Tensor, row: torch.Tensor, region: str | Regio
     return out[:spill].view(batch_size, 1, h, w)
 
 
-__all__ = ["Region", "REGIONS", "MIDLINE", "get_region", "region_masks"]
+__all__ = ["Region", "REGIONS", "FRAME", "FRAME_OPS", "MIDLINE", "get_region", "region_masks"]

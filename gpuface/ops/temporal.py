@@ -13,6 +13,8 @@ dropped), ``none``. Random draws are seeded per (seed, video).
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 from gpuface.core.errors import InvalidOptionError
@@ -22,10 +24,25 @@ METHODS = ("random", "random_with_replacement", "reverse", "left_cyclic_shift", 
            "palindrome", "interleave", "none")
 
 
+class BlockOrder(NamedTuple):
+    """PyFAME's ``generate_shuffled_block_array`` result (its ``(block_order, block_size)``) and the block duration.
+
+    Attributes:
+        order: int64 (K,) indices of the source blocks in output order (block-level methods; the identity for
+            frame-level methods).
+        block_size: frames per block, ``round(fps · block_duration)``.
+        block_duration: seconds per block, as given.
+    """
+
+    order: np.ndarray
+    block_size: int
+    block_duration: float
+
+
 def shuffled_block_array(num_frames: int, fps: float, method: str = "random", block_duration: float = 1.0,
-                         seed: int | None = None, video: str = "", drop_last: bool = True) -> np.ndarray:
-    """The block order: int64 (K,) indices of the source blocks in output order (for block-level methods; the
-    identity for frame-level methods).
+                         seed: int | None = None, video: str = "", drop_last: bool = True) -> BlockOrder:
+    """The block order, block size (frames) and block duration (s) of a shuffle: :class:`BlockOrder`, which
+    unpacks as ``order, block_size, block_duration = shuffled_block_array(...)``.
 
     Raises:
         InvalidOptionError: unknown method, block shorter than one frame, or no complete block.
@@ -34,12 +51,14 @@ def shuffled_block_array(num_frames: int, fps: float, method: str = "random", bl
     k = len(blocks)
     rng = np.random.default_rng(stream_key(seed, video, "temporal") if seed is not None else None)
     if method == "random":
-        return rng.permutation(k)
-    if method == "random_with_replacement":
-        return rng.integers(0, k, size=k)
-    if method == "reverse":
-        return np.arange(k)[::-1].copy()
-    return np.arange(k)
+        order = rng.permutation(k)
+    elif method == "random_with_replacement":
+        order = rng.integers(0, k, size=k)
+    elif method == "reverse":
+        order = np.arange(k)[::-1].copy()
+    else:
+        order = np.arange(k)
+    return BlockOrder(order.astype(np.int64), len(blocks[0]), block_duration)
 
 
 def _blocks(num_frames: int, fps: float, method: str, block_duration: float, drop_last: bool) -> list[np.ndarray]:
@@ -66,7 +85,7 @@ def frame_order(num_frames: int, fps: float, method: str = "random", block_durat
                 seed: int | None = None, video: str = "", drop_last: bool = True) -> np.ndarray:
     """int64 frame numbers of the shuffled video in output order (read them with ``Selection(frames=...)``)."""
     blocks = _blocks(num_frames, fps, method, block_duration, drop_last)
-    order = shuffled_block_array(num_frames, fps, method, block_duration, seed, video, drop_last)
+    order = shuffled_block_array(num_frames, fps, method, block_duration, seed, video, drop_last).order
     if method == "left_cyclic_shift":
         parts = [np.roll(b, -1) for b in blocks]
     elif method == "right_cyclic_shift":
@@ -113,4 +132,4 @@ def reorder_audio(source: str, order: np.ndarray, fps: float, path: str) -> str 
     return path
 
 
-__all__ = ["reorder_audio", "METHODS", "shuffled_block_array", "frame_order", "frames_left_out"]
+__all__ = ["reorder_audio", "METHODS", "BlockOrder", "shuffled_block_array", "frame_order", "frames_left_out"]

@@ -3,7 +3,8 @@
 A spec (Python, YAML or JSON) is a list of layers, e.g.::
 
     - op: recolour          # any name in gpuface.ops.registry.OPS
-      region: face_skin     # a region name or expression (gpuface.ops.regions.get_region), default face_oval
+      region: face_skin     # a region name or expression (gpuface.ops.regions.get_region), default face_oval;
+                            # or landmark indices [10, 338, ...] (a custom ring); or frame (noise, blur)
       feather: 2            # soften the region edge (Gaussian sigma, px)
       timing: {onset: 0.5, offset: 3.0, rise: 1.0, fall: 1.0, rise_curve: linear, fall_curve: sigmoid}
       params: {colour: red, magnitude: 12, scale: relative}
@@ -25,7 +26,7 @@ import torch
 
 from gpuface.core.errors import InvalidOptionError
 from gpuface.ops.geometry import window_slices
-from gpuface.ops.regions import get_region, region_masks
+from gpuface.ops.regions import FRAME_OPS, get_region, region_masks
 from gpuface.core.syncs import upload
 from gpuface.core.types import Faces
 from gpuface.ops.registry import OP_ALIASES, OPS, REACH, Context
@@ -39,7 +40,7 @@ class Layer:
     """One manipulation (``op`` in :data:`~gpuface.ops.registry.OPS`) with its parameters, region and timing."""
 
     op: str
-    region: str = "face_oval"
+    region: str | list = "face_oval"
     timing: Timing = field(default_factory=Timing)
     params: dict = field(default_factory=dict)
     feather: float = 0.0
@@ -49,7 +50,8 @@ class Layer:
         self.op = OP_ALIASES.get(self.op, self.op)
         if self.op not in OPS:
             raise InvalidOptionError(f"unknown manipulation {self.op!r}; choose one of {', '.join(OPS)}")
-        get_region(self.region)
+        if get_region(self.region).op == "frame" and self.op not in FRAME_OPS:
+            raise InvalidOptionError(f"{self.op}: region frame is for {', '.join(FRAME_OPS)} only")
         self.timing.validate()
         if "color" in self.params:   # the API spells colour; color is accepted
             self.params["colour"] = self.params.pop("color")
@@ -174,12 +176,18 @@ class LayerStack:
         self.keys = [stream_key(self.spec.seed, os.path.basename(video), i) for i in range(len(self.spec.layers))]
         self.states: list[dict] = [{"region": get_region(layer.region)} for layer in self.spec.layers]
 
+    @property
+    def whole_frame(self) -> bool:
+        """Whether a layer acts on whole frames (``region: frame``), with or without faces."""
+        return any(state["region"].op == "frame" for state in self.states)
+
     def window(self, faces: Faces, height: int, width: int) -> tuple[slice, slice]:
         """Rows and columns of the frame that this spec's layers can change for these faces: the union of their
         landmark bounding boxes grown by each layer's reach (:data:`~gpuface.ops.registry.REACH`) and
         feather, or the whole frame when a layer paints outside the faces (mask, point_light, overlay)."""
         full = slice(0, height), slice(0, width)
-        reaches = [REACH[layer.op] for layer in self.spec.layers]
+        reaches = [None if state["region"].op == "frame" else REACH[layer.op]
+                   for layer, state in zip(self.spec.layers, self.states)]
         if any(r is None for r in reaches) or faces.landmarks is None or len(faces) == 0:
             return full
         lm = faces.landmarks[..., :2]
@@ -198,9 +206,11 @@ class LayerStack:
         """``window=False`` computes whole frames (the reference the windowed computation must equal);
         ``op_windows``: let ops shrink further to their masks' boxes (:attr:`Context.windows`; default: on the CPU
         only, as a GPU would pay a host sync for each)."""
-        if len(faces) == 0 or not self.spec.layers:
+        if not self.spec.layers or (len(faces) == 0 and not self.whole_frame):
             return frames
         b, _, h, w = frames.shape
+        if faces.landmarks is None:        # no faces (a whole-frame layer runs all the same)
+            faces = replace(faces, landmarks=torch.zeros(0, 478, 3, device=frames.device))
         rows, cols = self.window(faces, h, w) if window else (slice(0, h), slice(0, w))
         if rows.stop <= rows.start or cols.stop <= cols.start:
             return frames
