@@ -50,6 +50,50 @@ def faces_clip(detector, clip):
     return detector(clip.frames)
 
 
+PYFAME_WHEEL_SHA256 = "df5a3ef8c12c68f56f036e71f21d9f407e393569974c0bd543e4d6396909c757"   # pyfame 1.0.10
+
+
+@pytest.fixture(scope="session")
+def pyfame(tmp_path_factory):
+    """PyFAME 1.0.10's own package, to call its functions as references: the wheel from PyPI (``pip download
+    --no-deps``, sha256 pinned), unpacked and importable. Its MediaPipe import is stubbed: only the functions that
+    never run MediaPipe (its analyses of given frames) may be called."""
+    import hashlib
+    import importlib.abc
+    import importlib.machinery
+    import subprocess
+    import zipfile
+    from unittest import mock
+
+    root = tmp_path_factory.mktemp("pyfame")
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q", "-d",
+                    str(root), "pyfame==1.0.10"], check=True, timeout=600)
+    wheel = next(root.glob("pyfame-1.0.10-*.whl"))
+    assert hashlib.sha256(wheel.read_bytes()).hexdigest() == PYFAME_WHEEL_SHA256
+    zipfile.ZipFile(wheel).extractall(root / "site")
+
+    class NoMediaPipe(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] == "mediapipe":
+                return importlib.machinery.ModuleSpec(name, self, is_package=True)
+
+        def create_module(self, spec):
+            module = mock.MagicMock(__path__=[], __name__=spec.name, __spec__=spec)
+            return module
+
+        def exec_module(self, module):
+            pass
+
+    finder = NoMediaPipe()
+    sys.meta_path.insert(0, finder)
+    sys.path.insert(0, str(root / "site"))
+    yield root / "site"
+    sys.path.remove(str(root / "site"))
+    sys.meta_path.remove(finder)
+    for name in [n for n in sys.modules if n.split(".")[0] in ("pyfame", "mediapipe")]:
+        del sys.modules[name]
+
+
 #: The only reasons a test may be skipped for: it needs a CUDA device (or its absence), or a package that has no
 #: wheel for this platform (decord and Triton exist for Linux x86_64 only; there they are required).
 ALLOWED_SKIPS = ("CUDA", "no wheel for this platform")

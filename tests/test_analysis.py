@@ -141,3 +141,88 @@ def test_dense_flow_recovers_a_known_translation(tracked_clip):
     face, background = mask[:1] > 0, mask[:1] == 0
     assert float(real[1e-4][background].mean()) < 0.5 * float(real[0.0][background].mean())
     assert abs(float(real[1e-4][face].mean()) / float(real[0.0][face].mean()) - 1) < 0.05
+
+
+def test_farneback_dense_flow_equals_pyfames_own_analysis(pyfame, samples, tmp_path, monkeypatch):
+    """``--dense --dense-method farneback`` against PyFAME 1.0.10's ``analyse_optical_flow_dense`` run on the same
+    file (its frame_step 1): the same frame pairs, and per pair its "mean magnitude" and "deviation magnitude"
+    within 1e-5 (the same grey frames, the same OpenCV call); "mean angle" within 1e-3 (measured 4e-4: OpenCV's
+    ``cartToPolar`` approximates atan2 to ~0.3°, we take the exact one) and "deviation angle" within 1e-2
+    (measured 3.6e-3: near-horizontal vectors pointing left of 0 fall on either side of the 0/2π wrap)."""
+    import numpy as np
+    import pandas as pd
+
+    from gpuface.cli import main
+
+    data = tmp_path / "data"
+    for sub in ("raw", "processed", "analysis"):
+        (data / sub).mkdir(parents=True)
+    clip = data / "raw" / "clip.mp4"
+    import av
+    with av.open(samples["single_face.mp4"]) as i, av.open(str(clip), "w") as o:   # 12 frames, re-encoded
+        s = o.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 640, 360, "yuv420p"
+        for n, frame in enumerate(i.decode(video=0)):
+            if n == 12:
+                break
+            o.mux(s.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")))
+        o.mux(s.encode())
+    monkeypatch.chdir(tmp_path)
+    import matplotlib
+
+    # PyFAME 1.0.10 calls matplotlib.cm.get_cmap, removed in Matplotlib 3.9 (it pins an older one): the same function
+    monkeypatch.setattr(matplotlib.cm, "get_cmap", matplotlib.colormaps.get_cmap, raising=False)
+    from pyfame.analyse.analyse_optical_flow_dense import analyse_optical_flow_dense
+
+    outputs, _ = analyse_optical_flow_dense(pd.DataFrame({"Absolute Path": [str(clip)]}), frame_step=1)
+    ref = outputs["clip"]
+    assert main(["analyse", str(clip), "-o", str(tmp_path / "ours"), "--dense", "--dense-method", "farneback",
+                 "--no-flow", "--quiet", "--device", "cpu"]) == 0
+    ours = pd.read_parquet(tmp_path / "ours" / "dense_flow.parquet")
+    assert len(ours) == len(ref) == 11 and (ours["frame"].to_numpy() == np.arange(11)).all()
+    for a, b, rtol in (("mean_magnitude", "mean magnitude", 1e-5), ("std_magnitude", "deviation magnitude", 1e-5),
+                       ("mean_angle", "mean angle", 1e-3), ("std_angle", "deviation angle", 1e-2)):
+        np.testing.assert_allclose(ours[a].to_numpy(), ref[b].to_numpy(), rtol=rtol, err_msg=a)
+
+
+def test_corner_flow_follows_pyfames_opencv_calls(pyfame, samples, tmp_path):
+    """``--flow-points corners`` against PyFAME 1.0.10's sparse flow done with OpenCV itself: its parameters read
+    from its ``SparseFlowAnalysisParameters`` (ast), ``goodFeaturesToTrack`` in the face oval of the first frame and
+    ``calcOpticalFlowPyrLK`` frame after frame, lost points dropped: the same corners, the same points tracked,
+    and per pair a mean magnitude within 0.02 px."""
+    import ast
+
+    import cv2
+    import numpy as np
+    import pandas as pd
+
+    from gpuface.cli import main
+    from gpuface.io.decode import VideoReader
+    from gpuface.ops.regions import region_masks
+
+    src = (pyfame / "pyfame/analyse/analyse_optical_flow_sparse.py").read_text()
+    params = {n.target.id: ast.literal_eval(n.value) for c in ast.walk(ast.parse(src))
+              if isinstance(c, ast.ClassDef) and c.name == "SparseFlowAnalysisParameters"
+              for n in c.body if isinstance(n, ast.AnnAssign) and n.value is not None}
+    assert main(["analyse", samples["sample_01.mp4"], "-o", str(tmp_path), "--flow-points", "corners", "--end", "0.5",
+                 "--quiet", "--device", "cpu"]) == 0
+    ours = pd.read_parquet(tmp_path / "landmark_flow.parquet")
+    frames = next(iter(VideoReader(samples["sample_01.mp4"]).batches(15))).frames
+    grey = (kornia.color.rgb_to_grayscale(frames.float() / 255) * 255).round().to(torch.uint8)[:, 0].numpy()
+    lm = FaceLandmarker("blazeface-short", max_faces=1)
+    faces = lm(frames[:1], lm.new_state())
+    mask = (region_masks(faces.landmarks, faces.row, "face_oval", 1, grey.shape[1:])[0, 0] > 0.5).numpy()
+    points = cv2.goodFeaturesToTrack(grey[0], 20, params["point_quality_threshold"], params["min_point_distance"],
+                                     mask=mask.astype(np.uint8) * 255)    # PyFAME: max_points=20 by default
+    criteria = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, params["max_iterations"], 0.03)
+    assert ours["points"].iloc[0] == len(points) >= 10
+    for i in range(len(ours)):
+        new, status, _ = cv2.calcOpticalFlowPyrLK(grey[i], grey[i + 1], points, None,
+                                                  winSize=params["search_window_size"],
+                                                  maxLevel=params["max_pyramid_level"], criteria=criteria)
+        good = status.ravel() == 1
+        magnitude = np.linalg.norm((new - points).reshape(-1, 2)[good], axis=1).mean()
+        row = ours.iloc[i]
+        assert row["points"] == len(points) and row["tracked"] == good.sum(), i
+        assert abs(row["mean_magnitude"] - magnitude) < 0.02, (i, row["mean_magnitude"], magnitude)
+        points = new[good].reshape(-1, 1, 2)

@@ -30,6 +30,11 @@ class AnalyseJob(Job):
         space: str = choice("colour space", ("rgb", "hsv", "lab", "grey"), "rgb")
         flow: bool = boolean("the Lucas-Kanade flow of the landmarks", True)
         dense: bool = boolean("also dense optical flow of every pixel, summarised in the face oval")
+        flow_points: str = choice("points the sparse flow follows: landmarks (the first face's FaceMesh points, each "
+                                  "frame) or corners (PyFAME's: Shi-Tomasi corners in the first face's oval, followed "
+                                  "until lost)", ("landmarks", "corners"), "landmarks")
+        dense_method: str = choice("dense flow: lk (batched Lucas-Kanade, any device) or farneback (OpenCV's, "
+                                   "PyFAME's parameters: tables comparable with PyFAME's)", ("lk", "farneback"), "lk")
         flow_video: bool = boolean("also write <stem>_flow.mp4: landmark vectors (and the dense colour code with "
                                    "dense) over the frame")
 
@@ -46,12 +51,15 @@ class AnalyseJob(Job):
         if o.flow_video and not is_image(path):
             video = free_path(output_path(path, out_dir, "_flow", ".mp4"), overwrite)
             video.parent.mkdir(parents=True, exist_ok=True)
-        return cls(tuple(o.regions), o.space, o.flow, o.dense, video)
+        return cls(tuple(o.regions), o.space, o.flow, o.dense, video, dense_method=o.dense_method,
+                   flow_points=o.flow_points)
 
     def __init__(self, colour_regions: tuple[str, ...] = COLOUR_REGIONS, space: str = "rgb",
                  flow: bool = True, dense: bool = False, flow_video: str | os.PathLike | None = None, crf: int = 18,
-                 preset: str = "medium"):
+                 preset: str = "medium", dense_method: str = "lk", flow_points: str = "landmarks"):
         self.colour_regions, self.space, self.flow, self.dense = colour_regions, space, flow, dense
+        self.flow_points = flow_points
+        self.dense_flow = {"lk": "dense_flow", "farneback": "farneback_flow"}[dense_method]
         self.flow_video, self.crf, self.preset = flow_video, crf, preset
         self.sink = None
 
@@ -63,12 +71,14 @@ class AnalyseJob(Job):
         self.sink = None if self.flow_video is None else \
             Sink(self.flow_video, False, run.info.fps, self.crf, self.preset)
         self.colours, self.flows, self.denses, self.carry, self.dense_carry = [], [], [], None, None
+        self.corners = None       # corners mode: the points still followed (None: not found yet)
 
     def step(self, run, batch, faces) -> None:
         import kornia
         import torch
 
-        from gpuface.ops.analysis import dense_flow, dense_flow_summary, draw_flow, landmark_flow, region_colour_means
+        from gpuface.ops import analysis
+        from gpuface.ops.analysis import dense_flow_summary, draw_flow, landmark_flow, region_colour_means
         from gpuface.ops.regions import region_masks
 
         self.colours.append(region_colour_means(batch, faces, self.colour_regions, self.space, video=run.path))
@@ -78,12 +88,14 @@ class AnalyseJob(Job):
             masks = region_masks(faces.landmarks, faces.row, "face_oval", len(batch), tuple(grey.shape[-2:]))
             seq = _after(self.dense_carry, [grey, masks, batch.index, batch.pts])
             if seq[0].shape[0] > 1:
-                px = dense_flow(seq[0][:-1], seq[0][1:])
+                px = getattr(analysis, self.dense_flow)(seq[0][:-1], seq[0][1:])
                 self.denses.append(dense_flow_summary(px, seq[1][:-1], seq[2][:-1], seq[3][:-1]))
                 if self.sink is not None:  # frame i shows the flow from the frame before it (none for frame 0)
                     vis_dense = torch.cat([px.new_zeros(len(batch) - px.shape[0], *px.shape[1:]), px])
             self.dense_carry = [t[-1:] for t in seq]
-        if self.flow and not run.is_image:
+        if self.flow and not run.is_image and self.flow_points == "corners":
+            self._follow_corners(batch, faces)
+        elif self.flow and not run.is_image:
             first = torch.ones(len(faces), dtype=torch.bool, device=faces.row.device)
             first[1:] = faces.row[1:] != faces.row[:-1]          # the first face of each frame
             f = faces.select(first)
@@ -102,6 +114,29 @@ class AnalyseJob(Job):
                 self.carry = None
         if self.sink is not None:
             self.sink.write(draw_flow(batch.frames, vis_dense, *(vis_points or (None, None, None))))
+
+    def _follow_corners(self, batch, faces) -> None:
+        """PyFAME's sparse flow: corners found once, in the first face's oval, then followed frame after frame."""
+        import kornia
+
+        from gpuface.ops.analysis import CORNERS, shi_tomasi_corners, track_points
+        from gpuface.ops.regions import region_masks
+
+        grey = kornia.color.rgb_to_grayscale(batch.frames.float() / 255)
+        seq = [grey, batch.index, batch.pts]
+        if self.corners is None:
+            if len(faces) == 0:
+                return
+            r = int(faces.row[0])                      # the first frame with a face: once per video
+            mask = region_masks(faces.landmarks[:1], faces.row[:1] * 0, "face_oval", 1, tuple(grey.shape[-2:]))
+            self.corners = shi_tomasi_corners(grey[r], mask[0], **CORNERS)
+            seq = [t[r:] for t in seq]
+        else:
+            seq = _after(self.carry, seq)
+        table, self.corners = track_points(seq[0], self.corners, seq[1], seq[2], window=CORNERS["window"],
+                                           levels=CORNERS["levels"], iterations=CORNERS["iterations"])
+        self.flows.append(table)
+        self.carry = [t[-1:] for t in seq]
 
     def finish(self, run) -> None:
         import pandas as pd

@@ -9,8 +9,9 @@ frames or points.
 
 PyFAME's ``analyse_optical_flow_sparse`` runs OpenCV per frame on Shi–Tomasi corners; here the points are
 the face's own landmarks (or any points you pass), and a summary table per frame comes with the raw flow.
-:func:`dense_flow` gives every pixel's displacement (PyFAME's dense option uses OpenCV's Farnebäck, one frame
-pair at a time) with the same Lucas–Kanade model, for whole batches of frame pairs.
+:func:`dense_flow` gives every pixel's displacement with the same Lucas–Kanade model, for whole batches of frame
+pairs; :func:`farneback_flow` is PyFAME's dense option (OpenCV's Farnebäck with its parameters, one pair at a time on
+the CPU), for tables comparable with PyFAME's.
 """
 from __future__ import annotations
 
@@ -148,19 +149,53 @@ def dense_flow(prev: torch.Tensor, nxt: torch.Tensor, window: int = 15, levels: 
     return flow
 
 
+#: PyFAME 1.0.10's Farnebäck parameters (``DenseFlowAnalysisParameters``: pyramid_scale, max_pyramid_level,
+#: search_window_size, max_iterations, pixel_neighborhood_size, gaussian_deviation; flags 0).
+FARNEBACK = {"pyr_scale": 0.5, "levels": 2, "winsize": 15, "iterations": 10, "poly_n": 5, "poly_sigma": 1.2}
+
+def farneback_flow(prev: torch.Tensor, nxt: torch.Tensor, **params) -> torch.Tensor:
+    """Dense optical flow by Farnebäck (2003), "Two-Frame Motion Estimation Based on Polynomial Expansion", through
+    OpenCV's ``calcOpticalFlowFarneback`` with PyFAME's parameters (:data:`FARNEBACK`, overridable by ``params``):
+    the flow PyFAME's ``analyse_optical_flow_dense`` measures, one frame pair at a time on the CPU.
+
+    Args:
+        prev, nxt: grey frames float (B, 1, H, W) in [0, 1] (rounded to 8 bits, as OpenCV's grey frames are).
+
+    Returns:
+        float32 (B, 2, H, W) on the frames' device: displacement (dx, dy) in pixels of each pixel of ``prev``.
+    """
+    import cv2
+
+    opts = {**FARNEBACK, **params}
+    a = (prev[:, 0] * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    b = (nxt[:, 0] * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    out = [torch.from_numpy(cv2.calcOpticalFlowFarneback(x, y, None, opts["pyr_scale"], opts["levels"],
+                                                         opts["winsize"], opts["iterations"], opts["poly_n"],
+                                                         opts["poly_sigma"], 0)) for x, y in zip(a, b)]
+    return torch.stack(out).permute(0, 3, 1, 2).to(prev.device)
+
+
 def dense_flow_summary(flow: torch.Tensor, mask: torch.Tensor, frame_index: torch.Tensor,
                        times: torch.Tensor) -> pd.DataFrame:
     """Per frame pair: ``frame, time_s, face_dx, face_dy, face_magnitude`` (means over ``mask`` > 0.5, e.g. the
-    face oval) and ``frame_magnitude`` (mean over the whole frame). flow (B, 2, H, W), mask (B, 1, H, W)."""
+    face oval), ``frame_magnitude`` (mean over the whole frame) and PyFAME's whole-frame statistics
+    ``mean_magnitude, std_magnitude, mean_angle, std_angle`` (its "mean magnitude", "deviation magnitude", "mean
+    angle", "deviation angle": population standard deviations; angles in radians in [0, 2π), image axes, as
+    OpenCV's ``cartToPolar``). flow (B, 2, H, W), mask (B, 1, H, W)."""
     m = (mask > 0.5).to(flow.dtype)
     area = m.sum(dim=(1, 2, 3)).clamp(min=1)
     mag = flow.norm(dim=1, keepdim=True)
+    angle = torch.atan2(flow[:, 1], flow[:, 0]).remainder(2 * math.pi)
     return pd.DataFrame({
         "frame": frame_index.cpu().numpy(), "time_s": times.cpu().numpy(),
         "face_dx": ((flow[:, :1] * m).sum(dim=(1, 2, 3)) / area).cpu().numpy(),
         "face_dy": ((flow[:, 1:] * m).sum(dim=(1, 2, 3)) / area).cpu().numpy(),
         "face_magnitude": ((mag * m).sum(dim=(1, 2, 3)) / area).cpu().numpy(),
         "frame_magnitude": mag.mean(dim=(1, 2, 3)).cpu().numpy(),
+        "mean_magnitude": mag.double().mean(dim=(1, 2, 3)).cpu().numpy(),
+        "std_magnitude": mag.double().std(dim=(1, 2, 3), correction=0).cpu().numpy(),
+        "mean_angle": angle.double().mean(dim=(1, 2)).cpu().numpy(),
+        "std_angle": angle.double().std(dim=(1, 2), correction=0).cpu().numpy(),
     })
 
 
@@ -188,22 +223,78 @@ def landmark_flow(frames: torch.Tensor, landmarks: torch.Tensor, frame_index: to
     idx = list(range(landmarks.shape[1])) if indices is None else list(indices)
     pts = landmarks[:-1, idx, :2] - 0.5                      # continuous → pixel-index coordinates
     flow, ok, _ = lucas_kanade(grey[:-1], grey[1:], pts, **lk)
+    table = _flow_table(flow, ok, frame_index, times)
+    return (table, pts + 0.5, flow, ok) if return_points else table
+
+
+def _flow_table(flow: torch.Tensor, ok: torch.Tensor, frame_index: torch.Tensor, times: torch.Tensor) -> pd.DataFrame:
+    """The per-pair summary of point flows (B−1, P, 2) with tracked flags (B−1, P) between frames ``frame_index``."""
     okf = ok.float()
     n = okf.sum(1).clamp(min=1)
     mag = flow.norm(dim=-1)
     ang = torch.atan2((torch.sin(torch.atan2(flow[..., 1], flow[..., 0])) * okf).sum(1),
                       (torch.cos(torch.atan2(flow[..., 1], flow[..., 0])) * okf).sum(1))
-    table = pd.DataFrame({
+    return pd.DataFrame({
         "frame": frame_index[:-1].cpu().numpy(), "next_frame": frame_index[1:].cpu().numpy(),
         "time_s": times[:-1].cpu().numpy(),
-        "points": len(idx), "tracked": ok.sum(1).cpu().numpy(),
+        "points": ok.shape[1], "tracked": ok.sum(1).cpu().numpy(),
         "mean_dx": ((flow[..., 0] * okf).sum(1) / n).cpu().numpy(),
         "mean_dy": ((flow[..., 1] * okf).sum(1) / n).cpu().numpy(),
         "mean_magnitude": ((mag * okf).sum(1) / n).cpu().numpy(),
         "max_magnitude": (mag * okf).amax(1).cpu().numpy(),
         "mean_angle_deg": (ang * 180 / math.pi).cpu().numpy(),
     })
-    return (table, pts + 0.5, flow, ok) if return_points else table
+
+
+#: PyFAME 1.0.10's sparse flow (``SparseFlowAnalysisParameters``, ``analyse_optical_flow_sparse``): Shi–Tomasi
+#: corners (``max_points``, ``point_quality_threshold``, ``min_point_distance``; OpenCV's blockSize 3) in the face
+#: oval of the first frame, then LK with ``search_window_size`` 15, ``max_pyramid_level`` 2, ``max_iterations`` 10.
+CORNERS = {"max_corners": 20, "quality": 0.3, "min_distance": 7, "window": 15, "levels": 3, "iterations": 10}
+
+
+def shi_tomasi_corners(grey: torch.Tensor, mask: torch.Tensor, max_corners: int = 20, quality: float = 0.3,
+                       min_distance: float = 7, **_) -> torch.Tensor:
+    """Shi & Tomasi (1994) "Good Features to Track" corners of one grey frame inside a mask, through OpenCV's
+    ``goodFeaturesToTrack`` (PyFAME's sparse flow points; defaults :data:`CORNERS`).
+
+    Args:
+        grey: float (1, H, W) in [0, 1] (rounded to 8 bits, as OpenCV's grey frames). mask: (1, H, W), > 0.5 inside.
+
+    Returns:
+        float32 (P, 2) corner positions, pixel-index coordinates (x, y), strongest first; P ≤ ``max_corners``.
+    """
+    import cv2
+
+    g = (grey[0] * 255).round().clamp(0, 255).to(torch.uint8).cpu().numpy()
+    m = ((mask[0] > 0.5).to(torch.uint8) * 255).cpu().numpy()
+    found = cv2.goodFeaturesToTrack(g, max_corners, quality, min_distance, mask=m)
+    return torch.zeros(0, 2) if found is None else torch.from_numpy(found.reshape(-1, 2))
+
+
+def track_points(grey: torch.Tensor, points: torch.Tensor, frame_index: torch.Tensor, times: torch.Tensor,
+                 **lk) -> tuple[pd.DataFrame, torch.Tensor]:
+    """Follow points through consecutive grey frames (B, 1, H, W), pair after pair, as PyFAME's sparse flow does:
+    a point that is lost (not tracked) is dropped for good; none is added.
+
+    Args:
+        points: float (P, 2) in pixel-index coordinates on ``grey[0]``. **lk: :func:`lucas_kanade` options.
+
+    Returns:
+        ``(table, points)``: one row per pair as :func:`landmark_flow`'s table (``points``: those followed into the
+        pair), and the points still tracked on the last frame.
+    """
+    rows = []
+    pts = points.to(grey.device, torch.float32)
+    for i in range(grey.shape[0] - 1):
+        if len(pts) == 0:
+            flow, ok = pts.new_zeros(1, 0, 2), pts.new_zeros(1, 0, dtype=torch.bool)
+        else:
+            flow, ok, _ = lucas_kanade(grey[i:i + 1], grey[i + 1:i + 2], pts[None], **lk)
+        rows.append(_flow_table(flow, ok, frame_index[i:i + 2], times[i:i + 2]))
+        pts = (pts + flow[0])[ok[0]]
+    table = pd.concat(rows, ignore_index=True) if rows else _flow_table(
+        points.new_zeros(0, 0, 2), points.new_zeros(0, 0, dtype=torch.bool), frame_index[:1], times[:1])
+    return table, pts
 
 
 def flow_to_rgb(flow: torch.Tensor, max_magnitude: float = 8.0) -> torch.Tensor:
