@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         if output is not None:
             c.add_argument("-o", "--output", **output)
         add_job_options(c, name)
+        c.add_argument("--config", help="YAML/JSON mapping of this command's options (the models and their "
+                                        "settings, e.g. detector, au_model, emotion_model, weights), checked before "
+                                        "any model loads; flags given on the line win")
         _overwrite_option(c)
         _common(c)
         return c

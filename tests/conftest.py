@@ -15,6 +15,11 @@ if not torch.cuda.is_available():
 from gpuface.io.samples import fetch_samples
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end runs over minutes of video (batch-size invariance, every "
+                            "README example); CI runs them, `-m 'not slow'` leaves them out of a quick local run")
+
+
 def pytest_addoption(parser):
     parser.addoption("--device", default="cpu", help="device for the tests that take the `device` fixture "
                      "(benchmarks/gpu_acceptance.sh runs the suite with --device cuda)")

@@ -405,3 +405,62 @@ def test_opengraphau_port_matches_mexca(mexca_mefarg, samples, landmarker, tmp_p
     cols = affect_columns(faces, analyzer.au_threshold, analyzer.au_names)
     assert list(cols.columns[:41]) == list(OPENGRAPHAU_AUS) and "AUR14_active" in cols.columns
     assert analyzer.au_threshold == 0.5
+
+
+def test_facetorch_analyser_rows(samples, tmp_path):
+    """The facetorch analyser's conventions, against its documented rules (noteldar/multimodalEQ,
+    ``enhanced_facetorch_analyzer.py``): intensity words by its buckets (< 0.3 None, < 0.5 Trace, < 0.7 Slight,
+    < 0.85 Moderate, else Strong) beside the letters; the blink named AU45 "Blink"; its emotion names
+    (``--emotion-names facetorch``: "angry" for the posed anger photo); ``analysis_start_time``; FACS muscles."""
+    from datetime import datetime
+
+    from gpuface.cli import main
+
+    assert main(["affect", samples["expression_anger.jpg"], "-o", str(tmp_path), "--emotion-names", "facetorch",
+                 "--quiet", "--device", "cpu", "--no-report"]) == 0
+    doc = json.loads((tmp_path / "expression_anger_affect.json").read_text())
+    meta = doc["analysis_metadata"]
+    assert datetime.fromisoformat(meta["analysis_start_time"]) <= datetime.fromisoformat(meta["analysis_end_time"])
+    face = doc["frame_analyses"][0]["faces"][0]
+    assert face["expression"]["predicted_emotion"] == "angry" and "angry" in face["expression"]["probabilities"]
+    assert doc["summary_statistics"]["most_common_emotion"] == "angry"
+    aus = face["action_units"]["interpretations"]
+    assert "AU45" in aus and "AU43" not in aus and aus["AU45"]["description"] == "Blink"
+    assert aus["AU12"]["muscle"] == "Zygomaticus major"
+
+    def words(s):
+        return "None" if s < 0.3 else "Trace" if s < 0.5 else "Slight" if s < 0.7 else "Moderate" if s < 0.85 \
+            else "Strong"
+
+    assert all(v["intensity_level"] == words(v["score"]) for v in aus.values())
+    table = pd.read_parquet(tmp_path / "expression_anger_affect.parquet")
+    assert {"angry", "happy", "sad", "AU43"} <= set(table.columns) and "anger" not in table.columns
+    assert (pd.read_csv(tmp_path / "expression_anger_affect_summary.csv")["emotion"] == "angry").all()
+    timeline = pd.read_csv(tmp_path / "expression_anger_au_timeline.csv", keep_default_na=False)  # "None" is a word
+    assert set(timeline["action_unit"]) >= {"AU45", "AU12"} and "AU43" not in set(timeline["action_unit"])
+    assert (timeline["intensity_level"] == timeline["score"].map(words)).all()
+
+
+def test_model_configuration_file_is_checked_before_any_model_loads(samples, tmp_path, capsys, monkeypatch):
+    """``--config models.yaml`` (the facetorch analyser's ``-c`` YAML choosing its models): options merged under
+    the flags given; a wrong name or value is one error line, exit 2, before any model is built."""
+    from gpuface.cli import main
+    from gpuface.stages import affect as affect_stage
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("a model was built before the configuration was checked")
+
+    monkeypatch.setattr(affect_stage.AffectAnalyzer, "__init__", refuse)
+    photo = samples["expression_anger.jpg"]
+    for text, word in (("au_model: foo\n", "au_model"), ("detector: blazeface-full\nbogus: 1\n", "bogus")):
+        (tmp_path / "bad.yaml").write_text(text)
+        assert main(["affect", photo, "-o", str(tmp_path / "x"), "--config", str(tmp_path / "bad.yaml"),
+                     "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "bad.yaml" in err[0] and word in err[0]
+    monkeypatch.undo()
+    (tmp_path / "ok.yaml").write_text("detector: blazeface-full\nau_threshold: 0.4\n")
+    assert main(["affect", photo, "-o", str(tmp_path / "ok"), "--config", str(tmp_path / "ok.yaml"),
+                 "--au-threshold", "0.3", "--quiet", "--no-report"]) == 0
+    meta = json.loads((tmp_path / "ok" / "expression_anger_affect.json").read_text())["analysis_metadata"]
+    assert meta["detector"] == "blazeface-full" and meta["au_threshold"] == 0.3     # the flag wins

@@ -109,7 +109,8 @@ def test_video_keeps_fps_frames_and_audio(detector, samples, tmp_path):
     with av.open(str(out)) as a, av.open(samples["single_face.mp4"]) as b:
         assert a.streams.audio[0].codec_context.name == b.streams.audio[0].codec_context.name
     boxes = pd.read_csv(tmp_path / "anon_boxes.csv")
-    assert list(boxes.columns) == ["frame", "time_ms", "face", "x1", "y1", "x2", "y2", "score", "source"]
+    assert list(boxes.columns) == ["frame", "time_ms", "face", "x1", "y1", "x2", "y2", "score", "source", "mask_x1",
+                                   "mask_y1", "mask_x2", "mask_y2"]
     assert len(boxes) == result.faces and (boxes["score"] >= 0.7).all() and (boxes["source"] == "detected").all()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary files left
 

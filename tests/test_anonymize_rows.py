@@ -151,3 +151,47 @@ def test_mosaicsize_makes_blocks_of_that_many_pixels(samples, tmp_path):
     outside = np.ones(out.shape[:2], bool)
     outside[int(y1) - 1:int(y2) + 2, int(x1) - 1:int(x2) + 2] = False
     assert np.array_equal(out[outside], ref[outside])
+
+
+def _mgt_functions(tmp_path, *names):
+    """Functions of MGT 1.32.0's ``_blurfaces.py`` (its PyPI wheel, sha256 pinned), compiled from their own source
+    with numpy as their only global: MGT's code run as it is, without importing its package."""
+    import ast
+
+    from gpuface.core.fetch import PyPIMember, fetch_file
+
+    path = fetch_file([PyPIMember("musicalgestures", "1.32.0", "musicalgestures/_blurfaces.py")],
+                      "40e73386e0a1b2d8d3e0a61bd631c4cd0b2fa8671fb27788a7273a9f67a80ab9", tmp_path / "_blurfaces.py")
+    tree = ast.parse(path.read_text())
+    body = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in names]
+    scope = {"np": np}
+    exec(compile(ast.Module(body=body, type_ignores=[]), str(path), "exec"), scope)
+    return [scope[n] for n in names]
+
+
+def test_mgt_table_formats_mask_boxes_and_knn_heatmap(runs, tmp_path):
+    """MGT's rows: ``--data-format csv txt`` writes both tables with the same rows; the mask box columns are MGT's
+    own ``scaling_mask`` and clipping of each detector box; the heat map is MGT's ``nearest_neighbours`` density of
+    MGT's ``centroid_mask`` centres (its functions run on our table), equal to 1e-12, at ``--heatmap-neighbours 8
+    --heatmap-resolution 60``; the PNG has the frame's aspect."""
+    from gpuface.jobs.anonymize import face_density
+
+    src, _ = runs
+    out = tmp_path / "mgt.mp4"
+    assert main(["anonymize", str(src), "--device", "cpu", "--quiet", "-o", str(out), "--data-format", "csv", "txt",
+                 "--mask-scale", "1.2", "--heatmap", "--heatmap-neighbours", "8", "--heatmap-resolution", "60"]) == 0
+    csv, txt = pd.read_csv(tmp_path / "mgt_boxes.csv"), pd.read_csv(tmp_path / "mgt_boxes.txt", sep=" ")
+    same = ["frame", "face", "mask_x1", "mask_y1", "mask_x2", "mask_y2"]
+    assert len(csv) == len(txt) > 50 and (csv[same] == txt[same]).all().all()
+    scaling_mask, centroid_mask, nearest_neighbours, _ = _mgt_functions(tmp_path, "scaling_mask", "centroid_mask",
+                                                                        "nearest_neighbours", "heatmap_data")
+    for row in csv.itertuples():
+        x1, y1, x2, y2 = scaling_mask(*np.array([row.x1, row.y1, row.x2, row.y2]).astype(int), 1.2)
+        want = max(0, x1), max(0, y1), min(639, x2), min(359, y2)       # MGT's clipping to the 640×360 frame
+        assert (row.mask_x1, row.mask_y1, row.mask_x2, row.mask_y2) == want, row
+    data = csv[["time_ms", "mask_x1", "mask_y1", "mask_x2", "mask_y2"]].to_numpy(float)
+    cx, cy = centroid_mask(data)
+    ref, _ = nearest_neighbours(cx, cy, 640, 360, 60, 8)
+    ours = face_density(cx, cy, (360, 640), 60, 8).numpy()
+    assert np.abs(ours - ref).max() <= 1e-12 * np.abs(ref).max()
+    assert gf.read_image(tmp_path / "mgt_heatmap.png").shape[-2:] == (34, 60)

@@ -11,6 +11,8 @@ import json
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow
+
 FRAMES = 48
 OPS = [("recolour", "face_skin", {"colour": "red", "magnitude": 20}), ("saturation", "face_skin", {}),
        ("brightness", "face_skin", {}), ("mask_background", "face_oval", {}), ("fill", "eyes", {}),

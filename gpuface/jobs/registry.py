@@ -236,6 +236,17 @@ def job_options(args: argparse.Namespace, job: str) -> dict[str, Any]:
     :func:`validate_options`; absent ones are left to the defaults."""
     opts = {k: getattr(args, k) for k in JOBS[job].options if getattr(args, k, None) is not None}
     validate_options(job, opts, cli=True)
+    if getattr(args, "config", None):         # a model configuration file: its options under the flags given
+        from gpuface.io.sources import read_spec_file
+
+        config = read_spec_file(args.config, "model configuration")
+        if not isinstance(config, dict):
+            raise InvalidOptionError(f"{args.config}: a configuration is a mapping of option: value")
+        try:
+            validate_options(job, config)
+        except InvalidOptionError as e:
+            raise InvalidOptionError(f"{args.config}: {e}") from None
+        opts = {**config, **opts}
     return opts
 
 

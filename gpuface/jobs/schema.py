@@ -44,6 +44,8 @@ class Option:
                 f" and <= {self.hi:g}" if self.hi is not None else "")
         if self.kind == "choice":
             return f"one of {', '.join(map(str, self.choices))}"
+        if self.kind == "list" and self.choices:
+            return f"one or a list of {', '.join(map(str, self.choices))}"
         return {"bool": "true or false", "list": "a list", "count": "an integer >= 1 or [MIN, MAX]",
                 "rgb": "[R, G, B]", "box": "[X1, Y1, X2, Y2] px with X1 < X2, Y1 < Y2",
                 "factors": "[L, R, U, D] factors > 0", "scale": "a factor in (0, 4] or WxH (e.g. 640x360)",
@@ -60,6 +62,9 @@ class Option:
             ok = v in self.choices
         elif self.kind == "bool":
             ok = isinstance(v, bool)
+        elif self.kind == "list" and self.choices:     # a list of choices; one alone may be given as itself
+            items = [v] if isinstance(v, str) else v
+            ok = isinstance(items, (list, tuple)) and len(items) > 0 and all(x in self.choices for x in items)
         elif self.kind == "list":
             ok = isinstance(v, list) and len(v) > 0
         elif self.kind == "count":

