@@ -59,7 +59,9 @@ class AnalyseJob(Job):
                  preset: str = "medium", dense_method: str = "lk", flow_points: str = "landmarks"):
         self.colour_regions, self.space, self.flow, self.dense = colour_regions, space, flow, dense
         self.flow_points = flow_points
-        self.dense_flow = {"lk": "dense_flow", "farneback": "farneback_flow"}[dense_method]
+        from gpuface.ops.analysis import dense_flow, farneback_flow
+
+        self.dense_fn = {"lk": dense_flow, "farneback": farneback_flow}[dense_method]
         self.flow_video, self.crf, self.preset = flow_video, crf, preset
         self.sink = None
 
@@ -77,7 +79,6 @@ class AnalyseJob(Job):
         import kornia
         import torch
 
-        from gpuface.ops import analysis
         from gpuface.ops.analysis import dense_flow_summary, draw_flow, landmark_flow, region_colour_means
         from gpuface.ops.regions import region_masks
 
@@ -88,7 +89,7 @@ class AnalyseJob(Job):
             masks = region_masks(faces.landmarks, faces.row, "face_oval", len(batch), tuple(grey.shape[-2:]))
             seq = _after(self.dense_carry, [grey, masks, batch.index, batch.pts])
             if seq[0].shape[0] > 1:
-                px = getattr(analysis, self.dense_flow)(seq[0][:-1], seq[0][1:])
+                px = self.dense_fn(seq[0][:-1], seq[0][1:])
                 self.denses.append(dense_flow_summary(px, seq[1][:-1], seq[2][:-1], seq[3][:-1]))
                 if self.sink is not None:  # frame i shows the flow from the frame before it (none for frame 0)
                     vis_dense = torch.cat([px.new_zeros(len(batch) - px.shape[0], *px.shape[1:]), px])

@@ -153,6 +153,7 @@ def dense_flow(prev: torch.Tensor, nxt: torch.Tensor, window: int = 15, levels: 
 #: search_window_size, max_iterations, pixel_neighborhood_size, gaussian_deviation; flags 0).
 FARNEBACK = {"pyr_scale": 0.5, "levels": 2, "winsize": 15, "iterations": 10, "poly_n": 5, "poly_sigma": 1.2}
 
+
 def farneback_flow(prev: torch.Tensor, nxt: torch.Tensor, **params) -> torch.Tensor:
     """Dense optical flow by Farnebäck (2003), "Two-Frame Motion Estimation Based on Polynomial Expansion", through
     OpenCV's ``calcOpticalFlowFarneback`` with PyFAME's parameters (:data:`FARNEBACK`, overridable by ``params``):
@@ -178,8 +179,8 @@ def farneback_flow(prev: torch.Tensor, nxt: torch.Tensor, **params) -> torch.Ten
 def dense_flow_summary(flow: torch.Tensor, mask: torch.Tensor, frame_index: torch.Tensor,
                        times: torch.Tensor) -> pd.DataFrame:
     """Per frame pair: ``frame, time_s, face_dx, face_dy, face_magnitude`` (means over ``mask`` > 0.5, e.g. the
-    face oval), ``frame_magnitude`` (mean over the whole frame) and PyFAME's whole-frame statistics
-    ``mean_magnitude, std_magnitude, mean_angle, std_angle`` (its "mean magnitude", "deviation magnitude", "mean
+    face oval), ``frame_magnitude`` (mean over the whole frame) and, with it, PyFAME's whole-frame statistics
+    ``frame_magnitude, std_magnitude, mean_angle, std_angle`` (its "mean magnitude", "deviation magnitude", "mean
     angle", "deviation angle": population standard deviations; angles in radians in [0, 2π), image axes, as
     OpenCV's ``cartToPolar``). flow (B, 2, H, W), mask (B, 1, H, W)."""
     m = (mask > 0.5).to(flow.dtype)
@@ -192,7 +193,6 @@ def dense_flow_summary(flow: torch.Tensor, mask: torch.Tensor, frame_index: torc
         "face_dy": ((flow[:, 1:] * m).sum(dim=(1, 2, 3)) / area).cpu().numpy(),
         "face_magnitude": ((mag * m).sum(dim=(1, 2, 3)) / area).cpu().numpy(),
         "frame_magnitude": mag.mean(dim=(1, 2, 3)).cpu().numpy(),
-        "mean_magnitude": mag.double().mean(dim=(1, 2, 3)).cpu().numpy(),
         "std_magnitude": mag.double().std(dim=(1, 2, 3), correction=0).cpu().numpy(),
         "mean_angle": angle.double().mean(dim=(1, 2)).cpu().numpy(),
         "std_angle": angle.double().std(dim=(1, 2), correction=0).cpu().numpy(),
