@@ -294,14 +294,13 @@ def cmd_manipulate(args) -> int:
 def cmd_analyse(args) -> int:
     from gpuface.stages.tables import table_format
 
-    out = Path(args.output)
+    out, names = Path(args.output), ("colour_means", "landmark_flow", "dense_flow")
     if out.suffix and not out.is_dir():     # -o results.csv: results_colour_means.csv, … beside it (PyFAME's CSV)
         table_format(out)
-        tables = {name: out.with_name(f"{out.stem}_{name}{out.suffix}")
-                  for name in ("colour_means", "landmark_flow", "dense_flow")}
+        tables = {name: out.with_name(f"{out.stem}_{name}{out.suffix}") for name in names}
         out = out.parent
     else:
-        tables = {name: out / f"{name}.parquet" for name in ("colour_means", "landmark_flow", "dense_flow")}
+        tables = {name: out / f"{name}.parquet" for name in names}
     _, results = _run_job(args, "analyse", job_options(args, "analyse"), out, tables=tables)
     return _collected_status(results, args.quiet)
 

