@@ -169,10 +169,11 @@ def text_report(doc: dict) -> str:
 
 
 def report_figures(table: pd.DataFrame, duration: float, thumbnails: dict | None = None,
-                   max_identities: int = 8) -> dict:
+                   max_identities: int = 8, emotion_labels: dict | None = None) -> dict:
     """One matplotlib figure per identity (the ``label`` column when identities are known, else ``track``;
     the ``max_identities`` with most faces): thumbnail, AU heat map over time, stacked emotion probabilities
-    and the valence/arousal trajectory; every time axis spans [0, ``duration``] s.
+    and the valence/arousal trajectory; every time axis spans [0, ``duration``] s. ``emotion_labels``: names for
+    the emotions' legend (e.g. :data:`FACETORCH_EMOTIONS`).
 
     Returns:
         ``{identity: Figure}`` (matplotlib, Agg backend).
@@ -206,7 +207,8 @@ def report_figures(table: pd.DataFrame, duration: float, thumbnails: dict | None
         ax[1].set_xlim(0, end)
         ax[1].set_xlabel("time (s)")
         ax[1].set_title("action units (intensity)")
-        ax[2].stackplot(t, rows[list(EMOTIONS)].to_numpy().T, labels=EMOTIONS, step="post")
+        ax[2].stackplot(t, rows[list(EMOTIONS)].to_numpy().T, step="post",
+                        labels=[(emotion_labels or {}).get(e, e) for e in EMOTIONS])
         ax[2].set_xlim(0, end)
         ax[2].set_ylim(0, 1)
         ax[2].set_xlabel("time (s)")
@@ -283,7 +285,8 @@ def write_affect_outputs(table: pd.DataFrame, info, out_dir: str | os.PathLike, 
     out.mkdir(parents=True, exist_ok=True)
     doc = affect_json(table, info, {**meta, "analysis_end_time": datetime.now(timezone.utc).isoformat()})
     summary, timeline, figures_from = summary_csv(table), au_timeline(table), table
-    if emotion_names == "facetorch":
+    names = FACETORCH_EMOTIONS if emotion_names == "facetorch" else None
+    if names:
         table, doc = facetorch_emotion_names(table, doc)
         summary["emotion"] = summary["emotion"].map(lambda e: FACETORCH_EMOTIONS.get(e, e))
     written: list[str] = []
@@ -298,7 +301,8 @@ def write_affect_outputs(table: pd.DataFrame, info, out_dir: str | os.PathLike, 
         text(f"{stem}_affect.json", json.dumps(doc, indent=1))
         text(f"{stem}_affect_report.txt", text_report(doc))
         if report:
-            text(f"{stem}_affect_report.html", _html(doc, report_figures(figures_from, info.duration, thumbnails)))
+            text(f"{stem}_affect_report.html", _html(doc, report_figures(figures_from, info.duration, thumbnails,
+                                                                       emotion_labels=names)))
     except BaseException:
         for p in written:
             Path(p).unlink(missing_ok=True)
