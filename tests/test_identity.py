@@ -215,3 +215,38 @@ def test_assign_tracks_links_by_overlap_and_identity():
     assert ids[12:].unique().tolist() == [2]                # the gap ended B's track
     cut = assign_tracks(torch.tensor(frames[:6]), torch.stack(boxes[:6]), None, torch.stack(embs[:6]), cuts={3})
     assert cut.tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_faces_kmeans_grouping_as_video_to_faces(samples, tmp_path, capsys):
+    """``--cluster-method kmeans --clusters 2,3,4``: video-to-faces' K-means with the count of the best silhouette.
+    The log lists every count tried with its scores and marks the best silhouette; the chosen grouping equals the
+    two actors (sample_01/02: one actor, sample_03/04: the other; adjusted Rand
+    index 1); ``--clusters-save-all`` keeps G2/G3/G4 with every kept crop; the same ``--random-state`` gives the
+    same groups, bit for bit; a count list without kmeans is one error line."""
+    import pandas as pd
+    from sklearn.metrics import adjusted_rand_score
+
+    from gpuface.cli import main
+
+    videos = [samples[f"sample_0{i}.mp4"] for i in range(1, 5)]
+    args = ["faces", *videos, "--fragment", "0", "2", "--step-seconds", "0.25", "--cluster-method", "kmeans",
+            "--clusters", "2,3,4", "--random-state", "7", "--quiet"]
+    assert main([*args, "-o", str(tmp_path / "a"), "--clusters-save-all"]) == 0
+    assert main([*args, "-o", str(tmp_path / "b")]) == 0
+    log = pd.read_csv(tmp_path / "a" / "faces.csv")
+    kept = log[log["status"] == "kept"]
+    actor = kept["video"].str.contains("sample_0[12]")
+    assert len(kept) >= 16 and adjusted_rand_score(actor, kept["group"]) == 1.0
+    scores = pd.read_csv(tmp_path / "a" / "log_clustering.csv")
+    assert scores["k"].tolist() == [2, 3, 4] and scores.loc[scores["best"], "k"].tolist() == [2]
+    assert scores["silhouette"].idxmax() == scores.index[scores["best"]][0]
+    for k in (2, 3, 4):
+        saved = list((tmp_path / "a" / f"G{k}").rglob("*.jpg"))
+        assert len(saved) == len(kept) and len({p.parent.name for p in saved}) == k
+    again = pd.read_csv(tmp_path / "b" / "faces.csv")
+    assert again["group"].equals(log["group"])
+    assert pd.read_csv(tmp_path / "b" / "log_clustering.csv").equals(scores)
+    capsys.readouterr()
+    assert main(["faces", videos[0], "-o", str(tmp_path / "c"), "--clusters", "2,3", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "kmeans" in err[0]

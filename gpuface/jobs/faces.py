@@ -98,7 +98,14 @@ class FaceCropsJob(Job):
         square: bool = boolean("square crops", flags=("--square", "--det-square"))
         group: str = choice("clustering (unknown people) or classification against ref_dir",
                             ("clustering", "classification"), "clustering")
-        clusters: int | tuple = option("count", "people: K, or MIN-MAX to estimate", [1, 9])
+        clusters: int | tuple = option("count", "people: K, MIN-MAX to estimate, or K1,K2,... (kmeans) to choose from",
+                                       [1, 9])
+        cluster_method: str = choice("grouping: spectral (mexca's), kmeans (video-to-faces': K-means, the count "
+                                     "with the best silhouette; logged in log_clustering.csv) or agglomerative "
+                                     "(complete linkage cut at the same-person distance)",
+                                     ("spectral", "kmeans", "agglomerative"), "spectral")
+        clusters_save_all: bool = boolean("kmeans: also keep the crops of every count tried, in G<k>/ folders")
+        random_state: int = integer("seed of the clustering (video-to-faces' KMeans random_state)", 0, lo=0)
         ref_dir: str | None = option("path", "classification: one sub-folder of images per person")
         max_distance: float = number("classification: embedding distance beyond which a face is 'other'", 0.6)
         hash_threshold: int = integer("duplicates: average-hash bits (of 64) within which two crops may be one face",
@@ -112,6 +119,10 @@ class FaceCropsJob(Job):
     def check(cls, pipeline, o) -> None:
         if o.group == "classification" and not (o.ref_dir and Path(o.ref_dir).is_dir()):
             raise InvalidOptionError("classification needs --ref-dir with one sub-folder of images per person")
+        if isinstance(o.clusters, str) and o.cluster_method != "kmeans":
+            raise InvalidOptionError("a list of cluster counts (K1,K2,...) needs --cluster-method kmeans")
+        if o.clusters_save_all and o.cluster_method != "kmeans":
+            raise InvalidOptionError("--clusters-save-all keeps every count kmeans tried: use --cluster-method kmeans")
 
     def __init__(self, opt, embedder, out: Path, min_score: float, overwrite: bool = False):
         self.opt, self.embedder, self.out, self.min_score, self.overwrite = opt, embedder, out, min_score, overwrite
@@ -221,7 +232,8 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
 
     from gpuface.io.encode import free_path
     from gpuface.jobs.runner import run_many, run_source
-    from gpuface.ops.cluster import cluster_embeddings
+    from gpuface.jobs.schema import count_values
+    from gpuface.ops.cluster import cluster_embeddings, kmeans_silhouette
     from gpuface.stages.tables import write_table
 
     opt = options or FaceCropsJob.Options()
@@ -231,12 +243,22 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     out = Path(out_dir)
     job = FaceCropsJob(opt, embedder, out, min_score, overwrite)
     run_many(inputs, lambda path: run_source(path, job, landmarker, batch_size, backend=backend), on_error)
-    kept, rows = job.kept, job.rows
+    kept, rows, extra = job.kept, job.rows, []
     if kept:
         e = np.stack([k[2] for k in kept])
-        if opt.group == "clustering":
+        if opt.group == "clustering" and opt.cluster_method == "kmeans":
+            best, by_k, clog = kmeans_silhouette(e, count_values(opt.clusters), opt.random_state)
+            groups = [f"person_{lab}" for lab in by_k[best]]
+            dists = [None] * len(kept)
+            extra.append(("log_clustering.csv", clog))
+            if opt.clusters_save_all:       # every count tried (video-to-faces' G<k> folders)
+                for k in clog["k"][clog["silhouette"].notna()]:
+                    for (_, crop, _, name), g in zip(kept, by_k[k]):
+                        job._save(out / f"G{k}" / f"person_{g}" / name, crop)
+        elif opt.group == "clustering":
             k = opt.clusters
-            labels = cluster_embeddings(e, k if isinstance(k, int) else tuple(k), too_few="each")
+            labels = cluster_embeddings(e, k if isinstance(k, int) else tuple(k), method=opt.cluster_method,
+                                        too_few="each", seed=opt.random_state)
             groups = [f"person_{lab}" for lab in labels]
             dists = [None] * len(kept)
         else:
@@ -253,6 +275,8 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     out.mkdir(parents=True, exist_ok=True)
     log = write_table(table, free_path(out / "faces.csv", overwrite))
     table.attrs["log"] = str(log)
+    for name, t in extra:                   # e.g. log_clustering.csv; its path in table.attrs["log_clustering"]
+        table.attrs[Path(name).stem] = str(write_table(t, free_path(out / name, overwrite)))
     return table
 
 

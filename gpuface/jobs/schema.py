@@ -46,7 +46,7 @@ class Option:
             return f"one of {', '.join(map(str, self.choices))}"
         if self.kind == "list" and self.choices:
             return f"one or a list of {', '.join(map(str, self.choices))}"
-        return {"bool": "true or false", "list": "a list", "count": "an integer >= 1 or [MIN, MAX]",
+        return {"bool": "true or false", "list": "a list", "count": "an integer >= 1, [MIN, MAX] or \"K1,K2,...\"",
                 "rgb": "[R, G, B]", "box": "[X1, Y1, X2, Y2] px with X1 < X2, Y1 < Y2",
                 "factors": "[L, R, U, D] factors > 0", "scale": "a factor in (0, 4] or WxH (e.g. 640x360)",
                 "mapping": "a mapping of name: value", "path": "a file path", "text": "a string"}[self.kind]
@@ -70,7 +70,7 @@ class Option:
         elif self.kind == "count":
             ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 1) or (
                 isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and x >= 1 for x in v)
-                and v[0] <= v[1])
+                and v[0] <= v[1]) or (isinstance(v, str) and count_values(v) is not None)
         elif self.kind == "rgb":
             ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, int) and 0 <= x <= 255 for x in v)
         elif self.kind == "box":
@@ -106,13 +106,34 @@ def parse_scale(v: Any) -> dict | None:
     return None
 
 
-def parse_count(text: str) -> int | list[int]:
-    """CLI form of a ``count`` (identities, clusters): ``K`` → K, ``MIN-MAX`` → [MIN, MAX] (argparse type)."""
+def count_values(v) -> list[int] | None:
+    """The counts a ``count`` option allows, in order: K → [K]; [MIN, MAX] → MIN … MAX; ``"K1,K2,…"`` (video-to-faces'
+    list, e.g. ``"2,4,6"``) → those; None when ``v`` is none of them."""
+    if isinstance(v, str):
+        try:
+            ks = [int(x) for x in v.split(",")]
+        except ValueError:
+            return None
+        return ks if ks and all(k >= 1 for k in ks) else None
+    if isinstance(v, int) and not isinstance(v, bool):
+        return [v] if v >= 1 else None
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) for x in v) and 1 <= v[0] <= v[1]:
+        return list(range(v[0], v[1] + 1))
+    return None
+
+
+def parse_count(text: str) -> int | list[int] | str:
+    """CLI form of a ``count`` (identities, clusters): ``K`` → K, ``MIN-MAX`` → [MIN, MAX], ``K1,K2,…`` → the
+    string itself (a list of counts, :func:`count_values`) (argparse type)."""
     try:
+        if "," in text:
+            if count_values(text) is None:
+                raise ValueError
+            return text
         lo, _, hi = text.partition("-")
         return [int(lo), int(hi)] if hi else int(lo)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be K or MIN-MAX, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"must be K, MIN-MAX or K1,K2,..., got {text!r}") from None
 
 
 def option(kind: str, help: str, default: Any = None, **kw) -> Any:
@@ -175,5 +196,5 @@ ENCODER_HELP = ("video encoder: x264 on the CPU (default), NVIDIA NVENC (GPUs th
 SELECTION = schema_of(SelectionOptions)
 
 
-__all__ = ["DETECTORS", "ENCODERS", "PRESETS", "ENCODER_HELP", "parse_scale", "parse_count", "Option", "option",
+__all__ = ["DETECTORS", "ENCODERS", "PRESETS", "ENCODER_HELP", "parse_scale", "parse_count", "count_values", "Option", "option",
            "integer", "number", "choice", "boolean", "schema_of", "SelectionOptions", "LandmarkerOptions", "SELECTION"]

@@ -131,6 +131,43 @@ def cluster_embeddings(embeddings, k: int | tuple[int, int] | None = (2, 9), met
     return labels[group] if group is not None else labels
 
 
+def kmeans_silhouette(embeddings, ks, random_state: int = 0):
+    """video-to-faces' grouping: scikit-learn ``KMeans(n_clusters=k, random_state=random_state, n_init="auto")``
+    for each candidate count, scored by the silhouette (Rousseeuw 1987; Euclidean), Calinski–Harabasz and
+    Davies–Bouldin indices; the best count is the highest silhouette (the first on a tie). Counts a silhouette
+    cannot score (k < 2 or k ≥ N) are listed without scores; when none is scored, k = 1 (everyone one person) is the answer, so
+    k = 1 is chosen only then (video-to-faces never tries it: its default range is 2–9).
+
+    Args:
+        embeddings: (N, D) numpy or torch. ks: candidate counts (ints ≥ 1). random_state: KMeans' seed.
+
+    Returns:
+        ``(best_k, labels_by_k, log)``: the chosen count; int64 (N,) labels for every count tried (and for 1);
+        a pandas table with columns ``k, silhouette, calinski_harabasz, davies_bouldin, best`` (one row per count
+        asked for, NaN scores where it could not be tried: video-to-faces' ``log_clustering.csv``).
+    """
+    import pandas as pd
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
+
+    x = np.asarray(embeddings.detach().cpu() if hasattr(embeddings, "detach") else embeddings, dtype=np.float64)
+    n = x.shape[0]
+    labels, rows = {1: np.zeros(n, dtype=np.int64)}, []
+    for k in dict.fromkeys(int(k) for k in ks):
+        if not 2 <= k < n:                    # listed, unscored
+            rows.append({"k": k, "silhouette": np.nan, "calinski_harabasz": np.nan, "davies_bouldin": np.nan})
+            continue
+        lab = KMeans(n_clusters=k, random_state=random_state, n_init="auto").fit_predict(x).astype(np.int64)
+        labels[k] = lab
+        rows.append({"k": k, "silhouette": silhouette_score(x, lab),
+                     "calinski_harabasz": calinski_harabasz_score(x, lab), "davies_bouldin": davies_bouldin_score(x, lab)})
+    log = pd.DataFrame(rows, columns=["k", "silhouette", "calinski_harabasz", "davies_bouldin"])
+    scored = log.dropna(subset=["silhouette"])
+    best = int(scored.loc[scored["silhouette"].idxmax(), "k"]) if len(scored) else 1
+    log["best"] = log["k"] == best
+    return best, labels, log
+
+
 def label_confidence(embeddings, labels, distance_threshold: float = 0.6) -> np.ndarray:
     """Per-item confidence in [0, 1] (NaN where unlabelled): mexca's with two or more clusters, the distance to
     the same-person threshold with one (module docstring)."""
@@ -158,4 +195,4 @@ def label_confidence(embeddings, labels, distance_threshold: float = 0.6) -> np.
     return out
 
 
-__all__ = ["cluster_embeddings", "estimate_count", "label_confidence", "NotEnoughFacesError"]
+__all__ = ["cluster_embeddings", "estimate_count", "kmeans_silhouette", "label_confidence", "NotEnoughFacesError"]
