@@ -107,8 +107,8 @@ def parse_scale(v: Any) -> dict | None:
 
 
 def count_values(v) -> list[int] | None:
-    """The counts a ``count`` option allows, in order: K → [K]; [MIN, MAX] → MIN … MAX; ``"K1,K2,…"`` (video-to-faces'
-    list, e.g. ``"2,4,6"``) → those; None when ``v`` is none of them."""
+    """The counts a ``count`` option allows, in order: K → [K]; [MIN, MAX] → MIN … MAX; ``"K1,K2,…"``
+    (video-to-faces' list, e.g. ``"2,4,6"``) → those; None when ``v`` is none of them."""
     if isinstance(v, str):
         try:
             ks = [int(x) for x in v.split(",")]
@@ -196,5 +196,5 @@ ENCODER_HELP = ("video encoder: x264 on the CPU (default), NVIDIA NVENC (GPUs th
 SELECTION = schema_of(SelectionOptions)
 
 
-__all__ = ["DETECTORS", "ENCODERS", "PRESETS", "ENCODER_HELP", "parse_scale", "parse_count", "count_values", "Option", "option",
-           "integer", "number", "choice", "boolean", "schema_of", "SelectionOptions", "LandmarkerOptions", "SELECTION"]
+__all__ = ["DETECTORS", "ENCODERS", "PRESETS", "ENCODER_HELP", "parse_scale", "parse_count", "count_values", "Option",
+           "option", "integer", "number", "choice", "boolean", "schema_of", "SelectionOptions", "LandmarkerOptions", "SELECTION"]

@@ -135,8 +135,8 @@ def kmeans_silhouette(embeddings, ks, random_state: int = 0):
     """video-to-faces' grouping: scikit-learn ``KMeans(n_clusters=k, random_state=random_state, n_init="auto")``
     for each candidate count, scored by the silhouette (Rousseeuw 1987; Euclidean), Calinski–Harabasz and
     Davies–Bouldin indices; the best count is the highest silhouette (the first on a tie). Counts a silhouette
-    cannot score (k < 2 or k ≥ N) are listed without scores; when none is scored, k = 1 (everyone one person) is the answer, so
-    k = 1 is chosen only then (video-to-faces never tries it: its default range is 2–9).
+    cannot score (k < 2 or k ≥ N) are listed without scores; when none is scored, k = 1 (everyone one person) is
+    the answer, so k = 1 is chosen only then (video-to-faces never tries it: its default range is 2–9).
 
     Args:
         embeddings: (N, D) numpy or torch. ks: candidate counts (ints ≥ 1). random_state: KMeans' seed.
@@ -159,8 +159,8 @@ def kmeans_silhouette(embeddings, ks, random_state: int = 0):
             continue
         lab = KMeans(n_clusters=k, random_state=random_state, n_init="auto").fit_predict(x).astype(np.int64)
         labels[k] = lab
-        rows.append({"k": k, "silhouette": silhouette_score(x, lab),
-                     "calinski_harabasz": calinski_harabasz_score(x, lab), "davies_bouldin": davies_bouldin_score(x, lab)})
+        rows.append({"k": k, "silhouette": silhouette_score(x, lab), "calinski_harabasz":
+                     calinski_harabasz_score(x, lab), "davies_bouldin": davies_bouldin_score(x, lab)})
     log = pd.DataFrame(rows, columns=["k", "silhouette", "calinski_harabasz", "davies_bouldin"])
     scored = log.dropna(subset=["silhouette"])
     best = int(scored.loc[scored["silhouette"].idxmax(), "k"]) if len(scored) else 1
