@@ -197,4 +197,5 @@ SELECTION = schema_of(SelectionOptions)
 
 
 __all__ = ["DETECTORS", "ENCODERS", "PRESETS", "ENCODER_HELP", "parse_scale", "parse_count", "count_values", "Option",
-           "option", "integer", "number", "choice", "boolean", "schema_of", "SelectionOptions", "LandmarkerOptions", "SELECTION"]
+           "option", "integer", "number", "choice", "boolean", "schema_of", "SelectionOptions", "LandmarkerOptions",
+           "SELECTION"]
