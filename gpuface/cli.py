@@ -112,7 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     mv.add_argument("--pad-colour", type=int, nargs=3, default=(255, 255, 255), metavar=("R", "G", "B"))
     _overwrite_option(mv)
 
-    job_command("annotate", "every face of every frame with an identity label (mexca-style) → table", table)
+    job_command("annotate", "every face of every frame with an identity label (mexca-style) → table",
+                {"required": True, "help": "table: .parquet, .csv, .tsv, .records.json (one record per row), or "
+                                           ".json: mexca's VideoAnnotation layout (one input)"})
     job_command("affect", "action units, 7 emotions, valence/arousal per face → table, JSON, CSVs, report",
                 {"required": True, "help": "output folder (one set of files per input)"})
     fc = job_command("faces", "face crops grouped by person (clustering or reference images) + CSV log",
@@ -276,7 +278,27 @@ def cmd_landmarks(args) -> int:
 
 
 def cmd_annotate(args) -> int:
-    return _table_command(args, "annotate", "annotation")[1]
+    out = Path(args.output)
+    if out.suffix.lower() != ".json" or out.name.lower().endswith(".records.json"):
+        return _table_command(args, "annotate", "annotation")[1]
+    # -o x.json: mexca's VideoAnnotation layout (one video); x.records.json: one JSON record per row
+    import json
+
+    from gpuface.io.encode import free_path
+    from gpuface.io.sources import expand_inputs
+    from gpuface.jobs.annotate import mexca_video_annotation
+    from gpuface.stages.tables import write_text
+
+    if len(expand_inputs(args.inputs, args.ext)) != 1:
+        raise InvalidOptionError("-o x.json writes mexca's VideoAnnotation of one video: give one input, or "
+                                 "x.records.json / a table format for several")
+    _, results = _run_job(args, "annotate", job_options(args, "annotate"), out.resolve().parent)
+    for r in results:
+        if not r.error:
+            written = write_text(json.dumps(mexca_video_annotation(r.tables["annotation"])),
+                                 free_path(out, args.overwrite))
+            r.outputs.insert(0, str(written))
+    return _collected_status(results, args.quiet)
 
 
 def cmd_manipulate(args) -> int:

@@ -224,7 +224,6 @@ def test_faces_kmeans_grouping_as_video_to_faces(samples, tmp_path, capsys):
     index 1); ``--clusters-save-all`` keeps G2/G3/G4 with every kept crop; the same ``--random-state`` gives the
     same groups, bit for bit; a count list without kmeans is one error line."""
     import pandas as pd
-    from sklearn.metrics import adjusted_rand_score
 
     from gpuface.cli import main
 
@@ -250,3 +249,46 @@ def test_faces_kmeans_grouping_as_video_to_faces(samples, tmp_path, capsys):
     assert main(["faces", videos[0], "-o", str(tmp_path / "c"), "--clusters", "2,3", "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "kmeans" in err[0]
+
+
+def test_annotate_json_is_mexcas_video_annotation(samples, tmp_path, capsys):
+    """``-o x.json``: mexca 1.0.4's ``VideoAnnotation`` as its ``write_json`` writes it. The field names are read
+    with ``ast`` from mexca's own ``mexca/data.py`` (its PyPI wheel, sha256 pinned); its validators' rules hold
+    (lists of one common length, ascending frames and times, four-coordinate boxes, [x, y] landmark pairs, labels
+    as strings); the values are the rows of the same run's ``x.records.json``; several inputs are one error line."""
+    import ast
+    import json
+
+    import pandas as pd
+
+    from gpuface.cli import main
+    from gpuface.core.fetch import PyPIMember, fetch_file
+
+    src = fetch_file([PyPIMember("mexca", "1.0.4", "mexca/data.py", ("--only-binary=:all:", "--python-version",
+                                                                       "3.9"))],
+                     "ce2c4f85c248fc251daa10252d0aa10d97b1d676ef52b56897bb069c7ca7fd71", tmp_path / "data.py")
+    tree = ast.parse(src.read_text())
+    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "VideoAnnotation")
+    fields = [n.target.id for n in cls.body if isinstance(n, ast.AnnAssign)]
+    args = [samples["sample_01.mp4"], "--end", "1", "--quiet", "--embeddings"]
+    assert main(["annotate", *args, "-o", str(tmp_path / "ann.json")]) == 0
+    assert main(["annotate", *args, "-o", str(tmp_path / "ann.records.json")]) == 0
+    doc = json.loads((tmp_path / "ann.json").read_text())
+    assert list(doc) == fields
+    lists = {k: v for k, v in doc.items() if k != "face_average_embeddings"}
+    assert len({len(v) for v in lists.values()}) == 1
+    assert doc["frame"] == sorted(doc["frame"]) and doc["time"] == sorted(doc["time"])
+    assert all(len(b) == 4 for b in doc["face_box"] if b is not None)
+    assert all(len(p) == 2 for lm in doc["face_landmarks"] if lm is not None for p in lm)
+    records = pd.read_json(tmp_path / "ann.records.json", orient="records")
+    assert len(records) == len(doc["frame"]) == 30                              # one face a frame for 1 s
+    assert [round(b[0], 3) for b in doc["face_box"]] == records["x1"].round(3).tolist()
+    assert doc["face_label"] == records["label"].astype(int).astype(str).tolist()
+    assert set(doc["face_average_embeddings"]) == set(doc["face_label"])
+    mean = records[[f"emb_{i}" for i in range(128)]].to_numpy().mean(0)
+    assert max(abs(a - b) for a, b in zip(doc["face_average_embeddings"]["0"], mean)) < 1e-6
+    capsys.readouterr()
+    assert main(["annotate", samples["sample_01.mp4"], samples["sample_03.mp4"], "-o", str(tmp_path / "two.json"),
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "one input" in err[0] and not (tmp_path / "two.json").exists()

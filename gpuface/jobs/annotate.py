@@ -145,4 +145,41 @@ def annotate_source(path: str, landmarker, embedder, batch_size: int = 32, selec
     return result.tables["annotation"], result
 
 
-__all__ = ["AnnotateJob", "annotate_source"]
+def mexca_video_annotation(table) -> dict:
+    """An annotation table as mexca's ``VideoAnnotation`` (mexca 1.0.4 ``mexca/data.py``), the dictionary its
+    ``write_json`` writes: one list per field with one entry per row (a face, or a frame without one):
+    ``frame``, ``time`` (s), ``face_box`` ([x1, y1, x2, y2] px), ``face_prob`` (detection score),
+    ``face_landmarks`` ([[x, y], …]: the table's keypoints), ``face_aus`` (the AU intensities when the table has
+    the affect columns), ``face_label`` (the identity as a string, as mexca's ``FloatToStr``), ``face_confidence``,
+    and ``face_average_embeddings`` (identity → mean embedding, when the table has the ``emb_`` columns); None where
+    a frame has no face.
+
+    Args:
+        table: the ``annotation`` table of one video (:func:`annotate_source`).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from gpuface.stages.affect.aus import au_columns
+
+    kp = [c for c in table.columns if c.startswith("kp") and c.endswith("_x")]
+    aus, embs = au_columns(table.columns), [c for c in table.columns if c.startswith("emb_")]
+    out = {k: [] for k in ("frame", "time", "face_box", "face_prob", "face_landmarks", "face_aus", "face_label",
+                           "face_confidence")}
+    for r in table.to_dict("records"):
+        face = not pd.isna(r.get("face"))
+        out["frame"].append(int(r["frame"]))
+        out["time"].append(float(r["time_s"]))
+        out["face_box"].append([float(r[c]) for c in ("x1", "y1", "x2", "y2")] if face else None)
+        out["face_prob"].append(float(r["score"]) if face else None)
+        out["face_landmarks"].append([[float(r[c]), float(r[c[:-1] + "y"])] for c in kp] if face else None)
+        out["face_aus"].append([float(r[a]) for a in aus] if face and aus else None)
+        out["face_label"].append(str(int(r["label"])) if face and not pd.isna(r["label"]) else None)
+        out["face_confidence"].append(float(r["confidence"]) if face and not pd.isna(r["confidence"]) else None)
+    faces = table[table["face"].notna()] if len(table) else table
+    out["face_average_embeddings"] = {str(int(k)): np.asarray(g[embs], float).mean(0).tolist()
+                                      for k, g in faces.groupby("label")} if embs and len(faces) else {}
+    return out
+
+
+__all__ = ["AnnotateJob", "annotate_source", "mexca_video_annotation"]
