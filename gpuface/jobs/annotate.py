@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gpuface.core.errors import InvalidOptionError, UnsupportedInputError
+from gpuface.core.errors import UnsupportedInputError
 from gpuface.jobs.base import Job
 from gpuface.jobs.registry import register
 from gpuface.jobs.schema import LandmarkerOptions, SelectionOptions, boolean, choice, option
@@ -31,11 +31,6 @@ class AnnotateJob(Job):
         too_few: str = choice("fewer tracks than identities: an error, or one label each", ("error", "each"), "error")
         embeddings: bool = boolean("add the 128 embedding columns")
         affect: bool = boolean("add action units, emotion probabilities, valence/arousal")
-
-    @classmethod
-    def check(cls, pipeline, o) -> None:
-        if isinstance(o.num_faces, str):
-            raise InvalidOptionError("num_faces is K or MIN-MAX (a list of counts is for faces --clusters)")
 
     @classmethod
     def load(cls, pipeline, o) -> None:

@@ -98,8 +98,8 @@ class FaceCropsJob(Job):
         square: bool = boolean("square crops", flags=("--square", "--det-square"))
         group: str = choice("clustering (unknown people) or classification against ref_dir",
                             ("clustering", "classification"), "clustering")
-        clusters: int | tuple = option("count", "people: K, MIN-MAX to estimate, or K1,K2,... (kmeans) to choose from",
-                                       [1, 9])
+        clusters: int | tuple | str = option("counts", "people: K, MIN-MAX to estimate, or K1,K2,... (kmeans) to "
+                                             "choose from", [1, 9])
         cluster_method: str = choice("grouping: spectral (mexca's), kmeans (video-to-faces': K-means, the count "
                                      "with the best silhouette; logged in log_clustering.csv) or agglomerative "
                                      "(complete linkage cut at the same-person distance)",

@@ -208,6 +208,7 @@ def _json_object(text: str) -> dict:
 _KINDS: dict[str, dict[str, Any]] = {
     "int": {"type": int}, "float": {"type": float}, "list": {"nargs": "+"},
     "count": {"type": parse_count, "metavar": "K|MIN-MAX"},
+    "counts": {"type": parse_count, "metavar": "K|MIN-MAX|K1,K2,..."},
     "rgb": {"type": int, "nargs": 3, "metavar": ("R", "G", "B")},
     "box": {"type": int, "nargs": 4, "metavar": ("X1", "Y1", "X2", "Y2")},
     "factors": {"type": float, "nargs": 4, "metavar": ("L", "R", "U", "D")}, "text": {},

@@ -21,7 +21,7 @@ DETECTORS = tuple(_REGISTRY)
 
 @dataclass(frozen=True)
 class Option:
-    """One option: ``kind`` int | float | choice | bool | list | count | rgb | box | factors | scale | mapping | path |
+    """One option: ``kind`` int | float | choice | bool | list | count | counts | rgb | box | factors | scale | mapping | path |
     text, bounds or choices, default (None: the model's own), help text, and ``flags``: its command-line spellings
     (default ``--<name>``, or ``--no-<name>`` for a boolean that defaults to true; deface's, MGT's and
     video-to-faces' names are given here)."""
@@ -46,7 +46,8 @@ class Option:
             return f"one of {', '.join(map(str, self.choices))}"
         if self.kind == "list" and self.choices:
             return f"one or a list of {', '.join(map(str, self.choices))}"
-        return {"bool": "true or false", "list": "a list", "count": "an integer >= 1, [MIN, MAX] or \"K1,K2,...\"",
+        return {"bool": "true or false", "list": "a list", "count": "an integer >= 1 or [MIN, MAX]",
+                "counts": "an integer >= 1, [MIN, MAX] or \"K1,K2,...\"",
                 "rgb": "[R, G, B]", "box": "[X1, Y1, X2, Y2] px with X1 < X2, Y1 < Y2",
                 "factors": "[L, R, U, D] factors > 0", "scale": "a factor in (0, 4] or WxH (e.g. 640x360)",
                 "mapping": "a mapping of name: value", "path": "a file path", "text": "a string"}[self.kind]
@@ -67,10 +68,10 @@ class Option:
             ok = isinstance(items, (list, tuple)) and len(items) > 0 and all(x in self.choices for x in items)
         elif self.kind == "list":
             ok = isinstance(v, list) and len(v) > 0
-        elif self.kind == "count":
+        elif self.kind in ("count", "counts"):   # counts: a list "K1,K2,..." too
             ok = (isinstance(v, int) and not isinstance(v, bool) and v >= 1) or (
                 isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, int) and x >= 1 for x in v)
-                and v[0] <= v[1]) or (isinstance(v, str) and count_values(v) is not None)
+                and v[0] <= v[1]) or (self.kind == "counts" and isinstance(v, str) and count_values(v) is not None)
         elif self.kind == "rgb":
             ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(isinstance(x, int) and 0 <= x <= 255 for x in v)
         elif self.kind == "box":
