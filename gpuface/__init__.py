@@ -68,7 +68,7 @@ _LAZY = {
     "region_masks": (".ops.regions", "region_masks"),
     "Faces": (".core.types", "Faces"), "FrameBatch": (".core.types", "FrameBatch"),
     "VideoInfo": (".core.types", "VideoInfo"),
-    "describe": (".catalogue", "describe"), "draw_regions": (".catalogue", "draw_regions"),
+    "describe": (".jobs.catalogue", "describe"), "draw_regions": (".jobs.catalogue", "draw_regions"),
     "setup_logging": (".core.log", "setup_logging"),
 }
 

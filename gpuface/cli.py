@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from gpuface.catalogue import KINDS
+from gpuface.jobs.catalogue import KINDS
 from gpuface.core.errors import GpufaceError, InvalidOptionError
 from gpuface.jobs.registry import JOBS, add_job_options, job_options, spec_jobs
 from gpuface.models.registry import ANONYMIZE_AUTO
@@ -566,7 +566,7 @@ def cmd_weights(args) -> int:
 def cmd_list(args) -> int:
     import json
 
-    from gpuface.catalogue import describe, format_entries
+    from gpuface.jobs.catalogue import describe, format_entries
 
     entries = describe(args.kind)
     if args.json:
@@ -579,7 +579,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_regions(args) -> int:
-    from gpuface.catalogue import draw_regions
+    from gpuface.jobs.catalogue import draw_regions
 
     print(draw_regions(args.image, args.output, args.detector, overwrite=args.overwrite))
     return 0

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from gpuface.catalogue import KINDS, describe
+from gpuface.jobs.catalogue import KINDS, describe
 from gpuface.cli import main
 from gpuface.core.errors import InvalidOptionError
 from gpuface.ops.regions import FACE_OVAL, REGIONS, get_region, region_masks
@@ -53,7 +53,7 @@ def test_list_gives_every_registered_name_with_its_signatures_defaults(capsys):
 def test_regions_draw_outlines_every_region_and_fails_in_one_line_without_a_face(samples, tmp_path, capsys):
     from PIL import Image
 
-    from gpuface.catalogue import _PALETTE
+    from gpuface.jobs.catalogue import _PALETTE
 
     out = tmp_path / "regions.png"
     assert main(["regions", "draw", samples["single_face.jpg"], "-o", str(out)]) == 0

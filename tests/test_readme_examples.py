@@ -100,7 +100,7 @@ def test_readme_example(command, media, tmp_path, monkeypatch, capsys):
         assert all(n in out for n in (argv[2:] or ["mtcnn", "centerface", "facemesh"])), out
         return
     if argv[0] == "list":           # a listing on stdout: every registered name of the kind
-        from gpuface.catalogue import describe
+        from gpuface.jobs.catalogue import describe
         out = capsys.readouterr().out
         assert all(f"\n{e.name} " in f"\n{out}" for e in describe(argv[1])), out
         return
