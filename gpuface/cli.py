@@ -316,7 +316,7 @@ def cmd_manipulate(args) -> int:
 def cmd_analyse(args) -> int:
     from gpuface.stages.tables import table_format
 
-    out, names = Path(args.output), ("colour_means", "landmark_flow", "dense_flow")
+    out, names = Path(args.output), JOBS["analyse"].tables
     if out.suffix and not out.is_dir():     # -o results.csv: results_colour_means.csv, … beside it (PyFAME's CSV)
         table_format(out)
         tables = {name: out.with_name(f"{out.stem}_{name}{out.suffix}") for name in names}

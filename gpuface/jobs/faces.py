@@ -243,22 +243,21 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     out = Path(out_dir)
     job = FaceCropsJob(opt, embedder, out, min_score, overwrite)
     run_many(inputs, lambda path: run_source(path, job, landmarker, batch_size, backend=backend), on_error)
-    kept, rows, extra = job.kept, job.rows, []
+    kept, rows, clustering_log = job.kept, job.rows, None
     if kept:
         e = np.stack([k[2] for k in kept])
-        if opt.group == "clustering" and opt.cluster_method == "kmeans":
-            best, by_k, clog = kmeans_silhouette(e, count_values(opt.clusters), opt.random_state)
-            groups = [f"person_{lab}" for lab in by_k[best]]
-            dists = [None] * len(kept)
-            extra.append(("log_clustering.csv", clog))
-            if opt.clusters_save_all:       # every count tried (video-to-faces' G<k> folders)
-                for k in clog["k"][clog["silhouette"].notna()]:
-                    for (_, crop, _, name), g in zip(kept, by_k[k]):
-                        job._save(out / f"G{k}" / f"person_{g}" / name, crop)
-        elif opt.group == "clustering":
-            k = opt.clusters
-            labels = cluster_embeddings(e, k if isinstance(k, int) else tuple(k), method=opt.cluster_method,
-                                        too_few="each", seed=opt.random_state)
+        if opt.group == "clustering":
+            if opt.cluster_method == "kmeans":
+                best, by_k, clustering_log = kmeans_silhouette(e, count_values(opt.clusters), opt.random_state)
+                labels = by_k[best]
+                if opt.clusters_save_all:       # every count tried (video-to-faces' G<k> folders)
+                    for k in clustering_log["k"][clustering_log["silhouette"].notna()]:
+                        for (_, crop, _, name), g in zip(kept, by_k[k]):
+                            job._save(out / f"G{k}" / f"person_{g}" / name, crop)
+            else:
+                k = opt.clusters
+                labels = cluster_embeddings(e, k if isinstance(k, int) else tuple(k), method=opt.cluster_method,
+                                            too_few="each", seed=opt.random_state)
             groups = [f"person_{lab}" for lab in labels]
             dists = [None] * len(kept)
         else:
@@ -275,8 +274,9 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     out.mkdir(parents=True, exist_ok=True)
     log = write_table(table, free_path(out / "faces.csv", overwrite))
     table.attrs["log"] = str(log)
-    for name, t in extra:                   # e.g. log_clustering.csv; its path in table.attrs["log_clustering"]
-        table.attrs[Path(name).stem] = str(write_table(t, free_path(out / name, overwrite)))
+    if clustering_log is not None:          # kmeans: video-to-faces' log_clustering.csv
+        table.attrs["log_clustering"] = str(write_table(clustering_log, free_path(out / "log_clustering.csv",
+                                                                                  overwrite)))
     return table
 
 

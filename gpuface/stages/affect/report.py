@@ -252,10 +252,10 @@ def _html(doc: dict, figures: dict) -> str:
 def facetorch_emotion_names(table: pd.DataFrame, doc: dict) -> tuple[pd.DataFrame, dict]:
     """The table and the JSON document with the facetorch analyser's emotion names (:data:`FACETORCH_EMOTIONS`:
     angry, happy, sad for py-feat's anger, happiness, sadness): the emotion columns, the ``emotion`` values, and in
-    the document each face's ``predicted_emotion`` and ``probabilities`` and the ``most_common_emotion``."""
+    the document each face's ``predicted_emotion`` and ``probabilities`` and the ``most_common_emotion``. The table
+    is a new one; the document is renamed in place (and returned)."""
     rename = lambda e: FACETORCH_EMOTIONS.get(e, e)  # noqa: E731
     table = table.rename(columns=FACETORCH_EMOTIONS).assign(emotion=table["emotion"].map(rename))
-    doc = json.loads(json.dumps(doc))
     for frame in doc["frame_analyses"]:
         for face in frame["faces"]:
             x = face["expression"]
