@@ -164,11 +164,11 @@ def test_stills_of_every_listed_format(samples, tmp_path, ext):
     assert out.size == src.size and out.format == Image.open(path).format
 
 
-def _loop(src: str, dst: Path, frames: int) -> None:
-    """``frames`` frames of ``src`` (looped), 320×180, x264."""
+def _loop(src: str, dst: Path, frames: int, width: int = 640, height: int = 360) -> None:
+    """``frames`` frames of ``src`` (its first 50 looped), resized to ``width``×``height``, x264."""
     one = torch.nn.functional.interpolate(next(iter(gf.VideoReader(src).batches(50))).frames.float(),
-                                          size=(180, 320), mode="area").round().to(torch.uint8)
-    with gf.VideoWriter(dst, 25, 320, 180, preset="ultrafast") as w:
+                                          size=(height, width), mode="area").round().to(torch.uint8)
+    with gf.VideoWriter(dst, 25, width, height, preset="ultrafast") as w:
         for k in range(0, frames, 50):
             w.write(one[:min(50, frames - k)])
 
@@ -196,15 +196,19 @@ def _rss_growth_mb(argv: list[str]) -> float:
     rss = np.array([float(v) for v in r.stdout.split()])
     n = len(rss)
     assert n > 100
-    return float(np.median(rss[2 * n // 3:]) - np.median(rss[n // 3:2 * n // 3]))
+    growth = float(np.median(rss[2 * n // 3:]) - np.median(rss[n // 3:2 * n // 3]))
+    print("RSS MB by tenth of the run:", [round(float(np.median(part)), 1) for part in np.array_split(rss, 10)])
+    return growth
 
 
 def test_memory_is_flat_in_video_length(samples, tmp_path):
-    """`gpuface anonymize` (PyAV, the default backend) on 1,500 frames of a 320×180 clip: resident memory does not
-    grow along the video. Holding the decoded frames would add ~87 MB per third of the run; the test allows 30."""
+    """`gpuface anonymize` (PyAV, the default backend) on 1,500 frames of a 640×360 clip: resident memory does not
+    grow along the video. Holding the decoded frames would add ~345 MB per third of the run; the test allows 100,
+    because glibc's per-thread heaps (decode, compute and encode threads) settle at sizes that depend on timing: a
+    loaded CI machine once showed 47 MB of such growth on a 320×180 clip, where this machine shows under 10."""
     clip = tmp_path / "long.mp4"
     _loop(samples["sample_01.mp4"], clip, 1500)
     growth = _rss_growth_mb(["anonymize", str(clip), "-o", str(tmp_path / "a.mp4"), "--device", "cpu", "--quiet",
                              "--detector", "blazeface-short", "--data-format", "none"])
     assert gf.probe(str(tmp_path / "a.mp4")).num_frames == 1500
-    assert growth < 30, growth
+    assert growth < 100, growth
