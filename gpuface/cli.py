@@ -351,7 +351,8 @@ def cmd_faces(args) -> int:
         failed.append(path)
         _error(path, e)
 
-    table = extract_faces(expand_inputs(args.inputs, args.ext), args.output, landmarker, Embedder("dlib", device),
+    table = extract_faces(expand_inputs(args.inputs, args.ext), args.output, landmarker,
+                          Embedder(options.embedder, device),
                           options, args.batch_size, args.backend, on_error, args.overwrite)
     counts = table[table["status"] == "kept"].groupby("group").size().to_dict()
     out = Path(args.output)

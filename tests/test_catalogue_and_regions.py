@@ -27,7 +27,7 @@ def photo_faces(samples):
 
 
 def test_list_gives_every_registered_name_with_its_signatures_defaults(capsys):
-    from gpuface.models.online import AFFECT_MODELS
+    from gpuface.models.online import ONLINE_MODELS
     from gpuface.models.registry import DETECTORS
     from gpuface.models.weights import REGISTRY
     from gpuface.ops.registry import OPS
@@ -35,7 +35,7 @@ def test_list_gives_every_registered_name_with_its_signatures_defaults(capsys):
     from gpuface.ops.timing import CURVES
 
     registries = {"regions": REGIONS, "ops": OPS, "curves": CURVES, "shuffles": METHODS, "detectors": DETECTORS,
-                  "models": [*REGISTRY, *AFFECT_MODELS]}
+                  "models": [*REGISTRY, *ONLINE_MODELS]}
     for kind in KINDS:
         assert main(["list", kind, "--json"]) == 0
         listed = json.loads(capsys.readouterr().out)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from gpuface.core.errors import UnsupportedInputError
 from gpuface.jobs.base import Job
 from gpuface.jobs.registry import register
-from gpuface.jobs.schema import LandmarkerOptions, SelectionOptions, boolean, choice, option
+from gpuface.jobs.schema import IdentityOptions, LandmarkerOptions, SelectionOptions, boolean, choice, option
 
 
 @register("annotate", "every face of every frame with an identity label", tables={"annotation": "annotation.parquet"})
@@ -25,11 +25,11 @@ class AnnotateJob(Job):
     shot_cuts = True
 
     @dataclass(frozen=True)
-    class Options(SelectionOptions, LandmarkerOptions):
+    class Options(SelectionOptions, LandmarkerOptions, IdentityOptions):
         num_faces: int | tuple = option("count", "identities per video: K, or MIN-MAX to estimate it from", [1, 9])
         per_face: bool = boolean("cluster single faces instead of tracks")
         too_few: str = choice("fewer tracks than identities: an error, or one label each", ("error", "each"), "error")
-        embeddings: bool = boolean("add the 128 embedding columns")
+        embeddings: bool = boolean("add the embedding columns (128 for dlib, 512 for FaceNet)")
         affect: bool = boolean("add action units, emotion probabilities, valence/arousal")
 
     @classmethod

@@ -154,7 +154,8 @@ class Pipeline:
         """The identity :class:`~gpuface.stages.embed.Embedder` (built once)."""
         def make():
             from gpuface.stages.embed import Embedder
-            return Embedder("dlib", device=self.device)
+            name = next(self.job_options[n].embedder for n in self.names if hasattr(self.job_options[n], "embedder"))
+            return Embedder(name, device=self.device)
         return self.cached("embedder", make)
 
     def layer_spec(self):

@@ -4,7 +4,7 @@
 is generated from the registry it describes (:data:`gpuface.ops.regions.REGIONS`, :data:`gpuface.ops.registry.OPS`
 and the ops' signatures, :data:`gpuface.ops.timing.CURVES`, :data:`gpuface.ops.temporal.METHODS`,
 :data:`gpuface.models.registry.DETECTORS`, :data:`gpuface.models.weights.REGISTRY` and
-:data:`gpuface.models.online.AFFECT_MODELS`); the words come from :data:`OP_PARAMETERS`, :data:`REGION_NOTES`,
+:data:`gpuface.models.online.ONLINE_MODELS`); the words come from :data:`OP_PARAMETERS`, :data:`REGION_NOTES`,
 :data:`CURVE_NOTES` and :data:`SHUFFLE_NOTES`, which a test holds to the registries (a new name without its line
 fails it).
 """
@@ -174,14 +174,14 @@ def _detectors() -> list[Entry]:
 
 
 def _models() -> list[Entry]:
-    from gpuface.models.online import AFFECT_MODELS
+    from gpuface.models.online import ONLINE_MODELS
     from gpuface.models.weights import REGISTRY
 
     out = [Entry(name, f"{m.citation} [{m.license}]; offline", [(f.name, f.sha256[:16], "upstream file, sha256")
                                                                  for f in m.files])
            for name, m in REGISTRY.items()]
     out += [Entry(name, f"{m.citation} [{m.license}]; {m.outputs}; online only (--weights {name}=PATH)",
-                  [(m.file, m.url, "official URL")]) for name, m in AFFECT_MODELS.items()]
+                  [(m.file, m.url, "official URL")]) for name, m in ONLINE_MODELS.items()]
     return out
 
 

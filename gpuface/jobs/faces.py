@@ -4,8 +4,7 @@ group by clustering or by classification against reference images, save crops an
 Per input: frames every ``step_seconds`` of a fragment (and an optional area), BlazeFace + FaceMesh on those
 frames as unrelated stills, filters (score, size in px, distance to the border in px), boxes expanded by
 ``expand`` (left, right, up, down) factors and optionally squared (:func:`gpuface.stages.detect.expand_boxes`),
-dlib embeddings
-of aligned chips. Duplicates (video-to-faces ``dup_*``): a face whose 8×8 average hash differs from a kept
+embeddings (``embedder``: dlib's of aligned chips, or FaceNet's of box crops). Duplicates (video-to-faces ``dup_*``): a face whose 8×8 average hash differs from a kept
 face of the same video by at most ``hash_threshold`` bits and whose embedding is within ``dup_distance`` is a
 duplicate. Grouping: ``clustering`` (:func:`cluster_embeddings` over all kept faces, k or a range) or
 ``classification`` (nearest person of ``ref_dir/<person>/*.jpg`` by mean embedding; ``other`` beyond
@@ -21,7 +20,7 @@ from pathlib import Path
 from gpuface.core.errors import InvalidOptionError
 from gpuface.jobs.base import Job
 from gpuface.jobs.registry import register, validate_options
-from gpuface.jobs.schema import DETECTORS, boolean, choice, integer, number, option
+from gpuface.jobs.schema import DETECTORS, IdentityOptions, boolean, choice, integer, number, option
 from gpuface.models.registry import DETECTORS as _REGISTRY
 
 #: Default detection score a face needs, per detector (the registry's ``crops`` use): MTCNN's scores of real faces
@@ -80,7 +79,7 @@ class FaceCropsJob(Job):
     track = False
 
     @dataclass(frozen=True)
-    class Options:
+    class Options(IdentityOptions):
         detector: str = choice("face detector", DETECTORS, "blazeface-full")
         step_seconds: float = number("seconds between sampled frames (video-to-faces: --video-step)", 1.0,
                                      open_lo=True, flags=("--step-seconds", "--video-step"))
@@ -107,10 +106,12 @@ class FaceCropsJob(Job):
         clusters_save_all: bool = boolean("kmeans: also keep the crops of every count tried, in G<k>/ folders")
         random_state: int = integer("seed of the clustering (video-to-faces' KMeans random_state)", 0, lo=0)
         ref_dir: str | None = option("path", "classification: one sub-folder of images per person")
-        max_distance: float = number("classification: embedding distance beyond which a face is 'other'", 0.6)
+        max_distance: float | None = number("classification: embedding distance beyond which a face is 'other' "
+                                            "(default: the embedder's same-person distance, dlib 0.6, FaceNet 0.93)")
         hash_threshold: int = integer("duplicates: average-hash bits (of 64) within which two crops may be one face",
                                       5, lo=0)
-        dup_distance: float = number("duplicates: embedding distance within which two crops are one face", 0.3)
+        dup_distance: float | None = number("duplicates: embedding distance within which two crops are one face "
+                                            "(default: half the embedder's same-person distance)")
         prefix: str = option("text", "prefix of every crop's file name", "")
         save_rejects: bool = boolean("also save rejected crops in rejects/")
         save_dupes: bool = boolean("also save duplicate crops in dupes/")
@@ -126,6 +127,7 @@ class FaceCropsJob(Job):
 
     def __init__(self, opt, embedder, out: Path, min_score: float, overwrite: bool = False):
         self.opt, self.embedder, self.out, self.min_score, self.overwrite = opt, embedder, out, min_score, overwrite
+        self.dup_distance = opt.dup_distance if opt.dup_distance is not None else embedder.same_person / 2
         self.kept, self.rows = [], []
 
     def plan(self, run):
@@ -194,7 +196,7 @@ class FaceCropsJob(Job):
             hsh = average_hash([crop])[0]
             dup = next((j for j, (h0, e0) in enumerate(zip(self.hashes, self.embs))
                         if (hsh != h0).sum() <= opt.hash_threshold
-                        and np.linalg.norm(emb[n] - e0) <= opt.dup_distance), None)
+                        and np.linalg.norm(emb[n] - e0) <= self.dup_distance), None)
             if dup is not None:
                 row["status"] = "duplicate"
                 row["reason"] = f"same as {self.kept_names[dup]} (average hash and embedding)"
@@ -257,7 +259,8 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
             else:
                 k = opt.clusters
                 labels = cluster_embeddings(e, k if isinstance(k, int) else tuple(k), method=opt.cluster_method,
-                                            too_few="each", seed=opt.random_state)
+                                            too_few="each", seed=opt.random_state,
+                                            distance_threshold=embedder.same_person)
             groups = [f"person_{lab}" for lab in labels]
             dists = [None] * len(kept)
         else:
@@ -265,7 +268,8 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
             names = list(refs)
             d = np.linalg.norm(e[:, None] - np.stack([refs[n] for n in names])[None], axis=2)
             best = d.argmin(1)
-            groups = [names[b] if d[i, b] <= opt.max_distance else "other" for i, b in enumerate(best)]
+            limit = opt.max_distance if opt.max_distance is not None else embedder.same_person
+            groups = [names[b] if d[i, b] <= limit else "other" for i, b in enumerate(best)]
             dists = d[np.arange(len(kept)), best].tolist()
         for (i, crop, _, name), g, dist in zip(kept, groups, dists):
             rows[i]["group"], rows[i]["distance"] = g, dist

