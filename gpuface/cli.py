@@ -56,9 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpuface", description="Batched face analysis and manipulation of video.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    def job_command(name: str, help: str, output: dict | None, *extra_inputs: str):
+    def job_command(name: str, help: str, output: dict | None, inputs: str = "+"):
         c = sub.add_parser(name, help=help)
-        c.add_argument("inputs", nargs="+", help="video/image files, folders, or .txt lists of paths")
+        c.add_argument("inputs", nargs=inputs, help="video/image files, folders, or .txt lists of paths")
         if output is not None:
             c.add_argument("-o", "--output", **output)
         add_job_options(c, name)
@@ -117,8 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
                                            ".json: mexca's VideoAnnotation layout (one input)"})
     job_command("affect", "action units, 7 emotions, valence/arousal per face → table, JSON, CSVs, report",
                 {"required": True, "help": "output folder (one set of files per input)"})
-    fc = job_command("faces", "face crops grouped by person (clustering or reference images) + CSV log",
-                     {"default": "faces", "help": "output folder (default ./faces)"})
+    fc = job_command("faces", "face crops grouped by person (video-to-faces: clustering or reference images), "
+                              "logs and an HTML gallery",
+                     {"help": "output folder: crops in OUT/faces/<group>/, logs, OUT/faces/index.html (default: the "
+                              "first input's folder, as video-to-faces' --out-dir)"}, inputs="*")
     fc.add_argument("--fragment", type=float, nargs=2, metavar=("START", "END"),
                     help="only this part, seconds (the same as --start START --end END)")
 
@@ -343,6 +345,13 @@ def cmd_faces(args) -> int:
         opts["start"], opts["end"] = args.fragment
     options = FaceCropsJob.Options(**opts)
     FaceCropsJob.check(None, options)
+    if not args.inputs and options.mode != "grouping":
+        raise InvalidOptionError("faces needs inputs (videos, images, folders), except with --mode grouping")
+    if args.output is None:
+        if not args.inputs:
+            raise InvalidOptionError("--mode grouping needs -o OUT: the folder whose faces/ holds the crops")
+        first = Path(args.inputs[0])
+        args.output = str(first if first.is_dir() else first.resolve().parent)
     device = _device(args.device)
     landmarker = FaceLandmarker(options.detector, device=device)
     failed = []
@@ -351,13 +360,16 @@ def cmd_faces(args) -> int:
         failed.append(path)
         _error(path, e)
 
-    table = extract_faces(expand_inputs(args.inputs, args.ext), args.output, landmarker,
-                          Embedder(options.embedder, device),
-                          options, args.batch_size, args.backend, on_error, args.overwrite)
+    inputs = expand_inputs(args.inputs, args.ext) if options.mode != "grouping" else []
+    embedder = Embedder(options.embedder, device) if options.mode != "detection" else None
+    table = extract_faces(inputs, args.output, landmarker, embedder, options, args.batch_size, args.backend,
+                          on_error, args.overwrite)
     counts = table[table["status"] == "kept"].groupby("group").size().to_dict()
     out = Path(args.output)
-    _say(args.quiet, f"{out}: {counts}; rejected {int((table['status'] == 'rejected').sum())}, "
-                     f"duplicates {int((table['status'] == 'duplicate').sum())}; log {table.attrs['log']}")
+    _say(args.quiet, f"{out / 'faces'}: {counts or int((table['status'] == 'kept').sum())}; rejected "
+                     f"{int((table['status'] == 'rejected').sum())}, duplicates "
+                     f"{int((table['status'] == 'duplicate').sum())}; log {table.attrs['log']}, gallery "
+                     f"{table.attrs['gallery']}")
     return 1 if failed else 0
 
 

@@ -171,15 +171,15 @@ def test_faces_grouped_by_clustering_and_by_reference_images(samples, tmp_path):
     videos = [samples[f"sample_0{i}.mp4"] for i in range(1, 5)]
     out = tmp_path / "clustered"
     assert main(["faces", *videos, "-o", str(out), "--fragment", "0", "2", "--step-seconds", "0.5", "--square",
-                 "--save-dupes", "--quiet"]) == 0
-    log = pd.read_csv(out / "faces.csv")
+                 "--save-dupes", "--hash-thr", "2", "--enc-dup-thr", "-1", "--quiet"]) == 0
+    log = pd.read_csv(out / "faces.csv", dtype={"group": str})
     kept = log[log["status"] == "kept"]
     assert set(log["status"]) <= {"kept", "duplicate"} and len(kept) >= 4     # BlazeFace's own threshold: none lost
-    assert log.loc[log["status"] == "duplicate", "reason"].astype(str).str.startswith("same as sample_0").all()
+    assert log.loc[log["status"] == "duplicate", "reason"].astype(str).str.match(r"part [12]: [012] hash bits").all()
     actor = kept["video"].str.contains("sample_0[12]")
     assert kept.groupby(actor)["group"].nunique().tolist() == [1, 1] and kept["group"].nunique() == 2
-    for f in kept["file"]:
-        assert Path(f).exists() and Path(f).parent.name in set(kept["group"])
+    for f, g in zip(kept["file"], kept["group"]):
+        assert Path(f).exists() and Path(f).parent == out / "faces" / str(g)
     refs = tmp_path / "refs"
     for name, video in (("actor_a", samples["sample_01.mp4"]), ("actor_b", samples["sample_03.mp4"])):
         write_image(refs / name / "ref.jpg", next(iter(VideoReader(video).batches(1))).frames[0])
@@ -229,24 +229,25 @@ def test_faces_kmeans_grouping_as_video_to_faces(samples, tmp_path, capsys):
 
     videos = [samples[f"sample_0{i}.mp4"] for i in range(1, 5)]
     args = ["faces", *videos, "--fragment", "0", "2", "--step-seconds", "0.25", "--cluster-method", "kmeans",
-            "--clusters", "2,3,4", "--random-state", "7", "--quiet"]
+            "--clusters", "2,3,4", "--random-state", "7", "--hash-thr", "-1", "--enc-dup-thr", "-1", "--quiet"]
     assert main([*args, "-o", str(tmp_path / "a"), "--clusters-save-all"]) == 0
     assert main([*args, "-o", str(tmp_path / "b")]) == 0
     log = pd.read_csv(tmp_path / "a" / "faces.csv")
     kept = log[log["status"] == "kept"]
     actor = kept["video"].str.contains("sample_0[12]")
     assert len(kept) >= 16 and adjusted_rand_score(actor, kept["group"]) == 1.0
-    scores = pd.read_csv(tmp_path / "a" / "log_clustering.csv")
-    assert scores["k"].tolist() == [2, 3, 4] and scores.loc[scores["best"], "k"].tolist() == [2]
-    assert scores["silhouette"].idxmax() == scores.index[scores["best"]][0]
+    scores = pd.read_csv(tmp_path / "a" / "faces" / "log_clustering.csv")
+    assert scores["n_clusters"].tolist() == [2, 3, 4] and scores.loc[scores["best"], "n_clusters"].tolist() == [2]
+    assert scores["silhouette_score"].idxmax() == scores.index[scores["best"]][0]
     for k in (2, 3, 4):
-        saved = list((tmp_path / "a" / f"G{k}").rglob("*.jpg"))
+        saved = list((tmp_path / "a" / "faces" / f"G{k}").rglob("*.jpg"))
         assert len(saved) == len(kept) and len({p.parent.name for p in saved}) == k
     again = pd.read_csv(tmp_path / "b" / "faces.csv")
     assert again["group"].equals(log["group"])
-    assert pd.read_csv(tmp_path / "b" / "log_clustering.csv").equals(scores)
+    assert pd.read_csv(tmp_path / "b" / "faces" / "log_clustering.csv").equals(scores)
     capsys.readouterr()
-    assert main(["faces", videos[0], "-o", str(tmp_path / "c"), "--clusters", "2,3", "--quiet"]) == 2
+    assert main(["faces", videos[0], "-o", str(tmp_path / "c"), "--clusters", "2,3", "--cluster-method", "spectral",
+                 "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "kmeans" in err[0]
 

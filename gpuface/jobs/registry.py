@@ -27,7 +27,7 @@ from gpuface.core.errors import InvalidOptionError
 from gpuface.jobs.schema import SELECTION, Option, parse_count, schema_of
 
 #: Modules of this package that are not jobs.
-_NOT_JOBS = {"base", "build", "catalogue", "driver", "registry", "runner", "schema"}
+_NOT_JOBS = {"base", "build", "catalogue", "driver", "gallery", "registry", "runner", "schema"}
 
 
 @dataclass(frozen=True)

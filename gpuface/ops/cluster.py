@@ -143,8 +143,9 @@ def kmeans_silhouette(embeddings, ks, random_state: int = 0):
 
     Returns:
         ``(best_k, labels_by_k, log)``: the chosen count; int64 (N,) labels for every count tried (and for 1);
-        a pandas table with columns ``k, silhouette, calinski_harabasz, davies_bouldin, best`` (one row per count
-        asked for, NaN scores where it could not be tried: video-to-faces' ``log_clustering.csv``).
+        a pandas table with video-to-faces' columns ``n_clusters, silhouette_score, calinski_harabasz_score,
+        davies_bouldin_score`` and ``best`` (one row per count asked for, NaN scores where it could not be tried:
+        video-to-faces' ``log_clustering.csv``).
     """
     import pandas as pd
     from sklearn.cluster import KMeans
@@ -155,16 +156,18 @@ def kmeans_silhouette(embeddings, ks, random_state: int = 0):
     labels, rows = {1: np.zeros(n, dtype=np.int64)}, []
     for k in dict.fromkeys(int(k) for k in ks):
         if not 2 <= k < n:                    # listed, unscored
-            rows.append({"k": k, "silhouette": np.nan, "calinski_harabasz": np.nan, "davies_bouldin": np.nan})
+            rows.append({"n_clusters": k, "silhouette_score": np.nan, "calinski_harabasz_score": np.nan,
+                         "davies_bouldin_score": np.nan})
             continue
         lab = KMeans(n_clusters=k, random_state=random_state, n_init="auto").fit_predict(x).astype(np.int64)
         labels[k] = lab
-        rows.append({"k": k, "silhouette": silhouette_score(x, lab), "calinski_harabasz":
-                     calinski_harabasz_score(x, lab), "davies_bouldin": davies_bouldin_score(x, lab)})
-    log = pd.DataFrame(rows, columns=["k", "silhouette", "calinski_harabasz", "davies_bouldin"])
-    scored = log.dropna(subset=["silhouette"])
-    best = int(scored.loc[scored["silhouette"].idxmax(), "k"]) if len(scored) else 1
-    log["best"] = log["k"] == best
+        rows.append({"n_clusters": k, "silhouette_score": silhouette_score(x, lab), "calinski_harabasz_score":
+                     calinski_harabasz_score(x, lab), "davies_bouldin_score": davies_bouldin_score(x, lab)})
+    log = pd.DataFrame(rows, columns=["n_clusters", "silhouette_score", "calinski_harabasz_score",
+                                      "davies_bouldin_score"])
+    scored = log.dropna(subset=["silhouette_score"])
+    best = int(scored.loc[scored["silhouette_score"].idxmax(), "n_clusters"]) if len(scored) else 1
+    log["best"] = log["n_clusters"] == best
     return best, labels, log
 
 
