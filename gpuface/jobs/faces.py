@@ -527,8 +527,9 @@ def _cluster(job, kept: list[int], e, opt, overwrite: bool):
 
 
 def _embed_crops(job, paths: list[Path], landmarker) -> None:
-    """``--mode grouping``: each saved crop (``--enc-area`` applied) as a still; its best face's embedding, in
-    passes of ``enc_batch_size`` chips. Crops without a face are rejected with that reason."""
+    """``--mode grouping``: each saved crop (``--enc-area`` applied) as a still, on a black margin of half its size
+    (a detector misses a face that fills the whole image); its best face's embedding, in passes of
+    ``enc_batch_size`` chips. Crops without a face are rejected with that reason."""
     import torch
 
     from gpuface.io.images import read_image
@@ -549,7 +550,8 @@ def _embed_crops(job, paths: list[Path], landmarker) -> None:
         image = read_image(path)
         if opt.enc_area is not None:
             image = crop_to_area(image, opt.enc_area)
-        frame = image[None].to(landmarker.device)
+        h, w = image.shape[-2:]   # a black margin of half the crop around it: detectors miss faces filling an image
+        frame = torch.nn.functional.pad(image, (w // 2, w // 2, h // 2, h // 2))[None].to(landmarker.device)
         faces = landmarker(frame)
         row = {"file": str(path), "video": None, "frame": None, "time": None, "face": 0, "x1": None, "y1": None,
                "x2": None, "y2": None, "score": None, "status": "kept", "reason": None, "group": None,
