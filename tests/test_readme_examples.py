@@ -29,7 +29,7 @@ SCALED = {"--start 10 --end 70": "--start 0.2 --end 0.7", "block_duration: 1.0":
 ONLINE = ("hsemotion", "opengraphau")
 #: (command, the table name's last word) → the columns its table starts with (its documented layout)
 COLUMNS = {("detect", "faces"): ["video", "frame", "time_s", "face", "x1", "y1", "x2", "y2", "score"],
-           ("faces", "faces"): ["file", "video", "frame", "face", "x1", "y1", "x2", "y2", "score", "status"],
+           ("faces", "faces"): ["file", "video", "frame", "time", "face", "x1", "y1", "x2", "y2", "score", "status"],
            ("anonymize", "boxes"): ["frame", "time_ms", "face", "x1", "y1", "x2", "y2", "score", "source"],
            ("anonymize", "audit"): ["frame", "time_s", "x1", "y1", "x2", "y2", "score", "leak"],
            ("landmarks", "landmarks"): ["video", "frame", "time_s", "face", "x1", "y1", "x2", "y2", "score"],
@@ -86,6 +86,8 @@ def test_readme_example(command, media, tmp_path, monkeypatch, capsys):
     argv = shlex.split(command.replace("--device cuda", "--device cpu"))[1:]
     if argv[0] == "audit":          # it reads the anonymised video the example before it writes
         assert main(["anonymize", "talk.mp4", "--quiet", "--device", "cpu"]) == 0
+    if "grouping" in argv:          # it groups the crops the example before it leaves
+        assert main(["faces", "videos/", "-o", argv[argv.index("-o") + 1], "-m", "detection", "--quiet"]) == 0
     before = {p for p in cwd.rglob("*")}
     capsys.readouterr()
     code = main(argv + (["--quiet"] if argv[0] not in ("weights", "moviefy", "list", "regions") else []))

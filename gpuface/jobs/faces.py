@@ -209,9 +209,10 @@ class FaceCropsJob(Job):
             raise InvalidOptionError(f"--enc-area takes x1 y1 x2 y2 fractions with 0 <= x1 < x2 <= 1 and "
                                      f"0 <= y1 < y2 <= 1, got {o.enc_area}")
 
-    def __init__(self, opt, embedder, out: Path, min_score: float, inputs: int = 1, overwrite: bool = False):
+    def __init__(self, opt, embedder, out: Path, min_score: float, inputs: list[str] | None = None,
+                 overwrite: bool = False):
         self.opt, self.embedder, self.out, self.min_score, self.overwrite = opt, embedder, out, min_score, overwrite
-        self.inputs, self.count = inputs, 0
+        self.inputs = list(inputs or [])
         self.rows: list[dict] = []
         self.embs: dict[int, object] = {}     # row → embedding of each kept crop
         self.hashes: dict[int, object] = {}   # row → average hash of each kept crop
@@ -229,9 +230,9 @@ class FaceCropsJob(Job):
     def stages(self):
         return [] if self.opt.mode == "detection" else [("embedding", self.embedder)]
 
-    def start(self, run) -> None:
-        self.count += 1
-        self.file_prefix = self.opt.prefix + ("" if self.inputs == 1 else f"{self.count:02d}_")
+    def start(self, run) -> None:   # NN_: the input's place in the list (video-to-faces), when there are several
+        number = self.inputs.index(run.path) + 1 if run.path in self.inputs else 1
+        self.file_prefix = self.opt.prefix + ("" if len(self.inputs) <= 1 else f"{number:02d}_")
         self.recent: list[tuple] = []         # (hash, name) of this input's kept crops (part 1 looks at 5)
         self.mark = (len(self.rows), len(self.dupes1), len(self.frames_saved))
 
@@ -409,7 +410,7 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     dup_thr, oth_thr = COSINE_THRESHOLDS[embedder.model] if embedder is not None else (-1, -1)
     dup_thr = opt.enc_dup_thr if opt.enc_dup_thr is not None else dup_thr
     oth_thr = opt.enc_oth_thr if opt.enc_oth_thr is not None else oth_thr
-    job = FaceCropsJob(opt, embedder, out, min_score, len(inputs), overwrite)
+    job = FaceCropsJob(opt, embedder, out, min_score, inputs, overwrite)
     attrs = {}
     if opt.mode == "grouping":
         _embed_crops(job, _crops_for_grouping(out), landmarker)

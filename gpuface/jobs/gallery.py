@@ -28,10 +28,10 @@ _CHECK = """window.addEventListener("load", function () {
 def _sections(table):
     saved = table[table["file"].notna()]
     kept = saved[saved["status"] == "kept"]
-    groups = kept.groupby(kept["group"].fillna("faces").astype(str), sort=False)
-    order = sorted(groups.groups, key=lambda g: (not g.isdigit(), int(g) if g.isdigit() else 0, g == "other", g))
-    for g in order:
-        yield f"group {g}" if g.isdigit() else g, groups.get_group(g)
+    names = kept["group"].map(lambda g: "faces" if g is None or g != g else str(g))
+    groups = {g: kept[names == g] for g in names.unique()}
+    for g in sorted(groups, key=lambda g: (not g.isdigit(), int(g) if g.isdigit() else 0, g == "other", g)):
+        yield f"group {g}" if g.isdigit() else g, groups[g]
     for status, title in (("rejected", "rejected"), ("duplicate", "duplicates")):
         part = saved[saved["status"] == status]
         if len(part):
