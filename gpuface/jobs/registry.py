@@ -212,6 +212,8 @@ _KINDS: dict[str, dict[str, Any]] = {
     "rgb": {"type": int, "nargs": 3, "metavar": ("R", "G", "B")},
     "box": {"type": int, "nargs": 4, "metavar": ("X1", "Y1", "X2", "Y2")},
     "factors": {"type": float, "nargs": 4, "metavar": ("L", "R", "U", "D")}, "text": {},
+    "fraction_box": {"type": float, "nargs": 4, "metavar": ("X1", "Y1", "X2", "Y2")},
+    "thresholds": {"type": float, "nargs": 3, "metavar": ("P", "R", "O")},
     "scale": {"metavar": "WxH|FACTOR"}, "mapping": {"type": _json_object, "metavar": "JSON"}, "path": {},
 }
 

@@ -49,7 +49,9 @@ class Option:
         return {"bool": "true or false", "list": "a list", "count": "an integer >= 1 or [MIN, MAX]",
                 "counts": "an integer >= 1, [MIN, MAX] or \"K1,K2,...\"",
                 "rgb": "[R, G, B]", "box": "[X1, Y1, X2, Y2] px with X1 < X2, Y1 < Y2",
-                "factors": "[L, R, U, D] factors > 0", "scale": "a factor in (0, 4] or WxH (e.g. 640x360)",
+                "factors": "[L, R, U, D] factors > 0",
+                "fraction_box": "[X1, Y1, X2, Y2] fractions of the width and height, 0 <= X1 < X2 <= 1, 0 <= Y1 < Y2 <= 1",
+                "thresholds": "[P, R, O] three numbers in [0, 1]", "scale": "a factor in (0, 4] or WxH (e.g. 640x360)",
                 "mapping": "a mapping of name: value", "path": "a file path", "text": "a string"}[self.kind]
 
     def problem(self, v: Any) -> str | None:
@@ -80,6 +82,11 @@ class Option:
         elif self.kind == "factors":
             ok = isinstance(v, (list, tuple)) and len(v) == 4 and all(
                 isinstance(x, (int, float)) and not isinstance(x, bool) and x > 0 for x in v)
+        elif self.kind == "fraction_box":
+            ok = (isinstance(v, (list, tuple)) and len(v) == 4 and all(number_(x) and 0 <= x <= 1 for x in v)
+                  and v[0] < v[2] and v[1] < v[3])
+        elif self.kind == "thresholds":
+            ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(number_(x) and 0 <= x <= 1 for x in v)
         elif self.kind == "text":
             ok = isinstance(v, str)
         elif self.kind == "scale":
@@ -89,6 +96,11 @@ class Option:
         else:  # path
             ok = isinstance(v, str) and len(v) > 0
         return None if ok else self.describe()
+
+
+def number_(x: Any) -> bool:
+    """An int or a float, not a bool."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def parse_scale(v: Any) -> dict | None:

@@ -123,6 +123,8 @@ class Embedder:
             (:func:`face_chips`).
         device: torch device. margin: FaceNet crop margin, px of the 160 px chip (mexca: 0).
         weights_file: a local copy of the VGGFace2 file (``facenet-vggface2``).
+        post_process: FaceNet chips standardised (mexca's and facenet-pytorch's ``post_process``, default); False
+            feeds the 0–255 crops as mexca does with ``post_process=False``.
 
     ``embedder(frames, faces)`` → a new :class:`~gpuface.core.types.Faces`, ``faces`` with ``embedding`` float32
     (N, D) (on ``device``) set; ``faces`` (with landmarks for dlib) is not changed. ``embedder.same_person`` is the
@@ -133,11 +135,11 @@ class Embedder:
     """
 
     def __init__(self, model: str = "dlib", device: torch.device | str = "cpu", margin: float = 0.0,
-                 weights_file: str | None = None):
+                 weights_file: str | None = None, post_process: bool = True):
         model = "facenet-vggface2" if model == "facenet" else model
         if model not in EMBEDDERS:
             raise InvalidOptionError(f"unknown embedder {model!r}; choose one of {', '.join(EMBEDDERS)}")
-        self.model, self.device, self.margin = model, resolve_device(device), margin
+        self.model, self.device, self.margin, self.post_process = model, resolve_device(device), margin, post_process
         spec = EMBEDDERS[model]
         self.dim, self.size, self.chip, self.same_person = spec["dim"], spec["size"], spec["chip"], spec["same_person"]
         from gpuface.models.weights import load_state_dict
@@ -167,7 +169,8 @@ class Embedder:
         if self.chip == "aligned":
             return face_chips(frames, faces.landmarks.to(self.device), faces.row.to(self.device), self.size)
         chips = box_chips(frames, faces.boxes.to(self.device), faces.row.to(self.device), self.size, self.margin)
-        return (chips - 127.5) / 128.0   # facenet-pytorch's fixed_image_standardization (Sandberg's 2018 models)
+        # facenet-pytorch's fixed_image_standardization (Sandberg's 2018 models)
+        return (chips - 127.5) / 128.0 if self.post_process else chips
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, faces: Faces) -> Faces:

@@ -151,6 +151,8 @@ class FaceLandmarker:
             (zero-padded, so one compiled graph serves every batch). FaceMesh alone is ~3x faster on a 2-core CPU
             at batch 32, but end to end the gain there was ~10 % after a one-off compilation of ~25 s per process:
             for long videos.
+        detector_options: the detector's own parameters (:class:`~gpuface.stages.detect.FaceDetector`; MTCNN's
+            ``min_face_size``, ``thresholds``, ``factor`` as mexca passes them).
 
     Raises:
         InvalidOptionError: bad option values. WeightsError: weights unavailable.
@@ -165,7 +167,8 @@ class FaceLandmarker:
     def __init__(self, detector: str = "blazeface-short", device: torch.device | str = "cpu",
                  max_faces: int | None = None, min_score: float | None = None, min_presence: float = 0.5,
                  redetect_every: int | None = None, refine_tolerance: float = 0.04, keyframe_step: int = 4,
-                 blendshapes: bool = True, half: bool = False, compile: bool = False, search_every: int = 16):
+                 blendshapes: bool = True, half: bool = False, compile: bool = False, search_every: int = 16,
+                 detector_options: dict | None = None):
         from gpuface.models.weights import load_graph
 
         if max_faces is not None and max_faces < 1:
@@ -176,7 +179,8 @@ class FaceLandmarker:
                                      "search_every >= 1, redetect_every >= 1")
         self.device = resolve_device(device)
         kwargs = {} if min_score is None or detector == "mtcnn" else {"score_threshold": min_score}
-        self.detector = FaceDetector(detector, self.device, min_score=min_score or 0.0, **kwargs)
+        self.detector = FaceDetector(detector, self.device, min_score=min_score or 0.0,
+                                     **kwargs, **(detector_options or {}))
         self.dtype = torch.float16 if half and self.device.type == "cuda" else torch.float32
         self.mesh = FaceMesh(load_graph("facemesh", self.device)).to(self.dtype)
         self.blend = Blendshapes(load_graph("blendshapes", self.device)) if blendshapes else None
