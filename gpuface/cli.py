@@ -13,6 +13,7 @@ from pathlib import Path
 
 from gpuface.jobs.catalogue import KINDS
 from gpuface.core.errors import GpufaceError, InvalidOptionError
+from gpuface.core.timing import profiling, set_profile, stage_table
 from gpuface.jobs.registry import JOBS, add_job_options, job_options, spec_jobs
 from gpuface.models.registry import ANONYMIZE_AUTO
 
@@ -46,6 +47,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", help="decoder: auto, decord, pyav, torchcodec")
     p.add_argument("--ext", nargs="*", help="extensions to take from input folders (default: videos and images)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    p.add_argument("--profile", action="store_true",
+                   help="print where the time of each input went, stage by stage (decode, detect/landmarks, "
+                        "embedding, the job's own work, encode, write); on CUDA each stage is synchronised")
     _log_options(p)
     p.add_argument("--threads", type=_positive_int,
                    help="CPU threads for torch, decoding and encoding (default: the CPUs this process may use: "
@@ -217,6 +221,10 @@ def _summary(results, quiet: bool) -> int:
                 print(f"{name:<40} {'-':>7} {'-':>6} {'-':>7}  FAILED: {r.error}")
             else:
                 print(f"{name:<40} {r.frames:>7} {r.faces:>6} {r.fps:>7.1f}  {', '.join(r.outputs)}")
+    if profiling():
+        for r in results:
+            if not r.error and r.stages:
+                print(stage_table(os.path.basename(r.source), r.stages))
     return 1 if failed else 0
 
 
@@ -611,6 +619,7 @@ def main(argv: list[str] | None = None) -> int:
         from gpuface.core.log import setup_logging
         setup_logging(getattr(args, "verbose", False), getattr(args, "log_file", None))
         threads.apply(getattr(args, "threads", None))
+        set_profile(getattr(args, "profile", False))
         return handlers[args.command](args)
     except (GpufaceError, OSError) as e:
         print(f"gpuface: error: {e}", file=sys.stderr)

@@ -150,3 +150,41 @@ def test_weights_cache_is_the_checkouts_weights_folder(monkeypatch):
 
     monkeypatch.delenv("GPUFACE_WEIGHTS", raising=False)
     assert weights_dir() == Path(__file__).resolve().parent.parent / "weights"
+
+
+def test_landmarks_drawing_in_the_faces_window_is_the_whole_frame_drawing(samples):
+    """``--draw`` tints and dots only the rectangle that holds the faces; the frames equal, bit for bit, those drawn
+    over the whole frame (every region of the default set, one and two faces)."""
+    import torch
+
+    from gpuface.jobs.landmarks import DRAW_REGIONS
+    from gpuface.ops.draw import draw_landmarks
+
+    for name, faces_wanted in (("sample_01.mp4", 1), ("multi_face.jpg", 2)):
+        frames = next(iter(gf.VideoReader(samples[name]).batches(8))).frames if name.endswith(".mp4") else \
+            gf.read_image(samples[name])[None]
+        lm = gf.FaceLandmarker("blazeface-full", max_faces=faces_wanted)
+        faces = lm(frames, lm.new_state()) if len(frames) > 1 else lm(frames)
+        assert len(faces) >= faces_wanted
+        window = draw_landmarks(frames, faces, DRAW_REGIONS)
+        assert torch.equal(window, draw_landmarks(frames, faces, DRAW_REGIONS, window=False))
+        assert not torch.equal(window, frames)
+
+
+def test_profile_says_where_the_time_went(samples, tmp_path, capsys):
+    """``--profile``: a table per input of seconds per stage (decode, the landmarker, the job's drawing, encode,
+    write) that add up to the run's time; the same numbers travel in the result (and the log and corpus records)."""
+    import re
+
+    from gpuface.jobs.landmarks import landmarks_source
+
+    capsys.readouterr()
+    assert main(["landmarks", samples["sample_01.mp4"], "-o", str(tmp_path / "lm.parquet"), "--draw", "--end", "1",
+                 "--profile", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    total = float(re.search(r"sample_01\.mp4: ([\d.]+) s", out).group(1))
+    rows = dict((m.group(1), float(m.group(2))) for m in re.finditer(r"^  (\w+) +([\d.]+) s +[\d.]+ %$", out, re.M))
+    assert {"open", "decode", "landmarker", "landmarks", "encode", "write"} <= set(rows)
+    assert abs(sum(rows.values()) - total) < 0.05 and rows["landmarker"] > rows["decode"]
+    _, result = landmarks_source(samples["sample_01.mp4"], gf.FaceLandmarker(), 16, gf.Selection(end=0.5))
+    assert abs(sum(result.stages.values()) - result.seconds) < 0.05 * result.seconds + 0.01

@@ -140,8 +140,8 @@ def run_shard(corpus: str | os.PathLike, spec: JobSpec | str | os.PathLike | dic
                     outputs = [str(final / Path(p).name) for p in result.outputs]
                     tables = {k: str(final / Path(p).name) for k, p in result.table_files.items()}
                     record = {"state": "done", "attempts": attempts, "path": row.path, "frames": result.frames,
-                              "faces": result.faces, "seconds": result.seconds, "outputs": outputs,
-                              "tables": tables}
+                              "faces": result.faces, "seconds": result.seconds, "stages": result.stages,
+                              "outputs": outputs, "tables": tables}
                 except (GpufaceError, OSError, RuntimeError, ValueError) as e:
                     shutil.rmtree(tmp, ignore_errors=True)
                     record = {"state": "failed", "attempts": attempts, "path": row.path,

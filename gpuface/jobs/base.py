@@ -26,6 +26,7 @@ class JobResult:
     error: str | None = None
     tables: dict = field(default_factory=dict)  # tables the jobs produced (name -> DataFrame), and job extras
     table_files: dict = field(default_factory=dict)  # tables written to files (name -> path), for corpus merges
+    stages: dict = field(default_factory=dict)  # seconds per stage (gpuface.core.timing): decode, landmarks, …
 
     @property
     def fps(self) -> float:

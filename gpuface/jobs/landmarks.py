@@ -47,7 +47,7 @@ class LandmarksJob(Job):
 
         self.parts, self.sink = [], None
         if self.draw is not None:
-            self.sink = Sink(free_path(self.draw, self.overwrite), run.is_image, run.info.fps, preset="veryfast",
+            self.sink = Sink(free_path(self.draw, self.overwrite), run.is_image, run.info.fps, preset="ultrafast",
                              audio_from=run.path if run.audio_span else None, audio_span=run.audio_span)
 
     def step(self, run, batch, faces) -> None:

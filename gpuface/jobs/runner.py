@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 import torch
 
 from gpuface.core.errors import GpufaceError, InvalidOptionError
+from gpuface.core.timing import StageTimer, format_stages, profiling, stage
 from gpuface.core.types import Faces, FrameBatch
 from gpuface.io.decode import Selection
 from gpuface.io.encode import PRESETS, VideoWriter, write_image
@@ -95,17 +96,19 @@ class Sink:
         self.writer = None
 
     def write(self, frames: torch.Tensor) -> None:
-        if self.is_image:
-            write_image(self.path, frames[0], exif_from=self.metadata_from)
-            return
-        if self.writer is None:
-            self.writer = VideoWriter(self.path, self.fps, frames.shape[-1], frames.shape[-2], overwrite=True,
-                                      **self.options)
-        self.writer.write(frames)
+        with stage("encode"):
+            if self.is_image:
+                write_image(self.path, frames[0], exif_from=self.metadata_from)
+                return
+            if self.writer is None:
+                self.writer = VideoWriter(self.path, self.fps, frames.shape[-1], frames.shape[-2], overwrite=True,
+                                          **self.options)
+            self.writer.write(frames)
 
     def close(self) -> None:
         if self.writer is not None:
-            self.writer.close()
+            with stage("encode"):
+                self.writer.close()
 
     def abort(self) -> None:
         if self.writer is not None:
@@ -159,7 +162,7 @@ class _FaceFinder:
 
 
 def run_source(path: str, jobs: Job | list[Job], model, batch_size: int = 32, selection: Selection | None = None,
-               backend: str = "auto", quiet: bool = True) -> JobResult:
+               backend: str = "auto", quiet: bool = True, profile: bool = False) -> JobResult:
     """Stream one video (or image) through ``jobs`` in one decode pass.
 
     Args:
@@ -168,17 +171,29 @@ def run_source(path: str, jobs: Job | list[Job], model, batch_size: int = 32, se
             :class:`~gpuface.stages.detect.FaceDetector` the jobs'
             :attr:`~gpuface.jobs.base.Job.faces` names; its ``device`` is where frames are decoded to.
         selection: frames to read (a job may choose its own: :meth:`Job.plan`).
+        profile: synchronise CUDA at every stage boundary, so that each stage is charged its own device time
+            (:mod:`gpuface.core.timing`).
 
     Returns:
-        :class:`JobResult` (frames, faces found, seconds, every output written, the jobs' tables).
+        :class:`JobResult` (frames, faces found, seconds, every output written, the jobs' tables, and ``stages``:
+        seconds per stage — ``open``, ``decode``, ``detector`` or ``landmarker``, ``embedding``/``affect`` when asked
+        for, each job's own work by its name, ``encode``, ``write`` — which add up to ``seconds``).
 
     Raises:
         GpufaceError subclasses for unreadable input or bad options; nothing is left behind.
     """
     jobs = [jobs] if isinstance(jobs, Job) else list(jobs)
+    timer = StageTimer(sync=profile or profiling())
+    with timer.current():
+        return _run_source(path, jobs, model, batch_size, selection, backend, quiet, timer)
+
+
+def _run_source(path, jobs, model, batch_size, selection, backend, quiet, timer) -> JobResult:
     t0 = time.perf_counter()
-    reader = open_source(path, backend=backend, device=model.device)
-    run = Run(path, reader.info, isinstance(reader, ImageReader), selection, JobResult(path), model)
+    with stage("open"):
+        reader = open_source(path, backend=backend, device=model.device)
+    run = Run(path, reader.info, isinstance(reader, ImageReader), selection, JobResult(path, stages=timer.seconds),
+              model)
     plans = [j.plan(run) for j in jobs]
     changed = [p for p in plans if p is not selection]
     if len(changed) > 1:
@@ -187,29 +202,40 @@ def run_source(path: str, jobs: Job | list[Job], model, batch_size: int = 32, se
     finder = _FaceFinder(model, jobs, run.is_image)
     chain: dict[str, Callable] = {}
     for j in jobs:
-        for name, stage in j.stages():
-            if chain.setdefault(name, stage) is not stage:
+        for name, fn in j.stages():
+            if chain.setdefault(name, fn) is not fn:
                 raise InvalidOptionError(f"jobs {', '.join(type(j).__name__ for j in jobs)} bring two different "
                                          f"{name} stages; give them one (gpuface.jobs.build does)")
     started = []
+    faces_stage = "landmarker" if hasattr(model, "mesh") else "detector"
+    names = [getattr(j, "name", type(j).__name__) for j in jobs]
     try:
         for j in jobs:
             started.append(j)
             j.start(run)
         total = len(run.selection.frames) if run.selection and run.selection.frames else run.info.num_frames
         with progress(total, os.path.basename(path), quiet) as bar:
-            for batch in reader.batches(batch_size, run.selection, device=model.device):
-                faces = finder(run, batch)
-                for stage in chain.values():     # each stage once per batch, whichever jobs need it
-                    faces = stage(batch.frames, faces)
-                for j in jobs:
-                    j.step(run, batch, faces)
+            batches = iter(reader.batches(batch_size, run.selection, device=model.device))
+            while True:
+                with stage("decode"):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                with stage(faces_stage):
+                    faces = finder(run, batch)
+                for name, step in chain.items():     # each stage once per batch, whichever jobs need it
+                    with stage(name):
+                        faces = step(batch.frames, faces)
+                for j, name in zip(jobs, names):
+                    with stage(name):
+                        j.step(run, batch, faces)
                 run.result.frames += len(batch)
                 run.result.faces += len(faces)
                 bar.update(len(batch))
         run.result.seconds = time.perf_counter() - t0
-        for j in jobs:
-            j.finish(run)
+        with stage("write"):
+            for j in jobs:
+                j.finish(run)
     except BaseException:
         for j in started:
             j.abort(run)
@@ -217,6 +243,7 @@ def run_source(path: str, jobs: Job | list[Job], model, batch_size: int = 32, se
             Path(p).unlink(missing_ok=True)
         raise
     run.result.seconds = time.perf_counter() - t0
+    run.result.stages = dict(timer.seconds)
     return run.result
 
 
@@ -234,8 +261,8 @@ def run_many(items: Iterable[str], job: Callable[[str], object],
             r = job(item)
             results.append(r)
             if isinstance(r, JobResult):
-                log.info("%s: %d frames, %d faces, %.1f frames/s; %s", item, r.frames, r.faces, r.fps,
-                         ", ".join(r.outputs) or "no outputs")
+                log.info("%s: %d frames, %d faces, %.1f frames/s; %s; stages: %s", item, r.frames, r.faces, r.fps,
+                         ", ".join(r.outputs) or "no outputs", format_stages(r.stages))
         except (GpufaceError, OSError) as e:
             log.info("%s: failed: %s: %s", item, e.__class__.__name__, e)
             if on_error:

@@ -52,27 +52,47 @@ def segments(out: torch.Tensor, row: torch.Tensor, a: torch.Tensor, b: torch.Ten
     discs(out, row[:, None].expand(-1, steps + 1).reshape(-1), pts, radius, colour)
 
 
-def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), alpha: float = 0.35) -> torch.Tensor:
-    """Frames (B, 3, H, W) uint8 with each region tinted (one colour per region) and the 478 points drawn as
-    2×2 px dots, for all faces of the batch in tensor ops."""
+def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), alpha: float = 0.35,
+                   window: bool = True) -> torch.Tensor:
+    """Frames (B, 3, H, W) uint8 with each region tinted (one colour per region, ``alpha`` of it) and the 478 points
+    drawn as 2×2 px green dots, for all faces of the batch in tensor ops.
+
+    With ``window`` (default) only the part of the frames that holds the faces' landmarks (one rectangle for the
+    batch, one host sync for it) is converted to float, masked and blended; the rest is copied. The pixels are the
+    same as with ``window=False`` (the whole frames), bit for bit: masks and dots lie inside that rectangle.
+    """
+    from gpuface.core.syncs import to_host
+
     palette = torch.tensor([[255, 64, 64], [64, 160, 255], [255, 200, 0], [255, 0, 200], [0, 220, 120]],
                            dtype=torch.float32, device=frames.device)
     if len(faces) == 0:
         return frames
     b, _, h, w = frames.shape
-    out = frames.float()
+    x0, y0, x1, y1 = 0, 0, w, h
+    if window:   # every mask pixel and dot lies within the landmarks' extent (+1 px for the dots)
+        lo, hi = to_host(faces.landmarks[..., :2].amin(dim=(0, 1)), faces.landmarks[..., :2].amax(dim=(0, 1)))
+        x0, y0 = max(int(lo[0].floor()) - 1, 0), max(int(lo[1].floor()) - 1, 0)
+        x1, y1 = min(int(hi[0].ceil()) + 2, w), min(int(hi[1].ceil()) + 2, h)
+        if x1 <= x0 or y1 <= y0:
+            return frames
+    out = frames.clone()
+    win = out[:, :, y0:y1, x0:x1].float()
+    lm = faces.landmarks[..., :2] - torch.tensor([x0, y0], dtype=faces.landmarks.dtype, device=frames.device)
+    wh, ww = y1 - y0, x1 - x0
     for i, name in enumerate(regions):
-        m = region_masks(faces.landmarks, faces.row, name, b, (h, w)).mul_(alpha)
-        out.mul_(1 - m).add_(palette[i % len(palette)].view(1, 3, 1, 1) * m)
+        m = region_masks(lm, faces.row, name, b, (wh, ww)).mul_(alpha)
+        win.mul_(1 - m).add_(palette[i % len(palette)].view(1, 3, 1, 1) * m)
+    # dots: the 2×2 pixels from each point's pixel, clamped to the frame (then shifted into the window)
     pts = faces.landmarks[..., :2].floor().long()
     frame = faces.row[:, None].expand(-1, pts.shape[1]).reshape(-1)
     green = torch.tensor([0.0, 255.0, 0.0], device=frames.device)
     for dy in (0, 1):
         for dx in (0, 1):
-            x = (pts[..., 0] + dx).clamp(0, w - 1).reshape(-1)
-            y = (pts[..., 1] + dy).clamp(0, h - 1).reshape(-1)
-            out[frame, :, y, x] = green
-    return out.round_().clamp_(0, 255).to(torch.uint8)
+            x = (pts[..., 0] + dx).clamp(0, w - 1).reshape(-1) - x0
+            y = (pts[..., 1] + dy).clamp(0, h - 1).reshape(-1) - y0
+            win[frame, :, y, x] = green
+    out[:, :, y0:y1, x0:x1] = win.round_().clamp_(0, 255).to(torch.uint8)
+    return out
 
 
 def draw_boxes(frames: torch.Tensor, faces, colour: str = "lime") -> torch.Tensor:
