@@ -15,9 +15,10 @@ a 1920×1080 group shot made of real frames (:func:`mosaic`: 25 faces in a 5×5 
 The default of ``gpuface anonymize`` (:data:`gpuface.models.registry.ANONYMIZE_AUTO`, ``detector: auto``) is the fastest row whose leak rate is no
 higher than deface's on every clip, for both references; the script prints which row that is.
 
-``--whole``: the issue's end-to-end comparison instead — ``gpuface anonymize`` with its defaults and ``deface`` as
-whole processes (start-up, model load, decode, detect, blur, encode, audio) on the three full 720p samples (325
-frames), one after the other, each run twice, best time kept.
+``--whole``: end to end instead — ``gpuface anonymize`` with its defaults and deface with each of its backends
+(OpenCV DNN, onnxruntime: the faster is the anchor) as whole processes (start-up, model load, decode, detect, blur,
+encode, audio): start-up on a 1-frame clip, a 10-s clip (best of two) and a ``--long-frames`` clip made from the
+samples, from which the in-process throughput is (time − start-up) / frames.
 """
 from __future__ import annotations
 
@@ -106,30 +107,63 @@ def audit(original: str, output: str, refs: dict, step: int) -> dict[str, tuple[
     return out
 
 
+def _concat(paths: list[str], out: str, frames: int) -> str:
+    """``frames`` frames of the videos one after the other (looped), one 720p H.264 file (near-lossless)."""
+    with gf.VideoWriter(out, gf.probe(paths[0]).fps, 1280, 720, crf=12, preset="veryfast") as w:
+        left = frames
+        while left > 0:
+            for p in paths:
+                for b in gf.VideoReader(p).batches(32):
+                    if left <= 0:
+                        break
+                    w.write(b.frames[:left])
+                    left -= min(len(b), left)
+    return out
+
+
 def whole_process(args) -> None:
-    """gpuface anonymize (defaults) vs deface, whole processes, same three 720p files, best of two runs each."""
-    src = fetch_samples(["sample_01.mp4", "sample_02.mp4", "sample_03.mp4"])
+    """gpuface anonymize (defaults) vs every deface configuration (OpenCV DNN and onnxruntime backends), as whole
+    processes on the same files: start-up (a 1-frame clip), a 10-s clip (300 frames of the PyFAME samples, best of
+    two) and a long clip (``--long-frames`` frames of the samples, looped; once): in-process frames/s on it is
+    (time − start-up) / frames. The anchor of every ratio is deface's fastest configuration."""
+    src = [str(p) for p in fetch_samples(["sample_01.mp4", "sample_02.mp4", "sample_03.mp4",
+                                           "sample_04.mp4"]).values()]
     gpuface = [os.path.join(os.path.dirname(sys.executable), "gpuface")]
-    times = {}
+    configs = {"gpuface anonymize (defaults)": lambda p, tmp: [*gpuface, "anonymize", p, "-o",
+                                                               os.path.join(tmp, "out.mp4"), "--overwrite", "--quiet"]}
+    if args.deface:
+        for backend in ("opencv", "onnxrt"):
+            configs[f"deface 1.5.0 --backend {backend}"] = (
+                lambda p, tmp, b=backend: [args.deface, p, "-o", os.path.join(tmp, "out.mp4"), "--keep-audio",
+                                           "--backend", b])
+    rows: dict[str, dict] = {name: {} for name in configs}
     with tempfile.TemporaryDirectory() as tmp:
-        paths = [shutil.copy(p, tmp) for p in src.values()]  # deface writes beside its inputs
-        frames = sum(gf.probe(p).num_frames for p in paths)
-        commands = {"gpuface anonymize (defaults)": [*gpuface, "anonymize", *paths, "-o", os.path.join(tmp, "out"),
-                                                   "--overwrite", "--quiet"]}
-        if args.deface:
-            commands["deface 1.5.0"] = [args.deface, *paths, "--keep-audio"]
-        for _ in range(2):
-            for name, cmd in commands.items():
-                t = time.perf_counter()
-                subprocess.run(cmd, check=True, capture_output=True, cwd=tmp)
-                times[name] = min(times.get(name, float("inf")), time.perf_counter() - t)
+        clips = {"start-up (1 frame)": _concat(src, os.path.join(tmp, "one.mp4"), 1),
+                 "10-s clip (300 frames)": _concat(src[:3], os.path.join(tmp, "short.mp4"), 300),
+                 f"long clip ({args.long_frames} frames)": _concat(src, os.path.join(tmp, "long.mp4"),
+                                                                   args.long_frames)}
+        for clip, path in clips.items():
+            for rep in range(1 if clip.startswith("long") else 2):
+                for name, cmd in configs.items():
+                    t = time.perf_counter()
+                    subprocess.run(cmd(path, tmp), check=True, capture_output=True, cwd=tmp)
+                    rows[name][clip] = min(rows[name].get(clip, float("inf")), time.perf_counter() - t)
+                    print(f"{name} {clip}: {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
+    short, long = list(clips)[1], list(clips)[2]
+    for r in rows.values():
+        r["in-process frames/s"] = args.long_frames / (r[long] - r["start-up (1 frame)"])
+        r["10-s frames/s"] = 300 / r[short]
+    peers = {k: v for k, v in rows.items() if k.startswith("deface")}
+    anchor = max(peers, key=lambda k: peers[k]["in-process frames/s"]) if peers else None
     print(f"\nmachine: {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch {torch.__version__}; {len(paths)} files, {frames} frames of 1280x720; default {DEFAULT}\n")
-    print("| whole process | seconds | frames/s | ratio |\n|---|---|---|---|")
-    base = times.get("deface 1.5.0")
-    for name, t in times.items():
-        ratio = f"{base / t:.2f}x deface" if base else ""
-        print(f"| {name} | {t:.1f} | {frames / t:.1f} | {ratio} |")
+          f"torch {torch.__version__}; 1280x720 clips of the PyFAME samples; default {DEFAULT}; anchor: {anchor}\n")
+    print(f"| whole process | start-up s | 10-s clip s | {long} s | in-process frames/s | ratio in process | "
+          "ratio whole 10-s |\n|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        ratio = (f"{r['in-process frames/s'] / rows[anchor]['in-process frames/s']:.2f}x",
+                 f"{rows[anchor][short] / r[short]:.2f}x") if anchor else ("", "")
+        print(f"| {name} | {r['start-up (1 frame)']:.1f} | {r[short]:.1f} | {r[long]:.1f} | "
+              f"{r['in-process frames/s']:.1f} | {ratio[0]} | {ratio[1]} |")
 
 
 def main() -> None:
@@ -141,7 +175,9 @@ def main() -> None:
     ap.add_argument("--deface", default=shutil.which("deface"), help="deface executable")
     ap.add_argument("--only", nargs="*", help="labels of the settings to run (default: all)")
     ap.add_argument("--json", help="also write the table as JSON")
-    ap.add_argument("--whole", action="store_true", help="whole-process gpuface vs deface on the 720p samples only")
+    ap.add_argument("--whole", action="store_true", help="whole processes, gpuface vs deface's two backends: "
+                                                          "start-up, a 10-s clip and a long clip")
+    ap.add_argument("--long-frames", type=int, default=3000, help="--whole: frames of the long clip")
     args = ap.parse_args()
     if args.whole:
         return whole_process(args)
