@@ -118,8 +118,12 @@ def _reference_embeddings(ref_dir: str, landmarker, embedder) -> dict:
 
     refs = {}
     for person in sorted(p for p in Path(ref_dir).iterdir() if p.is_dir()):
-        embs = [e for img in sorted(person.iterdir()) if img.suffix.lower() in IMAGE_EXTENSIONS
-                for e in [_still_embedding(read_image(img), landmarker, embedder)] if e is not None]
+        embs = []
+        for img in sorted(p for p in person.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS):
+            frame = read_image(img)[None].to(landmarker.device)
+            face = _best_face(frame, landmarker)
+            if face is not None:
+                embs.append(embedder(frame, face).embedding[0].cpu().numpy())
         if embs:
             refs[person.name] = np.mean(embs, axis=0)
     if not refs:
@@ -127,16 +131,13 @@ def _reference_embeddings(ref_dir: str, landmarker, embedder) -> dict:
     return refs
 
 
-def _still_embedding(image, landmarker, embedder):
-    """The embedding (numpy) of the best-scoring face of a uint8 (3, H, W) image, or None when it shows none."""
+def _best_face(frame, landmarker):
+    """The best-scoring face of a still (uint8 (1, 3, H, W) on the landmarker's device) as one-face
+    :class:`~gpuface.core.types.Faces`, or None when it shows none."""
     import torch
 
-    frame = image[None].to(landmarker.device)
     faces = landmarker(frame)
-    if len(faces) == 0:
-        return None
-    best = torch.argmax(faces.scores).reshape(1)
-    return embedder(frame, faces.select(best)).embedding[0].cpu().numpy()
+    return faces.select(torch.argmax(faces.scores).reshape(1)) if len(faces) else None
 
 
 @register("faces", "face crops grouped by person (video-to-faces)", spec=False)
@@ -549,16 +550,14 @@ def _embed_crops(job, paths: list[Path], landmarker) -> None:
             image = crop_to_area(image, opt.enc_area)
         h, w = image.shape[-2:]   # a black margin of half the crop around it: detectors miss faces filling an image
         frame = torch.nn.functional.pad(image, (w // 2, w // 2, h // 2, h // 2))[None].to(landmarker.device)
-        faces = landmarker(frame)
+        one = _best_face(frame, landmarker)
         row = {"file": str(path), "video": None, "frame": None, "time": None, "face": 0, "x1": None, "y1": None,
                "x2": None, "y2": None, "score": None, "status": "kept", "reason": None, "group": None,
                "distance": None, "name": path.name}
-        if len(faces) == 0:
+        if one is None:
             row["status"], row["reason"] = "rejected", "no face found in the crop"
             job.rows.append(row)
             continue
-        best = torch.argmax(faces.scores).reshape(1)
-        one = faces.select(best)
         row["score"] = float(one.scores[0])
         job.rows.append(row)
         pending.append((len(job.rows) - 1, frame, one))
