@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     job_command("annotate", "every face of every frame with an identity label (mexca-style) → table",
                 {"required": True, "help": "table: .parquet, .csv, .tsv, .records.json (one record per row), or "
-                                           ".json: mexca's VideoAnnotation layout (one input)"})
+                                           ".json: mexca's VideoAnnotation layout (one input); .multimodal.json: "
+                                           "its Multimodal (filename, duration, fps, fps_adjusted, video_annotation)"})
     job_command("affect", "action units, 7 emotions, valence/arousal per face → table, JSON, CSVs, report",
                 {"required": True, "help": "output folder (one set of files per input)"})
     fc = job_command("faces", "face crops grouped by person (video-to-faces: clustering or reference images), "
@@ -291,22 +292,25 @@ def cmd_annotate(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".json" or out.name.lower().endswith(".records.json"):
         return _table_command(args, "annotate", "annotation")[1]
-    # -o x.json: mexca's VideoAnnotation layout (one video); x.records.json: one JSON record per row
+    # -o x.json: mexca's VideoAnnotation layout (one video), x.multimodal.json: its Multimodal (duration, fps and
+    # the VideoAnnotation); x.records.json: one JSON record per row
     import json
 
     from gpuface.io.encode import free_path
     from gpuface.io.sources import expand_inputs
-    from gpuface.jobs.annotate import mexca_video_annotation
+    from gpuface.jobs.annotate import mexca_multimodal, mexca_video_annotation
     from gpuface.stages.tables import write_text
 
     if len(expand_inputs(args.inputs, args.ext)) != 1:
         raise InvalidOptionError("-o x.json writes mexca's VideoAnnotation of one video: give one input, or "
                                  "x.records.json / a table format for several")
     _, results = _run_job(args, "annotate", job_options(args, "annotate"), out.resolve().parent)
+    multimodal = out.name.lower().endswith(".multimodal.json")
     for r in results:
         if not r.error:
-            written = write_text(json.dumps(mexca_video_annotation(r.tables["annotation"])),
-                                 free_path(out, args.overwrite))
+            table = r.tables["annotation"]
+            doc = mexca_multimodal(table, r.tables["video"]) if multimodal else mexca_video_annotation(table)
+            written = write_text(json.dumps(doc), free_path(out, args.overwrite))
             r.outputs.insert(0, str(written))
     return _collected_status(results, args.quiet)
 

@@ -252,11 +252,22 @@ def test_faces_kmeans_grouping_as_video_to_faces(samples, tmp_path, capsys):
     assert len(err) == 1 and "kmeans" in err[0]
 
 
+def av_probe(path):
+    """(frames per second, duration s) of a video as PyAV reads them."""
+    import av
+
+    with av.open(path) as c:
+        v = c.streams.video[0]
+        return float(v.average_rate), float(c.duration / av.time_base)
+
+
 def test_annotate_json_is_mexcas_video_annotation(samples, tmp_path, capsys):
     """``-o x.json``: mexca 1.0.4's ``VideoAnnotation`` as its ``write_json`` writes it. The field names are read
     with ``ast`` from mexca's own ``mexca/data.py`` (its PyPI wheel, sha256 pinned); its validators' rules hold
     (lists of one common length, ascending frames and times, four-coordinate boxes, [x, y] landmark pairs, labels
-    as strings); the values are the rows of the same run's ``x.records.json``; several inputs are one error line."""
+    as strings); the values are the rows of the same run's ``x.records.json``; several inputs are one error line.
+    ``-o x.multimodal.json``: mexca's ``Multimodal`` fields (read the same way) with duration and frame rates as
+    PyAV reads them from the container."""
     import ast
     import json
 
@@ -288,6 +299,15 @@ def test_annotate_json_is_mexcas_video_annotation(samples, tmp_path, capsys):
     assert set(doc["face_average_embeddings"]) == set(doc["face_label"])
     mean = records[[f"emb_{i}" for i in range(128)]].to_numpy().mean(0)
     assert max(abs(a - b) for a, b in zip(doc["face_average_embeddings"]["0"], mean)) < 1e-6
+    cls = next(n for n in ast.walk(tree) if isinstance(n, ast.ClassDef) and n.name == "Multimodal")
+    header = [n.target.id for n in cls.body if isinstance(n, ast.AnnAssign) and not n.target.id.startswith("_")]
+    assert main(["annotate", *args, "--step", "3", "-o", str(tmp_path / "ann.multimodal.json")]) == 0
+    multi = json.loads((tmp_path / "ann.multimodal.json").read_text())
+    assert set(multi) == set(header) - {"features"} | {"fps_adjusted"}          # features: a polars LazyFrame
+    info = av_probe(samples["sample_01.mp4"])
+    assert multi["fps"] == pytest.approx(info[0]) and multi["fps_adjusted"] == pytest.approx(info[0] / 3)
+    assert multi["duration"] == pytest.approx(info[1], abs=0.05) and multi["filename"] == samples["sample_01.mp4"]
+    assert multi["video_annotation"]["frame"] == doc["frame"][::3]
     capsys.readouterr()
     assert main(["annotate", samples["sample_01.mp4"], samples["sample_03.mp4"], "-o", str(tmp_path / "two.json"),
                  "--quiet"]) == 2
@@ -306,6 +326,27 @@ def group_clip(samples, tmp_path_factory):
     with VideoWriter(path, 10, img.shape[2], img.shape[1]) as w:
         w.write(img[None].expand(10, -1, -1, -1))
     return path, img.shape[1:]
+
+
+def test_annotate_post_min_face_size_is_mexcas_rule(group_clip, tmp_path):
+    """``--post-min-face-size W H``: the faces kept are exactly those of a run without it whose box is at least W
+    wide or H high (mexca's ``_check_face_size``), on five faces of different sizes."""
+    import pandas as pd
+
+    from gpuface.cli import main
+
+    clip, _ = group_clip
+    args = ["annotate", str(clip), "--detector", "mtcnn", "--num-faces", "1", "--too-few", "each", "--quiet"]
+    assert main([*args, "-o", str(tmp_path / "all.parquet")]) == 0
+    every = pd.read_parquet(tmp_path / "all.parquet")
+    w, h = every["x2"] - every["x1"], every["y2"] - every["y1"]
+    assert every.groupby("frame").size().min() == 5
+    cut_w, cut_h = float(w.median()), float(h.max()) + 1          # H out of reach: the width decides
+    assert main([*args, "-o", str(tmp_path / "big.parquet"), "--post-min-face-size", str(cut_w), str(cut_h)]) == 0
+    big = pd.read_parquet(tmp_path / "big.parquet")
+    expect = every[(w >= cut_w) | (h >= cut_h)]
+    assert 0 < len(expect) < len(every)
+    assert sorted(big["x1"].round(3)) == sorted(expect["x1"].round(3))
 
 
 @pytest.mark.parametrize("method", ["probability", "largest", "largest_over_threshold", "center_weighted_size"])

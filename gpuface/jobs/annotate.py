@@ -51,6 +51,9 @@ class AnnotateJob(Job):
                                                                                     "--thresholds"))
         mtcnn_factor: float | None = number("MTCNN: pyramid scale step (mexca's factor, 0.709)", open_lo=True,
                                             hi=1.0, flags=("--mtcnn-factor", "--factor"))
+        post_min_face_size: tuple | None = option("size", "drop faces whose box is narrower than W and lower than H "
+                                                  "px before embedding and clustering (mexca's post_min_face_size, "
+                                                  "45 45: a face stays when either side is large enough)")
 
     @classmethod
     def check(cls, pipeline, o) -> None:
@@ -69,16 +72,17 @@ class AnnotateJob(Job):
         k = o.num_faces
         return cls(pipeline.embedder(), k if isinstance(k, int) else tuple(k), o.per_face, o.too_few, o.embeddings,
                    pipeline.affect_analyzer() if o.affect else None, o.landmarks, o.selection_method,
-                   o.select_largest, o.max_cluster_frames)
+                   o.select_largest, o.max_cluster_frames, o.post_min_face_size)
 
     def __init__(self, embedder, num_faces=(1, 9), per_face: bool = False, too_few: str = "error",
                  embeddings: bool = False, affect=None, landmarks: str = "keypoints",
                  selection_method: str | None = None, select_largest: bool = False,
-                 max_cluster_frames: int | None = None):
+                 max_cluster_frames: int | None = None, post_min_face_size: tuple | None = None):
         self.embedder, self.num_faces, self.per_face, self.too_few = embedder, num_faces, per_face, too_few
         self.embeddings, self.affect, self.landmarks = embeddings, affect, landmarks
         self.selection_method, self.select_largest = selection_method, select_largest
         self.cluster_kw = {} if max_cluster_frames is None else {"max_spectral_size": max_cluster_frames}
+        self.post_min_face_size = post_min_face_size
 
     def stages(self):
         return [("embedding", self.embedder)] + ([("affect", self.affect)] if self.affect is not None else [])
@@ -95,6 +99,10 @@ class AnnotateJob(Job):
         from gpuface.stages.landmarks import to_ibug68
         from gpuface.stages.tables import faces_rows
 
+        if self.post_min_face_size is not None:   # mexca's _check_face_size: either side large enough
+            w, h = self.post_min_face_size
+            size = faces.boxes[:, 2:] - faces.boxes[:, :2]
+            faces = faces.select((size[:, 0] >= w) | (size[:, 1] >= h))
         if self.selection_method or self.select_largest:
             faces = mexca_selection(faces, batch.frames.shape[-2:], self.selection_method, self.select_largest)
         table = faces_rows(faces, batch, run.path)
@@ -150,6 +158,11 @@ class AnnotateJob(Job):
                                                                          kind="stable").reset_index(drop=True)
         table["label"] = table["label"].astype("Int64")
         run.result.tables["annotation"] = table
+        sel, fps = run.selection, float(run.info.fps)
+        run.result.tables["video"] = {   # mexca's Multimodal header: frame skipping gives fps_adjusted
+            "filename": run.path, "duration": float(run.info.duration), "fps": fps,
+            "fps_adjusted": 1 / sel.step_seconds if sel is not None and sel.step_seconds
+            else fps / (sel.step if sel is not None else 1)}
 
 
 #: facenet-pytorch's ``select_boxes``: the score above which ``largest_over_threshold`` looks, and the weight of
@@ -259,4 +272,17 @@ def mexca_video_annotation(table) -> dict:
     return out
 
 
-__all__ = ["AnnotateJob", "annotate_source", "mexca_video_annotation", "mexca_selection"]
+def mexca_multimodal(table, video: dict) -> dict:
+    """An annotation as mexca's ``Multimodal`` (mexca 1.0.4 ``mexca/data.py``) without its audio and text parts:
+    ``filename``, ``duration`` (s, the whole video), ``fps``, ``fps_adjusted`` (frames per second of the frames
+    read: ``fps / step``, or ``1 / step_seconds``), ``video_annotation`` (:func:`mexca_video_annotation`) and
+    ``audio_annotation``, ``voice_features``, ``transcription``, ``sentiment`` as None (gpuface reads no sound).
+
+    Args:
+        table: the ``annotation`` table of one video; video: its ``video`` extra (``result.tables["video"]``).
+    """
+    return {**video, "video_annotation": mexca_video_annotation(table), "audio_annotation": None,
+            "voice_features": None, "transcription": None, "sentiment": None}
+
+
+__all__ = ["AnnotateJob", "annotate_source", "mexca_video_annotation", "mexca_multimodal", "mexca_selection"]

@@ -214,6 +214,7 @@ _KINDS: dict[str, dict[str, Any]] = {
     "factors": {"type": float, "nargs": 4, "metavar": ("L", "R", "U", "D")}, "text": {},
     "fraction_box": {"type": float, "nargs": 4, "metavar": ("X1", "Y1", "X2", "Y2")},
     "thresholds": {"type": float, "nargs": 3, "metavar": ("P", "R", "O")},
+    "size": {"type": float, "nargs": 2, "metavar": ("W", "H")},
     "scale": {"metavar": "WxH|FACTOR"}, "mapping": {"type": _json_object, "metavar": "JSON"}, "path": {},
 }
 

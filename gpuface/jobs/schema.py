@@ -21,8 +21,8 @@ DETECTORS = tuple(_REGISTRY)
 
 @dataclass(frozen=True)
 class Option:
-    """One option: ``kind`` int | float | choice | bool | list | count | counts | rgb | box | factors | scale | mapping | path |
-    text, bounds or choices, default (None: the model's own), help text, and ``flags``: its command-line spellings
+    """One option: ``kind`` int | float | choice | bool | list | count | counts | rgb | box | factors | fraction_box |
+    thresholds | size | scale | mapping | path | text, bounds or choices, default (None: the model's own), help text, and ``flags``: its command-line spellings
     (default ``--<name>``, or ``--no-<name>`` for a boolean that defaults to true; deface's, MGT's and
     video-to-faces' names are given here)."""
 
@@ -51,7 +51,8 @@ class Option:
                 "rgb": "[R, G, B]", "box": "[X1, Y1, X2, Y2] px with X1 < X2, Y1 < Y2",
                 "factors": "[L, R, U, D] factors > 0",
                 "fraction_box": "[X1, Y1, X2, Y2] fractions of the width and height, 0 <= X1 < X2 <= 1, 0 <= Y1 < Y2 <= 1",
-                "thresholds": "[P, R, O] three numbers in [0, 1]", "scale": "a factor in (0, 4] or WxH (e.g. 640x360)",
+                "thresholds": "[P, R, O] three numbers in [0, 1]", "size": "[W, H] px, numbers >= 0",
+                "scale": "a factor in (0, 4] or WxH (e.g. 640x360)",
                 "mapping": "a mapping of name: value", "path": "a file path", "text": "a string"}[self.kind]
 
     def problem(self, v: Any) -> str | None:
@@ -87,6 +88,8 @@ class Option:
                   and v[0] < v[2] and v[1] < v[3])
         elif self.kind == "thresholds":
             ok = isinstance(v, (list, tuple)) and len(v) == 3 and all(number_(x) and 0 <= x <= 1 for x in v)
+        elif self.kind == "size":
+            ok = isinstance(v, (list, tuple)) and len(v) == 2 and all(number_(x) and x >= 0 for x in v)
         elif self.kind == "text":
             ok = isinstance(v, str)
         elif self.kind == "scale":
