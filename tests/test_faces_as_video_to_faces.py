@@ -37,6 +37,31 @@ def run(samples, tmp_path_factory):
     return out
 
 
+def test_resize_to_is_opencvs_resize(samples, tmp_path):
+    """``--resize-to 96``: every crop fitted into 96 x 96 with its aspect ratio (video-to-faces' ``resize_keep_ratio``:
+    ``int(side · scale)``), its pixels OpenCV's bilinear ``resize`` of the same crop saved at full size (both JPEG),
+    the same crops kept; :func:`fit_into` on raw pixels is within one level of OpenCV."""
+    import cv2
+
+    from gpuface.jobs.faces import fit_into
+
+    args = ["faces", samples["sample_01.mp4"], "--end", "2", "--mode", "detection", "--hash-thr", "-1", "--quiet"]
+    assert main([*args, "-o", str(tmp_path / "full")]) == 0
+    assert main([*args, "-o", str(tmp_path / "small"), "--resize-to", "96"]) == 0
+    full, small = _read(tmp_path / "full" / "faces.csv"), _read(tmp_path / "small" / "faces.csv")
+    assert len(small) == len(full) > 0 and (small["status"] == full["status"]).all()
+    for a, b in zip(full["file"], small["file"]):
+        big, fitted = np.asarray(Image.open(a)), np.asarray(Image.open(b))
+        h, w = big.shape[:2]
+        scale = min(96 / w, 96 / h)
+        assert fitted.shape[:2] == (int(h * scale), int(w * scale))
+        ref = cv2.resize(big, (int(w * scale), int(h * scale)))
+        assert np.abs(fitted.astype(int) - ref).mean() < 3
+        raw = torch.from_numpy(big).permute(2, 0, 1)
+        ours = fit_into(raw, 96).permute(1, 2, 0).numpy()
+        assert np.abs(ours.astype(int) - ref).max() <= 1
+
+
 def test_average_hash_is_video_to_faces(run):
     """video-to-faces' ahash, written with OpenCV as it is (BGR→grey, cv2.resize to 8×8, above the mean), on
     every crop saved: at most one bit apart (OpenCV's fixed-point rounding), nearly all equal."""

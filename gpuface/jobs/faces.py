@@ -135,6 +135,21 @@ def _reference_embeddings(ref_dir: str, landmarker, embedder) -> dict:
     return refs
 
 
+def fit_into(image, size: int):
+    """video-to-faces' ``resize_keep_ratio``: uint8 (3, H, W) scaled by ``min(size / W, size / H)`` (up or down) to
+    ``(int(H·s), int(W·s))``, bilinear without anti-aliasing (OpenCV's ``INTER_LINEAR``), rounded to uint8."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = image.shape[-2:]
+    scale = min(size / w, size / h)
+    if scale == 1:
+        return image
+    out = F.interpolate(image[None].float(), size=(max(int(h * scale), 1), max(int(w * scale), 1)), mode="bilinear",
+                        align_corners=False)
+    return out[0].round().clamp(0, 255).to(torch.uint8)
+
+
 def _best_face(frame, landmarker):
     """The best-scoring face of a still (uint8 (1, 3, H, W) on the landmarker's device) as one-face
     :class:`~gpuface.core.types.Faces`, or None when it shows none."""
@@ -181,6 +196,8 @@ class FaceCropsJob(Job):
         expand: tuple = option("factors", "grow the crop box left, right, up, down by these factors of its size",
                                [1.0, 1.0, 1.0, 1.0], flags=("--expand", "--det-scale"))
         square: bool = boolean("square crops", flags=("--square", "--det-square"))
+        resize_to: int | None = integer("fit every saved crop into N x N px, keeping its aspect ratio (scaled up or "
+                                        "down, bilinear as OpenCV's resize; video-to-faces' --resize-to)")
         hash_thr: int = integer("duplicates, parts 1 and 2: average-hash bits (of 64) within which a crop is a "
                                 "duplicate of an earlier one (-1: off)", 8, lo=-1,
                                 flags=("--hash-thr", "--hash-threshold"))
@@ -322,6 +339,8 @@ class FaceCropsJob(Job):
                     continue
                 bx1, by1, bx2, by2 = boxes[n].tolist()
                 crop = batch.frames[r, :, by1:max(by2, by1 + 1), bx1:max(bx2, bx1 + 1)].cpu()
+                if opt.resize_to:
+                    crop = fit_into(crop, opt.resize_to)
                 hsh = average_hash([crop])[0]
                 if opt.hash_thr != -1 and self.recent:
                     diffs = [(int((hsh != h0).sum()), n0) for h0, n0 in self.recent[-5:]]
@@ -591,5 +610,5 @@ def _embed_crops(job, paths: list[Path], landmarker) -> None:
     flush()
 
 
-__all__ = ["MIN_SCORE", "FaceCropsJob", "extract_faces", "average_hash", "crop_to_area",
+__all__ = ["MIN_SCORE", "FaceCropsJob", "extract_faces", "average_hash", "fit_into", "crop_to_area",
            "earlier_duplicates"]
