@@ -57,7 +57,7 @@ def test_resize_to_is_opencvs_resize(samples, tmp_path):
         assert fitted.shape[:2] == (int(h * scale), int(w * scale))
         ref = cv2.resize(big, (int(w * scale), int(h * scale)))
         assert np.abs(fitted.astype(int) - ref).mean() < 3
-        raw = torch.from_numpy(big).permute(2, 0, 1)
+        raw = torch.from_numpy(big.copy()).permute(2, 0, 1)
         ours = fit_into(raw, 96).permute(1, 2, 0).numpy()
         assert np.abs(ours.astype(int) - ref).max() <= 1
 
