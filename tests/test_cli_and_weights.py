@@ -133,6 +133,26 @@ def test_help_is_fast_and_imports_no_torch():
     assert out.stdout.strip() == "False" and time.perf_counter() - t0 < 3    # measured 0.1 s (was 6 s)
 
 
+def test_every_command_help_prints(capsys):
+    """``gpuface <command> --help`` prints for every command (a ``%`` in an option's help once broke argparse's
+    formatting of ``faces --help``) and lists each of that command's job options."""
+    import argparse
+
+    from gpuface.cli import build_parser
+    from gpuface.jobs.registry import JOBS, _flags
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"faces", "anonymize", "annotate"} <= set(commands)
+    for name, sub in commands.items():
+        with pytest.raises(SystemExit) as e:
+            sub.parse_args(["--help"])
+        assert e.value.code == 0, name
+        text = capsys.readouterr().out
+        for key, o in (JOBS[name].options.items() if name in JOBS else ()):
+            assert _flags(key, o)[0] in text, (name, key)
+
+
 def test_landmarks_draw_keeps_audio(samples, tmp_path):
     import av
 

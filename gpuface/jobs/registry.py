@@ -225,7 +225,8 @@ def add_job_options(parser: argparse.ArgumentParser, job: str) -> None:
     given spelling, which then turns them off); choices are checked by :func:`job_options` (one error line)."""
     for key, o in JOBS[job].options.items():
         shown = "" if o.default is None or o.kind == "bool" else f" (default {o.default})"
-        kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS, "help": o.help + shown}
+        kw: dict[str, Any] = {"dest": key, "default": argparse.SUPPRESS,
+                              "help": (o.help + shown).replace("%", "%%")}   # argparse formats help with %
         if o.kind == "bool":
             kw["action"] = "store_false" if o.default else "store_true"
         elif o.kind == "choice":   # checked by validate_options (one error line), listed in the help
