@@ -174,7 +174,8 @@ class FaceCropsJob(Job):
         mode: str = choice("full; detection (crops only); grouping (group the crops already in OUT/faces)",
                            ("full", "detection", "grouping"), "full", flags=("--mode", "-m"))
         style: str = choice("real faces, or drawn (anime) characters: the detector and embedder it defaults to (real: "
-                            "blazeface-full, dlib; anime: animeface, animesion-vit-b16)", tuple(STYLES), "real",
+                            "blazeface-full, dlib; anime: animeface, animesion-vit-b16; anime-rcnn, video-to-faces' "
+                            "anime detector, needs its online weights)", tuple(STYLES), "real",
                             flags=("--style", "-s"))
         detector: str | None = choice("face detector (default per style)", DETECTORS + ANIME_DETECTORS,
                                       flags=("--detector", "--det-model"))

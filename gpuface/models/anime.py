@@ -17,9 +17,14 @@
   test against ``pytorch_pretrained_vit`` itself on random weights. The weights are the Google-Drive files
   video-to-faces downloads (no PyPI package carries them).
 
-Not here: video-to-faces' default anime detector, hysts' MMDetection Faster R-CNN (``mmdet_anime-face_faster-rcnn.
-pth``, GitHub release): its reference implementation needs MMCV's compiled operators, which no wheel for this
-Python carries, so a port could not be held against it.
+- ``anime-rcnn`` (online only): video-to-faces' anime detector, hysts' anime-face-detector Faster R-CNN
+  (ResNet-50 FPN trained with MMDetection 2 on anime faces; ``mmdet_anime-face_faster-rcnn.pth``, its GitHub
+  release; configuration ``anime_face_detector/configs/mmdet/faster-rcnn.py`` of the PyPI package
+  ``anime-face-detector==0.0.9``) on torchvision's ``FasterRCNN`` (:func:`anime_faster_rcnn`), where MMDetection
+  differs from torchvision's defaults set as MMDetection does: anchors not rounded, RoIAlign ``aligned`` with
+  adaptive sampling, background as the last class. :func:`convert_mmdet_state` maps the checkpoint; a test holds
+  the port against MMDetection 3.3's own ``FasterRCNN`` built from that configuration on random weights (MMCV's two
+  compiled operators it needs, NMS and RoIAlign, stood in by torchvision's).
 """
 from __future__ import annotations
 
@@ -29,6 +34,9 @@ import os
 import numpy as np
 import torch
 from torch import nn
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.ops import MultiScaleRoIAlign, roi_align
+from torchvision.ops.poolers import _setup_scales
 
 from gpuface.core.errors import WeightsError
 from gpuface.core.types import Faces
@@ -161,5 +169,136 @@ def load_animesion_vit(name: str, path: str | os.PathLike) -> nn.Module:
     return net.eval()
 
 
-__all__ = ["AnimeFaceDetector", "animeface_detect", "ANIMESION_VIT", "animesion_vit", "convert_animesion_state",
+class _MMDetAnchors(AnchorGenerator):
+    """torchvision's ``AnchorGenerator`` with MMDetection's anchors: base anchors not rounded to whole pixels, and
+    the levels' configured strides (torchvision divides the image size by the feature size: 800 // 13 = 61 for the
+    stride-64 level of an 800-px image)."""
+
+    STRIDES = (4, 8, 16, 32, 64)
+
+    def forward(self, image_list, feature_maps):
+        dev = feature_maps[0].device
+        strides = [[torch.tensor(s, dtype=torch.int64, device=dev)] * 2 for s in self.STRIDES]
+        self.set_cell_anchors(feature_maps[0].dtype, dev)
+        anchors = torch.cat(self.grid_anchors([f.shape[-2:] for f in feature_maps], strides))
+        return [anchors for _ in image_list.image_sizes]
+
+    def generate_anchors(self, scales, aspect_ratios, dtype=torch.float32, device=torch.device("cpu")):
+        scales = torch.as_tensor(scales, dtype=dtype, device=device)
+        h = torch.sqrt(torch.as_tensor(aspect_ratios, dtype=dtype, device=device))
+        ws, hs = ((1 / h)[:, None] * scales[None, :]).view(-1), (h[:, None] * scales[None, :]).view(-1)
+        return torch.stack([-ws, -hs, ws, hs], dim=1) / 2
+
+
+class _AlignedRoIAlign(MultiScaleRoIAlign):
+    """torchvision's ``MultiScaleRoIAlign`` (its level mapping is MMDetection's ``SingleRoIExtractor``'s: finest
+    scale 56) with MMDetection's RoIAlign: ``aligned=True`` (half-pixel offset), ``sampling_ratio=0`` (adaptive)."""
+
+    def forward(self, x, boxes, image_shapes):
+        feats = [x[k] for k in self.featmap_names]
+        if self.scales is None or self.map_levels is None:
+            self.scales, self.map_levels = _setup_scales(feats, image_shapes, self.canonical_scale,
+                                                         self.canonical_level)
+        levels = self.map_levels(boxes)
+        rois = torch.cat([torch.cat([torch.full_like(b[:, :1], i), b], 1) for i, b in enumerate(boxes)])
+        out = feats[0].new_zeros((len(rois), feats[0].shape[1], *self.output_size))
+        for level, (f, scale) in enumerate(zip(feats, self.scales)):
+            idx = torch.where(levels == level)[0]
+            out[idx] = roi_align(f, rois[idx], self.output_size, scale, 0, aligned=True).to(out.dtype)
+        return out
+
+
+def anime_faster_rcnn() -> nn.Module:
+    """hysts' anime-face Faster R-CNN (module docstring) as a torchvision ``FasterRCNN`` in eval mode, random
+    weights: uint8-range RGB in [0, 1] floats, resized so the short side is 800 (the long at most 1333), ImageNet
+    normalisation; RPN 1000 proposals per level and per image, NMS 0.7; detections above 0.05, NMS 0.5, at most 100
+    per image; classes background and face."""
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+
+    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=0)
+    return FasterRCNN(backbone, num_classes=2, min_size=800, max_size=1333,
+                      image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
+                      rpn_anchor_generator=_MMDetAnchors(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5),
+                      box_roi_pool=_AlignedRoIAlign(["0", "1", "2", "3"], 7, sampling_ratio=0),
+                      rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000, rpn_nms_thresh=0.7,
+                      box_score_thresh=0.05, box_nms_thresh=0.5, box_detections_per_img=100).eval()
+
+
+def convert_mmdet_state(state: dict) -> dict:
+    """An MMDetection Faster R-CNN R50-FPN state dict (``state_dict`` of its checkpoint; one class) →
+    :func:`anime_faster_rcnn`'s names: ``backbone.*`` → ``backbone.body.*``, the FPN's lateral and output convs,
+    the RPN head, the shared FCs; the classifier's rows reordered (MMDetection: face, background; torchvision:
+    background, face) and class-specific box deltas zero for the background.
+
+    Raises:
+        KeyError: a tensor the detector needs is missing.
+    """
+    out = {}
+    for k, v in state.items():
+        if k.endswith("num_batches_tracked"):
+            continue
+        if k.startswith("backbone."):
+            out["backbone.body." + k[len("backbone."):]] = v
+        elif k.startswith("neck.lateral_convs."):
+            i, p = k.split(".")[2], k.split(".")[-1]
+            out[f"backbone.fpn.inner_blocks.{i}.0.{p}"] = v
+        elif k.startswith("neck.fpn_convs."):
+            i, p = k.split(".")[2], k.split(".")[-1]
+            out[f"backbone.fpn.layer_blocks.{i}.0.{p}"] = v
+    p = "rpn_head."
+    for ours, theirs in (("rpn.head.conv.0.0", "rpn_conv"), ("rpn.head.cls_logits", "rpn_cls"),
+                         ("rpn.head.bbox_pred", "rpn_reg")):
+        for t in ("weight", "bias"):
+            out[f"{ours}.{t}"] = state[f"{p}{theirs}.{t}"]
+    h = "roi_head.bbox_head."
+    for t in ("weight", "bias"):
+        out[f"roi_heads.box_head.fc6.{t}"] = state[f"{h}shared_fcs.0.{t}"]
+        out[f"roi_heads.box_head.fc7.{t}"] = state[f"{h}shared_fcs.1.{t}"]
+        out[f"roi_heads.box_predictor.cls_score.{t}"] = state[f"{h}fc_cls.{t}"][[1, 0]]
+        reg = state[f"{h}fc_reg.{t}"]
+        out[f"roi_heads.box_predictor.bbox_pred.{t}"] = torch.cat([torch.zeros_like(reg), reg])
+    return out
+
+
+def load_anime_faster_rcnn(path: str | os.PathLike) -> nn.Module:
+    """:func:`anime_faster_rcnn` with hysts' checkpoint (an MMDetection ``.pth``: ``{"meta", "state_dict"}``, read
+    with ``weights_only=True``).
+
+    Raises:
+        WeightsError: the file does not hold that detector.
+    """
+    net = anime_faster_rcnn()
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        net.load_state_dict(convert_mmdet_state(state.get("state_dict", state)))
+    except (KeyError, RuntimeError, OSError, ValueError, AttributeError) as e:
+        raise WeightsError(f"{path}: not the anime-face Faster R-CNN checkpoint ({e.__class__.__name__}: "
+                           f"{str(e)[:200]})") from None
+    return net.eval()
+
+
+class AnimeRCNNDetector(nn.Module):
+    """hysts' anime-face Faster R-CNN behind the detectors' API: uint8 (B, 3, H, W) RGB → :class:`Faces` (boxes
+    xyxy px, scores in [0, 1], no keypoints: (N, 0, 2)). Weights online only (``anime-rcnn`` in
+    :data:`gpuface.models.online.IDENTITY_MODELS`)."""
+
+    def __init__(self, weights_file: str | os.PathLike | None = None):
+        super().__init__()
+        from gpuface.models.online import online_weights_file
+
+        self.net = load_anime_faster_rcnn(online_weights_file("anime-rcnn", weights_file))
+
+    @torch.inference_mode()
+    def forward(self, frames: torch.Tensor) -> Faces:
+        out = self.net(list(frames.float() / 255))
+        rows = torch.cat([torch.full((len(o["boxes"]),), i, dtype=torch.int64, device=frames.device)
+                          for i, o in enumerate(out)])
+        boxes = torch.cat([o["boxes"] for o in out])
+        return Faces(row=rows, boxes=boxes, scores=torch.cat([o["scores"] for o in out]),
+                     keypoints=boxes.new_zeros(len(boxes), 0, 2))
+
+
+__all__ = ["AnimeFaceDetector", "AnimeRCNNDetector", "anime_faster_rcnn", "convert_mmdet_state",
+           "load_anime_faster_rcnn", "animeface_detect", "ANIMESION_VIT", "animesion_vit", "convert_animesion_state",
            "load_animesion_vit"]

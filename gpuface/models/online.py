@@ -80,7 +80,17 @@ IDENTITY_MODELS: dict[str, AffectModel] = {
        for name, size, drive, dim in (("animesion-vit-b16", "b16", "1hEtmrzlh7RrXuUoxi5eqMQd5yIirQ-XC", 768),
                                       ("animesion-vit-l16", "l16", "1eZai1_gjos6TNeQZg6IY-cIWxtg0Pxah", 1024))},
 }
-ONLINE_MODELS = {**AFFECT_MODELS, **IDENTITY_MODELS}
+#: Detectors whose weights only their official URL carries.
+DETECTOR_MODELS: dict[str, AffectModel] = {
+    "anime-rcnn": AffectModel(
+        name="anime-rcnn", file="mmdet_anime-face_faster-rcnn.pth",
+        url="https://github.com/hysts/anime-face-detector/releases/download/v0.0.1/mmdet_anime-face_faster-rcnn.pth",
+        license="MIT (hysts/anime-face-detector)",
+        citation="hysts, anime-face-detector (2021): Faster R-CNN R50-FPN (Ren et al. 2015; Lin et al. 2017) trained "
+                 "with MMDetection on anime faces; video-to-faces' anime detector.",
+        outputs="anime face boxes and scores"),
+}
+ONLINE_MODELS = {**AFFECT_MODELS, **IDENTITY_MODELS, **DETECTOR_MODELS}
 
 
 def parse_weights_option(items: list[str] | None) -> dict[str, str]:
@@ -198,6 +208,6 @@ def load_opengraphau(path: str | os.PathLike):
     return model.eval()
 
 
-__all__ = ["AffectModel", "AFFECT_MODELS", "IDENTITY_MODELS", "ONLINE_MODELS", "parse_weights_option",
+__all__ = ["AffectModel", "AFFECT_MODELS", "IDENTITY_MODELS", "DETECTOR_MODELS", "ONLINE_MODELS", "parse_weights_option",
            "online_weights_file", "HSEmotionNet",
            "HSEMOTION_CLASSES", "load_opengraphau"]

@@ -89,9 +89,10 @@ class AnonymizeSetting:
                 f"and after it")
 
 
-#: Detectors of drawn (anime) faces (:mod:`gpuface.models.anime`; ``gpuface faces --style anime``): boxes and five
-#: points, nothing after them (FaceMesh is for real faces).
-ANIME_DETECTORS = ("animeface",)
+#: Detectors of drawn (anime) faces (:mod:`gpuface.models.anime`; ``gpuface faces --style anime``): AnimeFace
+#: (offline, boxes and five points) and hysts' Faster R-CNN (online, boxes); nothing after them (FaceMesh is for
+#: real faces).
+ANIME_DETECTORS = ("animeface", "anime-rcnn")
 
 
 #: ``detector: auto``, the measured default (README "Anonymisation"; 0 leaks on every clip of the benchmark).

@@ -511,7 +511,8 @@ class CenterFaceDetector(nn.Module):
 
 class FaceDetector:
     """Batched face detector behind one API: MTCNN, BlazeFace short range, BlazeFace full range, CenterFace, and
-    for drawn faces ``animeface`` (:class:`gpuface.models.anime.AnimeFaceDetector`, CPU, frame by frame).
+    for drawn faces ``animeface`` (:class:`gpuface.models.anime.AnimeFaceDetector`, CPU, frame by frame) and
+    ``anime-rcnn`` (:class:`gpuface.models.anime.AnimeRCNNDetector`, online weights).
 
     Args:
         model: detector name, one of :data:`DETECTORS`. ``mtcnn`` (5 keypoints, faces from 20 px, parity with
@@ -552,6 +553,10 @@ class FaceDetector:
                 from gpuface.models.anime import AnimeFaceDetector
 
                 self.net = AnimeFaceDetector(**kwargs)
+            elif model == "anime-rcnn":
+                from gpuface.models.anime import AnimeRCNNDetector
+
+                self.net = AnimeRCNNDetector(**kwargs)
             elif model == "centerface":
                 net = CenterFace()
                 net.load_state_dict(load_state_dict("centerface"))
