@@ -2,8 +2,8 @@
 
 - ``animeface`` (offline, CPU): nagadomi's AnimeFace 2009 (nvxs 1.0.2; NYSL licence) as compiled, model inside,
   in PyPI's ``animeface==2.0.3`` (S. Takahashi's wrapper, Apache-2.0). Its extension reads a Pillow-4.2 image
-  struct directly (``_nvxs.c``: ``mode``, ``xsize``, ``ysize``, ``image32`` row pointers), a layout Pillow ≥ 11
-  no longer has — with today's Pillow ``animeface.detect`` silently finds nothing. :class:`AnimeFaceDetector`
+  struct directly (``_nvxs.c``: ``mode``, ``xsize``, ``ysize``, ``image32`` row pointers), a layout Pillow 10.4
+  still has and Pillow 13 no longer has — with it ``animeface.detect`` silently finds nothing. :class:`AnimeFaceDetector`
   hands the extension that struct built with ``ctypes`` over the frame's own pixels (no Pillow at all); a test
   holds it against ``animeface.detect`` run with Pillow 10.4 in a subprocess. Boxes, a likelihood in [0, 1] and
   five points: both eye centres (as seen in the image: left first), nose, mouth centre, chin. One frame at a time
@@ -16,13 +16,12 @@
   attn.proj_q`` …); :func:`convert_animesion_state` maps it onto torchvision's ``VisionTransformer``, held in a
   test against ``pytorch_pretrained_vit`` itself on random weights. The weights are the Google-Drive files
   video-to-faces downloads (no PyPI package carries them).
-
 - ``anime-rcnn`` (online only): video-to-faces' anime detector, hysts' anime-face-detector Faster R-CNN
   (ResNet-50 FPN trained with MMDetection 2 on anime faces; ``mmdet_anime-face_faster-rcnn.pth``, its GitHub
   release; configuration ``anime_face_detector/configs/mmdet/faster-rcnn.py`` of the PyPI package
   ``anime-face-detector==0.0.9``) on torchvision's ``FasterRCNN`` (:func:`anime_faster_rcnn`), where MMDetection
-  differs from torchvision's defaults set as MMDetection does: anchors not rounded, RoIAlign ``aligned`` with
-  adaptive sampling, background as the last class. :func:`convert_mmdet_state` maps the checkpoint; a test holds
+  differs from torchvision's defaults set as MMDetection does: anchors not rounded and on the configured strides,
+  RoIAlign ``aligned`` with adaptive sampling, background as the last class. :func:`convert_mmdet_state` maps the checkpoint; a test holds
   the port against MMDetection 3.3's own ``FasterRCNN`` built from that configuration on random weights (MMCV's two
   compiled operators it needs, NMS and RoIAlign, stood in by torchvision's).
 """
