@@ -1,5 +1,7 @@
-"""Online affect models: a registry of architectures whose weights come from their official URL or from a local
-file the user names (``--weights NAME=PATH``).
+"""Online models: a registry of architectures whose weights come from their official URL or from a local file the
+user names (``--weights NAME=PATH``, or the file put in ``<weights dir>/upstream/``): affect models
+(:data:`AFFECT_MODELS`), identity embedders (:data:`IDENTITY_MODELS`: FaceNet VGGFace2, the Animesion ViTs of
+:mod:`gpuface.models.anime`) and detectors (:data:`DETECTOR_MODELS`: hysts' anime-face Faster R-CNN).
 
 No PyPI package carries these weights, so no sha256 can be pinned ahead of time: the first file used is
 recorded (trust on first use) in ``<weights dir>/<name>.json`` with its sha256, and a later file with another
@@ -30,7 +32,7 @@ from gpuface.core.errors import ChecksumError, InvalidOptionError, WeightsError
 
 
 @dataclass(frozen=True)
-class AffectModel:
+class OnlineModel:
     """A registry entry: name, upstream file name and URL, licence, citation, what it outputs."""
 
     name: str
@@ -41,8 +43,8 @@ class AffectModel:
     outputs: str
 
 
-AFFECT_MODELS: dict[str, AffectModel] = {
-    "hsemotion": AffectModel(
+AFFECT_MODELS: dict[str, OnlineModel] = {
+    "hsemotion": OnlineModel(
         name="hsemotion", file="enet_b0_8_va_mtl.pt",
         url="https://github.com/HSE-asavchenko/face-emotion-recognition/raw/main/models/affectnet_emotions/"
             "enet_b0_8_va_mtl.pt",
@@ -50,7 +52,7 @@ AFFECT_MODELS: dict[str, AffectModel] = {
         citation="A. V. Savchenko (2022), Video-based frame-level facial analysis of affective behavior on mobile "
                  "devices using EfficientNets, CVPR Workshops (ABAW); HSEmotion enet_b0_8_va_mtl.",
         outputs="8 emotions + valence/arousal"),
-    "opengraphau": AffectModel(
+    "opengraphau": OnlineModel(
         name="opengraphau", file="model.safetensors",
         url="https://huggingface.co/mexca/mefarg-open-graph-au-resnet50-stage-2/resolve/main/model.safetensors",
         license="Apache-2.0",
@@ -62,15 +64,15 @@ AFFECT_MODELS: dict[str, AffectModel] = {
 
 
 #: Identity models whose weights only their official URL carries (same trust-on-first-use record).
-IDENTITY_MODELS: dict[str, AffectModel] = {
-    "facenet-vggface2": AffectModel(
+IDENTITY_MODELS: dict[str, OnlineModel] = {
+    "facenet-vggface2": OnlineModel(
         name="facenet-vggface2", file="20180402-114759-vggface2.pt",
         url="https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
         license="MIT",
         citation="Schroff, Kalenichenko, Philbin (2015), FaceNet, CVPR; D. Sandberg's facenet model 20180402-114759 "
                  "(trained on VGGFace2, LFW 99.65 %) as ported by facenet-pytorch (T. Esler, MIT).",
         outputs="512-d face embeddings (unit length)"),
-    **{name: AffectModel(
+    **{name: OnlineModel(
         name=name, file=f"vit_anime_{size}.pt", url=f"https://drive.google.com/uc?export=download&id={drive}",
         license="see github.com/arkel23/animesion (research code; DAF:re images from Danbooru)",
         citation="Rios, Cheng, Lai (2021), DAF:re: A Challenging, Crowd-Sourced, Large-Scale, Long-Tailed Dataset "
@@ -81,8 +83,8 @@ IDENTITY_MODELS: dict[str, AffectModel] = {
                                       ("animesion-vit-l16", "l16", "1eZai1_gjos6TNeQZg6IY-cIWxtg0Pxah", 1024))},
 }
 #: Detectors whose weights only their official URL carries.
-DETECTOR_MODELS: dict[str, AffectModel] = {
-    "anime-rcnn": AffectModel(
+DETECTOR_MODELS: dict[str, OnlineModel] = {
+    "anime-rcnn": OnlineModel(
         name="anime-rcnn", file="mmdet_anime-face_faster-rcnn.pth",
         url="https://github.com/hysts/anime-face-detector/releases/download/v0.0.1/mmdet_anime-face_faster-rcnn.pth",
         license="MIT (hysts/anime-face-detector)",
@@ -208,6 +210,6 @@ def load_opengraphau(path: str | os.PathLike):
     return model.eval()
 
 
-__all__ = ["AffectModel", "AFFECT_MODELS", "IDENTITY_MODELS", "DETECTOR_MODELS", "ONLINE_MODELS", "parse_weights_option",
+__all__ = ["OnlineModel", "AFFECT_MODELS", "IDENTITY_MODELS", "DETECTOR_MODELS", "ONLINE_MODELS", "parse_weights_option",
            "online_weights_file", "HSEmotionNet",
            "HSEMOTION_CLASSES", "load_opengraphau"]
