@@ -203,7 +203,8 @@ def mmdet_site(tmp_path_factory):
         wheel = next((root / "wheels").glob(f"{name.replace('-', '_')}-{version}-*.whl"))
         assert hashlib.sha256(wheel.read_bytes()).hexdigest() == sha, wheel
         zipfile.ZipFile(wheel).extractall(root / "site")
-    config = fetch_file([PyPIMember("anime-face-detector", "0.0.9", "anime_face_detector/configs/mmdet/faster-rcnn.py")],
+    member = "anime_face_detector/configs/mmdet/faster-rcnn.py"
+    config = fetch_file([PyPIMember("anime-face-detector", "0.0.9", member)],
                         "a18f0e2ac6ec30f9fe4aa42892d0b2ef60b2bfe97206cea338e72d1a7743c77c", root / "faster-rcnn.py")
     return root / "site", config
 

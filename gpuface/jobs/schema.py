@@ -22,9 +22,9 @@ DETECTORS = tuple(_REGISTRY)
 @dataclass(frozen=True)
 class Option:
     """One option: ``kind`` int | float | choice | bool | list | count | counts | rgb | box | factors | fraction_box |
-    thresholds | size | scale | mapping | path | text, bounds or choices, default (None: the model's own), help text, and ``flags``: its command-line spellings
-    (default ``--<name>``, or ``--no-<name>`` for a boolean that defaults to true; deface's, MGT's and
-    video-to-faces' names are given here)."""
+    thresholds | size | scale | mapping | path | text, bounds or choices, default (None: the model's own), help
+    text, and ``flags``: its command-line spellings (default ``--<name>``, or ``--no-<name>`` for a boolean that
+    defaults to true; deface's, MGT's and video-to-faces' names are given here)."""
 
     kind: str
     help: str

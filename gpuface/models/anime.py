@@ -218,7 +218,8 @@ def anime_faster_rcnn() -> nn.Module:
     backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, trainable_layers=0)
     return FasterRCNN(backbone, num_classes=2, min_size=800, max_size=1333,
                       image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225],
-                      rpn_anchor_generator=_MMDetAnchors(((32,), (64,), (128,), (256,), (512,)), ((0.5, 1.0, 2.0),) * 5),
+                      rpn_anchor_generator=_MMDetAnchors(tuple((s,) for s in (32, 64, 128, 256, 512)),
+                                                         ((0.5, 1.0, 2.0),) * 5),
                       box_roi_pool=_AlignedRoIAlign(["0", "1", "2", "3"], 7, sampling_ratio=0),
                       rpn_pre_nms_top_n_test=1000, rpn_post_nms_top_n_test=1000, rpn_nms_thresh=0.7,
                       box_score_thresh=0.05, box_nms_thresh=0.5, box_detections_per_img=100).eval()

@@ -112,4 +112,5 @@ def detector_config(name: str) -> DetectorConfig:
     return DETECTORS[name]
 
 
-__all__ = ["DetectorConfig", "DETECTORS", "ANIME_DETECTORS", "AnonymizeSetting", "ANONYMIZE_AUTO", "ANONYMIZE_FILL", "detector_config"]
+__all__ = ["DetectorConfig", "DETECTORS", "ANIME_DETECTORS", "AnonymizeSetting", "ANONYMIZE_AUTO", "ANONYMIZE_FILL",
+           "detector_config"]
