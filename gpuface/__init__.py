@@ -12,7 +12,9 @@ Public API (re-exports only)::
 
 Idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE`` as a default, effective when gpuface
 is imported before torch, as the ``gpuface`` command does): two processes sharing CPUs then run at least as fast
-together as one after the other (``benchmarks/two_processes.py``: anonymize 0.35× → 1.35×).
+together as one after the other (``benchmarks/two_processes.py``: anonymize 0.35× → 1.35×). Freed host memory
+stays in the process for the next batch (:func:`gpuface.core.memory.retain_freed_memory`; ``GPUFACE_RETAIN_MEMORY=0``
+turns it off): frame-sized tensors no longer fault in fresh pages every batch (anonymize +28 %, landmarks +30 %).
 """
 import os as _os
 import sys as _sys
@@ -34,6 +36,10 @@ class _CheckoutKernels:
         return spec_from_file_location(name, _os.path.join(cls.root, "__init__.py"),
                                        submodule_search_locations=[cls.root])
 
+
+from gpuface.core.memory import retain_freed_memory as _retain  # noqa: E402
+
+_retain()
 
 if not any(isinstance(f, type) and f.__name__ == "_CheckoutKernels" for f in _sys.meta_path):
     _sys.meta_path.insert(0, _CheckoutKernels)
