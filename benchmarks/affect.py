@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import time
 
+import gpuface  # noqa: F401  (before torch: gpuface sets torch's host-memory and thread defaults)
 import torch
 from common import landmarked_sample, machine, parse_args
 

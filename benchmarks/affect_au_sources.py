@@ -19,6 +19,7 @@ faces. Four photographs are thin evidence: this decides between two sources, it 
 from __future__ import annotations
 
 import numpy as np
+import gpuface  # noqa: F401  (before torch: gpuface sets torch's host-memory and thread defaults)
 import torch
 
 from gpuface.stages.affect import AU_NAMES, AffectAnalyzer

@@ -32,9 +32,9 @@ import sys
 import tempfile
 import time
 
+import gpuface as gf  # before torch: gpuface sets torch's host-memory and thread defaults
 import torch
 
-import gpuface as gf
 from gpuface.stages.gapfill import GapFillOptions
 from gpuface.models.registry import ANONYMIZE_AUTO as DEFAULT
 from gpuface.jobs.anonymize import anonymization_detector, anonymize_source

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import platform
 
+import gpuface  # noqa: F401  (before torch: gpuface sets torch's host-memory and thread defaults)
 import torch
 
 

@@ -25,6 +25,7 @@ import json
 import os
 import time
 
+import gpuface  # noqa: F401  (before torch: gpuface sets torch's host-memory and thread defaults)
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 
+import gpuface  # noqa: F401  (before torch: gpuface sets torch's host-memory and thread defaults)
 import torch
 
 CASES = {

@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 
+import gpuface  # noqa: F401  (before torch: gpuface sets torch's host-memory and thread defaults)
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))

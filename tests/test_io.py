@@ -116,7 +116,8 @@ def test_bad_inputs_raise_named_errors(samples, tmp_path):
 
 def test_thread_budget_follows_affinity_slurm_and_option():
     """gpuface takes the CPUs it was given: the affinity mask, SLURM_CPUS_PER_TASK, --threads (never more than
-    the machine allows); torch, the decoders and x264 read the budget; OpenMP threads sleep when idle."""
+    the machine allows); torch, the decoders and x264 read the budget; idle OpenMP threads spin briefly (GOMP_SPINCOUNT 3000), then
+    sleep, unless OMP_WAIT_POLICY is given."""
     import os
     import subprocess
     import sys
@@ -124,9 +125,9 @@ def test_thread_budget_follows_affinity_slurm_and_option():
     code = ("import os, sys; os.sched_setaffinity(0, {0}) if sys.argv[1] == 'pin' else None; "
             "import gpuface, torch; from gpuface.core import threads; "
             "n = threads.apply(int(sys.argv[2]) if sys.argv[2] != '-' else None); "
-            "print(n, torch.get_num_threads(), threads.budget(), os.environ['OMP_WAIT_POLICY'])")
+            "print(n, torch.get_num_threads(), threads.budget(), os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))")
     env = {k: v for k, v in os.environ.items() if k not in ("SLURM_CPUS_PER_TASK", "GPUFACE_THREADS",
-                                                               "OMP_WAIT_POLICY")}
+                                                               "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
 
     def run(pin: str, threads: str, **extra) -> list[str]:
         out = subprocess.run([sys.executable, "-c", code, pin, threads], env={**env, **extra}, capture_output=True,
@@ -134,10 +135,10 @@ def test_thread_budget_follows_affinity_slurm_and_option():
         return out.stdout.split()
 
     cpus = len(os.sched_getaffinity(0))
-    assert run("pin", "-") == ["1", "1", "1", "PASSIVE"]
+    assert run("pin", "-") == ["1", "1", "1", "None", "3000"]   # a short spin before idle threads sleep
     assert run("-", "-", SLURM_CPUS_PER_TASK="1")[:3] == ["1", "1", "1"]
     assert run("-", "64")[:3] == [str(cpus)] * 3                      # never more than this process may use
-    assert run("-", "-", GPUFACE_THREADS="1", OMP_WAIT_POLICY="ACTIVE") == ["1", "1", "1", "ACTIVE"]
+    assert run("-", "-", GPUFACE_THREADS="1", OMP_WAIT_POLICY="ACTIVE") == ["1", "1", "1", "ACTIVE", "None"]
 
 
 def test_freed_memory_is_reused_not_faulted_in_again():

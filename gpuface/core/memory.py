@@ -19,9 +19,8 @@ a 2-core x86 VM: minor page faults of ``gpuface anonymize`` on 900 frames of 720
 frames/s; landmarks at batch 32 147.6 → 176.8 frames/s; peak memory flat in video length, +9 %. Outputs are
 unchanged (only where memory comes from).
 
-``import gpuface`` calls it and sets ``THP_MEM_ALLOC_ENABLE`` as a default (as it sets ``OMP_WAIT_POLICY``; the
-latter is effective when gpuface is imported before torch allocates, as the ``gpuface`` command does), unless
-``GPUFACE_RETAIN_MEMORY=0``. Other C libraries (macOS, musl) have no such knobs: there it does nothing.
+``import gpuface`` calls it, unless ``GPUFACE_RETAIN_MEMORY=0``; ``THP_MEM_ALLOC_ENABLE`` (a default, as the
+OpenMP spin settings) takes effect when gpuface is imported before torch allocates, as the ``gpuface`` command does. Other C libraries (macOS, musl) have no such knobs: there it does nothing.
 """
 from __future__ import annotations
 

@@ -5,8 +5,9 @@ The budget is the smallest of: ``--threads`` / ``GPUFACE_THREADS`` (when set), t
 (``cpu.max`` of cgroup v2, ``cpu.cfs_quota_us / cpu.cfs_period_us`` of v1). :func:`apply` sets torch's
 intra-op threads to it and inter-op threads to 1, and the decoders (PyAV/FFmpeg frame threads, decord) and the
 x264 encoder read :func:`budget` for theirs, so one gpuface process never runs more busy threads than it was
-given. Idle OpenMP threads sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``, set as a default before torch
-loads when gpuface is imported first), so two processes sharing CPUs do not burn each other's time.
+given. Idle OpenMP threads spin only briefly before they sleep (``GOMP_SPINCOUNT``/``KMP_BLOCKTIME`` defaults set
+before torch loads when gpuface is imported first; see :mod:`gpuface`), so two processes sharing CPUs do not burn
+each other's time and one process's small operators do not wait for sleeping threads.
 """
 from __future__ import annotations
 
