@@ -8,7 +8,7 @@ MediaPipe (Tasks API, VIDEO mode, CPU, one face, blendshapes on: what PyFAME 1.x
 lives in its own venv: ``python -m venv /tmp/mp && /tmp/mp/bin/pip install mediapipe==0.10.14 av``); gpuface at
 batch sizes 1, 8, 16 (the command's default) and 32, each in a fresh process so that peak memory (RSS; GPU: max allocated) is its own.
 Also reported: gpuface batch 32 with ``torch.compile`` (compilation, ~25 s on a 2-core CPU, not timed),
-gpuface end to end with decoding (at the default batch), the detector's share of frames, frame-to-frame jitter of the
+gpuface end to end with decoding (at the default batch) against MediaPipe with PyAV's decoding added, the detector's share of frames, frame-to-frame jitter of the
 nose bridge (landmark 168) in pixels, and, on CUDA, frames/s at 720p and 1080p.
 """
 from __future__ import annotations
@@ -120,7 +120,8 @@ def mediapipe(args) -> dict | None:
         ref = np.load(out)
         lm = ref["landmarks"]
         jitter = float(np.median(np.linalg.norm(lm[1:, 168, :2] - lm[:-1, 168, :2], axis=1)))
-        return {"fps": float(ref["frames"]) / float(ref["seconds"]), "jitter_px": jitter}
+        return {"fps": float(ref["frames"]) / float(ref["seconds"]), "jitter_px": jitter,
+                "e2e_fps": float(ref["frames"]) / (float(ref["seconds"]) + float(ref["decode_seconds"]))}
 
 
 def main() -> None:
@@ -159,6 +160,9 @@ def main() -> None:
           f"{r['jitter_px']:>10.2f} {r['detector_frames']:>5}/{r['frames']:<5}")
     e2e = end_to_end(args.device, args.frames, DEFAULT_BATCH)
     print(f"{'gpuface batch ' + str(DEFAULT_BATCH) + ', with decoding':<34} {e2e:>9.1f} {ratio(e2e):>13}")
+    if ref:   # both with decoding: MediaPipe's frames decoded by PyAV to RGB (as PyFAME feeds it), then landmarked
+        print(f"{'MediaPipe, with decoding':<34} {ref['e2e_fps']:>9.1f} {ref['e2e_fps'] / ref['fps']:>12.2f}x  "
+              f"(gpuface with decoding: {e2e / ref['e2e_fps']:.2f}x of it)")
     if args.device.startswith("cuda"):
         for h in (720, 1080):
             r = spawn(args, 32, h)

@@ -34,7 +34,8 @@ def _sha256(path: str) -> str:
 
 def landmark(path: str, task: str, image: bool = False, frames: int | None = None, num_faces: int = 1) -> dict:
     """MediaPipe FaceLandmarker on a video (VIDEO mode) or a still (IMAGE mode): landmarks (N, 478, 3) px,
-    blendshapes (N, 52), frame (N,), face (N,), frames, seconds."""
+    blendshapes (N, 52), frame (N,), face (N,), frames, seconds (landmarking only), decode_seconds (PyAV
+    decoding to RGB, beforehand)."""
     import mediapipe as mp
     from mediapipe.tasks.python import BaseOptions, vision
 
@@ -42,7 +43,7 @@ def landmark(path: str, task: str, image: bool = False, frames: int | None = Non
     opts = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=task), running_mode=mode,
                                         num_faces=num_faces, output_face_blendshapes=True)
     landmarker = vision.FaceLandmarker.create_from_options(opts)
-    decoded = []
+    decoded, t_decode = [], time.perf_counter()
     if image:
         from PIL import Image
         decoded.append((np.asarray(Image.open(path).convert("RGB")), 0))
@@ -52,6 +53,7 @@ def landmark(path: str, task: str, image: bool = False, frames: int | None = Non
                 if frames is not None and i >= frames:
                     break
                 decoded.append((f.to_ndarray(format="rgb24"), int(round(f.time * 1000))))
+    decode_seconds = time.perf_counter() - t_decode
     lms, bss, idx, face = [], [], [], []
     t0 = time.perf_counter()
     for i, (rgb, ms) in enumerate(decoded):
@@ -65,7 +67,8 @@ def landmark(path: str, task: str, image: bool = False, frames: int | None = Non
             face.append(k)
     return {"landmarks": np.asarray(lms, np.float32).reshape(-1, 478, 3),
             "blendshapes": np.asarray(bss, np.float32).reshape(-1, 52), "frame": np.asarray(idx, np.int64),
-            "face": np.asarray(face, np.int64), "frames": len(decoded), "seconds": time.perf_counter() - t0}
+            "face": np.asarray(face, np.int64), "frames": len(decoded), "seconds": time.perf_counter() - t0,
+            "decode_seconds": decode_seconds}
 
 
 def main() -> None:

@@ -100,7 +100,7 @@ class AuditJob(Job):
         import heapq
 
         import torch
-        from torchvision.ops import box_iou
+        from gpuface.ops.boxes import box_iou
 
         from gpuface.ops.draw import draw_boxes
         from gpuface.stages.tables import faces_rows

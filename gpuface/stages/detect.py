@@ -29,7 +29,6 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import box_iou
 
 from gpuface.core.device import resolve_device
 from gpuface.core.errors import InvalidOptionError
@@ -38,19 +37,13 @@ from gpuface.models.centerface import CenterFace
 from gpuface.models.mtcnn import MTCNN
 from gpuface.models.registry import ANIME_DETECTORS
 from gpuface.models.graphs import Bucketed
+from gpuface.ops.boxes import batched_nms, box_iou
 from gpuface.core.types import Faces
 
 DETECTORS = ("mtcnn", "blazeface-short", "blazeface-full", "centerface")
 
 
 
-def _batched_nms(boxes: torch.Tensor, scores: torch.Tensor, idxs: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """``torchvision.ops.batched_nms`` with the boxes' device as the default device: torchvision builds a scalar
-    without a device (``torch.tensor(1).to(boxes)``), which would otherwise follow the caller's default device."""
-    from torchvision.ops import batched_nms
-
-    with torch.device(boxes.device):
-        return batched_nms(boxes, scores, idxs, iou_threshold)
 
 def _integral(frames: torch.Tensor) -> torch.Tensor:
     """Exact integer summed-area table (Crow 1984) of uint8 frames (B, 3, H, W), laid out (H+1, W+1, B, 3).
@@ -245,13 +238,13 @@ class MTCNNDetector(torch.nn.Module):
             q2 = ((2 * cell + 12) / scale).floor()
             at = idx[:, 0], idx[:, 1], idx[:, 2]      # gathers at the found cells: no further host sync
             boxes = torch.cat([q1, q2, prob[at][:, None], reg.permute(0, 2, 3, 1)[at]], 1)
-            pick = _batched_nms(boxes[:, :4], boxes[:, 4], idx[:, 0], 0.5)
+            pick = batched_nms(boxes[:, :4], boxes[:, 4], idx[:, 0], 0.5)
             cand.append(boxes[pick])
             cand_img.append(idx[pick, 0])
         if not cand:
             return Faces.empty(device=dev)
         boxes, image = torch.cat(cand), torch.cat(cand_img)
-        pick = _batched_nms(boxes[:, :4], boxes[:, 4], image, 0.7)
+        pick = batched_nms(boxes[:, :4], boxes[:, 4], image, 0.7)
         boxes, image = boxes[pick], image[pick]
         bw = (boxes[:, 2] - boxes[:, 0])[:, None]
         bh = (boxes[:, 3] - boxes[:, 1])[:, None]
@@ -268,7 +261,7 @@ class MTCNNDetector(torch.nn.Module):
         reg, prob = self._chunked(self.rnet, (crops - 127.5) * 0.0078125)
         keep = (prob[:, 1] > r_thr).nonzero()[:, 0]
         boxes, image, reg, score = boxes[keep], image[keep], reg[keep], prob[keep, 1]
-        pick = _batched_nms(boxes, score, image, 0.7)
+        pick = batched_nms(boxes, score, image, 0.7)
         boxes = _square(_regress(boxes[pick], reg[pick]))
         image = image[pick]
 
@@ -386,7 +379,7 @@ def weighted_nms(scores: torch.Tensor, boxes: torch.Tensor, keypoints: torch.Ten
     """
     if scores.numel() == 0:
         return scores, boxes, keypoints, row
-    leaders = _batched_nms(boxes, scores, row, iou_threshold)
+    leaders = batched_nms(boxes, scores, row, iou_threshold)
     leaders = leaders[torch.argsort(row[leaders] * 2.0 - scores[leaders], stable=True)]
     overlap = (box_iou(boxes, boxes[leaders]) > iou_threshold) & (row[:, None] == row[leaders][None, :])
     overlap[leaders, torch.arange(leaders.numel(), device=leaders.device)] = True
@@ -502,7 +495,7 @@ class CenterFaceDetector(nn.Module):
         boxes = torch.stack([x1, y1, (x1 + sw).clamp(max=nw), (y1 + sh).clamp(max=nh)], 1)
         lm = marks[fb, :, cy, cx].float().view(-1, 5, 2)
         kp = torch.stack([x1[:, None] + lm[..., 1] * sw[:, None], y1[:, None] + lm[..., 0] * sh[:, None]], 2)
-        keep = _batched_nms(boxes, score, fb, self.iou_threshold)
+        keep = batched_nms(boxes, score, fb, self.iou_threshold)
         keep = keep[torch.argsort(fb[keep] * 2.0 - score[keep], stable=True)]  # by frame, then decreasing score
         ratio = torch.tensor([nw / w, nh / h], device=frames.device)
         return Faces(row=fb[keep], boxes=boxes[keep] / ratio.repeat(2), scores=score[keep],

@@ -24,7 +24,7 @@ from collections import deque
 from dataclasses import dataclass
 
 import torch
-from torchvision.ops import box_iou
+from gpuface.ops.boxes import box_iou
 
 from gpuface.core.errors import InvalidOptionError
 from gpuface.core.syncs import host_side, upload

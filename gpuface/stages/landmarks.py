@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-from torchvision.ops import box_iou
+from gpuface.ops.boxes import box_iou
 
 from gpuface.stages.detect import FaceDetector
 from gpuface.core.device import resolve_device

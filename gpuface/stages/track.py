@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torchvision.ops import box_iou
+from gpuface.ops.boxes import box_iou
 
 
 def assign_tracks(frame: torch.Tensor, boxes: torch.Tensor, points: torch.Tensor | None = None,
