@@ -143,7 +143,7 @@ def _index(names_per_rule: list[tuple[str, ...]]) -> tuple[torch.Tensor, torch.T
         ids = [BLENDSHAPE_NAMES.index(n) for n in names] or [0]
         idx.append(ids + [ids[-1]] * (width - len(ids)))
         has.append(bool(names))
-    return torch.tensor(idx, device="cpu"), torch.tensor(has, device="cpu")  # module constants: never the default device
+    return torch.tensor(idx, device="cpu"), torch.tensor(has, device="cpu")  # never the default device
 
 
 _PLUS, _ = _index([r.plus for r in AU_TABLE])
