@@ -9,7 +9,8 @@ lives in its own venv: ``python -m venv /tmp/mp && /tmp/mp/bin/pip install media
 batch sizes 1, 8, 16 (the command's default) and 32, each in a fresh process so that peak memory (RSS; GPU: max
 allocated) is its own. Also reported: gpuface batch 32 with ``torch.compile`` (compilation, ~25 s on a 2-core CPU,
 not timed), gpuface end to end with decoding (at the default batch) against MediaPipe with PyAV's decoding added,
-the detector's share of frames, frame-to-frame jitter of the nose bridge (landmark 168) in pixels, and, on CUDA, frames/s at 720p and 1080p.
+the detector's share of frames, frame-to-frame jitter of the nose bridge (landmark 168) in pixels, and, on CUDA,
+frames/s at 720p and 1080p.
 """
 from __future__ import annotations
 

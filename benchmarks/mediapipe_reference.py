@@ -96,7 +96,7 @@ def main() -> None:
         return
     r = landmark(args.video, args.task, args.image, args.frames, args.num_faces)
     np.savez_compressed(args.output, landmarks=r["landmarks"], blendshapes=r["blendshapes"], frame=r["frame"],
-                        face=r["face"], frames=r["frames"], seconds=r["seconds"])
+                        face=r["face"], frames=r["frames"], seconds=r["seconds"], decode_seconds=r["decode_seconds"])
     print(f"{r['frames']} frames, {len(r['frame'])} faces, {r['frames'] / r['seconds']:.1f} frames/s (MediaPipe, CPU)")
 
 

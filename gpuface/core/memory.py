@@ -20,7 +20,8 @@ frames/s; landmarks at batch 32 147.6 → 176.8 frames/s; peak memory flat in vi
 unchanged (only where memory comes from).
 
 ``import gpuface`` calls it, unless ``GPUFACE_RETAIN_MEMORY=0``; ``THP_MEM_ALLOC_ENABLE`` (a default, as the
-OpenMP spin settings) takes effect when gpuface is imported before torch allocates, as the ``gpuface`` command does. Other C libraries (macOS, musl) have no such knobs: there it does nothing.
+OpenMP spin settings) takes effect when gpuface is imported before torch allocates, as the ``gpuface`` command
+does. Other C libraries (macOS, musl) have no such knobs: there it does nothing.
 """
 from __future__ import annotations
 

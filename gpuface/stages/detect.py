@@ -43,8 +43,6 @@ from gpuface.core.types import Faces
 DETECTORS = ("mtcnn", "blazeface-short", "blazeface-full", "centerface")
 
 
-
-
 def _integral(frames: torch.Tensor) -> torch.Tensor:
     """Exact integer summed-area table (Crow 1984) of uint8 frames (B, 3, H, W), laid out (H+1, W+1, B, 3).
 
