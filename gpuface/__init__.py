@@ -19,7 +19,8 @@ on a 2-core VM. Spinning long (``ACTIVE``; unset, libgomp spins 300,000 times) s
 process on the same CPUs (``benchmarks/two_processes.py``: anonymize 0.35× of serial); the short spin keeps two
 processes at once faster than one after the other (landmarks 1.14×, anonymize 1.23×). Freed host memory is
 reused for the next batch (:func:`gpuface.core.memory.retain_freed_memory`; ``GPUFACE_RETAIN_MEMORY=0`` turns it
-off): frame-sized tensors no longer fault in fresh pages every batch (minor faults of anonymize 2.98 M → 0.27 M, landmarks +20 %).
+off): frame-sized tensors no longer fault in fresh pages every batch (minor faults of anonymize 2.98 M → 0.27 M,
+landmarks +20 %).
 """
 import os as _os
 import sys as _sys
