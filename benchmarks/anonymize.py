@@ -57,6 +57,11 @@ SETTINGS = [
     ("centerface x0.25 + fill", "centerface", {"input_scale": 0.25}, 1, FILL),
     ("centerface x0.5 every 2nd + fill", "centerface", {"input_scale": 0.5}, 2, FILL),
     ("centerface x0.5 every 3rd + fill", "centerface", {"input_scale": 0.5}, 3, FILL),
+    # strides with the temporal pad at stride - 1: a face that appears between two detections is masked from its
+    # first frame
+    ("centerface x0.5 every 3rd + fill, pad 2", "centerface", {"input_scale": 0.5}, 3, {"max_gap": 2, "pad": 2}),
+    ("centerface x0.5 every 4th + fill, pad 3", "centerface", {"input_scale": 0.5}, 4, {"max_gap": 3, "pad": 3}),
+    ("centerface x0.5 every 6th + fill, pad 5", "centerface", {"input_scale": 0.5}, 6, {"max_gap": 5, "pad": 5}),
 ]
 
 

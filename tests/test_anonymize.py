@@ -252,6 +252,17 @@ def test_audit_finds_untouched_faces_and_none_after_blur(audit_pair, tmp_path):
         gf.audit_source(str(src), str(out["blur"]), gf.FaceDetector("centerface"), masking_detector="centerface")
 
 
+def test_a_sampled_audit_with_a_step_longer_than_a_batch(audit_pair):
+    """step 5 over batches of 3: some batches hold no frame on the stride (the runner once raised on them); the
+    frames audited are 0, 5, 10, 15, 20 and every face of the untouched copy is found."""
+    src, out = audit_pair
+    mtcnn = gf.FaceDetector("mtcnn", min_score=0.9)
+    every = gf.audit_source(str(src), str(out["none"]), mtcnn, masking_detector="centerface")
+    sampled = gf.audit_source(str(src), str(out["none"]), mtcnn, masking_detector="centerface", step=5, batch_size=3)
+    assert every.frames == 24 and every.reference_faces >= 20
+    assert 4 <= sampled.reference_faces <= 5 and sampled.leak_rate > 0.95
+
+
 def test_audit_exit_status_follows_max_leak(audit_pair, tmp_path):
     src, out = audit_pair
 

@@ -102,6 +102,7 @@ class AuditJob(Job):
         import torch
         from gpuface.ops.boxes import box_iou
 
+        from gpuface.jobs.runner import on_stride
         from gpuface.ops.draw import draw_boxes
         from gpuface.stages.tables import faces_rows
 
@@ -109,7 +110,7 @@ class AuditJob(Job):
         if a is None:
             return
         detector, res, n = run.model, self.result, min(len(a), len(b))
-        pick = torch.arange((-run.position) % self.face_stride, n, self.face_stride, device="cpu")
+        pick = on_stride(run.position, n, self.face_stride)
         if len(pick) == 0:
             return
         key = (self.original, detector.model, self.threshold, self.face_stride, self.batch_size, run.position + n)

@@ -124,6 +124,13 @@ def progress(total: int | None, desc: str, quiet: bool):
     return tqdm(total=total, desc=desc, unit="frame", disable=quiet, leave=False, dynamic_ncols=True)
 
 
+def on_stride(position: int, length: int, every: int, device="cpu") -> torch.Tensor:
+    """Rows of a batch of ``length`` frames that starts at stream frame ``position`` whose frame number is a multiple
+    of ``every`` (int64, possibly empty: a batch shorter than the stride may hold none)."""
+    first = (-position) % every
+    return torch.arange(first, max(length, first), every, device=device)
+
+
 class _FaceFinder:
     """The faces of each batch for every job: the model through the :class:`OomGuard`, tracked per video, on
     every k-th frame, split at shot cuts — whatever the jobs ask for."""
@@ -142,7 +149,7 @@ class _FaceFinder:
     def __call__(self, run: Run, batch: FrameBatch) -> Faces:
         frames = batch.frames
         if self.every > 1:
-            pick = torch.arange((-run.position) % self.every, len(frames), self.every, device=frames.device)
+            pick = on_stride(run.position, len(frames), self.every, frames.device)
             if len(pick) == 0:
                 return Faces.empty(device=frames.device)
             faces = self.guard(self.model, frames[pick], self.state)
@@ -271,4 +278,4 @@ def run_many(items: Iterable[str], job: Callable[[str], object],
     return results
 
 
-__all__ = ["run_source", "run_many", "OomGuard", "Sink", "progress"]
+__all__ = ["run_source", "run_many", "OomGuard", "Sink", "progress", "on_stride"]
