@@ -107,7 +107,7 @@ def stages(height: int) -> dict[str, dict]:
     nh, nw = centerface_input_size((height, width), None, ANONYMIZE_AUTO.input_scale)
     c = network_cost(centerface, (BATCH, 3, nh, nw))
     every = ANONYMIZE_AUTO.detect_every
-    out["detect: CenterFace x0.5, every 3rd frame"] = {k: v / BATCH / every for k, v in c.items()}
+    out["detect: CenterFace x0.5, anonymize default stride"] = {k: v / BATCH / every for k, v in c.items()}
     c = network_cost(lambda: BlazeFace(load_graph("blazeface-full"), "full"), (BATCH, 3, 192, 192))
     out["detect: BlazeFace full (key frames)"] = {k: v / BATCH for k, v in c.items()}
     c = network_cost(lambda: FaceMesh(load_graph("facemesh")), (BATCH, 3, 256, 256))
@@ -168,7 +168,7 @@ def x264_fps_per_core(height: int, preset: str = "veryfast", frames: int = 24) -
     return frames / seconds
 
 
-PIPELINES = {"anonymize default": ["detect: CenterFace x0.5, every 3rd frame",
+PIPELINES = {"anonymize default": ["detect: CenterFace x0.5, anonymize default stride",
                                    "anonymize: masks + blur (real CPU tensors)"],
              "landmarks + blendshapes": ["landmarks: FaceMesh 478 per face", "landmarks: blendshapes per face"]}
 

