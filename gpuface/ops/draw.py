@@ -58,38 +58,54 @@ def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), a
     drawn as 2×2 px green dots, for all faces of the batch in tensor ops.
 
     With ``window`` (default) only the part of the frames that holds the faces' landmarks (one rectangle for the
-    batch, one host sync for it) is converted to float, masked and blended; the rest is copied. The pixels are the
-    same as with ``window=False`` (the whole frames), bit for bit: masks and dots lie inside that rectangle.
+    batch) is converted to float and gets the dots, and each region is rasterised and blended only over the
+    rectangle that holds its own landmarks (one host sync for all the rectangles); the rest is copied. The pixels are
+    the same as with ``window=False`` (the whole frames), bit for bit: masks and dots lie inside those rectangles.
     """
     from gpuface.core.syncs import to_host
+    from gpuface.ops.regions import get_region
 
     palette = torch.tensor([[255, 64, 64], [64, 160, 255], [255, 200, 0], [255, 0, 200], [0, 220, 120]],
                            dtype=torch.float32, device=frames.device)
     if len(faces) == 0:
         return frames
     b, _, h, w = frames.shape
+    pts = faces.landmarks[..., :2]
+    parts = [get_region(name) for name in regions]
     x0, y0, x1, y1 = 0, 0, w, h
-    if window:   # every mask pixel and dot lies within the landmarks' extent (+1 px for the dots)
-        lo, hi = to_host(faces.landmarks[..., :2].amin(dim=(0, 1)), faces.landmarks[..., :2].amax(dim=(0, 1)))
-        x0, y0 = max(int(lo[0].floor()) - 1, 0), max(int(lo[1].floor()) - 1, 0)
-        x1, y1 = min(int(hi[0].ceil()) + 2, w), min(int(hi[1].ceil()) + 2, h)
+    extents = [(x0, y0, x1, y1)] * len(parts)
+
+    def rectangle(lo, hi, inside):   # the pixels of points in [lo, hi] (+1 px for the dots), within ``inside``
+        return (max(int(lo[0].floor()) - 1, inside[0]), max(int(lo[1].floor()) - 1, inside[1]),
+                min(int(hi[0].ceil()) + 2, inside[2]), min(int(hi[1].ceil()) + 2, inside[3]))
+
+    if window:
+        bounds = [pts.amin(dim=(0, 1)), pts.amax(dim=(0, 1))]
+        for r in parts:   # a region's pixels lie within its own landmarks' extent ("frame": the whole window)
+            used = pts[:, list(r.indices())] if r.op != "frame" else pts
+            bounds += [used.amin(dim=(0, 1)), used.amax(dim=(0, 1))]
+        bounds = to_host(*bounds)
+        x0, y0, x1, y1 = rectangle(bounds[0], bounds[1], (0, 0, w, h))
         if x1 <= x0 or y1 <= y0:
             return frames
+        extents = [rectangle(bounds[2 + 2 * i], bounds[3 + 2 * i], (x0, y0, x1, y1)) for i in range(len(parts))]
     out = frames.clone()
     win = out[:, :, y0:y1, x0:x1].float()
-    lm = faces.landmarks[..., :2] - torch.tensor([x0, y0], dtype=faces.landmarks.dtype, device=frames.device)
-    wh, ww = y1 - y0, x1 - x0
-    for i, name in enumerate(regions):
-        m = region_masks(lm, faces.row, name, b, (wh, ww)).mul_(alpha)
-        win.mul_(1 - m).add_(palette[i % len(palette)].view(1, 3, 1, 1) * m)
+    for i, (r, (rx0, ry0, rx1, ry1)) in enumerate(zip(parts, extents)):
+        if rx1 <= rx0 or ry1 <= ry0:
+            continue
+        lm = pts - torch.tensor([rx0, ry0], dtype=pts.dtype, device=frames.device)
+        m = region_masks(lm, faces.row, r, b, (ry1 - ry0, rx1 - rx0)).mul_(alpha)
+        part = win[:, :, ry0 - y0:ry1 - y0, rx0 - x0:rx1 - x0]
+        part.mul_(1 - m).add_(palette[i % len(palette)].view(1, 3, 1, 1) * m)
     # dots: the 2×2 pixels from each point's pixel, clamped to the frame (then shifted into the window)
-    pts = faces.landmarks[..., :2].floor().long()
-    frame = faces.row[:, None].expand(-1, pts.shape[1]).reshape(-1)
+    px = pts.floor().long()
+    frame = faces.row[:, None].expand(-1, px.shape[1]).reshape(-1)
     green = torch.tensor([0.0, 255.0, 0.0], device=frames.device)
     for dy in (0, 1):
         for dx in (0, 1):
-            x = (pts[..., 0] + dx).clamp(0, w - 1).reshape(-1) - x0
-            y = (pts[..., 1] + dy).clamp(0, h - 1).reshape(-1) - y0
+            x = (px[..., 0] + dx).clamp(0, w - 1).reshape(-1) - x0
+            y = (px[..., 1] + dy).clamp(0, h - 1).reshape(-1) - y0
             win[frame, :, y, x] = green
     out[:, :, y0:y1, x0:x1] = win.round_().clamp_(0, 255).to(torch.uint8)
     return out
