@@ -153,15 +153,15 @@ def _block_sizes(widths: torch.Tensor, cells: float) -> torch.Tensor:
     return 2 ** torch.log2((widths / cells).clamp(min=2.0)).round().to(torch.int64).clamp(1, 9)
 
 
-def _window(boxes: torch.Tensor, s: int, h: int, w: int) -> tuple[int, int, int, int]:
-    """The part of the frame a strength level needs: the boxes' joint bounding box plus four s-px blocks, aligned
-    to the block grid so the blocks are those of the whole frame. The blur reads 4 blocks around a pixel (the
+def _window(joint: torch.Tensor, s: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """The part of the frame a strength level needs: its boxes' joint bounding box ``joint`` (4,) plus four s-px
+    blocks, aligned to the block grid so the blocks are those of the whole frame. The blur reads 4 blocks around a
+    pixel (the
     anti-aliased downscale 1, the 5×5 Gaussian 2, the upscale 1), so every pixel inside a box is computed as in the
     whole frame — whatever other boxes widen the window, i.e. at any batch size — and only pixels outside the
     masks see the window's edge. (At a frame edge that is not a multiple of s the last partial block is
     resampled: there a box's blur can still depend on the window.)"""
-    box = torch.cat([boxes[:, :2].amin(dim=0).floor(), boxes[:, 2:].amax(dim=0).ceil()])
-    rows, cols = window_slices(box, h, w, pad=4 * s, align=s)
+    rows, cols = window_slices(joint, h, w, pad=4 * s, align=s)
     return cols.start, rows.start, max(cols.stop, cols.start + 1), max(rows.stop, rows.start + 1)
 
 
@@ -174,9 +174,9 @@ def _passes(levels: torch.Tensor, boxes: torch.Tensor, h: int, w: int):
         plan = []
         for s in torch.unique(levels).tolist():
             sel = (levels == s).nonzero()[:, 0]
-            b = boxes[sel]
-            rows, cols = window_slices(torch.cat([b[:, :2].amin(dim=0), b[:, 2:].amax(dim=0)]), h, w)
-            plan.append((s, sel, _window(b, s, h, w), (cols.start, rows.start, cols.stop, rows.stop)))
+            joint = torch.cat([boxes[sel, :2].amin(dim=0), boxes[sel, 2:].amax(dim=0)])
+            rows, cols = window_slices(joint, h, w)
+            plan.append((s, sel, _window(joint, s, h, w), (cols.start, rows.start, cols.stop, rows.stop)))
     return plan
 
 
