@@ -13,11 +13,16 @@ from __future__ import annotations
 
 import math
 import os
+import queue
+import threading
 from pathlib import Path
+from typing import Iterator, TypeVar
 
 from gpuface.core.errors import InvalidOptionError
 
 _budget: int | None = None
+T = TypeVar("T")
+_END = object()
 
 
 def _quota_v2(folder: Path) -> float | None:
@@ -109,4 +114,52 @@ def budget() -> int:
     return _budget or available_cpus()
 
 
-__all__ = ["available_cpus", "apply", "budget"]
+def ahead(items: Iterator[T], depth: int = 2, name: str = "gpuface-ahead") -> Iterator[T]:
+    """Run the iterator ``items`` on a background thread, at most ``depth`` items ahead of the consumer, and yield
+    its items in order (a pipeline stage: decoding, or finding faces while the previous batch is worked on).
+
+    An exception raised by ``items`` is re-raised in the consumer where its item would have arrived. When the
+    consumer stops early (``break``, an exception, garbage collection), the producer stops after its current item
+    and ``items.close()`` runs once it has.
+    """
+    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def work():
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as e:  # handed to the consumer
+            q.put((_END, e))
+            return
+        q.put((_END, None))
+
+    thread = threading.Thread(target=work, daemon=True, name=name)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if isinstance(item, tuple) and len(item) == 2 and item[0] is _END:
+                if item[1] is not None:
+                    raise item[1]
+                return
+            yield item
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                q.get_nowait()
+            except queue.Empty:
+                thread.join(0.05)
+        if hasattr(items, "close"):
+            items.close()
+
+
+__all__ = ["available_cpus", "apply", "budget", "ahead"]

@@ -19,8 +19,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import queue
-import threading
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator, Sequence
@@ -331,59 +329,36 @@ def _choose_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-_END = object()
-
-
 def prefetch(batches: Iterator[FrameBatch], depth: int = 2, device: torch.device | str = "cpu") -> Iterator[FrameBatch]:
-    """Run a batch producer on a background thread, ``depth`` batches ahead, and move batches to ``device``.
+    """Run a batch producer on a background thread, ``depth`` batches ahead (:func:`gpuface.core.threads.ahead`),
+    and move batches to ``device``.
 
     On CUDA, host frames are pinned and copied to the device on a side stream by the decoding thread (an event
     marks the copy's end; the consumer's stream waits on it, the host never does), so the copy of batch k+1
-    overlaps the compute of batch k. Exceptions raised by the producer
-    are re-raised in the consumer at the point where the failing batch would have arrived. Stopping early
-    (``break`` or garbage collection of the generator) stops the producer.
+    overlaps the compute of batch k. Exceptions raised by the producer are re-raised in the consumer at the point
+    where the failing batch would have arrived. Stopping early (``break`` or garbage collection of the generator)
+    stops the producer.
     """
     device = torch.device(device)
     pin = device.type == "cuda"
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-
     side = torch.cuda.Stream(device=device) if pin else None
 
-    def work():
-        try:
-            for b in batches:
-                if pin and b.frames.device.type == "cpu":
-                    host = b.frames.contiguous().pin_memory()
-                    with torch.cuda.stream(side):
-                        b.frames = host.to(device, non_blocking=True)
-                        copied = torch.cuda.Event()
-                        copied.record(side)
-                    b = (b, copied, host)          # the pinned buffer lives until the copy is awaited
-                while not stop.is_set():
-                    try:
-                        q.put(b, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-        except BaseException as e:  # handed to the consumer
-            q.put(e)
-            return
-        q.put(_END)
+    def staged():
+        for b in batches:
+            if pin and b.frames.device.type == "cpu":
+                host = b.frames.contiguous().pin_memory()
+                with torch.cuda.stream(side):
+                    b.frames = host.to(device, non_blocking=True)
+                    copied = torch.cuda.Event()
+                    copied.record(side)
+                yield b, copied, host        # the pinned buffer lives until the copy is awaited
+            else:
+                yield b, None, None
 
-    thread = threading.Thread(target=work, daemon=True, name="gpuface-decode")
-    thread.start()
+    stream = threads.ahead(staged(), depth, "gpuface-decode")
     try:
-        while True:
-            item = q.get()
-            if item is _END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            if isinstance(item, tuple):      # copied on the side stream: the compute stream waits for it
-                item, copied, _ = item
+        for item, copied, _ in stream:
+            if copied is not None:      # copied on the side stream: the compute stream waits for it
                 current = torch.cuda.current_stream(device)
                 current.wait_event(copied)
                 item.frames.record_stream(current)
@@ -391,11 +366,6 @@ def prefetch(batches: Iterator[FrameBatch], depth: int = 2, device: torch.device
                 continue
             yield item.to(device, non_blocking=pin)
     finally:
-        stop.set()
-        while thread.is_alive():
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                thread.join(0.05)
+        stream.close()      # the decoding thread has stopped when this returns
         if hasattr(batches, "close"):
             batches.close()

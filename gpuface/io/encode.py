@@ -207,7 +207,8 @@ class VideoWriter:
             arr = host.numpy()
         try:
             for img in arr:
-                frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+                # a view of the batch, not a copy: the encoder's own reformat to yuv420p reads it before returning
+                frame = av.VideoFrame.from_numpy_buffer(img, format="rgb24")
                 frame.pts = self.frames_written
                 self.frames_written += 1
                 self._out.mux(self._stream.encode(frame))

@@ -12,6 +12,7 @@ and renamed when complete (:class:`Sink` for frames). Many inputs: :func:`gpufac
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import time
@@ -21,6 +22,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from gpuface.core import threads
 from gpuface.core.errors import GpufaceError, InvalidOptionError
 from gpuface.core.timing import StageTimer, format_stages, profiling, stage
 from gpuface.core.types import Faces, FrameBatch
@@ -145,11 +147,13 @@ class _FaceFinder:
         tracked = jobs[0].faces == "landmarks" and jobs[0].track and not is_image
         self.state = model.new_state() if tracked else None
         self.last = None
+        self.position = 0   # frames seen so far: the finder may run ahead of the jobs (run.position is theirs)
 
     def __call__(self, run: Run, batch: FrameBatch) -> Faces:
+        position, self.position = self.position, self.position + len(batch)
         frames = batch.frames
         if self.every > 1:
-            pick = on_stride(run.position, len(frames), self.every, frames.device)
+            pick = on_stride(position, len(frames), self.every, frames.device)
             if len(pick) == 0:
                 return Faces.empty(device=frames.device)
             faces = self.guard(self.model, frames[pick], self.state)
@@ -166,6 +170,32 @@ class _FaceFinder:
                 self.state.end_tracks()
             parts.append(self.guard(self.model, frames[a:b], self.state))
         return Faces.cat(parts, bounds[:-1])
+
+
+def _find_ahead(model, timer: StageTimer) -> bool:
+    """Whether faces are found on a thread of their own, one batch ahead of the jobs: on a CPU with at least two
+    threads to use, and not under ``--profile`` (which times each stage alone). On a GPU the device already
+    overlaps the host."""
+    return torch.device(model.device).type == "cpu" and threads.budget() >= 2 and not timer.sync
+
+
+def _found(batches, finder: _FaceFinder, run: Run, faces_stage: str, ahead: bool):
+    """``(batch, faces)`` of each batch in order. With ``ahead``, decoding and face finding run on a background
+    thread (:func:`gpuface.core.threads.ahead`, one batch ahead) while the caller works on the previous batch, and
+    are not timed as stages there (the caller times its wait); else each is timed as its stage."""
+    timed = contextlib.nullcontext if ahead else stage
+
+    def pairs():
+        while True:
+            with timed("decode"):
+                batch = next(batches, None)
+            if batch is None:
+                return
+            with timed(faces_stage):
+                faces = finder(run, batch)
+            yield batch, faces
+
+    return threads.ahead(pairs(), 1, "gpuface-faces") if ahead else pairs()
 
 
 def run_source(path: str, jobs: Job | list[Job], model, batch_size: int = 32, selection: Selection | None = None,
@@ -221,15 +251,14 @@ def _run_source(path, jobs, model, batch_size, selection, backend, quiet, timer)
             started.append(j)
             j.start(run)
         total = len(run.selection.frames) if run.selection and run.selection.frames else run.info.num_frames
-        with progress(total, os.path.basename(path), quiet) as bar:
-            batches = iter(reader.batches(batch_size, run.selection, device=model.device))
+        batches = iter(reader.batches(batch_size, run.selection, device=model.device))
+        found = _found(batches, finder, run, faces_stage, ahead=_find_ahead(model, timer))
+        with progress(total, os.path.basename(path), quiet) as bar, contextlib.closing(found):
             while True:
-                with stage("decode"):
-                    batch = next(batches, None)
+                with stage(faces_stage):   # ahead: the time the jobs waited for decoding and faces
+                    batch, faces = next(found, (None, None))
                 if batch is None:
                     break
-                with stage(faces_stage):
-                    faces = finder(run, batch)
                 for name, step in chain.items():     # each stage once per batch, whichever jobs need it
                     with stage(name):
                         faces = step(batch.frames, faces)
