@@ -36,6 +36,25 @@ def _conv(cin: int, cout: int, k: int = 1, stride: int = 1, groups: int = 1, rel
     return nn.Sequential(*layers)
 
 
+_FUSED = getattr(getattr(torch.ops, "mkldnn", None), "_convolution_pointwise", None)
+
+
+def _fusable(x: torch.Tensor) -> bool:
+    """float32 CPU inference with oneDNN: conv + ReLU run as one oneDNN convolution with a ReLU post-op."""
+    return (_FUSED is not None and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and torch.backends.mkldnn.is_available())
+
+
+def _apply(layer: nn.Sequential, x: torch.Tensor, fused: bool) -> torch.Tensor:
+    """A :func:`_conv` layer (conv, conv + ReLU); ``fused``: as one oneDNN convolution with a ReLU post-op — the same
+    arithmetic without a second pass over the activations (~10 % of CenterFace's CPU time at 640×384)."""
+    if not fused:
+        return layer(x)
+    c = layer[0]
+    return _FUSED(x, c.weight, c.bias, c.padding, c.stride, c.dilation, c.groups, "relu" if len(layer) > 1 else "none",
+                  [], "")
+
+
 class InvertedResidual(nn.Module):
     """MobileNetV2 block: 1×1 expansion (when t > 1) → 3×3 depthwise (stride s) → 1×1 linear projection; the input
     is added when the stride is 1 and the widths match."""
@@ -49,7 +68,10 @@ class InvertedResidual(nn.Module):
         self.residual = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x)
+        y = x
+        fused = _fusable(x)
+        for layer in self.conv:
+            y = _apply(layer, y, fused)
         return x + y if self.residual else y
 
 
@@ -63,7 +85,7 @@ class Up(nn.Module):
         self.lateral = _conv(lateral_in, width)
 
     def forward(self, x: torch.Tensor, tap: torch.Tensor) -> torch.Tensor:
-        return torch.relu(self.deconv(x)) + self.lateral(tap)
+        return torch.relu(self.deconv(x)) + _apply(self.lateral, tap, _fusable(tap))
 
 
 class CenterFace(nn.Module):
@@ -89,14 +111,15 @@ class CenterFace(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         taps = []
+        fused = _fusable(x)
         for i, block in enumerate(self.blocks):
-            x = block(x)
+            x = _apply(block, x, fused) if i == 0 else block(x)
             if i in TAPS:
                 taps.append(x)
-        x = self.reduce(x)
+        x = _apply(self.reduce, x, fused)
         for up, tap in zip(self.up, reversed(taps)):
             x = up(x, tap)
-        x = self.head(x)
+        x = _apply(self.head, x, fused)
         return torch.sigmoid(self.heatmap(x)), self.scale(x), self.offset(x), self.landmarks(x)
 
 
