@@ -212,7 +212,7 @@ class AnonymizeJob(Job):
         if ready is None:
             return
         batch, faces, source, distinct = ready
-        out = anonymize(batch.frames, faces, self.options, inplace=self.fill.active)  # active: the filler's own stack
+        out = anonymize(batch.frames, faces, self.options, inplace=not run.shared)  # the decoded batch, ours alone
         if self.draw_scores and len(faces):
             out = draw_boxes(out, faces.select(source.to(faces.row.device) == DETECTED))
         self.sink.write(out)

@@ -46,6 +46,7 @@ class Run:
     result: JobResult
     model: object = None       # the FaceLandmarker or FaceDetector feeding the jobs
     cut_frames: set = field(default_factory=set)   # source frame numbers where a shot cut ended the tracks
+    shared: bool = False   # other jobs of the pass get the same frame tensors: a job must not write into them
 
     @property
     def position(self) -> int:

@@ -230,7 +230,7 @@ def _run_source(path, jobs, model, batch_size, selection, backend, quiet, timer)
     with stage("open"):
         reader = open_source(path, backend=backend, device=model.device)
     run = Run(path, reader.info, isinstance(reader, ImageReader), selection, JobResult(path, stages=timer.seconds),
-              model)
+              model, shared=len(jobs) > 1)
     plans = [j.plan(run) for j in jobs]
     changed = [p for p in plans if p is not selection]
     if len(changed) > 1:

@@ -12,8 +12,9 @@ A detector that finds a face at frames t1 and t2 but misses it in between leaves
   reach of gap filling) is dropped (a one-frame false positive that would flicker as an overlay).
 
 Frame u's boxes depend only on detections in frames u - L … u + L, L = max(G, P) + (G + 1 if ``drop_isolated``),
-so output is
-released L frames after it arrives, is identical at any batch size, and memory holds L frames plus a batch.
+so a batch is
+released whole once the frame L after its last has arrived; its boxes are identical at any batch size, and memory
+holds the batches that cover L frames plus one.
 Linking is per frame in source order on the host (a handful of boxes per frame; one device→host copy of the
 boxes per batch, the only host sync: the census does not count the host-side reads after it), which is what makes
 the result independent of batch boundaries.
@@ -74,8 +75,8 @@ class TemporalFill:
     """Streaming gap filling, padding and suppression (see the module docstring).
 
     ``push(batch, faces)`` takes a decoded batch and its detections (any batch size, frames in source order) and
-    returns the frames that are final, as ``(batch, faces, source, distinct)``: a :class:`FrameBatch` of up to
-    ``len(batch) + lookahead`` frames, their :class:`Faces` (``frame`` indexes that batch; keypoints dropped),
+    returns the batches whose frames are all final, whole, as ``(batch, faces, source, distinct)``: a
+    :class:`FrameBatch` (the pushed batch itself, same tensors, when one is ready; several concatenated), their :class:`Faces` (``frame`` indexes that batch; keypoints dropped),
     int64 ``source`` (N,) with :data:`DETECTED`, :data:`FILLED` or :data:`PADDED`, and bool ``distinct`` (N,):
     one box per face and frame — a box is distinct unless it overlaps (IoU >= ``iou``) an earlier distinct box of
     its frame, in the order detected, filled, padded (the mask is the union of every box; a table of faces takes
@@ -86,7 +87,7 @@ class TemporalFill:
     def __init__(self, options: GapFillOptions):
         options.validate()
         self.opt = options
-        self.frames: deque = deque()     # pending (frame tensor (3, H, W), index, pts) of frames not yet released
+        self.pending: deque = deque()    # (FrameBatch, stream position of its first frame) not yet released
         self.boxes: dict[int, torch.Tensor] = {}   # frame number in the stream → float (n, 5) x1 y1 x2 y2 score (CPU)
         self.kept: dict[int, torch.Tensor] = {}    # the same after suppression, once final
         self.seen = 0                    # frames pushed so far
@@ -103,7 +104,7 @@ class TemporalFill:
             rows = torch.cat([f.boxes.float(), f.scores.float()[:, None]], 1)
             for i in range(len(batch)):
                 self.boxes[self.seen + i] = rows[f.row == i]
-                self.frames.append((batch.frames[i], batch.index[i], batch.pts[i]))
+            self.pending.append((batch, self.seen))
             self.seen += len(batch)
             return self._release(self.seen - self.opt.lookahead)
 
@@ -164,31 +165,34 @@ class TemporalFill:
         return rows, codes, distinct
 
     def _release(self, upto: int):
-        """Release frames [released, upto) as one batch."""
-        n = upto - self.released
-        if n <= 0:
+        """Release the pending batches whose frames all lie before ``upto``, whole: one batch is handed back as it
+        came (its frames are the caller's, never copied); several are concatenated."""
+        ready = []
+        while self.pending and self.pending[0][1] + len(self.pending[0][0]) <= upto:
+            ready.append(self.pending.popleft()[0])
+        if not ready:
             return None
-        frames, index, pts, rows, codes, distinct, owner = [], [], [], [], [], [], []
+        first, n = self.released, sum(len(b) for b in ready)
+        rows, codes, distinct, owner = [], [], [], []
         for k in range(n):
-            frame, idx, t = self.frames.popleft()
-            frames.append(frame)
-            index.append(idx)
-            pts.append(t)
-            r, c, d = self._boxes_at(self.released + k)
+            r, c, d = self._boxes_at(first + k)
             rows.append(r)
             codes.append(c)
             distinct.append(d)
             owner.append(torch.full((len(r),), k, dtype=torch.int64, device="cpu"))
-        self.released = upto
+        self.released = first + n
         horizon = self.released - self.opt.lookahead - self.opt.max_gap - self.opt.reach - 1
         for table in (self.boxes, self.kept):
             for t in [t for t in table if t < horizon]:
                 del table[t]
-        dev = frames[0].device
+        dev = ready[0].frames.device
         rows, codes, distinct = torch.cat(rows), torch.cat(codes), torch.cat(distinct)
-        # stacked channels-last, the decoders' layout (the encoder then reads rows without a transpose)
-        stacked = torch.stack([f.permute(1, 2, 0) for f in frames]).permute(0, 3, 1, 2)
-        batch = FrameBatch(stacked, torch.stack(index), torch.stack(pts), *self.meta)
+        if len(ready) == 1:
+            batch = ready[0]
+        else:   # stacked channels-last, the decoders' layout (the encoder then reads rows without a transpose)
+            stacked = torch.cat([b.frames.permute(0, 2, 3, 1) for b in ready]).permute(0, 3, 1, 2)
+            batch = FrameBatch(stacked, torch.cat([b.index for b in ready]), torch.cat([b.pts for b in ready]),
+                               *self.meta)
         faces = Faces(row=upload(torch.cat(owner), dev), boxes=upload(rows[:, :4].contiguous(), dev),
                       scores=upload(rows[:, 4].contiguous(), dev), keypoints=torch.zeros(len(rows), 0, 2, device=dev))
         return batch, faces, codes, distinct
