@@ -186,3 +186,69 @@ def test_stages_return_new_faces_and_run_once_per_batch(samples, tmp_path):
     faced = annotation[annotation["face"].notna()].reset_index(drop=True)
     assert len(faced) == int(affect["face"].notna().sum()) > 0
     pd.testing.assert_series_equal(faced["AU12"], affect[affect["face"].notna()]["AU12"].reset_index(drop=True))
+
+
+def test_faces_found_ahead_on_a_thread_equal_the_serial_loop(samples, landmarker, tmp_path):
+    """On a CPU, decoding and face finding run on their own thread a batch ahead of the jobs; ``profile`` runs them
+    in line. Both give pixel-equal anonymised video and equal tables: the anonymiser's detector on every 6th frame
+    (its stride counted by the finder, not by the jobs, which are behind) with gap filling, and the landmarker's
+    tracks, which carry state from batch to batch."""
+    import gpuface as gf
+    from gpuface.jobs.anonymize import AnonymizeJob, anonymization_detector
+    from gpuface.stages.gapfill import GapFillOptions
+
+    if landmarker.device.type != "cpu":
+        pytest.skip("the face thread runs on a CPU only")
+    src, sel = samples["sample_01.mp4"], Selection(end=1.0)
+    detector = anonymization_detector("centerface", input_scale=0.5)
+    results = {}
+    for profile in (False, True):
+        out = tmp_path / f"anon_{profile}.mp4"
+        job = AnonymizeJob(out, gf.AnonymizeOptions(), fill=GapFillOptions(max_gap=5, pad=5), detect_every=6)
+        anon = run_source(src, job, detector, batch_size=4, selection=sel, profile=profile)
+        lm = run_source(src, LandmarksJob(), landmarker, batch_size=4, selection=sel, profile=profile)
+        results[profile] = (anon, lm, _frames(out))
+        # in line, decoding has its own stage; ahead, the jobs' wait for decoding and faces is the detector's
+        assert ("decode" in anon.stages) == profile and ("decode" in lm.stages) == profile
+    (anon_a, lm_a, video_a), (anon_s, lm_s, video_s) = results[False], results[True]
+    assert anon_a.frames == anon_s.frames == 30 and anon_a.faces == anon_s.faces > 0
+    assert np.array_equal(video_a, video_s)
+    pd.testing.assert_frame_equal(anon_a.tables["boxes"], anon_s.tables["boxes"])
+    assert set(anon_a.tables["boxes"]["source"]) == {"detected", "filled", "padded"}
+    pd.testing.assert_frame_equal(lm_a.tables["landmarks"], lm_s.tables["landmarks"])
+
+
+def test_ahead_hands_on_errors_and_stops_its_thread():
+    """``threads.ahead``: items in order; an exception of the producer reaches the consumer where its item would
+    have; a consumer that stops early stops the producer, whose ``close`` then runs."""
+    import threading
+
+    from gpuface.core.threads import ahead
+
+    assert list(ahead(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("corrupt frame (simulated)")
+
+    got = []
+    with pytest.raises(ValueError, match="corrupt frame"):
+        for x in ahead(failing()):
+            got.append(x)
+    assert got == [1]
+
+    closed = threading.Event()
+
+    def endless():
+        try:
+            n = 0
+            while True:
+                yield n
+                n += 1
+        finally:
+            closed.set()
+
+    stream = ahead(endless(), depth=2, name="gpuface-test")
+    assert next(stream) == 0
+    stream.close()
+    assert closed.is_set() and not any(t.name == "gpuface-test" for t in threading.enumerate())

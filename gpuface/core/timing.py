@@ -7,7 +7,10 @@ anywhere below marks its part with ``with stage("encode"): …``. Times are excl
 
 On a GPU, work is queued asynchronously and its time lands in whichever stage next waits for the device. With
 ``sync=True`` (``--profile``) every stage ends with ``torch.cuda.synchronize()``, so each stage is charged its own
-device time (and the run is slightly slower). On the CPU both are the same.
+device time (and the run is slightly slower). On a CPU without ``sync``, decoding and face finding run on a
+thread of their own one batch ahead of the jobs (:func:`gpuface.jobs.runner.run_source`): their stage
+(``detector`` or ``landmarker``) is then the time the jobs waited for them, and ``decode`` is not reported apart;
+``--profile`` runs them one after another, so that each stage is charged its own time.
 """
 from __future__ import annotations
 

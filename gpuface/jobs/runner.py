@@ -208,8 +208,9 @@ def run_source(path: str, jobs: Job | list[Job], model, batch_size: int = 32, se
             :class:`~gpuface.stages.detect.FaceDetector` the jobs'
             :attr:`~gpuface.jobs.base.Job.faces` names; its ``device`` is where frames are decoded to.
         selection: frames to read (a job may choose its own: :meth:`Job.plan`).
-        profile: synchronise CUDA at every stage boundary, so that each stage is charged its own device time
-            (:mod:`gpuface.core.timing`).
+        profile: run the stages one after another and synchronise CUDA at every stage boundary, so that each
+            stage is charged its own time (:mod:`gpuface.core.timing`). Otherwise, on a CPU with two or more
+            threads, decoding and face finding run on a thread of their own one batch ahead of the jobs.
 
     Returns:
         :class:`JobResult` (frames, faces found, seconds, every output written, the jobs' tables, and ``stages``:
