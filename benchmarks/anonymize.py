@@ -62,6 +62,7 @@ SETTINGS = [
     ("centerface x0.5 every 3rd + fill, pad 2", "centerface", {"input_scale": 0.5}, 3, {"max_gap": 2, "pad": 2}),
     ("centerface x0.5 every 4th + fill, pad 3", "centerface", {"input_scale": 0.5}, 4, {"max_gap": 3, "pad": 3}),
     ("centerface x0.5 every 6th + fill, pad 5", "centerface", {"input_scale": 0.5}, 6, {"max_gap": 5, "pad": 5}),
+    ("centerface x0.5 every 8th + fill, pad 7", "centerface", {"input_scale": 0.5}, 8, {"max_gap": 7, "pad": 7}),
 ]
 
 

