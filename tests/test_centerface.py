@@ -54,6 +54,24 @@ def test_network_matches_onnxruntime(onnx_path, detector, real_frames):
             assert err < 1e-4, f"{name}: relative error {err:.2e}"
 
 
+def test_fused_cpu_convolutions_equal_the_plain_ones(detector, real_frames, monkeypatch):
+    """On a CPU, conv + ReLU run as one oneDNN convolution with a ReLU post-op; the network's four outputs equal the
+    plain Conv2d + ReLU modules' bit for bit on real frames (both paths are taken: the fused one is not a no-op)."""
+    import gpuface.models.centerface as cf
+
+    net = detector.net.net
+    x = torch.nn.functional.interpolate(real_frames[0].float(), size=(384, 640), mode="bilinear", align_corners=False)
+    x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        assert cf._fusable(x)
+        fused = net(x)
+        monkeypatch.setattr(cf, "_FUSED", None)
+        assert not cf._fusable(x)
+        plain = net(x)
+    for a, b in zip(fused, plain):
+        assert torch.equal(a, b)
+
+
 def _match(a: torch.Tensor, b: torch.Tensor, iou: float = 0.5):
     """Greedy one-to-one matching of boxes by IoU; returns the IoUs of matched pairs."""
     if len(a) == 0 or len(b) == 0:
