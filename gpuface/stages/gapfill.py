@@ -12,10 +12,8 @@ A detector that finds a face at frames t1 and t2 but misses it in between leaves
   reach of gap filling) is dropped (a one-frame false positive that would flicker as an overlay).
 
 Frame u's boxes depend only on detections in frames u - L … u + L, L = max(G, P) + (G + 1 if ``drop_isolated``),
-so a batch is
-released whole once the frame L after its last has arrived; its boxes are identical at any batch size, and memory
-holds the batches that cover L frames plus one.
-Linking is per frame in source order on the host (a handful of boxes per frame; one device→host copy of the
+so a batch is released whole once the frame L after its last has arrived; its boxes are identical at any batch
+size, and memory holds the batches that cover L frames plus one. Linking is per frame in source order on the host (a handful of boxes per frame; one device→host copy of the
 boxes per batch, the only host sync: the census does not count the host-side reads after it), which is what makes
 the result independent of batch boundaries.
 """
@@ -76,12 +74,12 @@ class TemporalFill:
 
     ``push(batch, faces)`` takes a decoded batch and its detections (any batch size, frames in source order) and
     returns the batches whose frames are all final, whole, as ``(batch, faces, source, distinct)``: a
-    :class:`FrameBatch` (the pushed batch itself, same tensors, when one is ready; several concatenated), their :class:`Faces` (``frame`` indexes that batch; keypoints dropped),
-    int64 ``source`` (N,) with :data:`DETECTED`, :data:`FILLED` or :data:`PADDED`, and bool ``distinct`` (N,):
-    one box per face and frame — a box is distinct unless it overlaps (IoU >= ``iou``) an earlier distinct box of
-    its frame, in the order detected, filled, padded (the mask is the union of every box; a table of faces takes
-    the distinct ones); or None when nothing is final yet. ``flush()`` returns the rest at the end of the video.
-    ``source`` and ``distinct`` are host tensors.
+    :class:`FrameBatch` (the pushed batch itself, same tensors, when one is ready; several concatenated), their
+    :class:`Faces` (``frame`` indexes that batch; keypoints dropped), int64 ``source`` (N,) with :data:`DETECTED`,
+    :data:`FILLED` or :data:`PADDED`, and bool ``distinct`` (N,): one box per face and frame — a box is distinct
+    unless it overlaps (IoU >= ``iou``) an earlier distinct box of its frame, in the order detected, filled, padded
+    (the mask is the union of every box; a table of faces takes the distinct ones); or None when nothing is final
+    yet. ``flush()`` returns the rest at the end of the video. ``source`` and ``distinct`` are host tensors.
     """
 
     def __init__(self, options: GapFillOptions):
