@@ -161,7 +161,7 @@ class _FaceFinder:
         if not self.cuts:
             return self.guard(self.model, frames, self.state)
         cuts = torch.nonzero(shot_cuts(frames, self.last)).flatten().tolist()
-        self.last = frames[-1]
+        self.last = frames[-1].clone()   # a job may write into the batch while the next one is searched
         run.cut_frames.update(int(batch.index[c]) for c in cuts)
         bounds = [0] + [c for c in cuts if c > 0] + [len(batch)]
         parts = []
