@@ -22,7 +22,13 @@ from gpuface.core.errors import InvalidOptionError
 
 _budget: int | None = None
 T = TypeVar("T")
-_END = object()
+
+
+class _Done:
+    """The end of an :func:`ahead` stream, with the producer's exception if it failed."""
+
+    def __init__(self, error: BaseException | None = None):
+        self.error = error
 
 
 def _quota_v2(folder: Path) -> float | None:
@@ -137,18 +143,18 @@ def ahead(items: Iterator[T], depth: int = 2, name: str = "gpuface-ahead") -> It
                 if stop.is_set():
                     return
         except BaseException as e:  # handed to the consumer
-            q.put((_END, e))
+            q.put(_Done(e))
             return
-        q.put((_END, None))
+        q.put(_Done())
 
     thread = threading.Thread(target=work, daemon=True, name=name)
     thread.start()
     try:
         while True:
             item = q.get()
-            if isinstance(item, tuple) and len(item) == 2 and item[0] is _END:
-                if item[1] is not None:
-                    raise item[1]
+            if isinstance(item, _Done):
+                if item.error is not None:
+                    raise item.error
                 return
             yield item
     finally:

@@ -156,10 +156,9 @@ def _block_sizes(widths: torch.Tensor, cells: float) -> torch.Tensor:
 def _window(joint: torch.Tensor, s: int, h: int, w: int) -> tuple[int, int, int, int]:
     """The part of the frame a strength level needs: its boxes' joint bounding box ``joint`` (4,) plus four s-px
     blocks, aligned to the block grid so the blocks are those of the whole frame. The blur reads 4 blocks around a
-    pixel (the
-    anti-aliased downscale 1, the 5×5 Gaussian 2, the upscale 1), so every pixel inside a box is computed as in the
-    whole frame — whatever other boxes widen the window, i.e. at any batch size — and only pixels outside the
-    masks see the window's edge. (At a frame edge that is not a multiple of s the last partial block is
+    pixel (the anti-aliased downscale 1, the 5×5 Gaussian 2, the upscale 1), so every pixel inside a box is computed
+    as in the whole frame — whatever other boxes widen the window, i.e. at any batch size — and only pixels outside
+    the masks see the window's edge. (At a frame edge that is not a multiple of s the last partial block is
     resampled: there a box's blur can still depend on the window.)"""
     rows, cols = window_slices(joint, h, w, pad=4 * s, align=s)
     return cols.start, rows.start, max(cols.stop, cols.start + 1), max(rows.stop, rows.start + 1)

@@ -13,9 +13,9 @@ A detector that finds a face at frames t1 and t2 but misses it in between leaves
 
 Frame u's boxes depend only on detections in frames u - L … u + L, L = max(G, P) + (G + 1 if ``drop_isolated``),
 so a batch is released whole once the frame L after its last has arrived; its boxes are identical at any batch
-size, and memory holds the batches that cover L frames plus one. Linking is per frame in source order on the host (a handful of boxes per frame; one device→host copy of the
-boxes per batch, the only host sync: the census does not count the host-side reads after it), which is what makes
-the result independent of batch boundaries.
+size, and memory holds the batches that cover L frames plus one. Linking is per frame in source order on the host
+(a handful of boxes per frame; one device→host copy of the boxes per batch, the only host sync: the census does
+not count the host-side reads after it), which is what makes the result independent of batch boundaries.
 """
 from __future__ import annotations
 
