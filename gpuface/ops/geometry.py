@@ -74,9 +74,8 @@ def crop_rois(frames: torch.Tensor, row: torch.Tensor, centres: torch.Tensor, si
     """
     n = row.numel()
     out_dtype = torch.float16 if frames.dtype == torch.float16 else torch.float32
-    out = frames.new_zeros((n, 3, size, size), dtype=out_dtype)
     if n == 0:
-        return out
+        return frames.new_zeros((0, 3, size, size), dtype=out_dtype)
     shrink = (2 ** torch.log2(sides / size).floor().clamp(min=0) if antialias and frames.dtype == torch.uint8
               else torch.ones_like(sides))
     cos, sin = cos_sin(angles)
@@ -90,24 +89,39 @@ def crop_rois(frames: torch.Tensor, row: torch.Tensor, centres: torch.Tensor, si
         groups: dict[tuple, list[int]] = {}
         for i, (_, _, w, k) in enumerate(windows):
             groups.setdefault((w, k), []).append(i)
+    out = frames.new_empty((n, 3, size, size), dtype=out_dtype)     # every row written below
     h, w = frames.shape[-2:]
     for (win, k), members in groups.items():
         for at in range(0, len(members), _CHUNK):
             idx = members[at:at + _CHUNK]
-            cut = frames.new_zeros((len(idx), 3, win, win), dtype=torch.float32)
+            cut = torch.empty((len(idx), 3, win, win), dtype=torch.float32, device=frames.device,
+                              memory_format=_memory_format(frames))
             for j, i in enumerate(idx):    # copied and converted in one pass; zeros outside the frame
                 wx, wy = windows[i][:2]
                 xa, ya, xb, yb = max(wx, 0), max(wy, 0), min(wx + win, w), min(wy + win, h)
-                if xb > xa and yb > ya:
-                    cut[j, :, ya - wy:yb - wy, xa - wx:xb - wx] = frames[rows[i], :, ya:yb, xa:xb]
+                if xb <= xa or yb <= ya:
+                    cut[j].zero_()
+                    continue
+                cut[j, :, ya - wy:yb - wy, xa - wx:xb - wx] = frames[rows[i], :, ya:yb, xa:xb]
+                for band in (cut[j, :, :ya - wy], cut[j, :, yb - wy:], cut[j, :, :, :xa - wx], cut[j, :, :, xb - wx:]):
+                    band.zero_()     # the parts of the window outside the frame (usually none)
             if k > 1:   # normalised window coordinates are unchanged by resizing the window
                 cut = F.interpolate(cut, size=(win // k, win // k), mode="bilinear", antialias=True,
                                     align_corners=False)
             sel = upload(torch.tensor(idx, device="cpu"), frames.device)
             grid = _grid(centres[sel] - torch.stack([x0[sel], y0[sel]], dim=1), sides[sel], angles[sel], win, size)
             crops = F.grid_sample(cut, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            out[sel] = (crops.div_(255.0) if frames.dtype == torch.uint8 else crops).to(out_dtype)
+            crops = (crops.div_(255.0) if frames.dtype == torch.uint8 else crops).to(out_dtype)
+            if len(idx) == n:       # every ROI in one call, in order: the crops are the output
+                return crops
+            out[sel] = crops
     return out
+
+
+def _memory_format(frames: torch.Tensor) -> torch.memory_format:
+    """The frames' own layout (decoded frames are channels-last), so that cutting a window copies runs of memory."""
+    cl = frames.dim() == 4 and not frames.is_contiguous() and frames.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if cl else torch.contiguous_format
 
 
 #: ROIs cut and sampled together at most (bounds the windows' memory; the values do not depend on it)
@@ -126,7 +140,10 @@ def _grid(centres: torch.Tensor, sides: torch.Tensor, angles: torch.Tensor, wind
     xs, ys = t[None, None, :], t[None, :, None]
     cx = (2 * centres[:, 0].float() / window - 1)[:, None, None]
     cy = (2 * centres[:, 1].float() / window - 1)[:, None, None]
-    return torch.stack([cx + u * xs - v * ys, cy + v * xs + u * ys], dim=-1)
+    grid = torch.empty((centres.shape[0], size, size, 2), dtype=torch.float32, device=centres.device)
+    torch.add(cx + u * xs, v * ys, alpha=-1, out=grid[..., 0])
+    torch.add(cy + v * xs, u * ys, out=grid[..., 1])
+    return grid
 
 
 def sample_at(x: torch.Tensor, px: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
