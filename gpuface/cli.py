@@ -197,9 +197,10 @@ def build_parser() -> argparse.ArgumentParser:
     rg.add_argument("--detector", default="blazeface-short", help="face detector of the landmarker")
     _overwrite_option(rg)
 
-    w = sub.add_parser("weights", help="model weights: list, fetch, verify")
-    w.add_argument("action", choices=["list", "fetch", "verify"])
-    w.add_argument("names", nargs="*", help="models (default: all)")
+    w = sub.add_parser("weights", help="model weights: list, fetch, verify; compile (the CPU networks, for this "
+                                       "machine, e.g. before a SLURM array)")
+    w.add_argument("action", choices=["list", "fetch", "verify", "compile"])
+    w.add_argument("names", nargs="*", help="models (default: all; for compile: facemesh, blendshapes)")
     return parser
 
 
@@ -567,6 +568,8 @@ def cmd_demo(args) -> int:
 def cmd_weights(args) -> int:
     from gpuface.models import weights
 
+    if args.action == "compile":
+        return _compile(args.names)
     names = args.names or list(weights.REGISTRY)
     status = 0
     for name in names:
@@ -590,6 +593,19 @@ def cmd_weights(args) -> int:
                 print(f"{name}: {e}")
                 status = 1
     return status
+
+
+def _compile(names: list[str]) -> int:
+    from gpuface.models import aot
+    from gpuface.stages.landmarks import AOT_ROWS
+
+    unknown = sorted(set(names) - set(AOT_ROWS))
+    if unknown:
+        raise InvalidOptionError(f"cannot compile {', '.join(unknown)}: one of {', '.join(AOT_ROWS)}")
+    for name in names or list(AOT_ROWS):
+        for rows in AOT_ROWS[name]:
+            print(f"{name} ({rows} rows): {aot.build(name, rows)}", flush=True)
+    return 0
 
 
 def cmd_list(args) -> int:

@@ -12,6 +12,10 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
+# FaceMesh and the blendshapes run eagerly in the tests (and in the commands they start) unless a test asks for the
+# AOT-compiled packages itself (tests/test_aot.py): no background compilation while the suite runs.
+os.environ.setdefault("GPUFACE_AOT", "off")
+
 from gpuface.io.samples import fetch_samples
 
 

@@ -35,6 +35,7 @@ from gpuface.stages.detect import FaceDetector
 from gpuface.core.device import resolve_device
 from gpuface.core.errors import InvalidOptionError
 from gpuface.ops.geometry import angle_of, crop_rois, rois_to_frame
+from gpuface.models.aot import AotRunner
 from gpuface.models.facemesh import MESH_INPUT, Blendshapes, FaceMesh
 from gpuface.models.graphs import Bucketed
 from gpuface.core.syncs import upload
@@ -54,6 +55,9 @@ MESH_CHUNK = 12
 REFINE_CHUNK = 2
 #: Rows per blendshape call: the MLP gives a row the same bits wherever it sits in a call only from 8 rows up.
 BLEND_CHUNK = 16
+#: The row counts the networks are AOT-compiled for on the CPU (:mod:`gpuface.models.aot`): a key frame with one
+#: track calls FaceMesh on 1 crop; the other calls run in the fixed chunks above.
+AOT_ROWS = {"facemesh": (1, REFINE_CHUNK, MESH_CHUNK), "blendshapes": (BLEND_CHUNK,)}
 
 #: FaceMesh index of each of the 68 iBUG 300-W / dlib points (jaw 0–16, brows 17–26, nose 27–35, eyes 36–47,
 #: lips 48–67), the nearest mesh vertex to each 68-point definition on MediaPipe's canonical face model. An
@@ -147,10 +151,10 @@ class FaceLandmarker:
             between start from their key frame's ROIs. The schedule follows the frame's position in the video
             (``TrackState.position``), never the batch, so outputs do not depend on the batch size.
         blendshapes: compute the 52 blendshape coefficients.
-        compile: run FaceMesh through ``torch.compile`` (Inductor) in fixed chunks of :data:`MESH_CHUNK` crops
-            (zero-padded, so one compiled graph serves every batch). FaceMesh alone is ~3x faster on a 2-core CPU
-            at batch 32, but end to end the gain there was ~10 % after a one-off compilation of ~25 s per process:
-            for long videos.
+        aot: FaceMesh on the CPU as an ahead-of-time compiled package (:mod:`gpuface.models.aot`; 2.4x faster
+            for one crop, 1.7x in calls of 12, the same landmarks): ``auto`` (use the packages built on this
+            machine, build missing ones in the background for later runs), ``now`` (build them before the first
+            frame, about a minute once), ``off`` (eager); None: ``GPUFACE_AOT``, else ``auto``.
         detector_options: the detector's own parameters (:class:`~gpuface.stages.detect.FaceDetector`; MTCNN's
             ``min_face_size``, ``thresholds``, ``factor`` as mexca passes them).
 
@@ -167,7 +171,7 @@ class FaceLandmarker:
     def __init__(self, detector: str = "blazeface-short", device: torch.device | str = "cpu",
                  max_faces: int | None = None, min_score: float | None = None, min_presence: float = 0.5,
                  redetect_every: int | None = None, refine_tolerance: float = 0.04, keyframe_step: int = 4,
-                 blendshapes: bool = True, half: bool = False, compile: bool = False, search_every: int = 16,
+                 blendshapes: bool = True, half: bool = False, aot: str | None = None, search_every: int = 16,
                  detector_options: dict | None = None):
         from gpuface.models.weights import load_graph
 
@@ -190,17 +194,15 @@ class FaceLandmarker:
         # Bucketed runners (gpuface.models.graphs): CUDA graphs on CUDA. A key frame's calls have as many crops as
         # there are tracks, whatever the batch size; the other frames' calls (and stills, and the blendshapes of a
         # batch) grow with the batch, so they run in fixed chunks of MESH_CHUNK rows, zero-padded: a CPU kernel
-        # picks its algorithm by the number of rows, and a crop's landmarks must not depend on its company. With
-        # compile, every call runs in those chunks, so that one compiled graph serves every batch.
-        # (first pass, re-runs from refined ROIs): for key frames, and for calls that grow with the batch
-        if compile:
-            run = Bucketed(torch.compile(self.mesh, dynamic=False), "pad", (MESH_CHUNK,))
-            self._key_runs = self._batch_runs = (run, run)
-        else:
-            run = Bucketed(self.mesh)
-            self._key_runs = (run, run)
-            self._batch_runs = (Bucketed(self.mesh, cpu_chunk=MESH_CHUNK), Bucketed(self.mesh, cpu_chunk=REFINE_CHUNK))
-        self._blend_run = Bucketed(self.blend, cpu_chunk=BLEND_CHUNK) if blendshapes else None
+        # picks its algorithm by the number of rows, and a crop's landmarks must not depend on its company.
+        # (first pass, re-runs from refined ROIs): for key frames, and for calls that grow with the batch. On the CPU,
+        # the calls of 1 (a key frame with one track), REFINE_CHUNK and MESH_CHUNK crops run AOT-compiled once built.
+        mesh = AotRunner("facemesh", self.mesh, AOT_ROWS["facemesh"], aot)
+        run = Bucketed(mesh)
+        self._key_runs = (run, run)
+        self._batch_runs = (Bucketed(mesh, cpu_chunk=MESH_CHUNK), Bucketed(mesh, cpu_chunk=REFINE_CHUNK))
+        self._blend_run = (Bucketed(AotRunner("blendshapes", self.blend, AOT_ROWS["blendshapes"], aot), cpu_chunk=BLEND_CHUNK)
+                           if blendshapes else None)
         self.detector_frames = 0  # frames the detector ran on (for reports)
         self.mesh_crops = 0       # FaceMesh forward passes, in crops
 
@@ -403,5 +405,5 @@ def _empty(device) -> Faces:
     return faces
 
 
-__all__ = ["FaceLandmarker", "TrackState", "IBUG68_FROM_MESH", "KEYPOINTS_FROM_MESH", "to_ibug68",
+__all__ = ["AOT_ROWS", "FaceLandmarker", "TrackState", "IBUG68_FROM_MESH", "KEYPOINTS_FROM_MESH", "to_ibug68",
            "rois_from_detections", "rois_from_landmarks"]
