@@ -32,6 +32,7 @@ module stays eager.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import hashlib
 import logging
 import os
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Callable
 
@@ -152,7 +154,7 @@ def _compile(module: nn.Module, x: torch.Tensor, tolerance: float, path: Path) -
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         staged = torch._inductor.aoti_compile_and_package(program, package_path=os.path.join(tmp, path.name))
         with torch.inference_mode():
-            compiled = _as_tuple(torch._inductor.aoti_load_package(staged)(x))
+            compiled = _as_tuple(_load(Path(staged))(x))      # as a run will load it
         worst = max((a - b).abs().max().item() for a, b in zip(eager, compiled))
         if worst > tolerance:
             raise RuntimeError(f"AOT-compiled {path.name} differs from the eager module by {worst:.3g} (> {tolerance})")
@@ -212,15 +214,74 @@ class AotRunner:
         if run is None:
             if not path.exists():       # auto: still being built in the background
                 return self.module(x)
-            run = self._loaded[x.shape[0]] = torch._inductor.aoti_load_package(str(path))
+            run = self._loaded[x.shape[0]] = _load(path)
         # the layout the package was traced with (its example): channels-last crops, contiguous points
         x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.contiguous()
-        return run(x)   # the module's output structure (a package unflattens its outputs as exported)
+        return run(x)
 
     @property
     def compiled_rows(self) -> tuple[int, ...]:
         """Row counts whose package is built (on disk) for this module."""
         return tuple(r for r, p in self._paths.items() if p.exists())
+
+
+def _load(path: Path) -> Callable:
+    """A package's model as a callable: through its C interface (:class:`_Package`), else torch's loader."""
+    try:
+        return _Package(path)
+    except (OSError, AttributeError, RuntimeError, zipfile.BadZipFile) as e:
+        log.debug("gpuface: %s through torch's loader (%s)", path.name, e)
+        return torch._inductor.aoti_load_package(str(path))
+
+
+_capsule_pointer = ctypes.pythonapi.PyCapsule_GetPointer
+_capsule_pointer.restype, _capsule_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
+_capsule = ctypes.pythonapi.PyCapsule_New
+_capsule.restype, _capsule.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+
+
+class _Package:
+    """A package's model run through AOTInductor's C interface (``AOTInductorModelContainerRun``, the functions
+    torch's own loader calls; ``torch/csrc/inductor/aoti_runtime/interface.h``), called through ctypes, which lets go
+    of the GIL for the call: torch's Python binding of the loader keeps it, so a network running on the landmarker's
+    thread would stop the decoding and encoding threads' Python for ~50 ms a call. Returns one tensor for a
+    one-output network, else a tuple (the structure of every network in :data:`NETWORKS`)."""
+
+    def __init__(self, path: Path):
+        with tempfile.TemporaryDirectory() as tmp:     # the library stays mapped once loaded
+            with zipfile.ZipFile(path) as z:
+                z.extractall(tmp)
+            libs = list(Path(tmp).rglob("*.so"))
+            if len(libs) != 1:
+                raise RuntimeError(f"{path.name}: {len(libs)} shared libraries")
+            lib = ctypes.CDLL(str(libs[0]))
+        self._run = lib.AOTInductorModelContainerRun
+        self._run.restype = ctypes.c_int32
+        self._run.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t,
+                              ctypes.c_void_p, ctypes.c_void_p]
+        self._delete = lib.AOTInductorModelContainerDelete
+        handle, outputs = ctypes.c_void_p(), ctypes.c_size_t()
+        if lib.AOTInductorModelContainerCreateWithDevice(ctypes.byref(handle), ctypes.c_size_t(1), b"cpu", None):
+            raise RuntimeError(f"{path.name}: cannot create its model")
+        self._handle = handle
+        if lib.AOTInductorModelContainerGetNumOutputs(handle, ctypes.byref(outputs)):
+            raise RuntimeError(f"{path.name}: cannot count its outputs")
+        self._outputs = outputs.value
+
+    def __call__(self, x: torch.Tensor):
+        # the input handle is a new reference to x, which the call takes over (and frees); the outputs' handles
+        # are new tensors, taken over here
+        inputs = (ctypes.c_void_p * 1)(*(_capsule_pointer(c, None)
+                                         for c in torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors([x])))
+        outputs = (ctypes.c_void_p * self._outputs)()
+        if self._run(self._handle, inputs, 1, outputs, self._outputs, None, None):
+            raise RuntimeError("AOTInductor model run failed")
+        out = torch._C._aoti.alloc_tensors_by_stealing_from_void_ptrs([_capsule(p, None, None) for p in outputs])
+        return out[0] if len(out) == 1 else tuple(out)
+
+    def __del__(self):
+        if getattr(self, "_handle", None):
+            self._delete(self._handle)
 
 
 def _on_cpu(module: nn.Module) -> bool:
