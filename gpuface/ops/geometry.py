@@ -92,8 +92,9 @@ def crop_rois(frames: torch.Tensor, row: torch.Tensor, centres: torch.Tensor, si
     out = frames.new_empty((n, 3, size, size), dtype=out_dtype)     # every row written below
     h, w = frames.shape[-2:]
     for (win, k), members in groups.items():
-        for at in range(0, len(members), _CHUNK):
-            idx = members[at:at + _CHUNK]
+        step = max(1, _WINDOW_BYTES // (3 * win * win * 4))
+        for at in range(0, len(members), step):
+            idx = members[at:at + step]
             cut = torch.empty((len(idx), 3, win, win), dtype=torch.float32, device=frames.device,
                               memory_format=_memory_format(frames))
             for j, i in enumerate(idx):    # copied and converted in one pass; zeros outside the frame
@@ -124,8 +125,11 @@ def _memory_format(frames: torch.Tensor) -> torch.memory_format:
     return torch.channels_last if cl else torch.contiguous_format
 
 
-#: ROIs cut and sampled together at most (bounds the windows' memory; the values do not depend on it)
-_CHUNK = 16
+#: The float32 windows cut and sampled together take at most this many bytes (unless one window is larger). Below
+#: glibc's mmap threshold (32 MiB as gpuface sets it, :mod:`gpuface.core.memory`) they reuse heap memory; above it,
+#: each call mapped fresh pages and faulted them in (2 MiB huge pages, zeroed): 12 windows of a 720p face took
+#: 2.2x longer to cut. The values do not depend on it.
+_WINDOW_BYTES = 16 << 20
 
 
 def _grid(centres: torch.Tensor, sides: torch.Tensor, angles: torch.Tensor, window: int,
