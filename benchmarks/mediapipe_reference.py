@@ -2,8 +2,9 @@
 landmarks (frame pixels), blendshapes and timing to an .npz — the reference for gpuface's FaceMesh port.
 
 Run it with a Python that has ``mediapipe`` (0.10.x) installed, not gpuface's (mediapipe pins its own numpy,
-protobuf and OpenCV): ``python -m venv /tmp/mp && /tmp/mp/bin/pip install mediapipe==0.10.14 av``, then
-``/tmp/mp/bin/python benchmarks/mediapipe_reference.py VIDEO TASK -o ref.npz [--frames N] [--num-faces K]``.
+protobuf and OpenCV): ``python -m venv /tmp/mp && /tmp/mp/bin/pip install mediapipe==0.10.35 av``, then
+``/tmp/mp/bin/python benchmarks/mediapipe_reference.py VIDEO TASK -o ref.npz [--frames N] [--num-faces K]
+[--end-to-end VIDEO...]``.
 TASK is ``face_landmarker.task`` (``gpuface weights fetch facemesh`` leaves it in ``weights/upstream/``).
 
 ``tests/data/mediapipe_reference.npz`` is remade by one command (it stores the MediaPipe version and the sha256 of
@@ -72,6 +73,29 @@ def landmark(path: str, task: str, image: bool = False, frames: int | None = Non
             "decode_seconds": decode_seconds}
 
 
+def end_to_end(paths: list[str], task: str) -> tuple[int, float]:
+    """MediaPipe FaceLandmarker (VIDEO mode, one face, blendshapes) on whole videos one after the other, each frame
+    decoded by PyAV (FFmpeg's frame threads) and landmarked as it comes, as a PyFAME-style loop runs it: (frames,
+    seconds). A landmarker per video, made before the clock starts."""
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    opts = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=task),
+                                        running_mode=vision.RunningMode.VIDEO, num_faces=1,
+                                        output_face_blendshapes=True)
+    landmarkers = [vision.FaceLandmarker.create_from_options(opts) for _ in paths]
+    frames, t0 = 0, time.perf_counter()
+    for path, landmarker in zip(paths, landmarkers):
+        with av.open(path) as c:
+            c.streams.video[0].thread_type = "AUTO"
+            for f in c.decode(video=0):
+                rgb = np.ascontiguousarray(f.to_ndarray(format="rgb24"))
+                landmarker.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb),
+                                            int(round(f.time * 1000)))
+                frames += 1
+    return frames, time.perf_counter() - t0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("video", help="a video or image; with --test-reference, the sample folder")
@@ -81,6 +105,8 @@ def main() -> None:
     ap.add_argument("--num-faces", type=int, default=1)
     ap.add_argument("--image", action="store_true", help="IMAGE mode on a still instead of VIDEO mode")
     ap.add_argument("--test-reference", action="store_true", help="remake tests/data/mediapipe_reference.npz")
+    ap.add_argument("--end-to-end", nargs="+", metavar="VIDEO", help="also time decoding + landmarking of these "
+                    "videos, one after the other (best of two); saved as e2e_frames, e2e_seconds")
     args = ap.parse_args()
     if args.test_reference:
         import mediapipe as mp
@@ -96,8 +122,11 @@ def main() -> None:
               f"mediapipe {mp.__version__}")
         return
     r = landmark(args.video, args.task, args.image, args.frames, args.num_faces)
-    np.savez_compressed(args.output, landmarks=r["landmarks"], blendshapes=r["blendshapes"], frame=r["frame"],
-                        face=r["face"], frames=r["frames"], seconds=r["seconds"], decode_seconds=r["decode_seconds"])
+    if args.end_to_end:
+        runs = [end_to_end(args.end_to_end, args.task) for _ in range(2)]
+        r["e2e_frames"], r["e2e_seconds"] = runs[0][0], min(t for _, t in runs)
+        print(f"end to end: {r['e2e_frames']} frames in {r['e2e_seconds']:.2f} s")
+    np.savez_compressed(args.output, **r)
     print(f"{r['frames']} frames, {len(r['frame'])} faces, {r['frames'] / r['seconds']:.1f} frames/s (MediaPipe, CPU)")
 
 

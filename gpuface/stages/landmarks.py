@@ -201,8 +201,8 @@ class FaceLandmarker:
         run = Bucketed(mesh)
         self._key_runs = (run, run)
         self._batch_runs = (Bucketed(mesh, cpu_chunk=MESH_CHUNK), Bucketed(mesh, cpu_chunk=REFINE_CHUNK))
-        self._blend_run = (Bucketed(AotRunner("blendshapes", self.blend, AOT_ROWS["blendshapes"], aot), cpu_chunk=BLEND_CHUNK)
-                           if blendshapes else None)
+        self._blend_run = (Bucketed(AotRunner("blendshapes", self.blend, AOT_ROWS["blendshapes"], aot),
+                                    cpu_chunk=BLEND_CHUNK) if blendshapes else None)
         self.detector_frames = 0  # frames the detector ran on (for reports)
         self.mesh_crops = 0       # FaceMesh forward passes, in crops
 
