@@ -151,8 +151,9 @@ class FaceLandmarker:
             between start from their key frame's ROIs. The schedule follows the frame's position in the video
             (``TrackState.position``), never the batch, so outputs do not depend on the batch size.
         blendshapes: compute the 52 blendshape coefficients.
-        aot: FaceMesh on the CPU as an ahead-of-time compiled package (:mod:`gpuface.models.aot`; 2.4x faster
-            for one crop, 1.7x in calls of 12, the same landmarks): ``auto`` (use the packages built on this
+        aot: FaceMesh and the blendshapes on the CPU as ahead-of-time compiled packages (:mod:`gpuface.models.aot`;
+            FaceMesh 1.8–2.4x faster for one crop, 1.4–1.7x in calls of 12 on two x86 VMs; landmarks within
+            1e-3 px, blendshapes within 1e-5 of the eager networks): ``auto`` (use the packages built on this
             machine, build missing ones in the background for later runs), ``now`` (build them before the first
             frame, about a minute once), ``off`` (eager); None: ``GPUFACE_AOT``, else ``auto``.
         detector_options: the detector's own parameters (:class:`~gpuface.stages.detect.FaceDetector`; MTCNN's
