@@ -10,7 +10,7 @@ from torch import nn
 from gpuface.core.errors import InvalidOptionError
 from gpuface.io.decode import VideoReader
 from gpuface.models import aot
-from gpuface.stages.landmarks import BLEND_CHUNK, MESH_CHUNK, REFINE_CHUNK, FaceLandmarker
+from gpuface.stages.landmarks import AOT_ROWS, BLEND_CHUNK, MESH_CHUNK, REFINE_CHUNK, FaceLandmarker
 
 _Popen = aot.subprocess.Popen   # the real one (Inductor runs the C++ compiler through it)
 
@@ -19,8 +19,8 @@ _Popen = aot.subprocess.Popen   # the real one (Inductor runs the C++ compiler t
 def packages():
     """FaceMesh at the landmarker's row counts and the blendshapes at theirs, built into the machine's cache by the
     background builder's entry point (a no-op where a run built them before), as ``auto`` mode does."""
-    assert aot.main(["facemesh", "--rows", "1", str(REFINE_CHUNK), str(MESH_CHUNK)]) == 0
-    assert aot.main(["blendshapes", "--rows", str(BLEND_CHUNK)]) == 0
+    for name, rows in AOT_ROWS.items():
+        assert aot.main([name, "--rows", *map(str, rows)]) == 0
     return aot.cache_dir()
 
 

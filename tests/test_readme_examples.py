@@ -99,6 +99,12 @@ def test_readme_example(command, media, tmp_path, monkeypatch, capsys):
     assert code == 0, capsys.readouterr().err
     if argv[0] == "weights":
         out = capsys.readouterr().out
+        if argv[1] == "compile":    # a package path per network and row count, each on disk
+            from gpuface.stages.landmarks import AOT_ROWS
+            lines = out.strip().splitlines()
+            assert len(lines) == sum(len(AOT_ROWS[n]) for n in (argv[2:] or AOT_ROWS)), out
+            assert all(Path(line.split(": ", 1)[1]).is_file() for line in lines), out
+            return
         assert all(n in out for n in (argv[2:] or ["mtcnn", "centerface", "facemesh"])), out
         return
     if argv[0] == "list":           # a listing on stdout: every registered name of the kind
