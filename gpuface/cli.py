@@ -603,8 +603,8 @@ def _compile(names: list[str]) -> int:
     if unknown:
         raise InvalidOptionError(f"cannot compile {', '.join(unknown)}: one of {', '.join(AOT_ROWS)}")
     for name in names or list(AOT_ROWS):
-        for rows in AOT_ROWS[name]:
-            print(f"{name} ({rows} rows): {aot.build(name, rows)}", flush=True)
+        for rows, path in zip(AOT_ROWS[name], aot.build(name, AOT_ROWS[name])):
+            print(f"{name} ({rows} rows): {path}", flush=True)
     return 0
 
 

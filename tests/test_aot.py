@@ -89,13 +89,13 @@ def test_build_refuses_a_package_outside_tolerance(tiny, tmp_path, monkeypatch):
     the same build again, and a successful build clears it."""
     monkeypatch.setitem(aot.NETWORKS, "tiny", lambda: (*_tiny()[:2], -1.0))
     with pytest.raises(RuntimeError, match="differs from the eager module"):
-        aot.build("tiny", 2, tmp_path)
+        aot.build("tiny", [2], tmp_path)
     assert list(tmp_path.glob("*.pt2")) == [] and len(list(tmp_path.glob("*.failed"))) == 1
     monkeypatch.setattr(aot.subprocess, "Popen", lambda *a, **k: pytest.fail("no build expected"))
     assert aot.AotRunner("tiny", tiny, (2,), "auto", cache=tmp_path).compiled_rows == ()
     monkeypatch.setattr(aot.subprocess, "Popen", _Popen)
     monkeypatch.setitem(aot.NETWORKS, "tiny", _tiny)
-    assert aot.build("tiny", 2, tmp_path).exists() and list(tmp_path.glob("*.failed")) == []
+    assert aot.build("tiny", [2], tmp_path)[0].exists() and list(tmp_path.glob("*.failed")) == []
 
 
 def test_auto_spawns_one_build_then_switches_to_the_package(tiny, tmp_path, monkeypatch):
@@ -119,7 +119,7 @@ def test_auto_spawns_one_build_then_switches_to_the_package(tiny, tmp_path, monk
     with torch.inference_mode():
         eager = tiny(x)
         assert torch.equal(runner(x), eager) and runner._loaded == {}        # not built yet: the module
-        aot.build("tiny", 2, tmp_path)                                       # what the builder does
+        aot.build("tiny", [2], tmp_path)                                       # what the builder does
         out = runner(x)
     assert 2 in runner._loaded and runner.compiled_rows == (2,)
     assert (out - eager).abs().max() <= 1e-5

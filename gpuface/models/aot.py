@@ -43,10 +43,12 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
+
+from gpuface.models.graphs import _as_tuple
 
 log = logging.getLogger("gpuface")
 
@@ -100,14 +102,15 @@ def cache_dir() -> Path:
     return weights_dir() / "compiled"
 
 
-def package_path(name: str, module: nn.Module, rows: int, cache: Path | None = None) -> Path:
-    """The cache path of ``module``'s package for ``rows`` rows on this machine and torch version."""
+def package_paths(name: str, module: nn.Module, rows: Iterable[int], cache: Path | None = None) -> dict[int, Path]:
+    """The cache path of ``module``'s package for each row count in ``rows`` on this machine and torch version (the
+    weights hashed once)."""
     h = hashlib.sha256(f"{torch.__version__}|{platform.machine()}|{torch.backends.cpu.get_cpu_capability()}"
                        .encode())
     for key, t in sorted(module.state_dict().items()):
         h.update(key.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return (cache or cache_dir()) / f"{name}-r{rows}-{h.hexdigest()[:16]}.pt2"
+    return {r: (cache or cache_dir()) / f"{name}-r{r}-{h.hexdigest()[:16]}.pt2" for r in rows}
 
 
 class _Export(nn.Module):
@@ -121,30 +124,32 @@ class _Export(nn.Module):
         return self.net(x)
 
 
-def build(name: str, rows: int, cache: Path | None = None) -> Path:
-    """Compile network ``name`` for ``rows`` rows into the cache (no-op when built); returns the package's path.
+def build(name: str, rows: Iterable[int], cache: Path | None = None) -> list[Path]:
+    """Compile network ``name`` for each row count in ``rows`` into the cache (those built already are kept);
+    returns the packages' paths, in the order of ``rows``.
 
-    Raises RuntimeError when the package's outputs differ from the eager module's by more than the network's
+    Raises RuntimeError when a package's outputs differ from the eager module's by more than the network's
     tolerance (:data:`NETWORKS`; nothing is installed then), and Inductor's own errors (e.g. no C++ compiler). A
     failed build leaves ``<package>.failed`` (its error), which ``auto`` mode does not retry; a build in
     ``now`` mode or ``gpuface weights compile`` does, and removes it when it succeeds.
     """
     module, example, tolerance = NETWORKS[name]()
     module = module.eval()
-    path = package_path(name, module, rows, cache)
-    if path.exists():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    failed = path.with_suffix(".failed")
-    try:
-        worst = _compile(module, example(rows), tolerance, path)
-    except Exception as e:     # remembered, so that auto mode does not start the same failing build every run
-        failed.write_text(f"{type(e).__name__}: {e}\n")
-        raise
-    failed.unlink(missing_ok=True)
-    log.info("gpuface: compiled %s for %d rows on this CPU → %s (max difference from eager %.3g)", name, rows, path,
-             worst)
-    return path
+    paths = package_paths(name, module, rows, cache)
+    for r, path in paths.items():
+        if path.exists():
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        failed = path.with_suffix(".failed")
+        try:
+            worst = _compile(module, example(r), tolerance, path)
+        except Exception as e:     # remembered, so that auto mode does not start the same failing build every run
+            failed.write_text(f"{type(e).__name__}: {e}\n")
+            raise
+        failed.unlink(missing_ok=True)
+        log.info("gpuface: compiled %s for %d rows on this CPU → %s (max difference from eager %.3g)", name, r,
+                 path, worst)
+    return list(paths.values())
 
 
 def _compile(module: nn.Module, x: torch.Tensor, tolerance: float, path: Path) -> float:
@@ -160,10 +165,6 @@ def _compile(module: nn.Module, x: torch.Tensor, tolerance: float, path: Path) -
             raise RuntimeError(f"AOT-compiled {path.name} differs from the eager module by {worst:.3g} (> {tolerance})")
         os.replace(staged, path)
     return worst
-
-
-def _as_tuple(out) -> tuple[torch.Tensor, ...]:
-    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
 
 
 class AotRunner:
@@ -192,14 +193,13 @@ class AotRunner:
         self._loaded: dict[int, Callable] = {}
         if aot == "off" or not _on_cpu(module):
             return
-        self._paths = {r: package_path(name, module, r, cache) for r in rows}
+        self._paths = package_paths(name, module, rows, cache)
         missing = [r for r, p in self._paths.items() if not p.exists()]
         if aot == "auto":   # a build that failed on this machine (its .failed file) is not started again
             missing = [r for r in missing if not self._paths[r].with_suffix(".failed").exists()]
         if missing and aot == "now":
             try:
-                for r in missing:
-                    build(name, r, cache)
+                build(name, missing, cache)
             except Exception as e:   # no compiler, a failed check: eager it is, said once
                 log.warning("gpuface: could not AOT-compile %s (%s); it runs eagerly", name, str(e).splitlines()[0])
                 self._paths = {}
@@ -320,15 +320,14 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
-        for r in args.rows:
-            build(args.name, r, args.cache)
+        build(args.name, args.rows, args.cache)
     finally:
         if args.lock is not None:
             args.lock.unlink(missing_ok=True)
     return 0
 
 
-__all__ = ["MODES", "NETWORKS", "AotRunner", "build", "cache_dir", "mode_from_env", "package_path"]
+__all__ = ["MODES", "NETWORKS", "AotRunner", "build", "cache_dir", "mode_from_env", "package_paths"]
 
 
 if __name__ == "__main__":
