@@ -10,6 +10,7 @@ setup(
     # kernels/ (top level in the repository) is installed as gpuface.kernels
     packages=find_packages(include=["gpuface", "gpuface.*"]) + ["gpuface.kernels"],
     package_dir={"gpuface.kernels": "kernels"},
+    package_data={"gpuface.kernels": ["*.c"]},   # C kernels, compiled on first use (gpuface/kernels/cpu.py)
     install_requires=[
         "torch>=2.1",
         "torchvision>=0.16",
