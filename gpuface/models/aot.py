@@ -268,13 +268,13 @@ class _Package:
             raise RuntimeError(f"{path.name}: cannot count its outputs")
         self._outputs = outputs.value
 
-    def __call__(self, *xs: torch.Tensor):
-        # the input handles are new references to xs, which the call takes over (and frees); the outputs' handles
+    def __call__(self, x: torch.Tensor):
+        # the input handle is a new reference to x, which the call takes over (and frees); the outputs' handles
         # are new tensors, taken over here
-        inputs = (ctypes.c_void_p * len(xs))(*(_capsule_pointer(c, None)
-                                               for c in torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors(list(xs))))
+        inputs = (ctypes.c_void_p * 1)(*(_capsule_pointer(c, None)
+                                         for c in torch._C._aoti.unsafe_alloc_void_ptrs_from_tensors([x])))
         outputs = (ctypes.c_void_p * self._outputs)()
-        if self._run(self._handle, inputs, len(xs), outputs, self._outputs, None, None):
+        if self._run(self._handle, inputs, 1, outputs, self._outputs, None, None):
             raise RuntimeError("AOTInductor model run failed")
         out = torch._C._aoti.alloc_tensors_by_stealing_from_void_ptrs([_capsule(p, None, None) for p in outputs])
         return out[0] if len(out) == 1 else tuple(out)
