@@ -1,6 +1,6 @@
 """Throughput of gpuface landmarks (FaceMesh 478 + blendshapes, tracked) vs MediaPipe's FaceLandmarker.
 
-    python benchmarks/landmarks.py [--frames 96] [--device auto] [--mediapipe-python /tmp/mp/bin/python]
+    python benchmarks/landmarks.py [--frames 96] [--device auto] [--mediapipe-python /tmp/mp/bin/python] [--rounds 3]
 
 Without decoding: both tools get the same decoded frames of the 720p PyFAME sample (sample_01.mp4). MediaPipe
 (Tasks API, VIDEO mode, CPU, one face, blendshapes on: what PyFAME 1.x runs) runs through
@@ -12,7 +12,10 @@ run finds them; :mod:`gpuface.models.aot`), and at the default batch eager (``GP
 
 End to end: the four PyFAME samples (425 frames of 720p, their own encodings) one after the other, each decoded
 and landmarked; gpuface with its decoding thread at the default batch, MediaPipe frame by frame from PyAV (FFmpeg's
-frame threads), as a PyFAME-style loop runs it; best of two for each.
+frame threads), as a PyFAME-style loop runs it; best of two for each, in fresh processes. A shared VM's speed drifts
+by tens of percent over minutes, so the two tools alternate in ``--rounds`` rounds (MediaPipe in and out of process,
+then gpuface end to end); the table gives medians over rounds, the end-to-end ratio the median of the
+rounds' ratios.
 
 Also reported: the detector's share of frames, frame-to-frame jitter of the nose bridge (landmark 168) in pixels,
 and, on CUDA, frames/s at 720p and 1080p.
@@ -110,9 +113,10 @@ def end_to_end(device: str, batch_size: int) -> tuple[int, float]:
     return n, best
 
 
-def spawn(args, batch_size: int, height: int | None = None, aot: str = "now") -> dict:
+def spawn(args, batch_size: int, height: int | None = None, aot: str = "now", e2e: bool = False) -> dict:
     cmd = [sys.executable, __file__, "--worker", "--frames", str(args.frames), "--batch-size", str(batch_size),
-           "--device", args.device, "--aot", aot] + (["--height", str(height)] if height else [])
+           "--device", args.device, "--aot", aot] + (["--height", str(height)] if height else []) + (
+           ["--e2e"] if e2e else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -143,7 +147,9 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=96)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--mediapipe-python", help="a python with mediapipe installed (its own venv)")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating rounds of MediaPipe and gpuface end to end")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--e2e", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
     ap.add_argument("--height", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--aot", default="now", help=argparse.SUPPRESS)
@@ -151,13 +157,24 @@ def main() -> None:
     if args.device == "auto":
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
     if args.worker:
-        print(json.dumps(worker(args)))
+        if args.e2e:
+            n, seconds = end_to_end(args.device, args.batch_size)
+            print(json.dumps({"fps": n / seconds, "frames": n}))
+        else:
+            print(json.dumps(worker(args)))
         return
 
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else platform.processor() or "cpu"
     print(f"# landmarks: {args.frames} frames of the 720p sample, device {args.device} ({name}), "
           f"{os.cpu_count()} CPU cores, torch {torch.__version__}")
-    ref = mediapipe(args)
+    rounds = []                 # (MediaPipe, gpuface end to end), alternating
+    for _ in range(max(1, args.rounds)):
+        rounds.append((mediapipe(args), spawn(args, DEFAULT_BATCH, e2e=True)))
+    ref = None
+    if rounds[0][0]:
+        ref = {k: float(np.median([r[0][k] for r in rounds])) for k in ("fps", "jitter_px", "e2e_fps")}
+    e2e = float(np.median([r[1]["fps"] for r in rounds]))
+
     def ratio(fps: float) -> str:
         return f"{fps / ref['fps']:.2f}x" if ref else "-"
 
@@ -172,13 +189,15 @@ def main() -> None:
     r = spawn(args, DEFAULT_BATCH, aot="off")
     print(f"{'gpuface batch ' + str(DEFAULT_BATCH) + ', eager (no AOT)':<34} {r['fps']:>9.1f} {ratio(r['fps']):>13} "
           f"{r['peak_mb']:>8.0f} {r['jitter_px']:>10.2f} {r['detector_frames']:>5}/{r['frames']:<5}")
-    n, seconds = end_to_end(args.device, DEFAULT_BATCH)
-    print(f"\nend to end with decoding, the four samples ({n} frames):")
+    print(f"\nend to end with decoding, the four samples ({rounds[0][1]['frames']} frames), medians of "
+          f"{len(rounds)} alternating rounds:")
     if ref:
         print(f"{'MediaPipe, PyAV frame by frame':<34} {ref['e2e_fps']:>9.1f} {'1.00x':>13}")
-    e2e = n / seconds
-    versus = f"{e2e / ref['e2e_fps']:.2f}x" if ref else "-"
+    versus = f"{np.median([g['fps'] / m['e2e_fps'] for m, g in rounds]):.2f}x" if ref else "-"
     print(f"{'gpuface batch ' + str(DEFAULT_BATCH) + ', decoding thread':<34} {e2e:>9.1f} {versus:>13}")
+    if ref:
+        print("rounds (MediaPipe / gpuface, frames/s): " + ", ".join(f"{m['e2e_fps']:.1f} / {g['fps']:.1f}"
+                                                                   for m, g in rounds))
     if args.device.startswith("cuda"):
         for h in (720, 1080):
             r = spawn(args, 32, h)

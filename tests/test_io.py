@@ -141,6 +141,29 @@ def test_thread_budget_follows_affinity_slurm_and_option():
     assert run("-", "-", GPUFACE_THREADS="1", OMP_WAIT_POLICY="ACTIVE") == ["1", "1", "1", "ACTIVE", "None"]
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="per-thread niceness is read from Linux's /proc")
+def test_decoding_threads_run_at_the_lowest_priority(samples):
+    """While a video decodes ahead, the decoding thread and FFmpeg's own threads run at nice 19 (read back from
+    /proc); the consumer's thread keeps its niceness."""
+    def niceness() -> dict[int, int]:
+        found = {}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/stat") as f:
+                    found[int(tid)] = int(f.read().rsplit(")", 1)[1].split()[16])
+            except OSError:     # a thread that ended meanwhile
+                continue
+        return found
+
+    before = niceness()
+    main = os.getpid()
+    seen: dict[int, int] = {}
+    for _ in gf.VideoReader(samples["sample_01.mp4"]).batches(16):
+        seen.update({t: n for t, n in niceness().items() if t not in before})
+    assert niceness()[main] == before[main]
+    assert len(seen) >= 2 and all(n == 19 for n in seen.values()), seen   # the decoding thread and FFmpeg's
+
+
 def test_freed_memory_is_reused_not_faulted_in_again():
     """With gpuface imported, frame-sized tensors reuse freed memory: minor page faults of ten batches of 8 720p
     frames (uint8 → float → uint8, as a manipulation does) fall to under half of the defaults' (measured 24k vs

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import queue
+import sys
 import threading
 from pathlib import Path
 from typing import Iterator, TypeVar
@@ -120,9 +121,13 @@ def budget() -> int:
     return _budget or available_cpus()
 
 
-def ahead(items: Iterator[T], depth: int = 2, name: str = "gpuface-ahead") -> Iterator[T]:
+def ahead(items: Iterator[T], depth: int = 2, name: str = "gpuface-ahead", nice: int = 0) -> Iterator[T]:
     """Run the iterator ``items`` on a background thread, at most ``depth`` items ahead of the consumer, and yield
     its items in order (a pipeline stage: decoding, or finding faces while the previous batch is worked on).
+
+    ``nice`` > 0 lowers the thread's scheduling priority by that much (Linux, where niceness is per thread; threads
+    it starts, e.g. FFmpeg's decoding threads, inherit it; elsewhere ignored): a producer that should use the CPU
+    time the consumer leaves, not take time slices from the consumer's OpenMP threads (see :mod:`gpuface.io.decode`).
 
     An exception raised by ``items`` is re-raised in the consumer where its item would have arrived. When the
     consumer stops early (``break``, an exception, garbage collection), the producer stops after its current item
@@ -132,6 +137,12 @@ def ahead(items: Iterator[T], depth: int = 2, name: str = "gpuface-ahead") -> It
     stop = threading.Event()
 
     def work():
+        if nice > 0 and sys.platform.startswith("linux"):
+            try:
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+            except OSError:
+                pass
         try:
             for item in items:
                 while not stop.is_set():
