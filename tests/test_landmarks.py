@@ -303,6 +303,34 @@ def test_landmarks_same_at_any_batch_size(mosaic):
     assert torch.equal(stimuli[0], stimuli[1])
 
 
+def test_started_batches_finish_alike_while_the_next_starts(mosaic):
+    """The runner's CPU pipeline: each batch's key frames (``start``) on one thread while the previous batch's
+    frames between (``finish``) run on another gives the rows, track ids, landmarks and blendshapes of plain calls,
+    bit for bit, on the four-face mosaic (tracks starting and detections due inside the overlap)."""
+    import threading
+
+    from gpuface.core.types import Faces
+
+    lm = FaceLandmarker("blazeface-full")
+    bounds = list(range(0, len(mosaic), 8))
+    state = lm.new_state()
+    plain = Faces.cat([lm(mosaic[i:i + 8], state) for i in bounds], bounds)
+    state, done, pending = lm.new_state(), [], None
+    for i in bounds:
+        started = {}
+        worker = threading.Thread(target=lambda: started.update(next=lm.start(mosaic[i:i + 8], state)))
+        worker.start()                       # the next batch's key frames ...
+        if pending is not None:
+            done.append(pending.finish())    # ... while this thread finishes the previous batch
+        worker.join()
+        pending = started["next"]
+    done.append(pending.finish())
+    piped = Faces.cat(done, bounds)
+    assert len(plain) >= 4 * len(mosaic) - 4
+    assert torch.equal(piped.row, plain.row) and torch.equal(piped.track_id, plain.track_id)
+    assert torch.equal(piped.landmarks, plain.landmarks) and torch.equal(piped.blendshapes, plain.blendshapes)
+
+
 SHAPE_PREDICTOR_68 = ("face_recognition_models/models/shape_predictor_68_face_landmarks.dat",
                       "fbdc2cb80eb9aa7a758672cbfdda32ba6300efe9b6e6c7a299ff7e736b11b92f")
 

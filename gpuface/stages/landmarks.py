@@ -26,6 +26,7 @@ arXiv:1907.06724.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -206,6 +207,7 @@ class FaceLandmarker:
                                     cpu_chunk=BLEND_CHUNK) if blendshapes else None)
         self.detector_frames = 0  # frames the detector ran on (for reports)
         self.mesh_crops = 0       # FaceMesh forward passes, in crops
+        self._count = threading.Lock()   # start and finish may run on two threads
 
     def new_state(self) -> TrackState:
         """Fresh tracking state for a new video (or for unrelated stills), on the landmarker's device."""
@@ -216,7 +218,8 @@ class FaceLandmarker:
     def _mesh(self, frames, row, centres, sides, angles, run: Bucketed):
         crops = crop_rois(frames, row, centres, sides, angles, MESH_INPUT).to(self.dtype)
         n = crops.shape[0]
-        self.mesh_crops += n
+        with self._count:
+            self.mesh_crops += n
         crops = crops.contiguous(memory_format=torch.channels_last)
         pts, presence = run(crops)
         return rois_to_frame(pts.float(), centres, sides, angles, MESH_INPUT), presence.float()
@@ -275,7 +278,6 @@ class FaceLandmarker:
         state.next_id += n
         return torch.arange(n_old, n_old + n, device=self.device)
 
-    @torch.inference_mode()
     def __call__(self, frames: torch.Tensor, state: TrackState | None = None) -> Faces:
         """Landmark every face in a batch of consecutive frames of one video.
 
@@ -297,11 +299,20 @@ class FaceLandmarker:
             landmarks (N, 478, 3) px (z in the same units, relative), presence (N,), track_id (N,),
             blendshapes (N, 52).
         """
+        return self.start(frames, state).finish()
+
+    @torch.inference_mode()
+    def start(self, frames: torch.Tensor, state: TrackState | None = None) -> "Landmarking":
+        """The first half of ``__call__``: the key frames, in order (the tracks' state is final when it returns),
+        and the detector where due. Returns a :class:`Landmarking` whose ``finish()`` landmarks the frames between
+        the key frames (one call) and gives the :class:`Faces` that ``__call__`` returns. The next batch's
+        ``start`` may run on another thread while this one finishes (the runner's pipeline on the CPU); the
+        outputs are the same either way. Raises as ``__call__``."""
         if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[1] != 3:
             raise InvalidOptionError(f"frames must be uint8 (B, 3, H, W), got {tuple(frames.shape)} {frames.dtype}")
         frames = frames.to(self.device)
         if state is None:
-            return self._stills(frames)
+            return _Finished(self._stills(frames))
         b = frames.shape[0]
         state.centres, state.sides, state.angles = (t.to(self.device) for t in (state.centres, state.sides,
                                                                                  state.angles))
@@ -336,6 +347,9 @@ class FaceLandmarker:
             elif len(state):
                 between.append((row, (state.centres, state.sides, state.angles), state.ids, state.scores))
             state.position += 1
+        return Landmarking(self, frames, parts, between, state.next_id)
+
+    def _finish(self, frames, parts, between, next_id) -> Faces:
         if between:
             rows = upload(torch.tensor([r for r, _, ids, _ in between for _ in range(len(ids))], dtype=torch.long,
                                        device="cpu"), self.device)          # sizes known on the host
@@ -351,7 +365,7 @@ class FaceLandmarker:
         if not parts:
             return _empty(self.device)
         rows, landmarks, presence, ids, scores = (torch.cat([p[i] for p in parts]) for i in range(5))
-        order = torch.argsort(rows * (state.next_id + 1) + ids, stable=True)   # by frame, then track id
+        order = torch.argsort(rows * (next_id + 1) + ids, stable=True)   # by frame, then track id
         return self._faces(landmarks[order], presence[order], rows[order], scores[order], ids[order])
 
     def _rows(self, row: int, n: int) -> torch.Tensor:
@@ -397,6 +411,30 @@ class FaceLandmarker:
         return faces
 
 
+class Landmarking:
+    """A batch between :meth:`FaceLandmarker.start` and ``finish()``: its key frames are landmarked, the frames
+    between them not yet."""
+
+    def __init__(self, landmarker: FaceLandmarker, frames, parts, between, next_id: int):
+        self._args = (frames, parts, between, next_id)
+        self._landmarker = landmarker
+
+    @torch.inference_mode()
+    def finish(self) -> Faces:
+        """Landmark the frames between the key frames and the blendshapes of all: the batch's :class:`Faces`."""
+        return self._landmarker._finish(*self._args)
+
+
+class _Finished:
+    """A result known at ``start`` (stills)."""
+
+    def __init__(self, faces: Faces):
+        self.faces = faces
+
+    def finish(self) -> Faces:
+        return self.faces
+
+
 def _empty(device) -> Faces:
     faces = Faces.empty(num_keypoints=6, device=device)
     faces.landmarks = torch.zeros(0, 478, 3, device=device)
@@ -406,5 +444,5 @@ def _empty(device) -> Faces:
     return faces
 
 
-__all__ = ["AOT_ROWS", "FaceLandmarker", "TrackState", "IBUG68_FROM_MESH", "KEYPOINTS_FROM_MESH", "to_ibug68",
-           "rois_from_detections", "rois_from_landmarks"]
+__all__ = ["AOT_ROWS", "FaceLandmarker", "Landmarking", "TrackState", "IBUG68_FROM_MESH", "KEYPOINTS_FROM_MESH",
+           "to_ibug68", "rois_from_detections", "rois_from_landmarks"]
