@@ -11,11 +11,11 @@ allocated) is its own, with FaceMesh and the blendshapes AOT-compiled on the CPU
 run finds them; :mod:`gpuface.models.aot`), and at the default batch eager (``GPUFACE_AOT=off``).
 
 End to end: the four PyFAME samples (425 frames of 720p, their own encodings) one after the other, each decoded
-and landmarked; gpuface with its decoding thread at the default batch, MediaPipe frame by frame from PyAV (FFmpeg's
-frame threads), as a PyFAME-style loop runs it; best of two for each, in fresh processes. A shared VM's speed drifts
-by tens of percent over minutes, so the two tools alternate in ``--rounds`` rounds (MediaPipe in and out of process,
-gpuface end to end, gpuface in process at the default batch); those rows give medians over rounds, the end-to-end
-ratio the median of the rounds' ratios.
+and landmarked; gpuface as its ``landmarks`` job (decoding thread, landmark tables) at the default batch, MediaPipe
+frame by frame from PyAV (FFmpeg's frame threads), as a PyFAME-style loop runs it; best of two for each, in fresh
+processes. A shared VM's speed drifts by tens of percent over minutes, so the two tools alternate in ``--rounds``
+rounds (MediaPipe in and out of process, gpuface end to end, gpuface in process at the default batch); those rows
+give medians over rounds, the end-to-end ratio the median of the rounds' ratios.
 
 Also reported: the detector's share of frames, frame-to-frame jitter of the nose bridge (landmark 168) in pixels,
 and, on CUDA, frames/s at 720p and 1080p.
@@ -91,23 +91,19 @@ def _videos() -> list[str]:
 
 
 def end_to_end(device: str, batch_size: int) -> tuple[int, float]:
-    """gpuface landmarks with decoding (its decoding thread) on the four samples one after the other: (frames,
-    seconds), best of two; a fresh tracking state per video."""
-    import gpuface as gf
+    """The ``gpuface landmarks`` job in process (:func:`gpuface.jobs.landmarks.landmarks_source`: decoding thread,
+    the landmarker's two halves overlapped, landmark tables) on the four samples one after the other: (frames,
+    seconds), best of two."""
+    from gpuface.jobs.landmarks import landmarks_source
     from gpuface.stages.landmarks import FaceLandmarker
 
     lm = FaceLandmarker("blazeface-short", device=device, max_faces=1, aot="now")
-    lm(next(iter(gf.VideoReader(_videos()[0]).batches(batch_size, device=device))).frames, lm.new_state())  # warm-up
+    landmarks_source(_videos()[0], lm, batch_size)      # warm-up
     best = None
     for _ in range(2):
         n, t = 0, time.perf_counter()
         for path in _videos():
-            state = lm.new_state()
-            for batch in gf.VideoReader(path).batches(batch_size, device=device):
-                lm(batch.frames, state)
-                n += len(batch)
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
+            n += landmarks_source(path, lm, batch_size)[1].frames
         seconds = time.perf_counter() - t
         best = seconds if best is None else min(best, seconds)
     return n, best
@@ -195,7 +191,7 @@ def main() -> None:
     if ref:
         print(f"{'MediaPipe, PyAV frame by frame':<34} {ref['e2e_fps']:>9.1f} {'1.00x':>13}")
     versus = f"{np.median([g['fps'] / m['e2e_fps'] for m, g, _ in rounds]):.2f}x" if ref else "-"
-    print(f"{'gpuface batch ' + str(DEFAULT_BATCH) + ', decoding thread':<34} {e2e:>9.1f} {versus:>13}")
+    print(f"{'gpuface landmarks job, batch ' + str(DEFAULT_BATCH):<34} {e2e:>9.1f} {versus:>13}")
     if ref:
         print("rounds, frames/s (MediaPipe / gpuface batch " + str(DEFAULT_BATCH) + "): in process " + ", ".join(
             f"{m['fps']:.1f} / {b['fps']:.1f}" for m, _, b in rounds) + "; end to end " + ", ".join(
