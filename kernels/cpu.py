@@ -75,7 +75,8 @@ def _library() -> ctypes.CDLL | None:
 
 
 @functools.cache
-def _pool(workers: int) -> ThreadPoolExecutor:
+def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
+    """The helper threads (per process: a forked child has none of its parent's threads)."""
     return ThreadPoolExecutor(workers, thread_name_prefix="gpuface-crop")
 
 
@@ -109,7 +110,7 @@ def crop_rois_u8(frames: torch.Tensor, grid: torch.Tensor, plan: torch.Tensor) -
     items = lib.gpuface_crop_items(n, size)
     workers = max(1, min(torch.get_num_threads(), items))
     bounds = [items * k // workers for k in range(workers + 1)]
-    others = [_pool(workers - 1).submit(lib.gpuface_crop_rois_u8, *args, bounds[k], bounds[k + 1])
+    others = [_pool(workers - 1, os.getpid()).submit(lib.gpuface_crop_rois_u8, *args, bounds[k], bounds[k + 1])
               for k in range(1, workers)] if workers > 1 else []
     lib.gpuface_crop_rois_u8(*args, bounds[0], bounds[1])
     for f in others:
