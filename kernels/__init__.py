@@ -10,7 +10,8 @@ Backends: ``torch`` (the reference: torch/Kornia ops, any device) and ``triton``
 tensors, or CPU tensors under ``TRITON_INTERPRET=1`` as in the tests). ``backend="auto"`` (the default) uses
 Triton on CUDA when it is installed and faster: the first call for an (op, device, size class) times both on
 the real arguments and remembers the winner. ``GPUFACE_KERNELS=torch|triton|auto`` overrides the default.
-This directory is installed as the ``gpuface.kernels`` package.
+This directory is installed as the ``gpuface.kernels`` package. ``gpuface.kernels.cpu`` holds the C kernels for
+the CPU (``crop_rois.c``: the FaceMesh crops), built on first use; ``GPUFACE_KERNELS=torch`` turns them off too.
 """
 from __future__ import annotations
 
