@@ -233,8 +233,9 @@ def test_anime_rcnn_port_equals_mmdetection(mmdet_reference):
     FasterRCNN built from hysts' configuration, on the same random weights (saved by MMDetection as a checkpoint
     and loaded by ours) and the anime frame at 1120 x 800 (no resize; noise of ±4 levels so that no flat region
     ties the random network's scores): FPN features and RPN outputs within 1e-5, anchors equal, the 1000 proposals
-    (the first 500 identical; any other that differs shares its score, to 1e-6, with another proposal: a
-    tie the two NMS broke in another order), the detections from MMDetection's
+    (the first 500 identical; any other that differs shares its score, within the RPN outputs' 1e-5, with another
+    proposal: a near-tie the two NMS broke in another order; on a 2-core AVX2 VM one of 1000 was 1.1e-6 from its
+    nearest neighbour), the detections from MMDetection's
     proposals (all but the cut at 100 identical, scores within 1e-5) and the whole detector's top 10 scores (within
     1e-4: the random network's near-ties), each of its detections with a score of its own identical."""
     import torch.nn.functional as F
@@ -260,7 +261,7 @@ def test_anime_rcnn_port_equals_mmdetection(mmdet_reference):
         assert len(proposals) == len(ref["proposals"]) == 1000
         same = box_iou(ref["proposals"], proposals).max(1).values > 0.9999
         scores = ref["proposal_scores"]
-        assert same[:500].all() and all(((scores - v).abs() < 1e-6).sum() > 1 for v in scores[~same])
+        assert same[:500].all() and all(((scores - v).abs() < 1e-5).sum() > 1 for v in scores[~same])
         dets = net.roi_heads(feats, [ref["proposals"]], images.image_sizes)[0][0]
         best, j = box_iou(ref["dets"], dets["boxes"]).max(1)
         assert len(dets["boxes"]) == len(ref["dets"]) == 100 and (best > 0.9999).sum() >= 98
