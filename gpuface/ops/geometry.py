@@ -97,7 +97,8 @@ def crop_rois(frames: torch.Tensor, row: torch.Tensor, centres: torch.Tensor, si
         from gpuface.kernels.cpu import crop_rois_u8   # the C kernel: no float windows (None: unavailable)
 
         grid = _grid(centres - torch.stack([x0, y0], dim=1), sides, angles, side, size)
-        crops = crop_rois_u8(frames, grid, torch.tensor([[r, *win[:3]] for r, win in zip(rows, windows)]))
+        at = torch.tensor([[r, *win[:3]] for r, win in zip(rows, windows)], dtype=torch.int64, device=frames.device)
+        crops = crop_rois_u8(frames, grid, at)
         if crops is not None:
             return crops
     out = frames.new_empty((n, 3, size, size), dtype=out_dtype)     # every row written below
