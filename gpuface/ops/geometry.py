@@ -90,17 +90,18 @@ def crop_rois(frames: torch.Tensor, row: torch.Tensor, centres: torch.Tensor, si
     plan = to_host(torch.stack([x0, y0, side, shrink], dim=1), row)                  # one host sync
     with host_side():
         windows, rows = plan[0].long().tolist(), plan[1].tolist()
-        groups: dict[tuple, list[int]] = {}
-        for i, (_, _, w, k) in enumerate(windows):
-            groups.setdefault((w, k), []).append(i)
     if frames.dtype == torch.uint8 and frames.device.type == "cpu" and all(k == 1 for *_, k in windows):
         from gpuface.kernels.cpu import crop_rois_u8   # the C kernel: no float windows (None: unavailable)
 
         grid = _grid(centres - torch.stack([x0, y0], dim=1), sides, angles, side, size)
-        at = torch.tensor([[r, *win[:3]] for r, win in zip(rows, windows)], dtype=torch.int64, device=frames.device)
-        crops = crop_rois_u8(frames, grid, at)
+        placed = torch.tensor([[r, *win[:3]] for r, win in zip(rows, windows)], dtype=torch.int64,
+                              device=frames.device)
+        crops = crop_rois_u8(frames, grid, placed)
         if crops is not None:
             return crops
+    groups: dict[tuple, list[int]] = {}     # ROIs with windows of one side and shrink are cut and sampled together
+    for i, (_, _, w, k) in enumerate(windows):
+        groups.setdefault((w, k), []).append(i)
     out = frames.new_empty((n, 3, size, size), dtype=out_dtype)     # every row written below
     h, w = frames.shape[-2:]
     for (win, k), members in groups.items():
