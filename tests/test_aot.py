@@ -61,6 +61,34 @@ def test_packages_keep_batch_invariance(packages, clip):
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
 
 
+def test_small_calls_run_on_one_thread(packages):
+    """Calls of ``SERIAL_ROWS`` rows or fewer (a key frame's crop, a refined pair) run their own single-threaded
+    package on the calling thread alone, calls of 12 on torch's threads; a one-row call gives the same bits whether
+    its caller has one thread or two (what runs beside it does not matter)."""
+    from gpuface.core import threads
+
+    runner = FaceLandmarker("blazeface-short", max_faces=1, aot="auto")._batch_runs[0].fn
+    assert {r: "-serial-" in p.name for r, p in runner._paths.items()} == {1: True, REFINE_CHUNK: True,
+                                                                          MESH_CHUNK: False}
+    seen = {}
+    for rows, path in runner._paths.items():
+        package = aot._load(path)
+        runner._loaded[rows] = lambda x, package=package: (seen.setdefault(x.shape[0], torch.get_num_threads()),
+                                                           package(x))[1]
+    example = aot.NETWORKS["facemesh"]()[1]
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with torch.inference_mode():
+            on_two = [runner(example(rows)) for rows in (1, REFINE_CHUNK, MESH_CHUNK)]
+            with threads.serial():
+                on_one = runner(example(1))
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {1: 1, REFINE_CHUNK: 1, MESH_CHUNK: 2}
+    assert all(torch.equal(a, b) for a, b in zip(on_two[0], on_one))
+
+
 class _Recorder(nn.Module):
     def __init__(self, module, calls):
         super().__init__()

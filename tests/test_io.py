@@ -141,6 +141,42 @@ def test_thread_budget_follows_affinity_slurm_and_option():
     assert run("-", "-", GPUFACE_THREADS="1", OMP_WAIT_POLICY="ACTIVE") == ["1", "1", "1", "ACTIVE", "None"]
 
 
+def test_serial_runs_the_calling_thread_alone():
+    """``threads.serial()``: inside, the calling thread's operators see one thread (ATen picks its one-thread kernel
+    for a 1x1 convolution of a few rows, its im2col one, where two threads take oneDNN's) while another thread keeps
+    its count meanwhile; after the block (also after an exception), the count is back."""
+    import threading
+
+    from torch.profiler import profile
+
+    from gpuface.core import threads
+
+    x, w = torch.rand(2, 8, 16, 16), torch.rand(4, 8, 1, 1)
+
+    def kernels() -> set[str]:
+        with profile() as p:
+            torch.nn.functional.conv2d(x, w)
+        return {e.key for e in p.key_averages() if "conv2d" in e.key or "mkldnn" in e.key}
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert "aten::mkldnn_convolution" in kernels()
+        other = []
+        with threads.serial():
+            assert torch.get_num_threads() == 1
+            assert "aten::thnn_conv2d" in kernels() and "aten::mkldnn_convolution" not in kernels()
+            worker = threading.Thread(target=lambda: other.append(torch.get_num_threads()))
+            worker.start()
+            worker.join()
+        assert other == [2] and torch.get_num_threads() == 2
+        with pytest.raises(ValueError), threads.serial():
+            raise ValueError("inside")
+        assert torch.get_num_threads() == 2 and "aten::mkldnn_convolution" in kernels()
+    finally:
+        torch.set_num_threads(before)
+
+
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="per-thread niceness is read from Linux's /proc")
 def test_decoding_threads_run_at_the_lowest_priority(samples):
     """While a video decodes ahead, the decoding thread and FFmpeg's own threads run at nice 19 (read back from

@@ -7,10 +7,15 @@ intra-op threads to it and inter-op threads to 1, and the decoders (PyAV/FFmpeg 
 x264 encoder read :func:`budget` for theirs, so one gpuface process never runs more busy threads than it was
 given. Idle OpenMP threads spin only briefly before they sleep (``GOMP_SPINCOUNT``/``KMP_BLOCKTIME`` defaults set
 before torch loads when gpuface is imported first; see :mod:`gpuface`), so two processes sharing CPUs do not burn
-each other's time and one process's small operators do not wait for sleeping threads.
+each other's time and one process's small operators do not wait for sleeping threads. :func:`serial` runs a
+block's operators on the calling thread alone (OpenMP's thread count is per thread), where a second thread does not
+pay for itself.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
 import math
 import os
 import queue
@@ -121,6 +126,47 @@ def budget() -> int:
     return _budget or available_cpus()
 
 
+@functools.cache
+def _omp_set_num_threads():
+    """OpenMP's ``omp_set_num_threads`` of the runtime torch loaded (found among the loaded libraries' symbols), or
+    None where torch's parallel backend is not OpenMP or the symbol is not visible."""
+    import torch
+
+    if "OpenMP" not in torch.__config__.parallel_info():
+        return None
+    try:
+        fn = ctypes.CDLL(None).omp_set_num_threads
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int], None
+    return fn
+
+
+@contextlib.contextmanager
+def serial():
+    """Run torch's CPU operators inside the block on the calling thread alone, then restore its thread count.
+
+    OpenMP's thread count (``nthreads-var``) is per thread: this sets the calling thread's to 1 with
+    ``omp_set_num_threads`` (torch's ``set_num_threads`` would also reset the process-wide default for new threads
+    and clear oneDNN's primitive cache), so other threads keep theirs. oneDNN and ATen then run the block's
+    operators single-threaded, and pick their kernels for one thread; an operator's result may differ from its
+    multi-threaded one in the last float32 bits, so a caller must use it for the same calls every time. Where
+    torch's backend is not OpenMP, a no-op.
+    """
+    import torch
+
+    fn = _omp_set_num_threads()
+    before = torch.get_num_threads()      # this thread's (omp_get_max_threads)
+    if fn is None or before == 1:
+        yield
+        return
+    fn(1)
+    try:
+        yield
+    finally:
+        fn(before)
+
+
 def ahead(items: Iterator[T], depth: int = 2, name: str = "gpuface-ahead", nice: int = 0) -> Iterator[T]:
     """Run the iterator ``items`` on a background thread, at most ``depth`` items ahead of the consumer, and yield
     its items in order (a pipeline stage: decoding, or finding faces while the previous batch is worked on).
@@ -179,4 +225,4 @@ def ahead(items: Iterator[T], depth: int = 2, name: str = "gpuface-ahead", nice:
             items.close()
 
 
-__all__ = ["available_cpus", "apply", "budget", "ahead"]
+__all__ = ["available_cpus", "apply", "budget", "ahead", "serial"]

@@ -10,9 +10,18 @@ there (the fused operations, adds, multiplies, maxima and selects, round as the 
 its outputs against the eager module's before it is installed, within a tolerance per network, :data:`NETWORKS`).
 
 A package is compiled for one row count (the callers run fixed-size chunks anyway, see
-:class:`~gpuface.models.graphs.Bucketed`) and cached as ``<weights>/compiled/<name>-r<rows>-<key>.pt2``, the key a
-hash of the torch version, the machine, torch's CPU capability (AVX2, AVX-512, …) and the module's weights; a
+:class:`~gpuface.models.graphs.Bucketed`) and cached as ``<weights>/compiled/<name>-r<rows>[-serial]-<key>.pt2``, the
+key a hash of the torch version, the machine, torch's CPU capability (AVX2, AVX-512, …) and the module's weights; a
 package is written under a temporary name and renamed, so a reader never sees half a file.
+
+Calls of at most :data:`SERIAL_ROWS` rows (a key frame's one crop, a refined pair) are built and run on one thread
+(``-serial``: Inductor's loops without OpenMP, the convolutions frozen into oneDNN's, run under
+:func:`gpuface.core.threads.serial`): FaceMesh on one crop gained nothing from a second thread and burnt twice the
+CPU (2-core AMD EPYC VM, AVX2: 10.3 ms on two threads, 20.7 ms of CPU; 10.5 ms on one), CPU time that the
+landmarker's other half, running beside it (:meth:`~gpuface.stages.landmarks.FaceLandmarker.start`), needs: the
+landmarks job on the four 720p samples went from 85 to 89 frames/s (alternating runs). Such a call always runs on
+one thread, so its result does not depend on what runs beside it; it differs from a two-thread call's by up to
+~5e-4 crop pixels (oneDNN picks its kernels by thread count).
 
 Modes (the ``aot`` argument of :class:`AotRunner`, default from ``GPUFACE_AOT``, else ``auto``):
 
@@ -32,6 +41,7 @@ module stays eager.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ctypes
 import hashlib
 import logging
@@ -48,11 +58,14 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
+from gpuface.core import threads
 from gpuface.models.graphs import _as_tuple
 
 log = logging.getLogger("gpuface")
 
 MODES = ("auto", "now", "off")
+#: Row counts up to this are built and run single-threaded (see the module docstring).
+SERIAL_ROWS = 2
 #: A lock file older than this (seconds) is a crashed build's and is taken over.
 STALE_LOCK = 1800
 
@@ -110,7 +123,18 @@ def package_paths(name: str, module: nn.Module, rows: Iterable[int], cache: Path
     for key, t in sorted(module.state_dict().items()):
         h.update(key.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return {r: (cache or cache_dir()) / f"{name}-r{r}-{h.hexdigest()[:16]}.pt2" for r in rows}
+    return {r: (cache or cache_dir()) / f"{name}-r{r}{'-serial' if _serial(r) else ''}-{h.hexdigest()[:16]}.pt2"
+            for r in rows}
+
+
+def _serial(rows: int) -> bool:
+    return rows <= SERIAL_ROWS
+
+
+def _threads(rows: int) -> contextlib.AbstractContextManager:
+    """How a call of ``rows`` rows runs: on the calling thread alone (:func:`gpuface.core.threads.serial`) for
+    :data:`SERIAL_ROWS` or fewer, else on torch's threads."""
+    return threads.serial() if _serial(rows) else contextlib.nullcontext()
 
 
 class _Export(nn.Module):
@@ -153,12 +177,16 @@ def build(name: str, rows: Iterable[int], cache: Path | None = None) -> list[Pat
 
 
 def _compile(module: nn.Module, x: torch.Tensor, tolerance: float, path: Path) -> float:
-    with torch.inference_mode():
+    with torch.inference_mode(), _threads(x.shape[0]):
         eager = _as_tuple(module(x))
     program = torch.export.export(_Export(module), (x,), strict=False)
+    # one thread: loops without OpenMP, and convolutions frozen into oneDNN's (ATen's own choice on one thread,
+    # its slower im2col kernel for 1x1 convolutions, gave the same values ~8 % slower)
+    configs = {"cpp.threads": 1, "freezing": True} if _serial(x.shape[0]) else {}
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
-        staged = torch._inductor.aoti_compile_and_package(program, package_path=os.path.join(tmp, path.name))
-        with torch.inference_mode():
+        staged = torch._inductor.aoti_compile_and_package(program, package_path=os.path.join(tmp, path.name),
+                                                          inductor_configs=configs)
+        with torch.inference_mode(), _threads(x.shape[0]):
             compiled = _as_tuple(_load(Path(staged))(x))      # as a run will load it
         worst = max((a - b).abs().max().item() for a, b in zip(eager, compiled))
         if worst > tolerance:
@@ -217,7 +245,8 @@ class AotRunner:
             run = self._loaded[x.shape[0]] = _load(path)
         # the layout the package was traced with (its example): channels-last crops, contiguous points
         x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.contiguous()
-        return run(x)
+        with _threads(x.shape[0]):
+            return run(x)
 
     @property
     def compiled_rows(self) -> tuple[int, ...]:
@@ -327,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["MODES", "NETWORKS", "AotRunner", "build", "cache_dir", "mode_from_env", "package_paths"]
+__all__ = ["MODES", "NETWORKS", "SERIAL_ROWS", "AotRunner", "build", "cache_dir", "mode_from_env", "package_paths"]
 
 
 if __name__ == "__main__":
