@@ -57,7 +57,8 @@ REFINE_CHUNK = 2
 #: Rows per blendshape call: the MLP gives a row the same bits wherever it sits in a call only from 8 rows up.
 BLEND_CHUNK = 16
 #: The row counts the networks are AOT-compiled for on the CPU (:mod:`gpuface.models.aot`): a key frame with one
-#: track calls FaceMesh on 1 crop; the other calls run in the fixed chunks above.
+#: track calls FaceMesh on 1 crop; the other calls run in the fixed chunks above. Calls of 1 and 2 crops run on one
+#: thread (:data:`gpuface.models.aot.SERIAL_ROWS`), leaving the other core to the half of the landmarker beside them.
 AOT_ROWS = {"facemesh": (1, REFINE_CHUNK, MESH_CHUNK), "blendshapes": (BLEND_CHUNK,)}
 
 #: FaceMesh index of each of the 68 iBUG 300-W / dlib points (jaw 0–16, brows 17–26, nose 27–35, eyes 36–47,
