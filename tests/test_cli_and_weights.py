@@ -174,7 +174,7 @@ def test_weights_cache_is_the_checkouts_weights_folder(monkeypatch):
 
 def test_landmarks_drawing_in_the_faces_window_is_the_whole_frame_drawing(samples):
     """``--draw`` tints and dots only the rectangle that holds the faces; the frames equal, bit for bit, those drawn
-    over the whole frame (every region of the default set, one and two faces)."""
+    over the whole frame (every region of the default set, one and two faces), and those drawn in place."""
     import torch
 
     from gpuface.jobs.landmarks import DRAW_REGIONS
@@ -189,6 +189,8 @@ def test_landmarks_drawing_in_the_faces_window_is_the_whole_frame_drawing(sample
         window = draw_landmarks(frames, faces, DRAW_REGIONS)
         assert torch.equal(window, draw_landmarks(frames, faces, DRAW_REGIONS, window=False))
         assert not torch.equal(window, frames)
+        own = frames.clone()          # in place (the job's own batch): the same pixels, drawn into the frames
+        assert draw_landmarks(own, faces, DRAW_REGIONS, inplace=True) is own and torch.equal(own, window)
 
 
 def test_profile_says_where_the_time_went(samples, tmp_path, capsys):

@@ -56,7 +56,8 @@ class LandmarksJob(Job):
 
         self.parts.append(landmarks_rows(faces, batch, run.path))
         if self.sink is not None:
-            self.sink.write(draw_landmarks(batch.frames, faces, self.draw_regions))
+            # the decoded batch is ours alone unless other jobs share the pass
+            self.sink.write(draw_landmarks(batch.frames, faces, self.draw_regions, inplace=not run.shared))
 
     def finish(self, run) -> None:
         import pandas as pd

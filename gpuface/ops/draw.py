@@ -53,7 +53,7 @@ def segments(out: torch.Tensor, row: torch.Tensor, a: torch.Tensor, b: torch.Ten
 
 
 def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), alpha: float = 0.35,
-                   window: bool = True) -> torch.Tensor:
+                   window: bool = True, inplace: bool = False) -> torch.Tensor:
     """Frames (B, 3, H, W) uint8 with each region tinted (one colour per region, ``alpha`` of it) and the 478 points
     drawn as 2×2 px green dots, for all faces of the batch in tensor ops.
 
@@ -61,6 +61,7 @@ def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), a
     batch) is converted to float and gets the dots, and each region is rasterised and blended only over the
     rectangle that holds its own landmarks (one host sync for all the rectangles); the rest is copied. The pixels are
     the same as with ``window=False`` (the whole frames), bit for bit: masks and dots lie inside those rectangles.
+    ``inplace``: draw into ``frames`` and return them (no copy of the batch), for a caller that owns them.
     """
     from gpuface.core.syncs import to_host
     from gpuface.ops.regions import get_region
@@ -89,7 +90,7 @@ def draw_landmarks(frames: torch.Tensor, faces, regions: tuple[str, ...] = (), a
         if x1 <= x0 or y1 <= y0:
             return frames
         extents = [rectangle(bounds[2 + 2 * i], bounds[3 + 2 * i], (x0, y0, x1, y1)) for i in range(len(parts))]
-    out = frames.clone()
+    out = frames if inplace else frames.clone()
     win = out[:, :, y0:y1, x0:x1].float()
     for i, (r, (rx0, ry0, rx1, ry1)) in enumerate(zip(parts, extents)):
         if rx1 <= rx0 or ry1 <= ry0:
