@@ -68,8 +68,9 @@ def test_small_calls_run_on_one_thread(packages):
     from gpuface.core import threads
 
     runner = FaceLandmarker("blazeface-short", max_faces=1, aot="auto")._batch_runs[0].fn
-    assert {r: "-serial-" in p.name for r, p in runner._paths.items()} == {1: True, REFINE_CHUNK: True,
-                                                                          MESH_CHUNK: False}
+    n = torch.get_num_threads()
+    assert {r: p.name.split("-")[2] for r, p in runner._paths.items()} == {1: "t1", REFINE_CHUNK: "t1",
+                                                                           MESH_CHUNK: f"t{n}"}
     seen = {}
     for rows, path in runner._paths.items():
         package = aot._load(path)
@@ -135,6 +136,7 @@ def test_auto_spawns_one_build_then_switches_to_the_package(tiny, tmp_path, monk
     assert len(spawned) == 1 and (tmp_path / "tiny.lock").exists()
     cmd, kw = spawned[0]
     assert cmd[1:4] == ["-m", "gpuface.models.aot", "tiny"] and "--lock" in cmd and kw["start_new_session"]
+    assert cmd[cmd.index("--threads") + 1] == str(torch.get_num_threads())    # built for this run's thread count
     aot.AotRunner("tiny", tiny, (2,), "auto", cache=tmp_path)
     assert len(spawned) == 1
     old = time.time() - aot.STALE_LOCK - 60

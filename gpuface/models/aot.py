@@ -2,21 +2,27 @@
 
 On a CPU, FaceMesh run op by op spends half its time outside its convolutions: 69 PReLUs, 34 residual adds and the
 channel pads before them, each a pass over a feature map of 8–32 channels at up to 128² that does not stay in cache.
-Inductor (``torch.export`` → ``torch._inductor.aoti_compile_and_package``) keeps the convolutions as the same oneDNN
-calls and fuses the element-wise work around them into C++ loops; the result is a shared library loaded in ~10 ms,
-no Python tracing at run time. Measured on a 2-core x86 VM (AVX-512), torch 2.14.1, FaceMesh at 256²: 15.0 → 6.2 ms
-for one crop, 6.0 → 3.5 ms a crop in calls of 12; landmarks and presence equal to the eager module's bit for bit
-there (the fused operations, adds, multiplies, maxima and selects, round as the eager ones do; each build checks
-its outputs against the eager module's before it is installed, within a tolerance per network, :data:`NETWORKS`).
+Inductor (``torch.export`` → ``torch._inductor.aoti_compile_and_package``) fuses the element-wise work around the
+convolutions into C++ loops; the result is a shared library loaded in ~10 ms, no Python tracing at run time.
+Measured on a 2-core x86 VM (AVX-512), torch 2.14.1, FaceMesh at 256²: 15.0 → 6.2 ms for one crop, 6.0 → 3.5 ms a
+crop in calls of 12; landmarks and presence equal to the eager module's bit for bit there (the fused operations,
+adds, multiplies, maxima and selects, round as the eager ones do; each build checks its outputs against the eager
+module's before it is installed, within a tolerance per network, :data:`NETWORKS`). Packages are *frozen*
+(Inductor's ``freezing``, which needs autograd off while compiling): the weights are constants, packed for oneDNN,
+and each convolution is one oneDNN call with its residual add or activation fused in. On a 2-core AMD EPYC VM
+(AVX2), against the same packages unfrozen: FaceMesh on one crop (one thread) 10.8 → 8.5 ms, on two crops 17.3 →
+13.0 ms, in calls of 12 (two threads) 3.5 → 3.3 ms a crop (same bits), the blendshapes in calls of 16 11.6 → 8.1 ms;
+the landmarks job on the four 720p samples 86.6 → 95.5 frames/s (alternating runs, medians of 6).
 
 A package is compiled for one row count (the callers run fixed-size chunks anyway, see
-:class:`~gpuface.models.graphs.Bucketed`) and cached as ``<weights>/compiled/<name>-r<rows>[-serial]-<key>.pt2``, the
-key a hash of the torch version, the machine, torch's CPU capability (AVX2, AVX-512, …) and the module's weights; a
-package is written under a temporary name and renamed, so a reader never sees half a file.
+:class:`~gpuface.models.graphs.Bucketed`) for the thread count it runs with (its loops' OpenMP teams and its packed
+weights' layout are built for it: run with another, oneDNN would re-lay the weights at every call) and cached as
+``<weights>/compiled/<name>-r<rows>-t<threads>-<key>.pt2``, the key a hash of the torch version, the machine,
+torch's CPU capability (AVX2, AVX-512, …), :data:`PACKAGE_FORMAT` and the module's weights; a package is written
+under a temporary name and renamed, so a reader never sees half a file.
 
 Calls of at most :data:`SERIAL_ROWS` rows (a key frame's one crop, a refined pair) are built and run on one thread
-(``-serial``: Inductor's loops without OpenMP, the convolutions frozen into oneDNN's, run under
-:func:`gpuface.core.threads.serial`): FaceMesh on one crop gained nothing from a second thread and burnt twice the
+(``-t1``: Inductor's loops without OpenMP, run under :func:`gpuface.core.threads.serial`): FaceMesh on one crop gained nothing from a second thread and burnt twice the
 CPU (2-core AMD EPYC VM, AVX2: 10.3 ms on two threads, 20.7 ms of CPU; 10.5 ms on one), CPU time that the
 landmarker's other half, running beside it (:meth:`~gpuface.stages.landmarks.FaceLandmarker.start`), needs: the
 landmarks job on the four 720p samples went from 85 to 89 frames/s (alternating runs). Such a call always runs on
@@ -66,6 +72,8 @@ log = logging.getLogger("gpuface")
 MODES = ("auto", "now", "off")
 #: Row counts up to this are built and run single-threaded (see the module docstring).
 SERIAL_ROWS = 2
+#: Bumped when the way packages are built changes (their cache key): 2 = frozen, with single-threaded small calls.
+PACKAGE_FORMAT = 2
 #: A lock file older than this (seconds) is a crashed build's and is taken over.
 STALE_LOCK = 1800
 
@@ -117,18 +125,23 @@ def cache_dir() -> Path:
 
 def package_paths(name: str, module: nn.Module, rows: Iterable[int], cache: Path | None = None) -> dict[int, Path]:
     """The cache path of ``module``'s package for each row count in ``rows`` on this machine and torch version (the
-    weights hashed once)."""
+    weights hashed once), at the thread count the call runs with (:func:`_run_threads`: a package's loops and its
+    convolutions' weight layout are built for it)."""
     h = hashlib.sha256(f"{torch.__version__}|{platform.machine()}|{torch.backends.cpu.get_cpu_capability()}"
-                       .encode())
+                       f"|{PACKAGE_FORMAT}".encode())
     for key, t in sorted(module.state_dict().items()):
         h.update(key.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return {r: (cache or cache_dir()) / f"{name}-r{r}{'-serial' if _serial(r) else ''}-{h.hexdigest()[:16]}.pt2"
-            for r in rows}
+    return {r: (cache or cache_dir()) / f"{name}-r{r}-t{_run_threads(r)}-{h.hexdigest()[:16]}.pt2" for r in rows}
 
 
 def _serial(rows: int) -> bool:
     return rows <= SERIAL_ROWS
+
+
+def _run_threads(rows: int) -> int:
+    """The thread count a call of ``rows`` rows runs with: 1 (:data:`SERIAL_ROWS` or fewer), else torch's."""
+    return 1 if _serial(rows) else torch.get_num_threads()
 
 
 def _threads(rows: int) -> contextlib.AbstractContextManager:
@@ -180,10 +193,12 @@ def _compile(module: nn.Module, x: torch.Tensor, tolerance: float, path: Path) -
     with torch.inference_mode(), _threads(x.shape[0]):
         eager = _as_tuple(module(x))
     program = torch.export.export(_Export(module), (x,), strict=False)
-    # one thread: loops without OpenMP, and convolutions frozen into oneDNN's (ATen's own choice on one thread,
-    # its slower im2col kernel for 1x1 convolutions, gave the same values ~8 % slower)
-    configs = {"cpp.threads": 1, "freezing": True} if _serial(x.shape[0]) else {}
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+    # Frozen: the weights become constants and each convolution one oneDNN call with its residual add and
+    # activation fused (Inductor freezes only with autograd off), its weights laid out for the thread count it is
+    # compiled under (so, the one it runs with: else oneDNN reorders them at every call). One thread: loops without
+    # OpenMP.
+    configs = {"freezing": True, "cpp.threads": _run_threads(x.shape[0])}
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, torch.no_grad(), _threads(x.shape[0]):
         staged = torch._inductor.aoti_compile_and_package(program, package_path=os.path.join(tmp, path.name),
                                                           inductor_configs=configs)
         with torch.inference_mode(), _threads(x.shape[0]):
@@ -332,7 +347,7 @@ def _spawn_build(name: str, rows: list[int], folder: Path) -> None:
         return
     os.close(fd)
     cmd = [sys.executable, "-m", "gpuface.models.aot", name, "--rows", *map(str, rows), "--cache", str(folder),
-           "--lock", str(lock)]
+           "--lock", str(lock), "--threads", str(torch.get_num_threads())]
     with open(folder / f"{name}.log", "ab") as out:
         subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
     log.info("gpuface: compiling %s for this CPU in the background (once, about a minute of one core); this run "
@@ -340,13 +355,17 @@ def _spawn_build(name: str, rows: list[int], folder: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The background builder: ``python -m gpuface.models.aot NAME --rows R... [--cache DIR] [--lock FILE]``."""
+    """The background builder: ``python -m gpuface.models.aot NAME --rows R... [--cache DIR] [--lock FILE]
+    [--threads N]``."""
     ap = argparse.ArgumentParser(description="AOT-compile a gpuface network for this CPU")
     ap.add_argument("name", choices=sorted(NETWORKS))
     ap.add_argument("--rows", type=int, nargs="+", required=True)
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--lock", type=Path, default=None, help="a lock file to remove when done")
+    ap.add_argument("--threads", type=int, default=None, help="the thread count the packages will run with")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     try:
         build(args.name, args.rows, args.cache)
