@@ -22,12 +22,13 @@ torch's CPU capability (AVX2, AVX-512, …), :data:`PACKAGE_FORMAT` and the modu
 under a temporary name and renamed, so a reader never sees half a file.
 
 Calls of at most :data:`SERIAL_ROWS` rows (a key frame's one crop, a refined pair) are built and run on one thread
-(``-t1``: Inductor's loops without OpenMP, run under :func:`gpuface.core.threads.serial`): FaceMesh on one crop gained nothing from a second thread and burnt twice the
-CPU (2-core AMD EPYC VM, AVX2: 10.3 ms on two threads, 20.7 ms of CPU; 10.5 ms on one), CPU time that the
-landmarker's other half, running beside it (:meth:`~gpuface.stages.landmarks.FaceLandmarker.start`), needs: the
-landmarks job on the four 720p samples went from 85 to 89 frames/s (alternating runs). Such a call always runs on
-one thread, so its result does not depend on what runs beside it; it differs from a two-thread call's by up to
-~5e-4 crop pixels (oneDNN picks its kernels by thread count).
+(``-t1``: Inductor's loops without OpenMP, run under :func:`gpuface.core.threads.serial`): FaceMesh on one crop
+gained nothing from a second thread and burnt twice the CPU (2-core AMD EPYC VM, AVX2, unfrozen: 10.3 ms on two
+threads, 20.7 ms of CPU; 10.5 ms on one), CPU time that the landmarker's other half, running beside it
+(:meth:`~gpuface.stages.landmarks.FaceLandmarker.start`), needs: the landmarks job on the four 720p samples went
+from 92.0 to 96.7 frames/s (alternating runs, medians of 4). Such a call always runs on one thread, so its result
+does not depend on what runs beside it; it differs from a two-thread call's by up to ~5e-4 crop pixels (oneDNN
+picks its kernels by thread count).
 
 Modes (the ``aot`` argument of :class:`AotRunner`, default from ``GPUFACE_AOT``, else ``auto``):
 
