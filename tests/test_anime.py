@@ -237,9 +237,10 @@ def test_anime_rcnn_port_equals_mmdetection(mmdet_reference):
     proposal: a near-tie the two NMS broke in another order; on a 2-core AVX2 VM one of 1000 was 1.1e-6 from its
     nearest neighbour), the detections from MMDetection's
     proposals (identical but for at most 5 near-ties that NMS swapped: each detection of MMDetection's that is
-    not ours has one of ours not MMDetection's within 1e-4 of its score, 3 on the AVX2 VM; scores within 1e-5) and the whole detector's top 10 scores (at least 8
-    of MMDetection's 10 among ours within 1e-4, the random network's near-ties; on the AVX2 VM a proposal swapped
-    in a near-tie replaced one detection), each of those with a score of its own identical."""
+    not ours has one of ours not MMDetection's within 1e-4 of its score, 3 on the AVX2 VM; scores within 1e-5) and
+    the whole detector's top 10 scores (at least 8 of MMDetection's 10 among ours within 1e-4, the random network's
+    near-ties; on the AVX2 VM a proposal swapped in a near-tie replaced one detection), each of those with a score
+    of its own identical."""
     import torch.nn.functional as F
     from torchvision.ops import box_iou
 

@@ -136,19 +136,15 @@ def package_paths(name: str, module: nn.Module, rows: Iterable[int], cache: Path
     return {r: (cache or cache_dir()) / f"{name}-r{r}-t{_run_threads(r)}-{h.hexdigest()[:16]}.pt2" for r in rows}
 
 
-def _serial(rows: int) -> bool:
-    return rows <= SERIAL_ROWS
-
-
 def _run_threads(rows: int) -> int:
     """The thread count a call of ``rows`` rows runs with: 1 (:data:`SERIAL_ROWS` or fewer), else torch's."""
-    return 1 if _serial(rows) else torch.get_num_threads()
+    return 1 if rows <= SERIAL_ROWS else torch.get_num_threads()
 
 
 def _threads(rows: int) -> contextlib.AbstractContextManager:
     """How a call of ``rows`` rows runs: on the calling thread alone (:func:`gpuface.core.threads.serial`) for
     :data:`SERIAL_ROWS` or fewer, else on torch's threads."""
-    return threads.serial() if _serial(rows) else contextlib.nullcontext()
+    return threads.serial() if rows <= SERIAL_ROWS else contextlib.nullcontext()
 
 
 class _Export(nn.Module):
@@ -191,23 +187,26 @@ def build(name: str, rows: Iterable[int], cache: Path | None = None) -> list[Pat
 
 
 def _compile(module: nn.Module, x: torch.Tensor, tolerance: float, path: Path) -> float:
-    with torch.inference_mode(), _threads(x.shape[0]):
-        eager = _as_tuple(module(x))
-    program = torch.export.export(_Export(module), (x,), strict=False)
     # Frozen: the weights become constants and each convolution one oneDNN call with its residual add and
     # activation fused (Inductor freezes only with autograd off), its weights laid out for the thread count it is
     # compiled under (so, the one it runs with: else oneDNN reorders them at every call). One thread: loops without
-    # OpenMP.
+    # OpenMP. The eager reference, the build and its check all run at that thread count.
     configs = {"freezing": True, "cpp.threads": _run_threads(x.shape[0])}
-    with tempfile.TemporaryDirectory(dir=path.parent) as tmp, torch.no_grad(), _threads(x.shape[0]):
-        staged = torch._inductor.aoti_compile_and_package(program, package_path=os.path.join(tmp, path.name),
-                                                          inductor_configs=configs)
-        with torch.inference_mode(), _threads(x.shape[0]):
-            compiled = _as_tuple(_load(Path(staged))(x))      # as a run will load it
-        worst = max((a - b).abs().max().item() for a, b in zip(eager, compiled))
-        if worst > tolerance:
-            raise RuntimeError(f"AOT-compiled {path.name} differs from the eager module by {worst:.3g} (> {tolerance})")
-        os.replace(staged, path)
+    with _threads(x.shape[0]):
+        with torch.inference_mode():
+            eager = _as_tuple(module(x))
+        program = torch.export.export(_Export(module), (x,), strict=False)
+        with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+            with torch.no_grad():
+                staged = torch._inductor.aoti_compile_and_package(program, package_path=os.path.join(tmp, path.name),
+                                                                  inductor_configs=configs)
+            with torch.inference_mode():
+                compiled = _as_tuple(_load(Path(staged))(x))      # as a run will load it
+            worst = max((a - b).abs().max().item() for a, b in zip(eager, compiled))
+            if worst > tolerance:
+                raise RuntimeError(f"AOT-compiled {path.name} differs from the eager module by {worst:.3g} "
+                                   f"(> {tolerance})")
+            os.replace(staged, path)
     return worst
 
 
