@@ -1,4 +1,5 @@
-"""CPU kernels in C (``kernels/*.c``), built once per machine with the system's C compiler and called with ctypes.
+"""CPU kernels in C (``kernels/*.c``), built once per machine with the system's C compiler into one library and
+called with ctypes.
 
 :func:`crop_rois_u8` — the FaceMesh, embedding and thumbnail crops of :func:`gpuface.ops.geometry.crop_rois`
 sampled straight from uint8 frames. The torch path converts a float32 window of the frame around each ROI and
@@ -9,12 +10,17 @@ grid_sample's float32 arithmetic on them (``kernels/crop_rois.c`` gives the form
 path within a few float32 ulps of 255 (ATen's build may fuse multiply-adds there; the kernel never does) and, as
 the torch path, gives each crop's values from that ROI alone (any batch, any number of ROIs or threads).
 
-The library is compiled with ``$CC`` (default ``cc``; ``-O3 -ffp-contract=off``, no machine-specific flags, so
-one build serves every x86-64 or arm64 node of a cluster sharing the cache) into the compiled-networks cache
-(``<weights>/compiled/``, :func:`gpuface.models.aot.cache_dir`) under a hash of the source, the machine and the
-compiler; about a second, on the first call. Without a compiler or a writable cache it warns once and the torch
-path runs. ``GPUFACE_KERNELS=torch`` always takes the torch path. Work is split across torch's intra-op thread
-count with Python threads (a ctypes call releases the GIL).
+:func:`copy_spans_u8` — the blur and mosaic of :func:`gpuface.ops.anonymize.anonymize` written into the frames span
+by span (``kernels/copy_spans.c``): only the masked pixels are touched, where the torch path selects over the faces'
+whole bounding box through a rasterised coverage mask (two uint8 multiplies and an add a byte). Copies only: the
+same bytes as the torch path.
+
+The library (both sources) is compiled with ``$CC`` (default ``cc``; ``-O3 -ffp-contract=off``, no machine-specific
+flags, so one build serves every x86-64 or arm64 node of a cluster sharing the cache) into the compiled-networks
+cache (``<weights>/compiled/``, :func:`gpuface.models.aot.cache_dir`) under a hash of the sources, the machine and the
+compiler; about two seconds, on the first call. Without a compiler or a writable cache it warns once and the torch
+paths run. ``GPUFACE_KERNELS=torch`` always takes the torch paths. The crops are split across torch's intra-op
+thread count with Python threads (a ctypes call releases the GIL).
 """
 from __future__ import annotations
 
@@ -33,22 +39,22 @@ import torch
 
 log = logging.getLogger("gpuface")
 
-_SOURCE = Path(__file__).with_name("crop_rois.c")
+_SOURCES = tuple(Path(__file__).with_name(f"{name}.c") for name in ("crop_rois", "copy_spans"))
 _I64, _PTR = ctypes.c_int64, ctypes.c_void_p
 
 
-def _build(source: Path, folder: Path) -> Path:
-    """Compile ``source`` into a shared library in ``folder`` (kept when built already); returns its path."""
+def _build(sources: tuple[Path, ...], folder: Path) -> Path:
+    """Compile ``sources`` into one shared library in ``folder`` (kept when built already); returns its path."""
     cc = os.environ.get("CC", "cc")
-    key = hashlib.sha256(source.read_bytes() + f"|{platform.machine()}|{cc}".encode()).hexdigest()[:16]
-    path = folder / f"{source.stem}-{key}.so"
+    key = hashlib.sha256(b"".join(s.read_bytes() for s in sources) + f"|{platform.machine()}|{cc}".encode())
+    path = folder / f"gpuface-kernels-{key.hexdigest()[:16]}.so"
     if path.exists():
         return path
     folder.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)      # a reader never sees half a library
     os.close(fd)
     try:
-        subprocess.run([cc, "-O3", "-fPIC", "-shared", "-ffp-contract=off", "-o", tmp, str(source)], check=True,
+        subprocess.run([cc, "-O3", "-fPIC", "-shared", "-ffp-contract=off", "-o", tmp, *map(str, sources)], check=True,
                        capture_output=True, timeout=300)
         os.replace(tmp, path)
     finally:
@@ -61,16 +67,18 @@ def _library() -> ctypes.CDLL | None:
     from gpuface.models.aot import cache_dir
 
     try:
-        lib = ctypes.CDLL(str(_build(_SOURCE, cache_dir())))
+        lib = ctypes.CDLL(str(_build(_SOURCES, cache_dir())))
     except (OSError, subprocess.SubprocessError) as e:   # no compiler, read-only cache: the torch path
         detail = getattr(e, "stderr", None) or str(e)
         detail = detail.decode(errors="replace") if isinstance(detail, bytes) else detail
-        log.warning("gpuface: cannot build the C crop kernel (%s); crops are sampled with torch's grid_sample",
+        log.warning("gpuface: cannot build the C kernels (%s); crops and anonymisation masks run in torch",
                     (detail.strip().splitlines() or [type(e).__name__])[0])
         return None
     lib.gpuface_crop_items.restype, lib.gpuface_crop_items.argtypes = _I64, [_I64, _I64]
     lib.gpuface_crop_rois_u8.restype = None
     lib.gpuface_crop_rois_u8.argtypes = [_PTR] + [_I64] * 6 + [_PTR, _PTR, _I64, _PTR, _I64, _I64]
+    lib.gpuface_copy_spans_u8.restype = None
+    lib.gpuface_copy_spans_u8.argtypes = [_PTR] + [_I64] * 4 + [_PTR] + [_I64] * 5 + [_PTR, _I64]
     return lib
 
 
@@ -81,7 +89,7 @@ def _pool(workers: int, pid: int) -> ThreadPoolExecutor:
 
 
 def available() -> bool:
-    """Whether :func:`crop_rois_u8` runs the C kernel here (built or buildable, ``GPUFACE_KERNELS`` not torch)."""
+    """Whether the C kernels run here (built or buildable, ``GPUFACE_KERNELS`` not torch)."""
     return os.environ.get("GPUFACE_KERNELS", "auto") != "torch" and _library() is not None
 
 
@@ -118,4 +126,27 @@ def crop_rois_u8(frames: torch.Tensor, grid: torch.Tensor, plan: torch.Tensor) -
     return out.permute(0, 3, 1, 2)
 
 
-__all__ = ["available", "crop_rois_u8"]
+def copy_spans_u8(dst: torch.Tensor, src: torch.Tensor, spans: torch.Tensor) -> None:
+    """Copy ``src``'s pixels on each span into ``dst``, in place (see the module docstring); only where
+    :func:`available`.
+
+    Args:
+        dst, src: uint8 (B, C, H, W) on the CPU, the same shape, any strides (channels-last rows are copied whole).
+        spans: int64 (N, 4): frame, row y, columns [x0, x1) with 0 <= x0 < x1 <= W, 0 <= y < H, frame < B.
+
+    Raises:
+        ValueError: inputs that are not uint8 CPU tensors of one shape, or a span outside them (nothing written).
+    """
+    if dst.shape != src.shape or any(t.device.type != "cpu" or t.dtype != torch.uint8 for t in (dst, src)):
+        raise ValueError(f"copy_spans_u8 needs two uint8 CPU tensors of one shape, got {tuple(dst.shape)} "
+                         f"{dst.dtype} {dst.device} and {tuple(src.shape)} {src.dtype} {src.device}")
+    spans = spans.long().contiguous()
+    b, _, h, w = dst.shape
+    f, y, x0, x1 = spans.unbind(1)
+    if len(spans) and not bool(((f >= 0) & (f < b) & (y >= 0) & (y < h) & (x0 >= 0) & (x0 < x1) & (x1 <= w)).all()):
+        raise ValueError("copy_spans_u8: a span lies outside the images or is empty")
+    _library().gpuface_copy_spans_u8(dst.data_ptr(), *dst.stride(), src.data_ptr(), *src.stride(), dst.shape[1],
+                                     spans.data_ptr(), len(spans))
+
+
+__all__ = ["available", "copy_spans_u8", "crop_rois_u8"]

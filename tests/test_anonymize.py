@@ -128,6 +128,30 @@ def test_blur_and_mosaic_equal_the_whole_frame_computation(clip, faces_clip, mod
         assert torch.equal(out[f][:, m], ref[0].to(torch.uint8)[:, m])
 
 
+@pytest.mark.parametrize("mode", ["blur", "mosaic"])
+@pytest.mark.parametrize("ellipse", [True, False])
+def test_span_kernel_equals_the_mask_path(clip, faces_clip, monkeypatch, mode, ellipse):
+    """On the CPU the coarse pixels are copied span by span (kernels/copy_spans.c) where the torch path selects them
+    through a rasterised mask: the same bytes, for the decoder's channels-last frames and for NCHW-contiguous ones,
+    with overlapping faces of different strength levels in one frame."""
+    from gpuface.kernels import cpu
+
+    if not cpu.available():
+        pytest.skip("no C compiler here: only the torch path runs")
+    extra = gf.Faces(row=torch.tensor([0, 0, 2]), boxes=torch.tensor(
+        [[40.3, 60.2, 160.7, 200.9], [100.5, 120.0, 520.0, 600.4], [1000.0, 400.0, 1279.5, 719.9]]),
+        scores=torch.ones(3), keypoints=torch.zeros(3, 5, 2))
+    faces = gf.Faces.cat([faces_clip.to("cpu"), extra], [0, 0])
+    opt = gf.AnonymizeOptions(mode=mode, ellipse=ellipse)
+    for frames in (clip.frames, clip.frames.contiguous()):
+        monkeypatch.setenv("GPUFACE_KERNELS", "torch")
+        expected = gf.anonymize(frames, faces, opt)
+        monkeypatch.setenv("GPUFACE_KERNELS", "auto")
+        got = gf.anonymize(frames.clone(), faces, opt, inplace=True)
+        assert torch.equal(got, expected)
+        assert (got != frames).any(dim=1).sum() > 100_000
+
+
 def test_frames_without_faces_pass_through(clip, faces_clip):
     keep = faces_clip.row != 3
     out = gf.anonymize(clip.frames, faces_clip.select(keep))

@@ -122,5 +122,30 @@ def test_without_a_compiler_the_torch_path_runs(clip, rois, monkeypatch, tmp_pat
     finally:
         cpu._library.cache_clear()
     assert torch.equal(got, expected)
-    assert sum("cannot build the C crop kernel" in r.message for r in caplog.records) == 1
+    assert sum("cannot build the C kernels" in r.message for r in caplog.records) == 1
     assert not list(tmp_path.rglob("*.so"))
+
+
+def test_copy_spans_writes_exactly_the_spans(clip):
+    """kernels/copy_spans.c against slicing: every span's pixels come from the source, every other pixel is left as
+    it was, for channels-last (memcpy rows) and NCHW (per-pixel) layouts; a span outside the images is refused
+    before anything is written."""
+    if not cpu.available():
+        pytest.skip("no C compiler here")
+    g = torch.Generator().manual_seed(3)
+    src = torch.randint(0, 256, (4, 3, 96, 128), dtype=torch.uint8, generator=g)
+    f, y = torch.randint(0, 4, (300,), generator=g), torch.randint(0, 96, (300,), generator=g)
+    x0 = torch.randint(0, 127, (300,), generator=g)
+    x1 = x0 + 1 + (torch.rand(300, generator=g) * (128 - x0 - 1)).long()
+    spans = torch.stack([f, y, x0, x1], 1)
+    for layout in (torch.channels_last, torch.contiguous_format):
+        dst = clip.frames[:4, :, 100:196, 200:328].clone(memory_format=layout)
+        expected = dst.clone()
+        for b, r, a, e in spans.tolist():
+            expected[b, :, r, a:e] = src[b, :, r, a:e]
+        cpu.copy_spans_u8(dst, src.contiguous(memory_format=layout), spans)
+        assert torch.equal(dst, expected)
+    before = dst.clone()
+    with pytest.raises(ValueError, match="outside"):
+        cpu.copy_spans_u8(dst, src, torch.tensor([[0, 0, 0, 5], [0, 96, 0, 5]]))
+    assert torch.equal(dst, before)

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from gpuface.core.errors import InvalidOptionError
 from gpuface.ops.geometry import window_slices
-from gpuface.kernels import gaussian_blur
+from gpuface.kernels import cpu as cpu_kernels, gaussian_blur
 from gpuface.core.syncs import host_side, to_host, upload
 from gpuface.core.types import Faces
 
@@ -104,14 +104,29 @@ def face_masks(boxes: torch.Tensor, row: torch.Tensor, shape: tuple[int, int, in
     Returns:
         float32 (B, 1, H, W) in {0, 1}: 1 where any face of that frame covers the pixel centre.
     """
-    return _cover(boxes, row, shape, ellipse)[:, None].float()
-
-
-def _cover(boxes: torch.Tensor, row: torch.Tensor, shape: tuple[int, int, int], ellipse: bool,
-           offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
-    """:func:`face_masks` as bool (B, H, W): pixel rows ``oy … oy + H - 1`` and columns ``ox … ox + W - 1`` of the
-    boxes' pixel grid, ``(oy, ox) = offset`` (a part of a larger mask, computed as that mask is)."""
     b, h, w = shape
+    return _cover(_spans(boxes, row, (h, w), ellipse), b, (h, w))[:, None].float()
+
+
+def _cover(spans: torch.Tensor, frames: int, size: tuple[int, int]) -> torch.Tensor:
+    """The pixels that ``spans`` (:func:`_spans`) cover as bool (frames, H, W), ``size`` = (H, W): the spans added
+    into a difference array and summed along the rows."""
+    h, w = size
+    f, y, c0, c1 = spans.unbind(1)
+    diff = torch.zeros(frames, h, w + 1, dtype=torch.int16, device=spans.device)  # coverage counts: overlaps
+    one = torch.ones(len(f), dtype=torch.int16, device=spans.device)
+    diff.index_put_((f, y, c0), one, accumulate=True)
+    diff.index_put_((f, y, c1), -one, accumulate=True)
+    return diff.cumsum(2, dtype=torch.int16)[..., :w] > 0
+
+
+def _spans(boxes: torch.Tensor, row: torch.Tensor, size: tuple[int, int], ellipse: bool,
+           offset: tuple[int, int] = (0, 0)) -> torch.Tensor:
+    """The pixels each face covers (see :func:`face_masks`) as spans, one per face and pixel row of the part of
+    ``size`` = (H, W) at ``offset`` = (oy, ox) of the boxes' pixel grid (computed as for the whole grid):
+    int64 (N·H, 4) of (frame ``row``, pixel row y, first column x0, end column x1) in the part's pixels,
+    0 <= y < H, 0 <= x0 <= x1 <= W; x0 == x1 where the face does not cover that row."""
+    h, w = size
     oy, ox = offset
     dev = boxes.device
     bx = boxes.float()
@@ -138,14 +153,8 @@ def _cover(boxes: torch.Tensor, row: torch.Tensor, shape: tuple[int, int, int], 
         c0 = (bx[owner, 0] - 0.5).ceil()                               # centres x + 0.5 in [x1, x2)
         c1 = (bx[owner, 2] - 0.5).ceil()
     c0, c1 = c0.clamp(ox, ox + w).long() - ox, c1.clamp(ox, ox + w).long() - ox
-    y = y - oy
-    c1 = torch.where(keep & (c1 > c0), c1, c0)        # an empty span adds +1 and -1 at one place: nothing
-    f = row[owner]
-    diff = torch.zeros(b, h, w + 1, dtype=torch.int16, device=dev)  # coverage counts: overlapping faces
-    one = torch.ones(len(f), dtype=torch.int16, device=dev)
-    diff.index_put_((f, y, c0), one, accumulate=True)
-    diff.index_put_((f, y, c1), -one, accumulate=True)
-    return diff.cumsum(2, dtype=torch.int16)[..., :w] > 0
+    c1 = torch.where(keep & (c1 > c0), c1, c0)        # an empty span: x1 == x0
+    return torch.stack([row[owner], y - oy, c0, c1], 1)
 
 
 def _block_sizes(widths: torch.Tensor, cells: float) -> torch.Tensor:
@@ -250,11 +259,16 @@ def anonymize(frames: torch.Tensor, faces: Faces, options: AnonymizeOptions | No
             part = (mx0 - x0, my0 - y0, mx1 - x0, my1 - y0)
             coarse = _coarse(frames[:, :, y0:y1, x0:x1], s, opt.mode == "blur", part)
             shifted = boxes[sel] - upload(torch.tensor([x0, y0, x0, y0], dtype=boxes.dtype, device="cpu"), dev)
-            mask = _cover(shifted, frame[sel], (b, my1 - my0, mx1 - mx0), opt.ellipse, (my0 - y0, mx0 - x0))[:, None]
-            edits.append(((slice(None), slice(None), slice(my0, my1), slice(mx0, mx1)), coarse, mask))
+            spans = _spans(shifted, frame[sel], (my1 - my0, mx1 - mx0), opt.ellipse, (my0 - y0, mx0 - x0))
+            edits.append(((slice(None), slice(None), slice(my0, my1), slice(mx0, mx1)), coarse, spans))
         out = frames if inplace else frames.clone()
-        for where, coarse, mask in edits:   # masked pixels replaced in place: two uint8 passes, ~2x a torch.where
-            out[where].mul_(~mask).add_(coarse * mask)
+        for where, coarse, spans in edits:   # masked pixels replaced in place, level after level
+            region = out[where]
+            if region.device.type == "cpu" and cpu_kernels.available():   # only the masked pixels are written
+                cpu_kernels.copy_spans_u8(region, coarse, spans[spans[:, 3] > spans[:, 2]])
+            else:   # a coverage mask over the part: two uint8 passes, ~2x a torch.where
+                mask = _cover(spans, b, region.shape[-2:])[:, None]
+                region.mul_(~mask).add_(coarse * mask)
         return out
     x = frames.float() / 255.0
     if opt.mode == "solid":
