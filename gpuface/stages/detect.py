@@ -584,6 +584,6 @@ class FaceDetector:
         return filter_faces(faces, tuple(frames.shape[-2:]), self.min_score, self.min_size, self.min_border)
 
 
-__all__ = ["CENTERFACE_AOT_SHAPES", "FaceDetector", "MTCNNDetector", "BlazeFaceDetector", "CenterFaceDetector", "centerface_input_size",
-           "weighted_nms", "letterbox", "filter_faces", "expand_boxes", "nms_min", "area_crops", "area_level",
-           "DETECTORS", "ANIME_DETECTORS"]
+__all__ = ["CENTERFACE_AOT_SHAPES", "FaceDetector", "MTCNNDetector", "BlazeFaceDetector", "CenterFaceDetector",
+           "centerface_input_size", "weighted_nms", "letterbox", "filter_faces", "expand_boxes", "nms_min", "area_crops",
+           "area_level", "DETECTORS", "ANIME_DETECTORS"]
