@@ -99,10 +99,12 @@ def test_readme_example(command, media, tmp_path, monkeypatch, capsys):
     assert code == 0, capsys.readouterr().err
     if argv[0] == "weights":
         out = capsys.readouterr().out
-        if argv[1] == "compile":    # a package path per network and row count, each on disk
+        if argv[1] == "compile":    # a package path per network and input shape, each on disk
+            from gpuface.stages.detect import CENTERFACE_AOT_SHAPES
             from gpuface.stages.landmarks import AOT_ROWS
+            shapes = {**AOT_ROWS, "centerface": CENTERFACE_AOT_SHAPES}
             lines = out.strip().splitlines()
-            assert len(lines) == sum(len(AOT_ROWS[n]) for n in (argv[2:] or AOT_ROWS)), out
+            assert len(lines) == sum(len(shapes[n]) for n in (argv[2:] or shapes)), out
             assert all(Path(line.split(": ", 1)[1]).is_file() for line in lines), out
             return
         assert all(n in out for n in (argv[2:] or ["mtcnn", "centerface", "facemesh"])), out
