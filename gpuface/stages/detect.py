@@ -585,5 +585,5 @@ class FaceDetector:
 
 
 __all__ = ["CENTERFACE_AOT_SHAPES", "FaceDetector", "MTCNNDetector", "BlazeFaceDetector", "CenterFaceDetector",
-           "centerface_input_size", "weighted_nms", "letterbox", "filter_faces", "expand_boxes", "nms_min", "area_crops",
-           "area_level", "DETECTORS", "ANIME_DETECTORS"]
+           "centerface_input_size", "weighted_nms", "letterbox", "filter_faces", "expand_boxes", "nms_min",
+           "area_crops", "area_level", "DETECTORS", "ANIME_DETECTORS"]
