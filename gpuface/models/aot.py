@@ -138,6 +138,17 @@ def mode_from_env() -> str:
     return mode
 
 
+def resolve_mode(aot: str | None) -> str:
+    """``aot`` (auto, now or off), or :func:`mode_from_env` when None. Raises InvalidOptionError for another value."""
+    from gpuface.core.errors import InvalidOptionError
+
+    if aot is None:
+        return mode_from_env()
+    if aot not in MODES:
+        raise InvalidOptionError(f"aot must be one of {', '.join(MODES)}, got {aot!r}")
+    return aot
+
+
 def cache_dir() -> Path:
     """Where packages are kept: ``compiled/`` in the weights cache (:func:`~gpuface.models.weights.weights_dir`)."""
     from gpuface.models.weights import weights_dir
@@ -266,9 +277,9 @@ class AotRunner:
                  cache: Path | None = None):
         from gpuface.core.errors import InvalidOptionError
 
-        aot = mode_from_env() if aot is None else aot
-        if aot not in MODES or name not in NETWORKS:
-            raise InvalidOptionError(f"aot must be one of {', '.join(MODES)} and name one of {', '.join(NETWORKS)}")
+        aot = resolve_mode(aot)
+        if name not in NETWORKS:
+            raise InvalidOptionError(f"name must be one of {', '.join(NETWORKS)}, got {name!r}")
         self.module, self.name, self.aot, self.cache = module, name, aot, cache
         self._by_rows = all(isinstance(r, int) for r in rows)
         self._paths: dict[Shape, Path] = {}
@@ -416,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 __all__ = ["MODES", "NETWORKS", "SERIAL_ROWS", "Shape", "AotRunner", "build", "cache_dir", "mode_from_env",
-           "package_paths", "shape_tag"]
+           "package_paths", "resolve_mode", "shape_tag"]
 
 
 if __name__ == "__main__":

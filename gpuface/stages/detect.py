@@ -32,7 +32,7 @@ from torch import nn
 
 from gpuface.core.device import resolve_device
 from gpuface.core.errors import InvalidOptionError
-from gpuface.models.aot import MODES as AOT_MODES, AotRunner, mode_from_env
+from gpuface.models.aot import AotRunner, resolve_mode
 from gpuface.models.blazeface import BlazeFace
 from gpuface.models.centerface import CenterFace
 from gpuface.models.mtcnn import MTCNN
@@ -475,9 +475,7 @@ class CenterFaceDetector(nn.Module):
             raise InvalidOptionError(f"CenterFace score threshold must be in [0, 1], got {score_threshold}")
         self.net = net.to(memory_format=torch.channels_last)
         self.score_threshold, self.input_size, self.iou_threshold = score_threshold, input_size, iou_threshold
-        self.aot = mode_from_env() if aot is None else aot
-        if self.aot not in AOT_MODES:
-            raise InvalidOptionError(f"aot must be one of {', '.join(AOT_MODES)}, got {aot!r}")
+        self.aot = resolve_mode(aot)   # checked now: the runners are made at the first frame of each size
         self.input_scale = input_scale
         self._runs: dict[tuple[int, int], Bucketed] = {}
 
